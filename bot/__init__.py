@@ -1,0 +1,1 @@
+"""model-guard GitHub App (filled by the GitHub App service issue)."""

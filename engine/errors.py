@@ -1,0 +1,25 @@
+"""The engine's one error hierarchy; the CLI turns these into one-line messages."""
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose (bad input, rejected model, ...)."""
+
+
+class UsageError(EngineError):
+    """The caller asked for something that cannot be done as asked (bad flags, missing file)."""
+
+
+class FeatureCacheError(EngineError):
+    """A feature cache (parquet) is missing, malformed or fails its schema."""
+
+
+class RegistryError(EngineError):
+    """A model registry cannot be read or does not validate."""
+
+
+class ModelRejected(EngineError):
+    """A model failed a safety or interface check, or produced unusable output."""
+
+
+class ReportError(EngineError):
+    """A report cannot be written or read."""
