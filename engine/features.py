@@ -1,4 +1,18 @@
-"""The canonical libvmaf feature layout shared by caches, models and reports."""
+"""The canonical libvmaf feature layout, and loading and validating feature caches (parquet)."""
+
+import hashlib
+import math
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.errors import FeatureCacheError
 
 FEATURES: tuple[str, ...] = (
     "adm2",
@@ -10,3 +24,321 @@ FEATURES: tuple[str, ...] = (
 )
 TARGET = "mos"
 SOURCE = "source"
+# Optional columns describing the encode; string-typed when present.
+ENCODER = "encoder"
+PARAM = "param"
+
+REQUIRED: tuple[str, ...] = (*FEATURES, TARGET)
+_STRING_COLUMNS: tuple[str, ...] = (SOURCE, ENCODER, PARAM)
+_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+# Bump when the encoding fed to content_hash changes (every stored hash changes with it).
+_HASH_VERSION = b"model-guard feature content v1\n"
+
+
+# eq=False: a DataFrame has no truth value, so compare tables by ``content_hash`` instead.
+@dataclass(frozen=True, eq=False)
+class FeatureTable:
+    """A validated feature cache: six float32 features, float32 ``mos``, optional ``source``."""
+
+    frame: pd.DataFrame = field(repr=False)
+    path: Path | None
+    content_hash: str
+
+    @property
+    def n_rows(self) -> int:
+        """Return the number of rows."""
+        return len(self.frame)
+
+    def matrix(self) -> np.ndarray:
+        """Return the features as a C-contiguous float32 array [N, 6] in ``FEATURES`` order."""
+        values = self.frame[list(FEATURES)].to_numpy(dtype=np.float32)
+        return np.ascontiguousarray(values)
+
+    def target(self) -> np.ndarray:
+        """Return the subjective scores (``mos``) as a float32 array [N]."""
+        return np.ascontiguousarray(self.frame[TARGET].to_numpy(dtype=np.float32))
+
+    def groups(self) -> np.ndarray | None:
+        """Return the content id of every row as an array of str, or None without a source column."""
+        if SOURCE not in self.frame.columns:
+            return None
+        groups: np.ndarray = self.frame[SOURCE].to_numpy(dtype=str)
+        return groups
+
+
+def load_features(path: Path, *, max_bytes: int = _DEFAULT_MAX_BYTES) -> FeatureTable:
+    """Read and validate a parquet feature cache; every problem is a one-line FeatureCacheError."""
+    path = Path(path)
+    if not path.exists():
+        raise FeatureCacheError(f"{path}: feature cache not found")
+    if not path.is_file():
+        raise FeatureCacheError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FeatureCacheError(
+            f"{path}: feature cache is {_mib(size)}, over the {_mib(max_bytes)} size cap"
+        )
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise FeatureCacheError(
+            f"{path}: not a readable parquet file: {_one_line(error)}"
+        ) from None
+    _check_arrow_schema(table.schema, prefix=f"{path}: ")
+    try:
+        frame = table.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError) as error:
+        raise FeatureCacheError(f"{path}: cannot decode parquet: {_one_line(error)}") from None
+    return features_from_frame(frame, path=path)
+
+
+def features_from_frame(frame: pd.DataFrame, *, path: Path | None = None) -> FeatureTable:
+    """Validate an in-memory feature frame (casting float64 features to float32) into a table."""
+    prefix = f"{path}: " if path is not None else ""
+    columns = [str(name) for name in frame.columns]
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise FeatureCacheError(f"{prefix}duplicate column names: {', '.join(duplicates)}")
+    _check_required(columns, prefix=prefix)
+    result = frame.copy()
+    result.columns = pd.Index(columns)
+    for name in REQUIRED:
+        result[name] = _float32_column(result[name], prefix=prefix)
+    for name in _STRING_COLUMNS:
+        if name in result.columns:
+            result[name] = _string_column(result[name], prefix=prefix)
+    if len(result) == 0:
+        raise FeatureCacheError(f"{prefix}feature cache has no rows")
+    result = result.reset_index(drop=True)
+    for name in REQUIRED:
+        _check_finite(name, result[name].to_numpy(), prefix=prefix)
+    if SOURCE in result.columns:
+        missing = result[SOURCE].isna().to_numpy()
+        if missing.any():
+            first = int(np.flatnonzero(missing)[0])
+            raise FeatureCacheError(
+                f"{prefix}column '{SOURCE}' has {int(missing.sum())} missing value(s), first at row {first}"
+            )
+    return FeatureTable(frame=result, path=path, content_hash=content_hash(result))
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """Return the hex sha256 of a frame's decoded content (names, dtypes, values; row order matters).
+
+    The file's bytes are not hashed: parquet writers stamp their version into the footer
+    and compression changes every byte, while the decoded content stays the same. The
+    index is ignored. String dtypes of every flavour (object, ``str``, ``string``) count
+    as ``string``, so the hash does not depend on how pandas chose to hold the strings.
+    """
+    digest = hashlib.sha256(_HASH_VERSION)
+    digest.update(struct.pack("<Q", len(frame.columns)))
+    digest.update(struct.pack("<Q", len(frame)))
+    for position in range(len(frame.columns)):
+        name = str(frame.columns[position])
+        series = frame.iloc[:, position]
+        kind = _kind(series)
+        _update_text(digest, name)
+        _update_text(digest, kind)
+        for chunk in _encode(series, kind):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
+    """Return the first difference in decoded content between two frames, or None when equal."""
+    names_a = [str(name) for name in a.columns]
+    names_b = [str(name) for name in b.columns]
+    if names_a != names_b:
+        return _describe_names(names_a, names_b)
+    if len(a) != len(b):
+        return f"row count {len(a)} != {len(b)}"
+    for position, name in enumerate(names_a):
+        kind_a, kind_b = _kind(a.iloc[:, position]), _kind(b.iloc[:, position])
+        if kind_a != kind_b:
+            return f"column '{name}' dtype {kind_a} != {kind_b}"
+    for position, name in enumerate(names_a):
+        series_a, series_b = a.iloc[:, position], b.iloc[:, position]
+        row = _first_mismatch(series_a, series_b, _kind(series_a))
+        if row is not None:
+            left, right = _show(series_a.iloc[row]), _show(series_b.iloc[row])
+            return f"column '{name}' row {row}: {left} != {right}"
+    return None
+
+
+def _check_arrow_schema(schema: pa.Schema, *, prefix: str) -> None:
+    """Reject wrong column types before pandas conversion can blur them (ints with nulls -> float)."""
+    names = list(schema.names)
+    _check_required(names, prefix=prefix)
+    for name in REQUIRED:
+        kind = schema.field(name).type
+        if not (pa.types.is_float32(kind) or pa.types.is_float64(kind)):
+            raise FeatureCacheError(
+                f"{prefix}column '{name}' must be floating point (float32 or float64), found {kind}"
+            )
+    for name in _STRING_COLUMNS:
+        if name not in names:
+            continue
+        kind = schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)
+        ):
+            raise FeatureCacheError(f"{prefix}column '{name}' must be string-typed, found {kind}")
+
+
+def _check_required(columns: list[str], *, prefix: str) -> None:
+    """Raise naming every missing required column and listing the columns that are there."""
+    missing = [name for name in REQUIRED if name not in columns]
+    if not missing:
+        return
+    label = "column" if len(missing) == 1 else "columns"
+    present = ", ".join(columns) if columns else "(none)"
+    raise FeatureCacheError(
+        f"{prefix}missing required {label} {', '.join(repr(m) for m in missing)}; columns present: {present}"
+    )
+
+
+def _float32_column(series: pd.Series, *, prefix: str) -> pd.Series:
+    """Return a float32 copy of a float32/float64 column; anything else is an error."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return series.astype(np.float32)
+    if isinstance(dtype, (pd.Float32Dtype, pd.Float64Dtype)):
+        return pd.Series(series.to_numpy(dtype=np.float32, na_value=np.nan), index=series.index)
+    raise FeatureCacheError(
+        f"{prefix}column '{series.name}' must be floating point (float32 or float64), found {dtype}"
+    )
+
+
+def _string_column(series: pd.Series, *, prefix: str) -> pd.Series:
+    """Return a string column as is (categoricals of strings decoded); anything else is an error."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        categories = dtype.categories
+        if len(categories) == 0 or pd.api.types.infer_dtype(categories, skipna=True) == "string":
+            return series.astype(object)
+    elif _is_string(series):
+        return series
+    raise FeatureCacheError(f"{prefix}column '{series.name}' must be string-typed, found {dtype}")
+
+
+def _check_finite(name: str, values: np.ndarray, *, prefix: str) -> None:
+    """Raise naming the column, the count and the first row of non-finite values."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise FeatureCacheError(
+            f"{prefix}column '{name}' has {int(bad.sum())} non-finite value(s) (NaN or inf), "
+            f"first at row {first}: {values[first]}"
+        )
+
+
+def _is_string(series: pd.Series) -> bool:
+    """Return whether a column holds strings (any pandas string dtype, or objects that are all str)."""
+    if isinstance(series.dtype, pd.StringDtype):
+        return True
+    is_object = isinstance(series.dtype, np.dtype) and series.dtype.kind == "O"
+    return is_object and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
+
+
+def _kind(series: pd.Series) -> str:
+    """Return a canonical dtype name: numpy names for numbers, ``string`` for any string dtype."""
+    dtype = series.dtype
+    if _is_string(series):
+        return "string"
+    if isinstance(dtype, np.dtype):
+        return dtype.name
+    return str(dtype)
+
+
+def _encode(series: pd.Series, kind: str) -> Iterator[bytes]:
+    """Yield the canonical bytes of one column's values (see ``content_hash``)."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
+        values = series.to_numpy()
+        if dtype.kind == "f":
+            nan = np.isnan(values)
+            yield np.packbits(nan).tobytes()
+            # One canonical NaN: payload bits are not content.
+            values = np.where(nan, 0, values).astype(dtype)
+        yield np.ascontiguousarray(values, dtype=dtype.newbyteorder("<")).tobytes()
+        return
+    if isinstance(dtype, np.dtype) and dtype.kind in "mM":
+        yield np.ascontiguousarray(series.to_numpy().view("i8"), dtype="<i8").tobytes()
+        return
+    # Strings and everything else: length-prefixed UTF-8 of str(value), nulls marked.
+    for value in series.to_numpy(dtype=object, na_value=None):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            yield b"\x00"
+        else:
+            data = str(value).encode("utf-8")
+            yield b"\x01" + struct.pack("<Q", len(data)) + data
+
+
+def _update_text(digest: "hashlib._Hash", text: str) -> None:
+    """Feed one length-prefixed UTF-8 string to a digest."""
+    data = text.encode("utf-8")
+    digest.update(struct.pack("<Q", len(data)))
+    digest.update(data)
+
+
+def _first_mismatch(a: pd.Series, b: pd.Series, kind: str) -> int | None:
+    """Return the position of the first differing value (NaN equals NaN), or None."""
+    numeric = isinstance(a.dtype, np.dtype) and a.dtype.kind in "fiubmM"
+    left = a.to_numpy() if numeric else a.to_numpy(dtype=object, na_value=None)
+    right = b.to_numpy() if numeric else b.to_numpy(dtype=object, na_value=None)
+    if left.dtype.kind == "f":
+        same = (left == right) | (np.isnan(left) & np.isnan(right))
+    elif numeric:
+        same = left == right
+    else:
+        same = np.fromiter(
+            (_same(x, y) for x, y in zip(left, right, strict=True)), dtype=bool, count=len(left)
+        )
+    rows = np.flatnonzero(~same)
+    return int(rows[0]) if rows.size else None
+
+
+def _same(x: object, y: object) -> bool:
+    """Compare two decoded values, treating all null markers (None, NaN, NA) as equal."""
+    x_null, y_null = _is_null(x), _is_null(y)
+    if x_null or y_null:
+        return x_null and y_null
+    return bool(x == y)
+
+
+def _is_null(value: object) -> bool:
+    """Return whether a decoded value is a null marker."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _show(value: object) -> str:
+    """Render one value for a difference message (float32 values in their shortest form)."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, np.generic):
+        return str(value)
+    return repr(value)
+
+
+def _describe_names(a: list[str], b: list[str]) -> str:
+    """Describe the first difference between two column-name lists."""
+    for position, (left, right) in enumerate(zip(a, b, strict=False)):
+        if left != right:
+            return f"column {position} is '{left}' != '{right}'"
+    longer, extra = ("first", a[len(b) :]) if len(a) > len(b) else ("second", b[len(a) :])
+    return f"columns differ: the {longer} frame has extra column(s) {', '.join(extra)}"
+
+
+def _one_line(error: BaseException) -> str:
+    """Return an exception message collapsed to one line, at most 200 characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _mib(size: int) -> str:
+    """Render a byte count in MiB."""
+    return f"{size / (1024 * 1024):.1f} MiB"

@@ -118,4 +118,5 @@ def build_mlp(
         doc_string=doc,
     )
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()
+    return data
