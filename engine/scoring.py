@@ -1,0 +1,584 @@
+"""Safety checks on untrusted ONNX models, and scoring them: the engine's only onnxruntime importer.
+
+Models arrive from pull requests, so ``inspect_model`` reads a model without trusting
+it: size caps before reading, a closed op allowlist in the default ONNX domain only,
+external-data locations that must be plain file names inside the model's folder, and
+the [N, 6] float32 -> [N] / [N, 1] float32 interface. External data is then embedded
+from the very bytes that were checked and hashed, and onnxruntime is given those bytes:
+it never opens a file itself (given bytes, it would resolve external data against the
+process's working directory).
+
+``score_model`` runs the whole feature matrix through the model in ONE call, in the
+given row order. int8 models quantise their input with ``DynamicQuantizeLinear``, whose
+scale and zero point are computed over the whole batch, so one row's prediction depends
+on every other row in the batch. Scoring the whole cache at once, in its fixed order,
+with fixed thread counts and sequential execution, makes predictions reproducible.
+"""
+
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, ValueInfoProto
+
+from engine.errors import ModelRejected, UsageError
+from engine.features import FEATURES
+from engine.hashing import sha256_bytes
+
+ALLOWED_OPS: frozenset[str] = frozenset(
+    {
+        "MatMul",
+        "Gemm",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Erf",
+        "Gelu",
+        "Clip",
+        "Concat",
+        "Squeeze",
+        "Unsqueeze",
+        "Reshape",
+        "Flatten",
+        "Identity",
+        "Transpose",
+        "Cast",
+        "Constant",
+        "DynamicQuantizeLinear",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "MatMulInteger",
+    }
+)
+
+_DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+# "checksum" is informational (onnxruntime ignores it); anything else is refused rather
+# than guessed at ("basepath" would redirect where a location is resolved).
+_EXTERNAL_KEYS = frozenset({"location", "offset", "length", "checksum"})
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_MIB = 1024 * 1024
+_MAX_MESSAGE = 300
+# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+@dataclass(frozen=True)
+class ScoringLimits:
+    """Safety limits for inspecting a model and the onnxruntime settings for scoring it."""
+
+    max_bytes: int = 16 * _MIB
+    max_opset: int = 21
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+
+    def __post_init__(self) -> None:
+        """Refuse limits that make no sense (0 threads would mean 'all cores' to onnxruntime)."""
+        if self.max_bytes < 1:
+            raise UsageError(f"max_bytes must be positive, not {self.max_bytes}")
+        if self.max_opset < 1:
+            raise UsageError(f"max_opset must be at least 1, not {self.max_opset}")
+        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
+            raise UsageError("onnxruntime thread counts must be at least 1")
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """A model that passed every check, with its external data embedded in ``payload``."""
+
+    path: Path
+    sha256: str
+    n_bytes: int
+    ir_version: int
+    opset: int
+    input_name: str
+    output_name: str
+    op_types: tuple[str, ...]
+    external_files: tuple[str, ...]
+    payload: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _ExternalRef:
+    """Where one tensor's bytes live: a plain file name, an offset and an optional length."""
+
+    location: str
+    offset: int
+    length: int | None
+
+
+def inspect_model(
+    path: Path,
+    *,
+    limits: ScoringLimits = ScoringLimits(),
+    external_data: Mapping[str, str] | None = None,
+) -> CheckedModel:
+    """Check an untrusted ONNX file without running it; every problem is a one-line ModelRejected.
+
+    ``external_data`` maps each allowed external file name to its sha256 (from the
+    registry); when None, any plain file name in the model's own folder is allowed.
+    """
+    path = Path(path)
+    raw = _read_model_file(path, limit=limits.max_bytes)
+    model = _parse(raw)
+    opset = _check_opsets(model, max_opset=limits.max_opset)
+    if model.functions:
+        raise _rejected("model-local functions are not allowed")
+    if model.training_info:
+        raise _rejected("training_info graphs are not allowed")
+    graphs = list(_graphs(model.graph))
+    op_types = _check_nodes(graphs)
+    tensors = [tensor for graph in graphs for tensor in _graph_tensors(graph)]
+    external = [(tensor, _external_ref(tensor)) for tensor in tensors if _is_external(tensor)]
+    folder = path.parent.resolve()
+    names = sorted({ref.location for _, ref in external})
+    files = {name: _locate_external(folder, name, external_data=external_data) for name in names}
+    sizes = {name: _regular_size(file, name) for name, file in files.items()}
+    n_bytes = len(raw) + sum(sizes.values())
+    if n_bytes > limits.max_bytes:
+        raise _rejected(
+            f"model is {_size(n_bytes)} with its external data, over the {_size(limits.max_bytes)} cap"
+        )
+    _check_bounds([ref for _, ref in external], sizes, cap=limits.max_bytes)
+    input_name = _check_input(model.graph)
+    output_name = _check_output(model.graph)
+    contents = {name: _read_external(files[name], sizes[name], name) for name in names}
+    if external_data is not None:
+        for name in names:
+            _check_hash(name, contents[name], expected=external_data[name])
+    for tensor, ref in external:
+        _embed(tensor, ref, contents[ref.location])
+    _run_checker(model)
+    return CheckedModel(
+        path=path,
+        sha256=sha256_bytes(raw),
+        n_bytes=n_bytes,
+        ir_version=model.ir_version,
+        opset=opset,
+        input_name=input_name,
+        output_name=output_name,
+        op_types=tuple(sorted(op_types)),
+        external_files=tuple(names),
+        payload=model.SerializeToString(),
+    )
+
+
+def score_model(
+    model: CheckedModel, matrix: np.ndarray, *, limits: ScoringLimits = ScoringLimits()
+) -> np.ndarray:
+    """Score a float32 C-contiguous [N, 6] matrix in one onnxruntime call; return float32 [N]."""
+    _check_matrix(matrix)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = limits.intra_op_threads
+    options.inter_op_num_threads = limits.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # onnxruntime's default level, pinned so a change of default cannot change results.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors come back as exceptions; do not also print them (or warnings) to stderr.
+    options.log_severity_level = 4
+    # Never let crafted bytes be taken for the flatbuffer ORT format.
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    # Any exception from onnxruntime is the model's fault: report it in one line.
+    try:
+        session = ort.InferenceSession(
+            model.payload, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:
+        raise _rejected(f"onnxruntime cannot load the model: {error}") from None
+    try:
+        outputs = session.run([model.output_name], {model.input_name: matrix})
+    except Exception as error:
+        raise _rejected(f"onnxruntime failed while scoring: {error}") from None
+    return _check_predictions(outputs[0], n_rows=matrix.shape[0])
+
+
+def _read_model_file(path: Path, *, limit: int) -> bytes:
+    """Return the model file's bytes after checking it is a regular file under the cap."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise _rejected(f"model file {_quote(path.name)} not found") from None
+    except OSError as error:
+        raise _rejected(f"model file {_quote(path.name)} cannot be read: {error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _rejected(f"model path {_quote(path.name)} is not a regular file")
+    if info.st_size > limit:
+        raise _rejected(f"model is {_size(info.st_size)}, over the {_size(limit)} cap")
+    return _read_exactly(path, info.st_size, label=f"model file {_quote(path.name)}")
+
+
+def _read_exactly(path: Path, size: int, *, label: str, flags: int = 0) -> bytes:
+    """Read a regular file that must still have the size it had when checked."""
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS | flags)
+    except OSError as error:
+        raise _rejected(f"{label} cannot be opened: {error}") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            raise _rejected(f"{label} changed while it was being checked")
+        data = handle.read(size + 1)
+    if len(data) != size:
+        raise _rejected(f"{label} changed while it was being checked")
+    return data
+
+
+def _parse(raw: bytes) -> ModelProto:
+    """Decode ModelProto bytes without touching any external data."""
+    try:
+        model = onnx.load_model_from_string(raw)
+    except (DecodeError, ValueError) as error:
+        raise _rejected(f"not a valid ONNX file: {error}") from None
+    if model.ir_version < 1:
+        raise _rejected("not a valid ONNX file: no ir_version")
+    if not model.HasField("graph"):
+        raise _rejected("not a valid ONNX file: no graph")
+    return model
+
+
+def _check_opsets(model: ModelProto, *, max_opset: int) -> int:
+    """Allow only the default ONNX domain at a version up to ``max_opset``; return that version."""
+    if not model.opset_import:
+        raise _rejected("model declares no opset")
+    versions: list[int] = []
+    for entry in model.opset_import:
+        if entry.domain not in _DEFAULT_DOMAINS:
+            raise _rejected(
+                f"opset domain {_quote(entry.domain)} is not allowed, only the default ONNX domain"
+            )
+        if not 1 <= entry.version <= max_opset:
+            raise _rejected(f"opset {entry.version} is outside the allowed range 1..{max_opset}")
+        versions.append(entry.version)
+    if len(versions) > 1:
+        raise _rejected("model imports the default ONNX domain more than once")
+    return versions[0]
+
+
+def _graphs(graph: GraphProto) -> Iterator[GraphProto]:
+    """Yield a graph and every subgraph nested in its nodes' attributes."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in _attribute_graphs(attribute):
+                yield from _graphs(subgraph)
+
+
+def _attribute_graphs(attribute: AttributeProto) -> list[GraphProto]:
+    """Return the subgraphs an attribute carries (``g`` and ``graphs``)."""
+    found = list(attribute.graphs)
+    if attribute.HasField("g"):
+        found.insert(0, attribute.g)
+    return found
+
+
+def _check_nodes(graphs: list[GraphProto]) -> set[str]:
+    """Reject any node outside the default domain or the op allowlist; return the op types."""
+    op_types: set[str] = set()
+    for graph in graphs:
+        for node in graph.node:
+            if node.domain not in _DEFAULT_DOMAINS:
+                raise _rejected(
+                    f"op {_quote(node.op_type)} in domain {_quote(node.domain)} is not allowed, "
+                    "only the default ONNX domain"
+                )
+            if node.op_type not in ALLOWED_OPS:
+                raise _rejected(f"op {_quote(node.op_type)} is not on the allowlist")
+            op_types.add(node.op_type)
+    return op_types
+
+
+def _graph_tensors(graph: GraphProto) -> Iterator[TensorProto]:
+    """Yield every tensor of one graph that could carry data: initializers and node attributes.
+
+    Subgraphs are visited by the caller through ``_graphs``. Sparse tensors count twice
+    (values and indices); onnx's own ``load_external_data_for_model`` skips them.
+    """
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            sparse_tensors = list(attribute.sparse_tensors)
+            if attribute.HasField("sparse_tensor"):
+                sparse_tensors.insert(0, attribute.sparse_tensor)
+            for sparse in sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+
+
+def _is_external(tensor: TensorProto) -> bool:
+    """Return whether a tensor keeps its data in a file; stray external entries are refused."""
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return True
+    if tensor.external_data:
+        raise _rejected(
+            f"tensor {_quote(tensor.name)} lists external data but is not marked as external"
+        )
+    return False
+
+
+def _external_ref(tensor: TensorProto) -> _ExternalRef:
+    """Parse and validate one tensor's external_data entries (keys, plain name, numbers)."""
+    entries: dict[str, str] = {}
+    for entry in tensor.external_data:
+        if entry.key not in _EXTERNAL_KEYS:
+            raise _rejected(
+                f"tensor {_quote(tensor.name)} has unknown external data key {_quote(entry.key)}"
+            )
+        if entry.key in entries:
+            raise _rejected(
+                f"tensor {_quote(tensor.name)} repeats external data key {_quote(entry.key)}"
+            )
+        entries[entry.key] = entry.value
+    location = entries.get("location", "")
+    if not _is_plain_name(location):
+        raise _rejected(
+            f"external data location {_quote(location)} is not a plain file name in the model's folder"
+        )
+    numbers: dict[str, int] = {}
+    for key in ("offset", "length"):
+        if key in entries:
+            if not _DIGITS.fullmatch(entries[key]):
+                raise _rejected(
+                    f"tensor {_quote(tensor.name)} has external data {key} {_quote(entries[key])}, "
+                    "not a non-negative integer"
+                )
+            numbers[key] = int(entries[key])
+    return _ExternalRef(
+        location=location, offset=numbers.get("offset", 0), length=numbers.get("length")
+    )
+
+
+def _is_plain_name(location: str) -> bool:
+    """Return whether a location is a bare file name: no separators, drive, NUL or dot names."""
+    if location in ("", ".", ".."):
+        return False
+    if any(char in location for char in "/\\:\x00"):
+        return False
+    return not os.path.isabs(location)
+
+
+def _locate_external(folder: Path, name: str, *, external_data: Mapping[str, str] | None) -> Path:
+    """Return the resolved path of an external file that must be listed and live in ``folder``."""
+    if external_data is not None and name not in external_data:
+        raise _rejected(f"external data file {_quote(name)} is not listed in the registry")
+    try:
+        resolved = (folder / name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise _rejected(
+            f"external data file {_quote(name)} not found in the model's folder"
+        ) from None
+    if resolved.parent != folder:
+        raise _rejected(f"external data file {_quote(name)} resolves outside the model's folder")
+    return resolved
+
+
+def _regular_size(path: Path, name: str) -> int:
+    """Return the size of an external file that must be a regular file."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        raise _rejected(f"external data file {_quote(name)} cannot be read: {error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _rejected(f"external data file {_quote(name)} is not a regular file")
+    return info.st_size
+
+
+def _check_bounds(refs: list[_ExternalRef], sizes: Mapping[str, int], *, cap: int) -> None:
+    """Require every offset/length to fall inside its file, and the embedded total under the cap.
+
+    The second check stops many tensors pointing at the same bytes from multiplying memory.
+    """
+    total = 0
+    for ref in refs:
+        size = sizes[ref.location]
+        end = size if ref.length is None else ref.offset + ref.length
+        if ref.offset > size or end > size:
+            raise _rejected(
+                f"external data in {_quote(ref.location)} at offset {ref.offset} "
+                f"length {end - ref.offset} runs past the end of the {size}-byte file"
+            )
+        total += end - ref.offset
+    if total > cap:
+        raise _rejected(
+            f"external data references add up to {_size(total)}, over the {_size(cap)} cap"
+        )
+
+
+def _read_external(path: Path, size: int, name: str) -> bytes:
+    """Read an external file that was located and sized earlier."""
+    return _read_exactly(
+        path,
+        size,
+        label=f"external data file {_quote(name)}",
+        flags=getattr(os, "O_NOFOLLOW", 0),
+    )
+
+
+def _check_hash(name: str, content: bytes, *, expected: str) -> None:
+    """Compare an external file's bytes with the sha256 the registry lists for it."""
+    found = sha256_bytes(content)
+    if found != expected.lower():
+        raise _rejected(
+            f"external data file {_quote(name)} does not match its registry sha256 "
+            f"(expected {expected[:12]}..., found {found[:12]}...)"
+        )
+
+
+def _embed(tensor: TensorProto, ref: _ExternalRef, content: bytes) -> None:
+    """Move a tensor's external bytes into ``raw_data`` so nothing refers to a file any more."""
+    end = len(content) if ref.length is None else ref.offset + ref.length
+    tensor.raw_data = content[ref.offset : end]
+    tensor.data_location = TensorProto.DEFAULT
+    del tensor.external_data[:]
+
+
+def _check_input(graph: GraphProto) -> str:
+    """Require exactly one real input, float32 [N, 6]; return its name."""
+    constant_names = {tensor.name for tensor in graph.initializer}
+    constant_names.update(sparse.values.name for sparse in graph.sparse_initializer)
+    inputs = [value for value in graph.input if value.name not in constant_names]
+    if len(inputs) != 1:
+        raise _rejected(
+            f"model has {len(inputs)} inputs, expected exactly one [N, {len(FEATURES)}]"
+        )
+    value = inputs[0]
+    dims = _float_tensor_dims(value, role="input")
+    if len(dims) != 2:
+        raise _rejected(
+            f"input {_quote(value.name)} has rank {len(dims)}, expected [N, {len(FEATURES)}]"
+        )
+    if dims[1] != str(len(FEATURES)):
+        raise _rejected(
+            f"input {_quote(value.name)} has {dims[1]} features, expected {len(FEATURES)}"
+        )
+    return str(value.name)
+
+
+def _check_output(graph: GraphProto) -> str:
+    """Require exactly one output, float32 [N] or [N, 1]; return its name."""
+    if len(graph.output) != 1:
+        raise _rejected(
+            f"model has {len(graph.output)} outputs, expected exactly one [N] or [N, 1]"
+        )
+    value = graph.output[0]
+    dims = _float_tensor_dims(value, role="output")
+    if not (len(dims) == 1 or (len(dims) == 2 and dims[1] == "1")):
+        raise _rejected(
+            f"output {_quote(value.name)} has shape [{', '.join(dims)}], expected [N] or [N, 1]"
+        )
+    return str(value.name)
+
+
+def _float_tensor_dims(value: ValueInfoProto, *, role: str) -> list[str]:
+    """Require a float32 tensor with a declared shape; return its dims as text ('?' if unknown)."""
+    if not value.type.HasField("tensor_type"):
+        raise _rejected(f"{role} {_quote(value.name)} is not a tensor")
+    tensor_type = value.type.tensor_type
+    if tensor_type.elem_type != TensorProto.FLOAT:
+        raise _rejected(
+            f"{role} {_quote(value.name)} has element type {_dtype_name(tensor_type.elem_type)}, "
+            "expected FLOAT (float32)"
+        )
+    if not tensor_type.HasField("shape"):
+        raise _rejected(f"{role} {_quote(value.name)} declares no shape")
+    dims: list[str] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(str(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(_quote(dim.dim_param))
+        else:
+            dims.append("?")
+    return dims
+
+
+def _dtype_name(elem_type: int) -> str:
+    """Return an ONNX element type's name, or its number when it is not a known type."""
+    try:
+        return str(TensorProto.DataType.Name(elem_type))
+    except ValueError:
+        return str(elem_type)
+
+
+def _run_checker(model: ModelProto) -> None:
+    """Run onnx's structural checker on the in-memory model (external data already embedded).
+
+    Run before embedding, the checker would stat external locations relative to the
+    process's working directory, so it runs on the self-contained model instead.
+    """
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise _rejected(f"ONNX checker: {error}") from None
+
+
+def _check_matrix(matrix: np.ndarray) -> None:
+    """Require a non-empty float32 C-contiguous [N, 6] array."""
+    width = len(FEATURES)
+    if not isinstance(matrix, np.ndarray):
+        raise UsageError(f"features must be a numpy array, not {type(matrix).__name__}")
+    if matrix.dtype != np.float32:
+        raise UsageError(f"features must be float32, not {matrix.dtype}")
+    if matrix.ndim != 2 or matrix.shape[1] != width:
+        raise UsageError(f"features must have shape [N, {width}], not {list(matrix.shape)}")
+    if matrix.shape[0] == 0:
+        raise UsageError("features have no rows")
+    if not matrix.flags.c_contiguous:
+        raise UsageError("features must be C-contiguous")
+
+
+def _check_predictions(result: object, *, n_rows: int) -> np.ndarray:
+    """Require one finite float per row; return them as float32 [N]."""
+    if not isinstance(result, np.ndarray):
+        raise _rejected(f"model output is a {type(result).__name__}, not a tensor")
+    if result.shape not in ((n_rows,), (n_rows, 1)):
+        raise _rejected(
+            f"model output has shape {list(result.shape)}, expected [{n_rows}] or [{n_rows}, 1]"
+        )
+    predictions = np.ascontiguousarray(result.reshape(n_rows), dtype=np.float32)
+    bad = ~np.isfinite(predictions)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise _rejected(
+            f"model produced {int(bad.sum())} non-finite predictions out of {n_rows} "
+            f"(first at row {first})"
+        )
+    return predictions
+
+
+def _rejected(message: str) -> ModelRejected:
+    """Return a ModelRejected whose message is one line of at most ~300 characters."""
+    text = " ".join(message.split())
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 3] + "..."
+    return ModelRejected(text)
+
+
+def _quote(text: str) -> str:
+    """Quote an untrusted name for a message: escaped, so it cannot break the line, and short."""
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _size(n_bytes: int) -> str:
+    """Render a byte count: whole MiB as '16 MiB', over 1 MiB as '17.2 MiB', else in bytes."""
+    if n_bytes >= _MIB and n_bytes % _MIB == 0:
+        return f"{n_bytes // _MIB} MiB"
+    if n_bytes >= _MIB:
+        return f"{n_bytes / _MIB:.1f} MiB"
+    return f"{n_bytes} bytes"
