@@ -1,0 +1,290 @@
+"""Evaluate one model of a timeline on a feature cache, with an on-disk store of past evaluations.
+
+An evaluation is keyed by everything that decides its result: the model's bytes (sha256
+of the graph file and of every external-data file), the feature cache's decoded content
+hash, the gate, the metric settings, the safety limits and the evaluation code's version.
+Re-running over an unchanged timeline therefore evaluates no model at all.
+"""
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import EngineError, ModelRejected, UsageError
+from engine.features import FeatureTable
+from engine.hashing import sha256_file, sha256_json
+from engine.metrics import MetricReport, compute_metrics
+from engine.scoring import CheckedModel, ScoringLimits, inspect_model, score_model
+from engine.threshold import StepStatus, Thresholds, judge
+
+if TYPE_CHECKING:
+    from engine.registry import Registry
+
+# Bump when a change to scoring, metrics or judging would change a stored result.
+EVALUATION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model in a timeline: its display name, its file and what the registry expects of it."""
+
+    name: str
+    path: Path
+    expected_sha256: str | None = None
+    external_data: Mapping[str, str] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """How metrics are computed and judged: bootstrap size, confidence, seed, logistic fit."""
+
+    statistical: bool = False
+    bootstrap: int = 0
+    confidence: float = 0.95
+    seed: int = 0
+    logistic: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dict."""
+        return {
+            "statistical": self.statistical,
+            "bootstrap": self.bootstrap,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "logistic": self.logistic,
+        }
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The evaluation of one model: the gate's status, why, and the metrics behind it."""
+
+    name: str
+    path: str
+    sha256: str | None
+    status: StepStatus
+    reasons: tuple[str, ...]
+    broken: str | None
+    metrics: MetricReport | None
+    seconds: float
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "sha256": self.sha256,
+            "status": self.status.value,
+            "reasons": list(self.reasons),
+            "broken": self.broken,
+            "metrics": None if self.metrics is None else self.metrics.to_dict(),
+            "seconds": round(self.seconds, 6),
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StepRecord":
+        """Rebuild a record written by ``to_dict``."""
+        metrics = data.get("metrics")
+        return cls(
+            name=str(data["name"]),
+            path=str(data["path"]),
+            sha256=data.get("sha256"),
+            status=StepStatus(data["status"]),
+            reasons=tuple(str(r) for r in data.get("reasons", ())),
+            broken=data.get("broken"),
+            metrics=None if metrics is None else MetricReport.from_dict(metrics),
+            seconds=float(data.get("seconds", 0.0)),
+            cached=bool(data.get("cached", False)),
+        )
+
+
+class EvaluationStore:
+    """Past evaluations as one JSON file per key in a folder; unreadable entries are misses."""
+
+    def __init__(self, directory: Path) -> None:
+        """Use ``directory`` (created on first write)."""
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """Return the stored record for ``key``, or None when absent or unreadable."""
+        try:
+            data = json.loads(self._path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("key") == key else None
+
+    def put(self, key: str, record: Mapping[str, Any]) -> None:
+        """Store ``record`` under ``key`` atomically (temporary file, then rename)."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"key": key, **record}, sort_keys=True, allow_nan=False)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(payload)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def refs_from_registry(registry: "Registry") -> list[ModelRef]:
+    """Return the registry's models in canonical timeline order as model references."""
+    return [
+        ModelRef(
+            name=entry.id,
+            path=entry.onnx_path(registry.root),
+            expected_sha256=entry.sha256,
+            external_data=entry.external_map(),
+        )
+        for entry in registry.models
+    ]
+
+
+def refs_from_paths(paths: Sequence[Path]) -> list[ModelRef]:
+    """Return model references for plain ONNX paths, oldest first, named by file stem."""
+    return [ModelRef(name=Path(path).stem, path=Path(path)) for path in paths]
+
+
+class Evaluator:
+    """Scores timeline models on a feature cache and judges them; callable as ``evaluate(index)``."""
+
+    def __init__(
+        self,
+        models: Sequence[ModelRef],
+        features: FeatureTable,
+        thresholds: Thresholds,
+        *,
+        settings: MetricSettings = MetricSettings(),
+        limits: ScoringLimits = ScoringLimits(),
+        store: EvaluationStore | None = None,
+    ) -> None:
+        """Prepare to evaluate ``models`` (oldest first) on ``features`` against ``thresholds``."""
+        if settings.statistical and settings.bootstrap < 1:
+            raise UsageError("statistical mode needs bootstrap resamples (bootstrap >= 1)")
+        self.models = list(models)
+        self.features = features
+        self.thresholds = thresholds
+        self.settings = settings
+        self.limits = limits
+        self.store = store
+        self.evaluated = 0
+        self.from_store = 0
+        self._matrix = features.matrix()
+        self._target = features.target()
+        groups = features.groups()
+        # A grouped bootstrap needs at least two sources; with one, resample rows instead.
+        self._groups = groups if groups is not None and len(set(groups.tolist())) > 1 else None
+
+    def __call__(self, index: int) -> StepRecord:
+        """Evaluate the model at timeline ``index`` (served from the store when possible).
+
+        The safety check runs every time (it is cheap, and a rejection can depend on
+        files around the model); scoring and metrics run only on a store miss.
+        """
+        ref = self.models[index]
+        started = time.perf_counter()
+        try:
+            sha256 = self._checked_sha256(ref)
+            checked = inspect_model(ref.path, limits=self.limits, external_data=ref.external_data)
+        except ModelRejected as error:
+            self.evaluated += 1
+            return self._broken(ref, None, str(error), time.perf_counter() - started)
+        external = {name: sha256_file(ref.path.parent / name) for name in checked.external_files}
+        key = self._key(sha256, external)
+        cached = self._from_store(key)
+        if cached is not None:
+            self.from_store += 1
+            return replace(cached, name=ref.name, path=str(ref.path), cached=True)
+        self.evaluated += 1
+        record = self._score(ref, checked, sha256, started)
+        if self.store is not None:
+            self.store.put(key, record.to_dict())
+        return record
+
+    def _from_store(self, key: str) -> StepRecord | None:
+        """Return the stored record for ``key``; a malformed one is treated as a miss."""
+        stored = None if self.store is None else self.store.get(key)
+        if stored is None:
+            return None
+        try:
+            return StepRecord.from_dict(stored)
+        except (EngineError, KeyError, TypeError, ValueError):
+            return None
+
+    @staticmethod
+    def _checked_sha256(ref: ModelRef) -> str:
+        """Hash the model file and compare it with what the registry expects."""
+        if not ref.path.is_file():
+            raise ModelRejected(f"model file {ref.path.name} not found")
+        digest = sha256_file(ref.path)
+        if ref.expected_sha256 is not None and digest != ref.expected_sha256:
+            raise ModelRejected(
+                f"sha256 mismatch: registry says {ref.expected_sha256[:12]}…, file has {digest[:12]}…"
+            )
+        return digest
+
+    def _key(self, sha256: str, external: Mapping[str, str]) -> str:
+        """Return the store key for a model's bytes under this evaluator's settings."""
+        return sha256_json(
+            {
+                "evaluation_version": EVALUATION_VERSION,
+                "model": sha256,
+                "external": dict(sorted(external.items())),
+                "features": self.features.content_hash,
+                "thresholds": self.thresholds.to_dict(),
+                "settings": self.settings.to_dict(),
+                "max_opset": self.limits.max_opset,
+            }
+        )
+
+    def _score(self, ref: ModelRef, checked: CheckedModel, sha256: str, started: float) -> StepRecord:
+        """Score and judge one checked model; a model failing at run time comes back broken."""
+        try:
+            predictions = score_model(checked, self._matrix, limits=self.limits)
+        except ModelRejected as error:
+            return self._broken(ref, sha256, str(error), time.perf_counter() - started)
+        metrics = compute_metrics(
+            predictions,
+            self._target,
+            groups=self._groups,
+            bootstrap=self.settings.bootstrap,
+            confidence=self.settings.confidence,
+            seed=self.settings.seed,
+            logistic=self.settings.logistic,
+        )
+        judgement = judge(metrics, self.thresholds, statistical=self.settings.statistical)
+        return StepRecord(
+            name=ref.name,
+            path=str(ref.path),
+            sha256=sha256,
+            status=judgement.status,
+            reasons=judgement.reasons,
+            broken=None,
+            metrics=metrics,
+            seconds=time.perf_counter() - started,
+        )
+
+    @staticmethod
+    def _broken(ref: ModelRef, sha256: str | None, reason: str, seconds: float) -> StepRecord:
+        """Return the record of a model that could not be scored: it counts as failing."""
+        return StepRecord(
+            name=ref.name,
+            path=str(ref.path),
+            sha256=sha256,
+            status=StepStatus.FAIL,
+            reasons=(f"broken: {reason}",),
+            broken=reason,
+            metrics=None,
+            seconds=seconds,
+        )
