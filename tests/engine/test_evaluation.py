@@ -1,0 +1,183 @@
+"""Tests for evaluating timeline models: hostile models come back broken, the store saves work."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from engine.bisection import Outcome, find_first_regression
+from engine.evaluation import EvaluationStore, Evaluator, MetricSettings, ModelRef, refs_from_paths
+from engine.features import load_features
+from engine.scoring import ScoringLimits
+from engine.threshold import StepStatus, Thresholds
+from tests.engine import onnx_factory as factory
+
+BISECT = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
+GATE = Thresholds(min_plcc=0.9)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_features(BISECT / "features.parquet")
+
+
+@pytest.fixture
+def good_model(tmp_path: Path) -> Path:
+    target = tmp_path / "good.onnx"
+    shutil.copy(BISECT / "regression" / "fr-mlp-v05.onnx", target)
+    return target
+
+
+def _custom_domain(path: Path) -> Path:
+    model = factory.make_model(
+        [helper.make_node("Fancy", ["x"], ["y"], domain="com.evil")], extra_opsets=[("com.evil", 1)]
+    )
+    return factory.save(model, path)
+
+
+def _unlisted_op(path: Path) -> Path:
+    model = factory.make_model([helper.make_node("TopK", ["x", "k"], ["y", "i"])])
+    return factory.save(model, path)
+
+
+def _traversal(path: Path) -> Path:
+    model = factory.linear_model()
+    factory.point_external(model.graph.initializer[0], "../../etc/passwd")
+    return factory.save(model, path)
+
+
+def _truncated(path: Path) -> Path:
+    data = (BISECT / "regression" / "fr-mlp-v05.onnx").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _wrong_width(path: Path) -> Path:
+    model = factory.make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        inputs=[factory.features(width=5)],
+        initializers=[helper.make_tensor("w", TensorProto.FLOAT, [5, 1], np.ones(5, np.float32))],
+    )
+    return factory.save(model, path)
+
+
+def _nan_output(path: Path) -> Path:
+    return factory.save(factory.nan_on_zero_model(), path)
+
+
+def _oversized(path: Path) -> Path:
+    model = factory.linear_model()
+    padding = helper.make_tensor("pad", TensorProto.FLOAT, [300_000], np.zeros(300_000, np.float32))
+    model.graph.initializer.append(padding)
+    return factory.save(model, path)
+
+
+HOSTILE = {
+    "external data path traversal": (_traversal, "../../etc/passwd"),
+    "custom-domain op": (_custom_domain, "com.evil"),
+    "op outside the allowlist": (_unlisted_op, "TopK"),
+    "file over the cap": (_oversized, "cap"),
+    "truncated bytes": (_truncated, "not a valid ONNX"),
+    "wrong input width": (_wrong_width, "expected 6"),
+    "NaN output": (_nan_output, "non-finite"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_model_in_timeline_is_reported_broken_with_one_line_reason(
+    case: str, tmp_path: Path, golden, good_model: Path
+) -> None:
+    build, needle = HOSTILE[case]
+    bad = build(tmp_path / "bad.onnx")
+    if case == "NaN output":  # make the golden cache contain a zero so 0/0 fires
+        golden = _with_a_zero(golden)
+    refs = refs_from_paths([good_model, bad])
+    evaluator = Evaluator(refs, golden, GATE, limits=ScoringLimits(max_bytes=1024 * 1024))
+    result = find_first_regression(2, evaluator)
+    assert result.outcome is Outcome.REGRESSION
+    step = result.visits[0].result
+    assert step.status is StepStatus.FAIL
+    assert step.broken is not None and "\n" not in step.broken
+    assert needle in step.broken
+    assert step.reasons == (f"broken: {step.broken}",)
+
+
+def _with_a_zero(table):
+    from engine.features import features_from_frame
+
+    frame = table.frame.copy()
+    frame.loc[0, "adm2"] = np.float32(0.0)
+    return features_from_frame(frame)
+
+
+def test_second_run_over_unchanged_timeline_scores_no_model(tmp_path: Path, golden) -> None:
+    refs = refs_from_paths(sorted((BISECT / "regression").glob("*.onnx")))
+    store = EvaluationStore(tmp_path / "store")
+    first = Evaluator(refs, golden, GATE, store=store)
+    result_1 = find_first_regression(len(refs), first)
+    second = Evaluator(refs, golden, GATE, store=store)
+    result_2 = find_first_regression(len(refs), second)
+    assert (first.evaluated, first.from_store) == (result_1.evaluations, 0)
+    assert (second.evaluated, second.from_store) == (0, result_2.evaluations)
+    assert result_2.first_bad_index == result_1.first_bad_index == 6
+    assert all(visit.result.cached for visit in result_2.visits)
+    assert [v.result.metrics for v in result_2.visits] == [v.result.metrics for v in result_1.visits]
+
+
+def test_store_key_changes_with_gate_and_settings(tmp_path: Path, golden, good_model: Path) -> None:
+    store = EvaluationStore(tmp_path / "store")
+    refs = refs_from_paths([good_model])
+    Evaluator(refs, golden, GATE, store=store)(0)
+    other_gate = Evaluator(refs, golden, Thresholds(min_plcc=0.95), store=store)
+    other_gate(0)
+    other_settings = Evaluator(refs, golden, GATE, settings=MetricSettings(logistic=True), store=store)
+    other_settings(0)
+    assert other_gate.evaluated == 1 and other_settings.evaluated == 1
+
+
+def test_corrupt_store_entry_is_a_miss_not_a_crash(tmp_path: Path, golden, good_model: Path) -> None:
+    store = EvaluationStore(tmp_path / "store")
+    refs = refs_from_paths([good_model])
+    Evaluator(refs, golden, GATE, store=store)(0)
+    for entry in (tmp_path / "store").rglob("*.json"):
+        entry.write_text('{"key": "' + entry.stem + '", "status": "maybe"}')
+    again = Evaluator(refs, golden, GATE, store=store)
+    assert again(0).status is StepStatus.PASS
+    assert again.evaluated == 1
+
+
+def test_changed_model_bytes_are_a_store_miss(tmp_path: Path, golden, good_model: Path) -> None:
+    store = EvaluationStore(tmp_path / "store")
+    refs = refs_from_paths([good_model])
+    Evaluator(refs, golden, GATE, store=store)(0)
+    shutil.copy(BISECT / "regression" / "fr-mlp-v06.onnx", good_model)
+    again = Evaluator(refs, golden, GATE, store=store)
+    assert again(0).status is StepStatus.FAIL
+    assert again.evaluated == 1
+
+
+def test_registry_hash_mismatch_is_broken(good_model: Path, golden) -> None:
+    ref = ModelRef(name="v05", path=good_model, expected_sha256="0" * 64)
+    step = Evaluator([ref], golden, GATE)(0)
+    assert step.status is StepStatus.FAIL
+    assert step.broken is not None and "sha256 mismatch" in step.broken
+
+
+def test_missing_model_file_is_broken(tmp_path: Path, golden) -> None:
+    step = Evaluator(refs_from_paths([tmp_path / "gone.onnx"]), golden, GATE)(0)
+    assert step.broken == "model file gone.onnx not found"
+
+
+def test_statistical_mode_attaches_intervals(golden, good_model: Path) -> None:
+    settings = MetricSettings(statistical=True, bootstrap=200)
+    step = Evaluator(refs_from_paths([good_model]), golden, GATE, settings=settings)(0)
+    assert step.status is StepStatus.PASS
+    assert step.metrics is not None and step.metrics.grouped
+    assert step.metrics.ci["plcc"].low > 0.9
+
+
+def test_onnx_checker_sanity_of_factory_models(tmp_path: Path) -> None:
+    onnx.checker.check_model(factory.linear_model())
