@@ -1,0 +1,126 @@
+"""Tests for the model-guard command line: exit codes, one-line errors, the main job."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.bisection import evaluation_bound
+from engine.cli import main
+
+BISECT = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
+FEATURES = str(BISECT / "features.parquet")
+
+
+def bisect(*extra: str, registry: str = "regression", store: Path) -> int:
+    return main(
+        ["bisect", "--registry", str(BISECT / registry / "registry.json"), "--features", FEATURES,
+         "--min-plcc", "0.9", "--cache-dir", str(store), *extra]
+    )
+
+
+def test_main_job_finds_injected_regression_at_documented_index_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    documented = json.loads((BISECT / "cache.json").read_text())["timelines"]["regression"]
+    code = bisect("--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), store=tmp_path / "s")
+    assert code == 2
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["first_bad_index"] == documented["first_bad_index"] == 6
+    assert report["evaluations"]["visited"] <= evaluation_bound(documented["models"])
+    assert "Regression: fr-mlp-v06 (index 6)" in capsys.readouterr().out
+    assert (tmp_path / "r.md").read_text().startswith("### ❌ Regression")
+    outputs = report["run_provenance"]["outputs"]
+    assert [Path(o["path"]).name for o in outputs] == ["r.md"]
+
+
+def test_second_run_evaluates_zero_models(tmp_path: Path) -> None:
+    bisect(store=tmp_path / "s")
+    bisect("--json", str(tmp_path / "again.json"), store=tmp_path / "s")
+    evaluations = json.loads((tmp_path / "again.json").read_text())["evaluations"]
+    assert evaluations["scored"] == 0 and evaluations["from_store"] == evaluations["visited"] > 0
+
+
+def test_all_good_timeline_exits_0(tmp_path: Path) -> None:
+    assert bisect(registry="allgood", store=tmp_path / "s") == 0
+
+
+def test_oldest_model_failing_is_an_alert_not_nothing_to_do(tmp_path: Path) -> None:
+    bad = sorted((BISECT / "regression").glob("fr-mlp-v0[6-9].onnx"))
+    code = main(["bisect", "--models", *map(str, bad), "--features", FEATURES, "--min-plcc", "0.9", "--no-cache"])
+    assert code == 2
+
+
+def test_statistical_mode_exits_3_when_interval_straddles_the_gate(tmp_path: Path) -> None:
+    model = str(BISECT / "regression" / "fr-mlp-v07.onnx")
+    code = main(
+        ["bisect", "--models", model, "--features", FEATURES, "--min-plcc", "0.8", "--statistical",
+         "--bootstrap", "200", "--no-cache"]
+    )
+    assert code == 3
+
+
+def test_full_mode_visits_every_model(tmp_path: Path) -> None:
+    bisect("--full", "--json", str(tmp_path / "r.json"), store=tmp_path / "s")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["evaluations"]["visited"] == 10 and report["non_monotonic"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["bisect", "--features", FEATURES, "--min-plcc", "0.9"], "one of the arguments --registry --models is required"),
+        (["bisect", "--models", "x.onnx", "--features", FEATURES], "at least one of min_plcc"),
+        (["bisect", "--models", "x.onnx", "--features", "missing.parquet", "--min-plcc", "0.9"], "missing.parquet"),
+        (["bisect", "--registry", "nope.json", "--features", FEATURES, "--min-plcc", "0.9"], "no such file"),
+        (["bisect", "--models", "x.onnx", "--features", FEATURES, "--min-plcc", "abc"], "invalid float value"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line_and_no_traceback(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_parquet_gives_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame = pd.read_parquet(FEATURES).drop(columns=["vif_scale2"])
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "f.parquet")
+    code = main(["bisect", "--models", "x.onnx", "--features", str(tmp_path / "f.parquet"), "--min-plcc", "0.9"])
+    assert code == 1
+    assert "vif_scale2" in capsys.readouterr().err
+
+
+def test_registry_validate_prints_pointer_per_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "regression"
+    shutil.copytree(BISECT / "regression", copy)
+    (copy / "fr-mlp-v03.onnx").write_bytes(b"tampered")
+    assert main(["registry", "validate", str(copy / "registry.json")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [line for line in out if line.startswith("registry.json#/models/3/sha256: sha256 mismatch")]
+    assert main(["registry", "validate", str(BISECT / "regression" / "registry.json")]) == 0
+
+
+def test_cache_check_passes_on_bundled_cache_and_reports_drift_after_one_value_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cache", "check", str(BISECT)]) == 0
+    copy = tmp_path / "bisect"
+    shutil.copytree(BISECT, copy)
+    table = pq.read_table(copy / "features.parquet")
+    mos = table.column("mos").to_numpy().copy()
+    mos[17] += 1.0
+    table = table.set_column(table.schema.get_field_index("mos"), "mos", pa.array(mos))
+    pq.write_table(table, copy / "features.parquet")
+    assert main(["cache", "check", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "DRIFT features.parquet" in out and "17" in out
