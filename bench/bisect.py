@@ -26,9 +26,13 @@ from engine.threshold import StepStatus, Thresholds
 def make_features(rows: int, *, seed: int) -> pd.DataFrame:
     """A synthetic feature cache of ``rows`` rows with a linear-ish MOS."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({name: rng.uniform(0.2, 1.0, rows).astype(np.float32) for name in FEATURES})
+    frame = pd.DataFrame(
+        {name: rng.uniform(0.2, 1.0, rows).astype(np.float32) for name in FEATURES}
+    )
     frame["motion2"] = rng.uniform(0, 20, rows).astype(np.float32)
-    signal = frame[list(FEATURES[:5])].to_numpy().sum(axis=1) * 15 - frame["motion2"].to_numpy() * 0.3
+    signal = (
+        frame[list(FEATURES[:5])].to_numpy().sum(axis=1) * 15 - frame["motion2"].to_numpy() * 0.3
+    )
     frame["mos"] = (signal + rng.normal(0, 3, rows)).astype(np.float32)
     frame["source"] = [f"src{i % 20:02d}" for i in range(rows)]
     return frame
@@ -51,7 +55,9 @@ def make_timeline(folder: Path, n_models: int, *, first_bad: int, seed: int) -> 
     return paths
 
 
-def time_search(evaluator_factory, n_models: int, *, linear: bool) -> tuple[float, int, Outcome | None]:
+def time_search(
+    evaluator_factory, n_models: int, *, linear: bool
+) -> tuple[float, int, Outcome | None]:
     """Time one search; linear evaluates every model in order and stops at nothing."""
     evaluator = evaluator_factory()
     start = time.perf_counter()
@@ -72,7 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     features = features_from_frame(make_features(args.rows, seed=1))
     thresholds = Thresholds(min_plcc=0.8)
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(
+        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
     print(f"cache: {args.rows} rows; medians of {args.repeats} runs; store off\n")
     print("| models | bisect evals | bisect s | linear evals | linear s | linear/bisect |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -86,7 +94,9 @@ def main() -> None:
             def factory(refs=refs) -> Evaluator:
                 return Evaluator(refs, features, thresholds)
 
-            bisect_runs = [time_search(factory, n_models, linear=False) for _ in range(args.repeats)]
+            bisect_runs = [
+                time_search(factory, n_models, linear=False) for _ in range(args.repeats)
+            ]
             linear_runs = [time_search(factory, n_models, linear=True) for _ in range(args.repeats)]
             b_time = statistics.median(r[0] for r in bisect_runs)
             l_time = statistics.median(r[0] for r in linear_runs)

@@ -165,7 +165,12 @@ def _scan_all(n_models: int, evaluate: Callable[[int], J]) -> BisectResult[J]:
         )
     if first == 0:
         return BisectResult(
-            Outcome.ALREADY_BAD, n_models, True, visits, first_bad_index=0, non_monotonic=later_passes
+            Outcome.ALREADY_BAD,
+            n_models,
+            True,
+            visits,
+            first_bad_index=0,
+            non_monotonic=later_passes,
         )
     return BisectResult(
         Outcome.REGRESSION,

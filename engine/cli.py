@@ -42,42 +42,74 @@ def _unit_interval(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser for every model-guard command."""
-    parser = _Parser(prog="model-guard", description="Guard a registry of learned video-quality models.")
+    parser = _Parser(
+        prog="model-guard", description="Guard a registry of learned video-quality models."
+    )
     parser.add_argument("--version", action="version", version=f"model-guard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    bisect = commands.add_parser("bisect", help="find the first model in a timeline that fails the quality gate")
+    bisect = commands.add_parser(
+        "bisect", help="find the first model in a timeline that fails the quality gate"
+    )
     source = bisect.add_mutually_exclusive_group(required=True)
-    source.add_argument("--registry", type=Path, help="registry.json whose models form the timeline")
+    source.add_argument(
+        "--registry", type=Path, help="registry.json whose models form the timeline"
+    )
     source.add_argument("--models", type=Path, nargs="+", help="ONNX files, oldest first")
     bisect.add_argument("--features", type=Path, required=True, help="feature cache (parquet)")
     bisect.add_argument("--min-plcc", type=float, help="gate: PLCC must be at least this")
     bisect.add_argument("--min-srocc", type=float, help="gate: SROCC must be at least this")
     bisect.add_argument("--max-rmse", type=float, help="gate: RMSE must be at most this")
-    bisect.add_argument("--statistical", action="store_true", help="judge by bootstrap confidence intervals")
-    bisect.add_argument("--full", action="store_true", help="evaluate every model; report non-monotonic timelines")
-    bisect.add_argument("--bootstrap", type=int, help="bootstrap resamples (default 1000 with --statistical, else 0)")
-    bisect.add_argument("--confidence", type=_unit_interval, default=0.95, help="interval confidence (default 0.95)")
+    bisect.add_argument(
+        "--statistical", action="store_true", help="judge by bootstrap confidence intervals"
+    )
+    bisect.add_argument(
+        "--full", action="store_true", help="evaluate every model; report non-monotonic timelines"
+    )
+    bisect.add_argument(
+        "--bootstrap",
+        type=int,
+        help="bootstrap resamples (default 1000 with --statistical, else 0)",
+    )
+    bisect.add_argument(
+        "--confidence", type=_unit_interval, default=0.95, help="interval confidence (default 0.95)"
+    )
     bisect.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    bisect.add_argument("--logistic", action="store_true", help="also report PLCC after a 4-parameter logistic fit")
-    bisect.add_argument("--cache-dir", type=Path, help=f"evaluation store (default {_default_cache_dir()})")
-    bisect.add_argument("--no-cache", action="store_true", help="neither read nor write the evaluation store")
-    bisect.add_argument("--max-model-mib", type=float, default=16.0, help="size cap per model in MiB (default 16)")
-    bisect.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    bisect.add_argument(
+        "--logistic", action="store_true", help="also report PLCC after a 4-parameter logistic fit"
+    )
+    bisect.add_argument(
+        "--cache-dir", type=Path, help=f"evaluation store (default {_default_cache_dir()})"
+    )
+    bisect.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the evaluation store"
+    )
+    bisect.add_argument(
+        "--max-model-mib", type=float, default=16.0, help="size cap per model in MiB (default 16)"
+    )
+    bisect.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)"
+    )
     bisect.add_argument("--json", type=Path, help="write the JSON report here")
     bisect.add_argument("--markdown", type=Path, help="write the GitHub-markdown report here")
     bisect.set_defaults(run=run_bisect)
 
     registry = commands.add_parser("registry", help="model registry commands")
-    registry_commands = registry.add_subparsers(dest="registry_command", required=True, parser_class=_Parser)
-    validate = registry_commands.add_parser("validate", help="check a registry.json and every file it names")
+    registry_commands = registry.add_subparsers(
+        dest="registry_command", required=True, parser_class=_Parser
+    )
+    validate = registry_commands.add_parser(
+        "validate", help="check a registry.json and every file it names"
+    )
     validate.add_argument("path", nargs="?", type=Path, default=Path("model/registry.json"))
     validate.set_defaults(run=run_registry_validate)
 
     cache = commands.add_parser("cache", help="golden feature cache commands")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
     build = cache_commands.add_parser("build", help="build a golden cache deterministically")
-    build.add_argument("--synthetic", action="store_true", required=True, help="generate synthetic data")
+    build.add_argument(
+        "--synthetic", action="store_true", required=True, help="generate synthetic data"
+    )
     build.add_argument("--seed", type=int, required=True)
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(run=run_cache_build)
@@ -105,7 +137,9 @@ def run_bisect(args: argparse.Namespace) -> int:
     from engine.threshold import Thresholds
 
     started, clock = utc_now(), time.perf_counter()
-    thresholds = Thresholds(min_plcc=args.min_plcc, min_srocc=args.min_srocc, max_rmse=args.max_rmse)
+    thresholds = Thresholds(
+        min_plcc=args.min_plcc, min_srocc=args.min_srocc, max_rmse=args.max_rmse
+    )
     if args.threads < 1:
         raise UsageError("--threads must be at least 1")
     if args.max_model_mib <= 0:
@@ -120,7 +154,9 @@ def run_bisect(args: argparse.Namespace) -> int:
         seed=args.seed,
         logistic=args.logistic,
     )
-    limits = ScoringLimits(max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads)
+    limits = ScoringLimits(
+        max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
+    )
     if args.registry is not None:
         models = refs_from_registry(load_registry(args.registry))
         inputs = [args.registry]
@@ -129,7 +165,9 @@ def run_bisect(args: argparse.Namespace) -> int:
         inputs = list(args.models)
     features = load_features(args.features)
     store = None if args.no_cache else EvaluationStore(args.cache_dir or _default_cache_dir())
-    evaluator = Evaluator(models, features, thresholds, settings=settings, limits=limits, store=store)
+    evaluator = Evaluator(
+        models, features, thresholds, settings=settings, limits=limits, store=store
+    )
     result = find_first_regression(len(models), evaluator, full=args.full)
     report = build_report(
         result,

@@ -25,6 +25,8 @@ from engine.threshold import StepStatus, Thresholds, judge
 if TYPE_CHECKING:
     from engine.registry import Registry
 
+DEFAULT_LIMITS = ScoringLimits()
+
 # Bump when a change to scoring, metrics or judging would change a stored result.
 EVALUATION_VERSION = 1
 
@@ -166,7 +168,7 @@ class Evaluator:
         thresholds: Thresholds,
         *,
         settings: MetricSettings = MetricSettings(),
-        limits: ScoringLimits = ScoringLimits(),
+        limits: ScoringLimits = DEFAULT_LIMITS,
         store: EvaluationStore | None = None,
     ) -> None:
         """Prepare to evaluate ``models`` (oldest first) on ``features`` against ``thresholds``."""
@@ -248,7 +250,9 @@ class Evaluator:
             }
         )
 
-    def _score(self, ref: ModelRef, checked: CheckedModel, sha256: str, started: float) -> StepRecord:
+    def _score(
+        self, ref: ModelRef, checked: CheckedModel, sha256: str, started: float
+    ) -> StepRecord:
         """Score and judge one checked model; a model failing at run time comes back broken."""
         try:
             predictions = score_model(checked, self._matrix, limits=self.limits)

@@ -79,7 +79,9 @@ def build_mlp(
         weight = np.asarray(layer.weight)
         bias = np.asarray(layer.bias)
         if weight.ndim != 2 or weight.shape[0] != fan_in or bias.shape != (weight.shape[1],):
-            raise ValueError(f"layer {index}: weight {weight.shape} / bias {bias.shape} do not chain")
+            raise ValueError(
+                f"layer {index}: weight {weight.shape} / bias {bias.shape} do not chain"
+            )
         out = f"dense{index}"
         nodes.append(
             helper.make_node(
@@ -97,10 +99,18 @@ def build_mlp(
     if fan_in != 1:
         raise ValueError(f"the last layer must have one output, not {fan_in}")
     if output_scale != 1.0:
-        nodes.append(helper.make_node("Mul", [current, const("out_scale", np.array(output_scale))], ["scaled"]))
+        nodes.append(
+            helper.make_node(
+                "Mul", [current, const("out_scale", np.array(output_scale))], ["scaled"]
+            )
+        )
         current = "scaled"
     if output_offset != 0.0:
-        nodes.append(helper.make_node("Add", [current, const("out_offset", np.array(output_offset))], ["shifted"]))
+        nodes.append(
+            helper.make_node(
+                "Add", [current, const("out_offset", np.array(output_offset))], ["shifted"]
+            )
+        )
         current = "shifted"
     nodes.append(helper.make_node("Identity", [current], [OUTPUT_NAME]))
     graph = helper.make_graph(

@@ -34,7 +34,12 @@ def _git(args: Sequence[str], cwd: Path) -> str | None:
     """Run a git command; None when git is missing, fails or times out."""
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, check=False
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -85,7 +90,9 @@ def _describe_files(paths: Sequence[Path], anchor: Path) -> list[dict[str, Any]]
         for item in files:
             shown = _normalise(str(item), anchor)
             if item.is_file():
-                described.append({"path": shown, "size": item.stat().st_size, "sha256": sha256_file(item)})
+                described.append(
+                    {"path": shown, "size": item.stat().st_size, "sha256": sha256_file(item)}
+                )
             else:
                 described.append({"path": shown, "size": None, "sha256": None, "missing": True})
     return described
@@ -120,7 +127,11 @@ def build_provenance(
         "git": None if git is None else {"commit": git["commit"], "dirty": git["dirty"]},
         "python": platform.python_version(),
         "packages": _package_versions(),
-        "platform": {"system": platform.platform(), "machine": platform.machine(), "executable": Path(sys.executable).name},
+        "platform": {
+            "system": platform.platform(),
+            "machine": platform.machine(),
+            "executable": Path(sys.executable).name,
+        },
         "inputs": _describe_files(inputs, anchor),
         "outputs": _describe_files(outputs, anchor),
         "started": _iso(started),
@@ -135,7 +146,9 @@ def write_json(path: Path, document: Mapping[str, Any]) -> None:
     try:
         text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     except ValueError as error:
-        raise ReportError(f"cannot write {path.name}: a value is NaN or infinite ({error})") from error
+        raise ReportError(
+            f"cannot write {path.name}: a value is NaN or infinite ({error})"
+        ) from error
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -103,13 +103,19 @@ def _read(path: Path) -> Any:
         raise RegistryError(f"{path}: not a regular file")
     size = path.stat().st_size
     if size > MAX_REGISTRY_BYTES:
-        raise RegistryError(f"{path}: {size} bytes, over the {MAX_REGISTRY_BYTES} byte limit for a registry")
+        raise RegistryError(
+            f"{path}: {size} bytes, over the {MAX_REGISTRY_BYTES} byte limit for a registry"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise RegistryError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+        raise RegistryError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from error
     except json.JSONDecodeError as error:
-        raise RegistryError(f"{path}: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from error
+        raise RegistryError(
+            f"{path}: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from error
 
 
 def _path_problem(relative: str, root: Path) -> str | None:
@@ -141,18 +147,33 @@ def _structural_problems(document: Any, root: Path) -> list[Problem]:
     for index, model in enumerate(document["models"]):
         base = f"/models/{index}"
         if model["id"] in seen_ids:
-            problems.append(Problem(f"{base}/id", f"duplicate id {model['id']!r} (first at /models/{seen_ids[model['id']]})"))
+            problems.append(
+                Problem(
+                    f"{base}/id",
+                    f"duplicate id {model['id']!r} (first at /models/{seen_ids[model['id']]})",
+                )
+            )
         seen_ids.setdefault(model["id"], index)
         if model["timeline"] in seen_positions:
             first = seen_positions[model["timeline"]]
-            problems.append(Problem(f"{base}/timeline", f"timeline {model['timeline']} ties with /models/{first}: order must be strict"))
+            problems.append(
+                Problem(
+                    f"{base}/timeline",
+                    f"timeline {model['timeline']} ties with /models/{first}: order must be strict",
+                )
+            )
         seen_positions.setdefault(model["timeline"], index)
         if (why := _path_problem(model["onnx"], root)) is not None:
             problems.append(Problem(f"{base}/onnx", why))
         for position, item in enumerate(model.get("external_data", [])):
             name = item["path"]
             if name in {".", ".."} or "\x00" in name:
-                problems.append(Problem(f"{base}/external_data/{position}/path", f"{name!r} is not a plain file name"))
+                problems.append(
+                    Problem(
+                        f"{base}/external_data/{position}/path",
+                        f"{name!r} is not a plain file name",
+                    )
+                )
     return problems
 
 
@@ -169,7 +190,9 @@ def _entries(document: Any) -> tuple[ModelEntry, ...]:
             license=model["license"],
             timeline=model["timeline"],
             pointer=f"/models/{index}",
-            external_data=tuple(ExternalData(e["path"], e["sha256"]) for e in model.get("external_data", [])),
+            external_data=tuple(
+                ExternalData(e["path"], e["sha256"]) for e in model.get("external_data", [])
+            ),
             notes=model.get("notes", ""),
         )
         for index, model in enumerate(document["models"])
@@ -184,7 +207,12 @@ def load_registry(path: Path) -> Registry:
     problems = _structural_problems(document, path.parent)
     if problems:
         raise RegistryInvalid(sorted(problems, key=lambda p: p.pointer))
-    return Registry(path=path, root=path.parent, schema_version=document["schema_version"], models=_entries(document))
+    return Registry(
+        path=path,
+        root=path.parent,
+        schema_version=document["schema_version"],
+        models=_entries(document),
+    )
 
 
 def _file_problems(entry: ModelEntry, root: Path) -> list[Problem]:
@@ -195,16 +223,33 @@ def _file_problems(entry: ModelEntry, root: Path) -> list[Problem]:
         return [Problem(f"{entry.pointer}/onnx", f"file {entry.onnx} not found")]
     actual = sha256_file(model_path)
     if actual != entry.sha256:
-        problems.append(Problem(f"{entry.pointer}/sha256", f"sha256 mismatch: registry says {entry.sha256[:12]}…, file has {actual[:12]}…"))
+        problems.append(
+            Problem(
+                f"{entry.pointer}/sha256",
+                f"sha256 mismatch: registry says {entry.sha256[:12]}…, file has {actual[:12]}…",
+            )
+        )
     for position, item in enumerate(entry.external_data):
         pointer = f"{entry.pointer}/external_data/{position}"
         data_path = model_path.parent / item.path
         if not data_path.resolve().is_relative_to(model_path.parent.resolve()):
-            problems.append(Problem(f"{pointer}/path", f"{item.path!r} resolves outside the model's folder"))
+            problems.append(
+                Problem(f"{pointer}/path", f"{item.path!r} resolves outside the model's folder")
+            )
         elif not data_path.is_file():
-            problems.append(Problem(f"{pointer}/path", f"external data file {item.path} not found beside {entry.onnx}"))
+            problems.append(
+                Problem(
+                    f"{pointer}/path",
+                    f"external data file {item.path} not found beside {entry.onnx}",
+                )
+            )
         elif (digest := sha256_file(data_path)) != item.sha256:
-            problems.append(Problem(f"{pointer}/sha256", f"sha256 mismatch: registry says {item.sha256[:12]}…, file has {digest[:12]}…"))
+            problems.append(
+                Problem(
+                    f"{pointer}/sha256",
+                    f"sha256 mismatch: registry says {item.sha256[:12]}…, file has {digest[:12]}…",
+                )
+            )
     return problems
 
 

@@ -86,7 +86,9 @@ def summarise(report: Mapping[str, Any]) -> str:
     n = report["timeline"]["n_models"]
     if outcome is Outcome.NO_REGRESSION:
         newest = report["timeline"]["models"][-1]
-        return f"No regression: the newest model {newest} passes {gate} ({n} models in the timeline)."
+        return (
+            f"No regression: the newest model {newest} passes {gate} ({n} models in the timeline)."
+        )
     if outcome is Outcome.ALREADY_BAD:
         return f"Already bad: the oldest model {report['first_bad_model']} fails {gate}; every model since is suspect."
     if outcome is Outcome.REGRESSION:
@@ -104,7 +106,7 @@ def _metric(step: Mapping[str, Any], key: str, *, digits: int = 4) -> str:
     """Format one metric of a step, with its interval when there is one."""
     metrics = step.get("metrics")
     if metrics is None:
-        return "–"
+        return "-"
     value = metrics.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "NaN"
@@ -197,7 +199,7 @@ def _markdown_row(step: Mapping[str, Any]) -> str:
     return (
         f"| {step['index']} | `{step['name']}` | {STATUS_MARK[step['status']]} | "
         f"{_metric(step, 'plcc')} | {_metric(step, 'srocc')} | {_metric(step, 'rmse', digits=3)} | "
-        f"{(step.get('metrics') or {}).get('n', '–')} | {note} |"
+        f"{(step.get('metrics') or {}).get('n', '-')} | {note} |"
     )
 
 
@@ -247,9 +249,13 @@ def _chart(report: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> lis
     ]
     broken = len(steps) - len(points) - omitted
     if broken > 0:
-        lines.append(f"_{broken} visited model(s) without a {metric} value are left out of the chart._")
+        lines.append(
+            f"_{broken} visited model(s) without a {metric} value are left out of the chart._"
+        )
     if omitted:
-        lines.append(f"_{omitted} points thinned out of the chart; the table and the JSON report have them._")
+        lines.append(
+            f"_{omitted} points thinned out of the chart; the table and the JSON report have them._"
+        )
     return lines
 
 
@@ -268,7 +274,11 @@ def _render_markdown(report: Mapping[str, Any]) -> str:
         "<details><summary>Details</summary>",
         "",
         f"- Gate: `{report['gate']['description']}`"
-        + (" (statistical: decided only when the whole interval is on one side)" if report["settings"]["statistical"] else ""),
+        + (
+            " (statistical: decided only when the whole interval is on one side)"
+            if report["settings"]["statistical"]
+            else ""
+        ),
         f"- Mode: {report['mode']}; {_counts(report)}",
         f"- Features: `{report['features']['path']}`, content sha256 `{report['features']['content_hash']}`",
         "- Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()),
@@ -277,17 +287,33 @@ def _render_markdown(report: Mapping[str, Any]) -> str:
     ]
     chart = _chart(report, steps)
     rows = [_markdown_row(step) for step in steps]
-    budget = MARKDOWN_LIMIT - sum(len(line) + 1 for line in [*head, *table_head, *details, *chart]) - 400
+    budget = (
+        MARKDOWN_LIMIT - sum(len(line) + 1 for line in [*head, *table_head, *details, *chart]) - 400
+    )
     if sum(len(r) + 1 for r in rows) > budget:
         rows = _fit_rows(report, steps, budget)
     body = [*head, *table_head, *rows, "", *chart, *details]
     text = "\n".join(body) + "\n"
     if len(text) > MARKDOWN_LIMIT:  # a pathological chart: drop it rather than cut the table
-        text = "\n".join([*head, *table_head, *rows, "", "_Chart left out to stay under GitHub's size limit._", *details]) + "\n"
+        text = (
+            "\n".join(
+                [
+                    *head,
+                    *table_head,
+                    *rows,
+                    "",
+                    "_Chart left out to stay under GitHub's size limit._",
+                    *details,
+                ]
+            )
+            + "\n"
+        )
     return text
 
 
-def _fit_rows(report: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], budget: int) -> list[str]:
+def _fit_rows(
+    report: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], budget: int
+) -> list[str]:
     """Keep rows by priority until the budget is spent, mark every gap; never cut a row.
 
     Priority: the boundary rows (first bad, last good, uncertain), then models that pass

@@ -105,7 +105,9 @@ def _judge_interval(criterion: Criterion, low: float, high: float) -> StepStatus
     return StepStatus.UNCERTAIN
 
 
-def judge(metrics: "MetricReport", thresholds: Thresholds, *, statistical: bool = False) -> Judgement:
+def judge(
+    metrics: "MetricReport", thresholds: Thresholds, *, statistical: bool = False
+) -> Judgement:
     """Judge one model's metrics against the gate.
 
     A NaN metric fails with the metrics' own reason. In statistical mode a criterion
@@ -125,7 +127,9 @@ def judge(metrics: "MetricReport", thresholds: Thresholds, *, statistical: bool 
         if statistical:
             interval = metrics.ci.get(criterion.metric)
             if interval is None:
-                raise UsageError(f"statistical mode needs a bootstrap interval for {criterion.metric}")
+                raise UsageError(
+                    f"statistical mode needs a bootstrap interval for {criterion.metric}"
+                )
             status = _judge_interval(criterion, interval.low, interval.high)
             shown = f"{criterion.metric} {value:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
         else:

@@ -18,8 +18,18 @@ FEATURES = str(BISECT / "features.parquet")
 
 def bisect(*extra: str, registry: str = "regression", store: Path) -> int:
     return main(
-        ["bisect", "--registry", str(BISECT / registry / "registry.json"), "--features", FEATURES,
-         "--min-plcc", "0.9", "--cache-dir", str(store), *extra]
+        [
+            "bisect",
+            "--registry",
+            str(BISECT / registry / "registry.json"),
+            "--features",
+            FEATURES,
+            "--min-plcc",
+            "0.9",
+            "--cache-dir",
+            str(store),
+            *extra,
+        ]
     )
 
 
@@ -27,7 +37,13 @@ def test_main_job_finds_injected_regression_at_documented_index_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     documented = json.loads((BISECT / "cache.json").read_text())["timelines"]["regression"]
-    code = bisect("--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), store=tmp_path / "s")
+    code = bisect(
+        "--json",
+        str(tmp_path / "r.json"),
+        "--markdown",
+        str(tmp_path / "r.md"),
+        store=tmp_path / "s",
+    )
     assert code == 2
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["first_bad_index"] == documented["first_bad_index"] == 6
@@ -51,15 +67,37 @@ def test_all_good_timeline_exits_0(tmp_path: Path) -> None:
 
 def test_oldest_model_failing_is_an_alert_not_nothing_to_do(tmp_path: Path) -> None:
     bad = sorted((BISECT / "regression").glob("fr-mlp-v0[6-9].onnx"))
-    code = main(["bisect", "--models", *map(str, bad), "--features", FEATURES, "--min-plcc", "0.9", "--no-cache"])
+    code = main(
+        [
+            "bisect",
+            "--models",
+            *map(str, bad),
+            "--features",
+            FEATURES,
+            "--min-plcc",
+            "0.9",
+            "--no-cache",
+        ]
+    )
     assert code == 2
 
 
 def test_statistical_mode_exits_3_when_interval_straddles_the_gate(tmp_path: Path) -> None:
     model = str(BISECT / "regression" / "fr-mlp-v07.onnx")
     code = main(
-        ["bisect", "--models", model, "--features", FEATURES, "--min-plcc", "0.8", "--statistical",
-         "--bootstrap", "200", "--no-cache"]
+        [
+            "bisect",
+            "--models",
+            model,
+            "--features",
+            FEATURES,
+            "--min-plcc",
+            "0.8",
+            "--statistical",
+            "--bootstrap",
+            "200",
+            "--no-cache",
+        ]
     )
     assert code == 3
 
@@ -73,11 +111,23 @@ def test_full_mode_visits_every_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["bisect", "--features", FEATURES, "--min-plcc", "0.9"], "one of the arguments --registry --models is required"),
+        (
+            ["bisect", "--features", FEATURES, "--min-plcc", "0.9"],
+            "one of the arguments --registry --models is required",
+        ),
         (["bisect", "--models", "x.onnx", "--features", FEATURES], "at least one of min_plcc"),
-        (["bisect", "--models", "x.onnx", "--features", "missing.parquet", "--min-plcc", "0.9"], "missing.parquet"),
-        (["bisect", "--registry", "nope.json", "--features", FEATURES, "--min-plcc", "0.9"], "no such file"),
-        (["bisect", "--models", "x.onnx", "--features", FEATURES, "--min-plcc", "abc"], "invalid float value"),
+        (
+            ["bisect", "--models", "x.onnx", "--features", "missing.parquet", "--min-plcc", "0.9"],
+            "missing.parquet",
+        ),
+        (
+            ["bisect", "--registry", "nope.json", "--features", FEATURES, "--min-plcc", "0.9"],
+            "no such file",
+        ),
+        (
+            ["bisect", "--models", "x.onnx", "--features", FEATURES, "--min-plcc", "abc"],
+            "invalid float value",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -90,10 +140,22 @@ def test_bad_input_exits_1_with_one_line_and_no_traceback(
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_bad_parquet_gives_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_parquet_gives_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     frame = pd.read_parquet(FEATURES).drop(columns=["vif_scale2"])
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "f.parquet")
-    code = main(["bisect", "--models", "x.onnx", "--features", str(tmp_path / "f.parquet"), "--min-plcc", "0.9"])
+    code = main(
+        [
+            "bisect",
+            "--models",
+            "x.onnx",
+            "--features",
+            str(tmp_path / "f.parquet"),
+            "--min-plcc",
+            "0.9",
+        ]
+    )
     assert code == 1
     assert "vif_scale2" in capsys.readouterr().err
 
@@ -106,7 +168,9 @@ def test_registry_validate_prints_pointer_per_problem_and_exits_1(
     (copy / "fr-mlp-v03.onnx").write_bytes(b"tampered")
     assert main(["registry", "validate", str(copy / "registry.json")]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out == [line for line in out if line.startswith("registry.json#/models/3/sha256: sha256 mismatch")]
+    assert out == [
+        line for line in out if line.startswith("registry.json#/models/3/sha256: sha256 mismatch")
+    ]
     assert main(["registry", "validate", str(BISECT / "regression" / "registry.json")]) == 0
 
 

@@ -124,7 +124,9 @@ def test_second_run_over_unchanged_timeline_scores_no_model(tmp_path: Path, gold
     assert (second.evaluated, second.from_store) == (0, result_2.evaluations)
     assert result_2.first_bad_index == result_1.first_bad_index == 6
     assert all(visit.result.cached for visit in result_2.visits)
-    assert [v.result.metrics for v in result_2.visits] == [v.result.metrics for v in result_1.visits]
+    assert [v.result.metrics for v in result_2.visits] == [
+        v.result.metrics for v in result_1.visits
+    ]
 
 
 def test_store_key_changes_with_gate_and_settings(tmp_path: Path, golden, good_model: Path) -> None:
@@ -133,12 +135,16 @@ def test_store_key_changes_with_gate_and_settings(tmp_path: Path, golden, good_m
     Evaluator(refs, golden, GATE, store=store)(0)
     other_gate = Evaluator(refs, golden, Thresholds(min_plcc=0.95), store=store)
     other_gate(0)
-    other_settings = Evaluator(refs, golden, GATE, settings=MetricSettings(logistic=True), store=store)
+    other_settings = Evaluator(
+        refs, golden, GATE, settings=MetricSettings(logistic=True), store=store
+    )
     other_settings(0)
     assert other_gate.evaluated == 1 and other_settings.evaluated == 1
 
 
-def test_corrupt_store_entry_is_a_miss_not_a_crash(tmp_path: Path, golden, good_model: Path) -> None:
+def test_corrupt_store_entry_is_a_miss_not_a_crash(
+    tmp_path: Path, golden, good_model: Path
+) -> None:
     store = EvaluationStore(tmp_path / "store")
     refs = refs_from_paths([good_model])
     Evaluator(refs, golden, GATE, store=store)(0)

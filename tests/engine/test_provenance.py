@@ -15,14 +15,25 @@ from engine.provenance import build_provenance, utc_now, write_json
 def provenance(tmp_path: Path, inputs: list[Path], outputs: list[Path] = ()) -> dict:
     started = utc_now()
     return build_provenance(
-        schema="test/doc", schema_version=1, entrypoint="model-guard test",
-        argv=["run", str(tmp_path / "in.bin")], inputs=inputs, outputs=list(outputs),
-        started=started, finished=started + timedelta(seconds=2), cwd=tmp_path,
+        schema="test/doc",
+        schema_version=1,
+        entrypoint="model-guard test",
+        argv=["run", str(tmp_path / "in.bin")],
+        inputs=inputs,
+        outputs=list(outputs),
+        started=started,
+        finished=started + timedelta(seconds=2),
+        cwd=tmp_path,
     )
 
 
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_block_has_every_field_and_hashes_inputs(tmp_path: Path) -> None:
@@ -38,7 +49,9 @@ def test_block_has_every_field_and_hashes_inputs(tmp_path: Path) -> None:
 
 def test_missing_input_is_flagged_not_fatal(tmp_path: Path) -> None:
     block = provenance(tmp_path, [tmp_path / "gone.bin"])
-    assert block["inputs"] == [{"path": str(tmp_path / "gone.bin"), "size": None, "sha256": None, "missing": True}]
+    assert block["inputs"] == [
+        {"path": str(tmp_path / "gone.bin"), "size": None, "sha256": None, "missing": True}
+    ]
 
 
 def test_folder_input_expands_to_sorted_files(tmp_path: Path) -> None:

@@ -91,7 +91,9 @@ def test_missing_required_field_is_reported_at_the_model(folder: Path) -> None:
     assert [(p.pointer, "license" in p.message) for p in found] == [("/models/2", True)]
 
 
-def test_symlink_escaping_the_folder_is_refused(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_symlink_escaping_the_folder_is_refused(
+    folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     outside = tmp_path_factory.mktemp("outside") / "secret.onnx"
     outside.write_bytes(b"secret")
     os.symlink(outside, folder / "link.onnx")
@@ -122,7 +124,11 @@ def test_several_problems_are_collected_at_once(folder: Path) -> None:
     given[0]["sha256"] = "0" * 64
     given[2]["timeline"] = 1
     (folder / "m1.onnx").unlink()
-    assert pointers(write(folder, given)) == ["/models/0/sha256", "/models/1/onnx", "/models/2/timeline"]
+    assert pointers(write(folder, given)) == [
+        "/models/0/sha256",
+        "/models/1/onnx",
+        "/models/2/timeline",
+    ]
 
 
 def test_invalid_json_names_line_and_column(folder: Path) -> None:

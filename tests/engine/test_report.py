@@ -33,35 +33,66 @@ def record(index: int, plcc: float, *, broken: str | None = None) -> StepRecord:
     metrics = None
     if broken is None:
         metrics = MetricReport(
-            n=50, n_dropped=0, plcc=plcc, srocc=plcc, krocc=plcc, rmse=5.0,
-            ci={"plcc": Interval(plcc - 0.01, plcc + 0.01)}, n_resamples=100,
+            n=50,
+            n_dropped=0,
+            plcc=plcc,
+            srocc=plcc,
+            krocc=plcc,
+            rmse=5.0,
+            ci={"plcc": Interval(plcc - 0.01, plcc + 0.01)},
+            n_resamples=100,
         )
     return StepRecord(
-        name=f"model-with-a-long-name-{index:04d}", path=f"m{index}.onnx", sha256="ab" * 32,
+        name=f"model-with-a-long-name-{index:04d}",
+        path=f"m{index}.onnx",
+        sha256="ab" * 32,
         status=StepStatus.FAIL if broken else status,
-        reasons=(f"broken: {broken}",) if broken else (() if status is StepStatus.PASS else (f"plcc {plcc} fails",)),
-        broken=broken, metrics=metrics, seconds=0.01,
+        reasons=(f"broken: {broken}",)
+        if broken
+        else (() if status is StepStatus.PASS else (f"plcc {plcc} fails",)),
+        broken=broken,
+        metrics=metrics,
+        seconds=0.01,
     )
 
 
-def make_report(features, plccs: list[float], *, full: bool = False, broken: set[int] = frozenset()):
-    models = [ModelRef(name=f"model-with-a-long-name-{i:04d}", path=Path(f"m{i}.onnx")) for i in range(len(plccs))]
+def make_report(
+    features, plccs: list[float], *, full: bool = False, broken: set[int] = frozenset()
+):
+    models = [
+        ModelRef(name=f"model-with-a-long-name-{i:04d}", path=Path(f"m{i}.onnx"))
+        for i in range(len(plccs))
+    ]
     result = find_first_regression(
-        len(plccs), lambda i: record(i, plccs[i], broken="op 'Loop' is not on the allowlist" if i in broken else None), full=full
+        len(plccs),
+        lambda i: record(
+            i, plccs[i], broken="op 'Loop' is not on the allowlist" if i in broken else None
+        ),
+        full=full,
     )
     return build_report(
-        result, models=models, features=features, thresholds=GATE, settings=MetricSettings(),
-        scored=result.evaluations, from_store=0, wall_time_s=0.5,
+        result,
+        models=models,
+        features=features,
+        thresholds=GATE,
+        settings=MetricSettings(),
+        scored=result.evaluations,
+        from_store=0,
+        wall_time_s=0.5,
     )
 
 
 def schema():
-    return json.loads(resources.files("engine.schemas").joinpath("bisect-report.schema.json").read_text())
+    return json.loads(
+        resources.files("engine.schemas").joinpath("bisect-report.schema.json").read_text()
+    )
 
 
 def test_report_validates_against_its_schema(features) -> None:
     report = make_report(features, [0.95] * 6 + [0.7] * 4, broken={9})
-    jsonschema.Draft202012Validator(schema()).validate(json.loads(json.dumps(report, allow_nan=False)))
+    jsonschema.Draft202012Validator(schema()).validate(
+        json.loads(json.dumps(report, allow_nan=False))
+    )
     assert report["outcome"] == "regression"
     assert report["first_bad_model"] == "model-with-a-long-name-0006"
 
@@ -100,7 +131,9 @@ def test_text_table_names_non_monotonic_models(features) -> None:
 
 
 @pytest.mark.parametrize("pattern", ["all_pass", "all_fail", "alternating"])
-def test_markdown_stays_under_limit_for_1024_models_without_cutting_a_row(features, pattern) -> None:
+def test_markdown_stays_under_limit_for_1024_models_without_cutting_a_row(
+    features, pattern
+) -> None:
     plccs = {
         "all_pass": [0.95] * 1024,
         "all_fail": [0.5] * 1024,
@@ -125,12 +158,21 @@ def test_small_report_keeps_every_row(features) -> None:
 
 def test_inconclusive_summary_says_no_alarm(features) -> None:
     result = BisectResult(
-        Outcome.INCONCLUSIVE, 3, False,
-        (Visit(2, record(2, 0.95)),), uncertain_index=2,
+        Outcome.INCONCLUSIVE,
+        3,
+        False,
+        (Visit(2, record(2, 0.95)),),
+        uncertain_index=2,
     )
     models = [ModelRef(name=f"m{i}", path=Path(f"m{i}.onnx")) for i in range(3)]
     report = build_report(
-        result, models=models, features=features, thresholds=GATE, settings=MetricSettings(),
-        scored=1, from_store=0, wall_time_s=0.1,
+        result,
+        models=models,
+        features=features,
+        thresholds=GATE,
+        settings=MetricSettings(),
+        scored=1,
+        from_store=0,
+        wall_time_s=0.1,
     )
     assert "no alarm" in summarise(report)

@@ -9,7 +9,9 @@ from engine.metrics import Interval, MetricReport
 from engine.threshold import StepStatus, Thresholds, judge
 
 
-def report(plcc: float = 0.95, srocc: float = 0.94, rmse: float = 5.0, **extra: object) -> MetricReport:
+def report(
+    plcc: float = 0.95, srocc: float = 0.94, rmse: float = 5.0, **extra: object
+) -> MetricReport:
     return MetricReport(n=100, n_dropped=0, plcc=plcc, srocc=srocc, krocc=0.8, rmse=rmse, **extra)  # type: ignore[arg-type]
 
 
@@ -42,7 +44,9 @@ def test_threshold_equal_to_value_passes() -> None:
 
 
 def test_nan_metric_fails_with_the_metrics_reason() -> None:
-    nan_report = report(plcc=math.nan, srocc=math.nan, reason="predictions are constant (zero variance)")
+    nan_report = report(
+        plcc=math.nan, srocc=math.nan, reason="predictions are constant (zero variance)"
+    )
     judgement = judge(nan_report, Thresholds(min_plcc=0.5))
     assert judgement.status is StepStatus.FAIL
     assert "constant" in judgement.reasons[0]
@@ -60,8 +64,14 @@ def test_statistical_passes_only_when_whole_interval_is_above() -> None:
 
 def test_statistical_rmse_fails_only_when_whole_interval_is_above_the_cap() -> None:
     gate = Thresholds(max_rmse=6.0)
-    assert judge(report(rmse=7, ci={"rmse": Interval(6.5, 7.5)}), gate, statistical=True).status is StepStatus.FAIL
-    assert judge(report(rmse=6, ci={"rmse": Interval(5.5, 6.5)}), gate, statistical=True).status is StepStatus.UNCERTAIN
+    assert (
+        judge(report(rmse=7, ci={"rmse": Interval(6.5, 7.5)}), gate, statistical=True).status
+        is StepStatus.FAIL
+    )
+    assert (
+        judge(report(rmse=6, ci={"rmse": Interval(5.5, 6.5)}), gate, statistical=True).status
+        is StepStatus.UNCERTAIN
+    )
 
 
 def test_statistical_failure_outweighs_uncertainty() -> None:
