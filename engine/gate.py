@@ -1,0 +1,709 @@
+"""The promotion gate: per-seed leave-one-source-out (LOSO) PLCC reports, read and judged over seeds."""
+
+import functools
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from engine.errors import EngineError, UsageError
+from engine.hashing import sha256_bytes
+
+LOSO_SCHEMA = "model-guard/loso-report"
+LOSO_SCHEMA_VERSION = 1
+LOSO_SCHEMA_FILE = "loso-report.schema.json"
+LOSO_GLOB = "loso_seed*.json"
+# `model-guard gate --json` writes GateReport.to_dict() under this schema name.
+GATE_SCHEMA = "model-guard/gate-report"
+GATE_SCHEMA_VERSION = 1
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+# Exit codes of `model-guard gate` (the CLI maps EngineError to EXIT_BAD_INPUT).
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_BAD_INPUT = 2
+# Comparisons against thresholds forgive float rounding of this size (sums of fold PLCCs).
+TOLERANCE = 1e-12
+# A report's own summary must agree with its folds to this many PLCC units.
+_SUMMARY_TOLERANCE = 1e-6
+_MAX_JSON_BYTES = 16 * 1024 * 1024
+_NAME = re.compile(r"loso_seed(0|[1-9][0-9]*)\.json")
+
+
+class EvidenceError(EngineError):
+    """Promotion evidence (LOSO reports, a verdict) is missing, malformed or self-contradictory."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The feature table a seed was trained and evaluated on, bound by decoded-content hash."""
+
+    path: str
+    content_hash: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One LOSO fold: a source held out, and the metrics on it (NaN where the report has null)."""
+
+    held_out: str
+    n_train: int
+    n_val: int
+    plcc: float
+    srocc: float
+    rmse: float
+
+
+@dataclass(frozen=True)
+class LosoReport:
+    """One validated ``loso_seed<N>.json``; ``sha256`` is of the exact bytes that were parsed."""
+
+    path: Path
+    sha256: str
+    seed: int
+    dry_run: bool
+    corpus: Corpus
+    folds: tuple[Fold, ...]
+    hyperparameters: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def nan_folds(self) -> tuple[str, ...]:
+        """Return the held-out names of folds whose PLCC is NaN, in report order."""
+        return tuple(fold.held_out for fold in self.folds if math.isnan(fold.plcc))
+
+    @property
+    def mean_plcc(self) -> float:
+        """Return the mean fold PLCC; NaN when any fold is NaN (a NaN fold is never dropped)."""
+        return _mean([fold.plcc for fold in self.folds])
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """What the LOSO evidence must show; ``seeds`` are the seeds expected, no more and no fewer."""
+
+    mean_plcc: float = 0.95
+    max_spread: float = 0.005
+    per_seed_min: float = 0.95
+    per_fold_min: float | None = None
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+
+    def __post_init__(self) -> None:
+        """Refuse out-of-range thresholds and an empty, repeated or negative seed list."""
+        for name in ("mean_plcc", "per_seed_min", "per_fold_min"):
+            value = getattr(self, name)
+            if value is not None and not (_finite(value) and -1.0 <= value <= 1.0):
+                raise UsageError(f"{name} must be a number in [-1, 1], not {value!r}")
+        if not (_finite(self.max_spread) and self.max_spread >= 0.0):
+            raise UsageError(f"max_spread must be a non-negative number, not {self.max_spread!r}")
+        if not self.seeds:
+            raise UsageError("the gate needs at least one expected seed")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise UsageError(f"seeds must be non-negative integers, not {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(f"seeds must not repeat: {_seed_list(self.seeds)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the thresholds as a JSON-ready dict."""
+        return {
+            "mean_plcc": self.mean_plcc,
+            "max_spread": self.max_spread,
+            "per_seed_min": self.per_seed_min,
+            "per_fold_min": self.per_fold_min,
+            "seeds": list(self.seeds),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GateThresholds":
+        """Rebuild thresholds from ``to_dict`` output (e.g. as recorded in a verdict)."""
+        return cls(
+            mean_plcc=float(data["mean_plcc"]),
+            max_spread=float(data["max_spread"]),
+            per_seed_min=float(data["per_seed_min"]),
+            per_fold_min=None if data["per_fold_min"] is None else float(data["per_fold_min"]),
+            seeds=tuple(int(seed) for seed in data["seeds"]),
+        )
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    """One seed's line in the gate: mean fold PLCC, its weakest and strongest folds, NaN folds."""
+
+    seed: int
+    mean_plcc: float
+    min_plcc: float
+    min_fold: str | None
+    max_plcc: float
+    max_fold: str | None
+    n_folds: int
+    nan_folds: tuple[str, ...]
+    dry_run: bool
+    corpus_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the row as a JSON-ready dict (NaN as null)."""
+        return {
+            "seed": self.seed,
+            "mean_plcc": _json_number(self.mean_plcc),
+            "min_plcc": _json_number(self.min_plcc),
+            "min_fold": self.min_fold,
+            "max_plcc": _json_number(self.max_plcc),
+            "max_fold": self.max_fold,
+            "n_folds": self.n_folds,
+            "nan_folds": list(self.nan_folds),
+            "dry_run": self.dry_run,
+            "corpus_hash": self.corpus_hash,
+        }
+
+
+@dataclass(frozen=True)
+class FailingFold:
+    """A fold that failed the gate: NaN, or below the per-fold floor."""
+
+    seed: int
+    held_out: str
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The gate's word on a set of LOSO reports: pass/fail, one-line reasons, and the numbers."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    per_seed: tuple[SeedRow, ...]
+    failing_seeds: tuple[int, ...]
+    failing_folds: tuple[FailingFold, ...]
+    missing_seeds: tuple[int, ...]
+    unexpected_seeds: tuple[int, ...]
+    mean_plcc: float
+    spread: float
+    thresholds: GateThresholds
+    corpus_hash: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready dict (NaN as null); the verdict embeds it as ``gate``."""
+        return {
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "thresholds": self.thresholds.to_dict(),
+            "mean_plcc": _json_number(self.mean_plcc),
+            "spread": _json_number(self.spread),
+            "corpus_hash": self.corpus_hash,
+            "per_seed": [row.to_dict() for row in self.per_seed],
+            "failing_seeds": list(self.failing_seeds),
+            "failing_folds": [
+                {"seed": fold.seed, "held_out": fold.held_out} for fold in self.failing_folds
+            ],
+            "missing_seeds": list(self.missing_seeds),
+            "unexpected_seeds": list(self.unexpected_seeds),
+        }
+
+    def render_text(self) -> str:
+        """Return a short terminal table: one line per seed, the summary, failing folds, reasons."""
+        t = self.thresholds
+        lines = [
+            f"LOSO gate: {'PASS' if self.passed else 'FAIL'} "
+            f"({len(self.per_seed)} seed report(s), expected seeds {_seed_list(t.seeds)})",
+            f"{'seed':>4}  {'mean PLCC':>9}  {'min fold':<20}  {'max fold':<20}  {'NaN folds':<12}  status",
+        ]
+        failing = set(self.failing_seeds)
+        for row in self.per_seed:
+            nan = ",".join(row.nan_folds) or "-"
+            status = "FAIL" if row.seed in failing else "ok"
+            if row.dry_run:
+                status += " (dry run)"
+            lines.append(
+                f"{row.seed:>4}  {_fmt(row.mean_plcc):>9}  {_fold_cell(row.min_plcc, row.min_fold):<20}  "
+                f"{_fold_cell(row.max_plcc, row.max_fold):<20}  {nan:<12}  {status}"
+            )
+        for seed in self.missing_seeds:
+            lines.append(f"{seed:>4}  {'-':>9}  {'-':<20}  {'-':<20}  {'-':<12}  MISSING")
+        lines.append(
+            f"mean of seed means {_fmt(self.mean_plcc)} (needs >= {t.mean_plcc:g}), "
+            f"spread {_fmt(self.spread)} (needs <= {t.max_spread:g}), "
+            f"per-seed floor {t.per_seed_min:g}"
+            + (f", per-fold floor {t.per_fold_min:g}" if t.per_fold_min is not None else "")
+        )
+        if self.failing_folds:
+            shown = ", ".join(f"seed {f.seed} {f.held_out}" for f in self.failing_folds)
+            lines.append(f"failing folds: {shown}")
+        lines.extend(f"  - {reason}" for reason in self.reasons)
+        return "\n".join(lines) + "\n"
+
+
+def load_loso_reports(directory: Path) -> tuple[LosoReport, ...]:
+    """Read and validate every ``loso_seed<N>.json`` in a folder, sorted by seed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EvidenceError(f"{directory}: LOSO report folder not found")
+    paths = sorted(directory.glob(LOSO_GLOB))
+    if not paths:
+        raise EvidenceError(
+            f"{directory}: no LOSO reports (loso_seed<N>.json) found; run 'model-guard loso' first"
+        )
+    reports = [load_loso_report(path) for path in paths]
+    seen: dict[int, Path] = {}
+    for report in reports:
+        if report.seed in seen:
+            raise EvidenceError(
+                f"{report.path}: seed {report.seed} is also reported by {seen[report.seed].name}"
+            )
+        seen[report.seed] = report.path
+    return tuple(sorted(reports, key=lambda report: report.seed))
+
+
+def load_loso_report(path: Path) -> LosoReport:
+    """Read one LOSO report: schema-valid, named for its seed, and consistent with its own summary."""
+    path = Path(path)
+    match = _NAME.fullmatch(path.name)
+    if match is None:
+        raise EvidenceError(
+            f"{path}: a LOSO report must be named loso_seed<N>.json (N without leading zeros)"
+        )
+    raw, document = read_json(path)
+    problems = schema_problems(document, LOSO_SCHEMA_FILE)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise EvidenceError(f"{path}: {problems[0]}{more}")
+    seed = int(document["seed"])
+    if seed != int(match.group(1)):
+        raise EvidenceError(f"{path}: /seed is {seed} but the file name says seed {match.group(1)}")
+    corpus = document["corpus"]
+    report = LosoReport(
+        path=path,
+        sha256=sha256_bytes(raw),
+        seed=seed,
+        dry_run=bool(document["dry_run"]),
+        corpus=Corpus(
+            path=str(corpus["path"]),
+            content_hash=str(corpus["content_hash"]),
+            rows=int(corpus["rows"]),
+        ),
+        folds=tuple(_fold(entry) for entry in document["folds"]),
+        hyperparameters=dict(document["hyperparameters"]),
+    )
+    _check_summary(report, document["summary"])
+    return report
+
+
+def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> GateReport:
+    """Judge LOSO reports over seeds; every failed condition gives one one-line reason.
+
+    Passes only when the expected seeds are all there and nothing else is, no report is a
+    dry run, all were trained on one corpus with the same folds, no fold PLCC is NaN, the
+    mean of the per-seed mean PLCCs is >= ``mean_plcc``, max - min of those means is
+    <= ``max_spread``, every seed mean is >= ``per_seed_min`` and, when given, every fold
+    is >= ``per_fold_min`` (all comparisons forgive ``TOLERANCE`` of float rounding).
+    """
+    if not reports:
+        raise EvidenceError("no LOSO reports to judge")
+    ordered = sorted(reports, key=lambda report: report.seed)
+    repeated = sorted(seed for seed, n in Counter(r.seed for r in ordered).items() if n > 1)
+    if repeated:
+        raise EvidenceError(f"seed(s) {_seed_list(repeated)} reported more than once")
+    found = _Findings()
+    missing, unexpected = _check_seed_set(ordered, thresholds, found)
+    for report in ordered:
+        if report.dry_run:
+            found.add(
+                f"seed {report.seed} is a dry run (dry_run: true); a dry run never promotes",
+                seed=report.seed,
+            )
+    corpus_hash = _check_corpora(ordered, found)
+    _check_fold_sets(ordered, found)
+    for report in ordered:
+        for held_out in report.nan_folds:
+            found.add(
+                f"seed {report.seed} fold {held_out}: PLCC is NaN (null in the report), "
+                "so the seed mean is NaN",
+                seed=report.seed,
+                fold=held_out,
+            )
+    rows = tuple(_seed_row(report) for report in ordered)
+    means = [row.mean_plcc for row in rows]
+    mean = _mean(means)
+    spread = math.nan if math.isnan(mean) else max(means) - min(means)
+    _check_thresholds(ordered, rows, mean=mean, spread=spread, thresholds=thresholds, found=found)
+    return GateReport(
+        passed=not found.reasons,
+        reasons=tuple(found.reasons),
+        per_seed=rows,
+        failing_seeds=tuple(sorted(found.seeds)),
+        failing_folds=tuple(found.folds),
+        missing_seeds=missing,
+        unexpected_seeds=unexpected,
+        mean_plcc=mean,
+        spread=spread,
+        thresholds=thresholds,
+        corpus_hash=corpus_hash,
+    )
+
+
+def run_gate_command(
+    directory: Path,
+    thresholds: GateThresholds,
+    *,
+    json_out: Path | None = None,
+    argv: Sequence[str] = (),
+) -> int:
+    """Run ``model-guard gate``: print the table, optionally write the JSON; 0 pass, 1 fail.
+
+    Bad input raises (EvidenceError, UsageError, ...); the CLI turns that into its exit code.
+    """
+    from engine.provenance import build_provenance, utc_now, write_json
+
+    started = utc_now()
+    reports = load_loso_reports(directory)
+    report = evaluate_gate(reports, thresholds)
+    print(report.render_text(), end="")
+    if json_out is not None:
+        document = {
+            "schema": GATE_SCHEMA,
+            "schema_version": GATE_SCHEMA_VERSION,
+            **report.to_dict(),
+            "run_provenance": build_provenance(
+                schema=GATE_SCHEMA,
+                schema_version=GATE_SCHEMA_VERSION,
+                entrypoint="model-guard gate",
+                argv=list(argv),
+                inputs=[r.path for r in reports],
+                outputs=[json_out],
+                started=started,
+                finished=utc_now(),
+            ),
+        }
+        write_json(json_out, document)
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Parse a ``--seeds`` value such as ``0,1,2,3,4`` (``0-4`` is accepted as a range)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        item = part.strip()
+        bounds = re.fullmatch(r"([0-9]+)-([0-9]+)", item)
+        if bounds is not None and int(bounds.group(1)) <= int(bounds.group(2)):
+            seeds.extend(range(int(bounds.group(1)), int(bounds.group(2)) + 1))
+        elif item.isdigit():
+            seeds.append(int(item))
+        else:
+            raise UsageError(f"--seeds must be a comma-separated list like 0,1,2,3,4, not {text!r}")
+    GateThresholds(seeds=tuple(seeds))  # one place for the seed rules (unique, non-negative)
+    return tuple(seeds)
+
+
+def read_json(path: Path, *, max_bytes: int = _MAX_JSON_BYTES) -> tuple[bytes, Any]:
+    """Read a strict JSON document: size-capped, UTF-8, no NaN/Infinity, no repeated keys."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise EvidenceError(
+                f"{path}: {size} bytes, over the {max_bytes}-byte cap for evidence JSON"
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise EvidenceError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise EvidenceError(f"{path}: is a folder, not a JSON file") from None
+    except OSError as error:
+        raise EvidenceError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        document = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except (UnicodeDecodeError, ValueError) as error:
+        raise EvidenceError(f"{path}: not valid JSON: {_one_line(error)}") from None
+    return raw, document
+
+
+def schema_problems(document: Any, schema_file: str) -> tuple[str, ...]:
+    """Validate a document against one of ``engine/schemas``; one line per error, JSON pointer first."""
+    validator = _validator(schema_file)
+    errors = sorted(validator.iter_errors(document), key=lambda error: _pointer(error))
+    return tuple(f"{_pointer(error) or '/'}: {_one_line_message(error)}" for error in errors)
+
+
+@functools.cache
+def _validator(schema_file: str) -> Draft202012Validator:
+    """Load (once) and return a validator for a schema file shipped in ``engine/schemas``."""
+    text = resources.files("engine").joinpath("schemas", schema_file).read_text(encoding="utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _pointer(error: ValidationError) -> str:
+    """Return the RFC 6901 JSON pointer of the failing instance."""
+    parts = (str(part).replace("~", "~0").replace("/", "~1") for part in error.absolute_path)
+    return "".join("/" + part for part in parts)
+
+
+def _one_line_message(error: ValidationError) -> str:
+    """Return a validation message on one line, at most 200 characters (instances can be huge)."""
+    return _one_line(error.message)
+
+
+def _reject_constant(name: str) -> Any:
+    """Refuse NaN and Infinity, which are not JSON (a NaN metric is written as null)."""
+    raise ValueError(f"{name} is not valid JSON (write a non-finite metric as null)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build an object, refusing a key that appears twice (readers would disagree on its value)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _fold(entry: Mapping[str, Any]) -> Fold:
+    """Build a Fold from a schema-valid JSON object (null metrics become NaN)."""
+    return Fold(
+        held_out=str(entry["held_out"]),
+        n_train=int(entry["n_train"]),
+        n_val=int(entry["n_val"]),
+        plcc=_number(entry["plcc"]),
+        srocc=_number(entry["srocc"]),
+        rmse=_number(entry["rmse"]),
+    )
+
+
+def _check_summary(report: LosoReport, summary: Mapping[str, Any]) -> None:
+    """Refuse a report whose summary contradicts its folds (a dropped or hidden NaN fold above all)."""
+    prefix = f"{report.path}: /summary"
+    names = [fold.held_out for fold in report.folds]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise EvidenceError(f"{report.path}: /folds holds out {', '.join(repeated)} more than once")
+    if summary["n_folds"] != len(report.folds):
+        raise EvidenceError(
+            f"{prefix}/n_folds is {summary['n_folds']} but /folds has {len(report.folds)}"
+        )
+    nan = set(report.nan_folds)
+    listed = set(summary["nan_folds"])
+    if listed != nan:
+        raise EvidenceError(
+            f"{prefix}/nan_folds lists {_names(listed)} but the folds with null plcc are {_names(nan)}"
+        )
+    recorded = summary["mean_plcc"]
+    if nan:
+        if recorded is not None:
+            raise EvidenceError(
+                f"{prefix}/mean_plcc must be null when any fold is NaN, not {recorded}"
+            )
+        return
+    checks = {
+        "mean_plcc": report.mean_plcc,
+        "min_plcc": min(fold.plcc for fold in report.folds),
+        "max_plcc": max(fold.plcc for fold in report.folds),
+    }
+    for name, value in checks.items():
+        given = summary[name]
+        if given is None or abs(float(given) - value) > _SUMMARY_TOLERANCE:
+            raise EvidenceError(f"{prefix}/{name} is {given} but the folds give {value:.6g}")
+
+
+class _Findings:
+    """The gate's working list: reasons in order, and the seeds and folds they blame."""
+
+    def __init__(self) -> None:
+        """Start with nothing found."""
+        self.reasons: list[str] = []
+        self.seeds: set[int] = set()
+        self.folds: list[FailingFold] = []
+
+    def add(self, reason: str, *, seed: int | None = None, fold: str | None = None) -> None:
+        """Record one reason, blaming a seed and, optionally, one of its folds."""
+        self.reasons.append(reason)
+        if seed is not None:
+            self.seeds.add(seed)
+            if fold is not None:
+                self.folds.append(FailingFold(seed, fold))
+
+
+def _check_seed_set(
+    reports: Sequence[LosoReport], thresholds: GateThresholds, found: _Findings
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Add a reason per expected seed without a report and per report of an unexpected seed."""
+    present = [report.seed for report in reports]
+    expected = _seed_list(thresholds.seeds)
+    missing = tuple(seed for seed in sorted(thresholds.seeds) if seed not in present)
+    unexpected = tuple(seed for seed in present if seed not in thresholds.seeds)
+    for seed in missing:
+        found.add(f"missing seed {seed}: no loso_seed{seed}.json (expected seeds {expected})")
+    for seed in unexpected:
+        found.add(f"unexpected seed {seed} (expected seeds {expected})", seed=seed)
+    return missing, unexpected
+
+
+def _check_corpora(reports: Sequence[LosoReport], found: _Findings) -> str | None:
+    """Add a reason per seed trained on other data than the majority; return the common hash or None."""
+    counts = Counter(report.corpus.content_hash for report in reports)
+    if len(counts) == 1:
+        return reports[0].corpus.content_hash
+    top = max(counts.values())
+    reference = next(r for r in reports if counts[r.corpus.content_hash] == top)
+    for report in reports:
+        if report.corpus.content_hash != reference.corpus.content_hash:
+            found.add(
+                f"mixed corpora: seed {reference.seed} and {report.seed} were trained on different "
+                f"data (corpus {_short(reference.corpus.content_hash)} vs "
+                f"{_short(report.corpus.content_hash)})",
+                seed=report.seed,
+            )
+    return None
+
+
+def _check_fold_sets(reports: Sequence[LosoReport], found: _Findings) -> None:
+    """Add a reason per seed whose held-out sources differ from the first seed's (a dropped fold)."""
+    reference = reports[0]
+    expected = {fold.held_out for fold in reference.folds}
+    for report in reports[1:]:
+        held = {fold.held_out for fold in report.folds}
+        if held == expected:
+            continue
+        parts = []
+        if expected - held:
+            parts.append(f"lacks fold(s) {_names(expected - held)}")
+        if held - expected:
+            parts.append(f"has extra fold(s) {_names(held - expected)}")
+        found.add(
+            f"seed {report.seed} {' and '.join(parts)} compared with seed {reference.seed}; "
+            "every seed must hold out the same sources",
+            seed=report.seed,
+        )
+
+
+def _check_thresholds(
+    reports: Sequence[LosoReport],
+    rows: Sequence[SeedRow],
+    *,
+    mean: float,
+    spread: float,
+    thresholds: GateThresholds,
+    found: _Findings,
+) -> None:
+    """Add the numeric reasons: mean, spread, per-seed floor, per-fold floor (NaN already reported)."""
+    t = thresholds
+    if not math.isnan(mean) and mean < t.mean_plcc - TOLERANCE:
+        found.add(f"mean PLCC over seeds {_vs(mean, t.mean_plcc)} is below {t.mean_plcc:g}")
+    if not math.isnan(spread) and spread > t.max_spread + TOLERANCE:
+        low = min(rows, key=lambda row: row.mean_plcc)
+        high = max(rows, key=lambda row: row.mean_plcc)
+        found.add(
+            f"spread of per-seed mean PLCC {_vs(spread, t.max_spread)} (seed {low.seed} "
+            f"{_fmt(low.mean_plcc)} to seed {high.seed} {_fmt(high.mean_plcc)}) "
+            f"exceeds {t.max_spread:g}"
+        )
+    for row in rows:
+        if not math.isnan(row.mean_plcc) and row.mean_plcc < t.per_seed_min - TOLERANCE:
+            found.add(
+                f"seed {row.seed} mean PLCC {_vs(row.mean_plcc, t.per_seed_min)} is below the "
+                f"per-seed floor {t.per_seed_min:g}",
+                seed=row.seed,
+            )
+    floor = t.per_fold_min
+    if floor is None:
+        return
+    for report in reports:
+        for fold in report.folds:
+            if not math.isnan(fold.plcc) and fold.plcc < floor - TOLERANCE:
+                found.add(
+                    f"seed {report.seed} fold {fold.held_out}: PLCC {_vs(fold.plcc, floor)} is "
+                    f"below the per-fold floor {floor:g}",
+                    seed=report.seed,
+                    fold=fold.held_out,
+                )
+
+
+def _seed_row(report: LosoReport) -> SeedRow:
+    """Summarise one seed: mean PLCC (NaN with any NaN fold) and its weakest and strongest finite folds."""
+    finite = [fold for fold in report.folds if not math.isnan(fold.plcc)]
+    low = min(finite, key=lambda fold: fold.plcc) if finite else None
+    high = max(finite, key=lambda fold: fold.plcc) if finite else None
+    return SeedRow(
+        seed=report.seed,
+        mean_plcc=report.mean_plcc,
+        min_plcc=low.plcc if low is not None else math.nan,
+        min_fold=low.held_out if low is not None else None,
+        max_plcc=high.plcc if high is not None else math.nan,
+        max_fold=high.held_out if high is not None else None,
+        n_folds=len(report.folds),
+        nan_folds=report.nan_folds,
+        dry_run=report.dry_run,
+        corpus_hash=report.corpus.content_hash,
+    )
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Return the exactly rounded mean; NaN when any value is NaN or there are none."""
+    if not values or any(math.isnan(value) for value in values):
+        return math.nan
+    return math.fsum(values) / len(values)
+
+
+def _number(value: Any) -> float:
+    """Return a JSON number as float, null as NaN."""
+    return math.nan if value is None else float(value)
+
+
+def _json_number(value: float) -> float | None:
+    """Return a float for JSON: NaN (and infinities) as null."""
+    return value if math.isfinite(value) else None
+
+
+def _finite(value: object) -> bool:
+    """Return whether a value is a finite real number (bools excluded)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: float) -> str:
+    """Render a PLCC-scale number for a reason or table (NaN as NaN)."""
+    return "NaN" if math.isnan(value) else f"{value:.4f}"
+
+
+def _vs(value: float, limit: float) -> str:
+    """Render a value beside its threshold with enough digits that the two never print the same."""
+    for digits in (4, 6, 9):
+        if round(value, digits) != round(limit, digits):
+            return f"{value:.{digits}f}"
+    return repr(value)
+
+
+def _fold_cell(value: float, name: str | None) -> str:
+    """Render ``0.9412 (src03)`` for the table."""
+    return "-" if name is None else f"{_fmt(value)} ({name})"
+
+
+def _seed_list(seeds: Iterable[int]) -> str:
+    """Render seeds as ``0,1,2``."""
+    return ",".join(str(seed) for seed in seeds)
+
+
+def _names(names: Iterable[str]) -> str:
+    """Render a set of fold names, sorted, or ``none``."""
+    ordered = sorted(names)
+    return ", ".join(ordered) if ordered else "none"
+
+
+def _short(digest: str) -> str:
+    """Abbreviate a sha256 for messages."""
+    return digest[:12] + "…"
+
+
+def _one_line(error: BaseException | str) -> str:
+    """Collapse a message to one line of at most 200 characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:197] + "..."

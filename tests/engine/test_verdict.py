@@ -1,0 +1,441 @@
+"""Promotion verdicts: exactly one file, bound by hash to its evidence, and verification of each binding."""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.errors import UsageError
+from engine.features import FEATURES, SOURCE, TARGET, load_features
+from engine.gate import EvidenceError, GateThresholds
+from engine.hashing import sha256_file
+from engine.verdict import Verdict, decide, verify_verdict
+from tests.engine import onnx_factory
+from tests.engine.test_gate import SOURCES, loso_document, write_report
+
+GOOD = {0: 0.961, 1: 0.962, 2: 0.963, 3: 0.962, 4: 0.961}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A checkout in miniature: feature table, LOSO reports, models, registry, verdict folder."""
+
+    root: Path
+    features: Path
+    loso: Path
+    models: tuple[Path, ...]
+    registry: Path
+    out: Path
+
+
+def feature_frame() -> pd.DataFrame:
+    """Return a small valid feature table: four sources, five rows each."""
+    rng = np.random.default_rng(3)
+    rows = 5 * len(SOURCES)
+    data: dict[str, Any] = {
+        name: rng.uniform(0.2, 1.0, rows).astype(np.float32) for name in FEATURES
+    }
+    data[TARGET] = np.round(rng.uniform(20, 90, rows), 2).astype(np.float32)
+    data[SOURCE] = [SOURCES[i % len(SOURCES)] for i in range(rows)]
+    return pd.DataFrame(data)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, **options: Any) -> Path:
+    """Write a frame with pyarrow, without a pandas index."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, **options)
+    return path
+
+
+def write_loso(directory: Path, corpus_hash: str, plccs: dict[int, float] = GOOD) -> None:
+    """Write one report per seed, all trained on ``corpus_hash``."""
+    for seed, value in plccs.items():
+        write_report(directory, loso_document(seed, plcc=value, corpus_hash=corpus_hash, rows=20))
+
+
+def write_registry(path: Path, models: list[tuple[str, Path, bool]]) -> Path:
+    """Write a registry.json naming each (id, onnx file, smoke) with its real hashes."""
+    entries = []
+    for timeline, (model_id, onnx_path, smoke) in enumerate(models):
+        entry: dict[str, Any] = {
+            "id": model_id,
+            "kind": "fr",
+            "onnx": onnx_path.relative_to(path.parent).as_posix(),
+            "sha256": sha256_file(onnx_path),
+            "smoke": smoke,
+            "opset": onnx_factory.OPSET,
+            "license": "MIT",
+            "timeline": timeline,
+        }
+        data = onnx_path.parent / f"{onnx_path.name}.data"
+        if data.exists():
+            entry["external_data"] = [
+                {"path": data.relative_to(path.parent).as_posix(), "sha256": sha256_file(data)}
+            ]
+        entries.append(entry)
+    path.write_text(
+        json.dumps({"schema_version": 1, "models": entries}, indent=2), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def evidence(tmp_path: Path) -> Evidence:
+    """Build a passing set of evidence; the registry promotes both models (smoke: false)."""
+    features = write_parquet(feature_frame(), tmp_path / "data" / "features.parquet")
+    loso = tmp_path / "runs" / "loso"
+    write_loso(loso, load_features(features).content_hash)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    inline = onnx_factory.save(onnx_factory.linear_model(), model_dir / "fr-mlp-v03.onnx")
+    external = onnx_factory.save_external(
+        onnx_factory.linear_model(bias=1.5),
+        model_dir / "fr-mlp-v04.onnx",
+        location="fr-mlp-v04.onnx.data",
+    )
+    registry = write_registry(
+        model_dir / "registry.json",
+        [("fr-mlp-v03", inline, False), ("fr-mlp-v04", external, False)],
+    )
+    return Evidence(
+        root=tmp_path,
+        features=features,
+        loso=loso,
+        models=(inline, external),
+        registry=registry,
+        out=tmp_path / "model" / "evidence" / "v03",
+    )
+
+
+def run_decide(evidence: Evidence, **thresholds: Any) -> Path:
+    """Decide over the evidence and return the verdict file written."""
+    outcome = decide(
+        evidence.loso,
+        features=evidence.features,
+        models=evidence.models,
+        out=evidence.out,
+        thresholds=GateThresholds(**thresholds),
+        argv=["verdict", str(evidence.loso)],
+    )
+    return outcome.path
+
+
+def flip_byte(path: Path, offset: int = -1) -> None:
+    """Change one byte of a file in place."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_decide_writes_only_promote_and_removes_a_stale_hold(evidence: Evidence) -> None:
+    evidence.out.mkdir(parents=True)
+    (evidence.out / "HOLD.json").write_text("{}", encoding="utf-8")
+    outcome = decide(
+        evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
+    )
+    assert outcome.verdict is Verdict.PROMOTE and outcome.exit_code == 0
+    assert outcome.removed == evidence.out / "HOLD.json"
+    assert sorted(p.name for p in evidence.out.iterdir()) == ["PROMOTE.json"]
+    document = json.loads(outcome.path.read_text(encoding="utf-8"))
+    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 1
+    assert document["verdict"] == "PROMOTE" and document["reasons"] == []
+    assert document["gate"]["passed"] is True
+
+
+def test_decide_writes_only_hold_and_removes_a_stale_promote_when_the_gate_fails(
+    evidence: Evidence,
+) -> None:
+    run_decide(evidence)
+    write_report(
+        evidence.loso,
+        loso_document(
+            4,
+            plcc=0.962,
+            dry_run=True,
+            rows=20,
+            corpus_hash=load_features(evidence.features).content_hash,
+        ),
+    )
+    outcome = decide(
+        evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
+    )
+    assert outcome.verdict is Verdict.HOLD and outcome.exit_code == 1
+    assert outcome.removed == evidence.out / "PROMOTE.json"
+    assert sorted(p.name for p in evidence.out.iterdir()) == ["HOLD.json"]
+    document = json.loads(outcome.path.read_text(encoding="utf-8"))
+    assert document["reasons"] == ["seed 4 is a dry run (dry_run: true); a dry run never promotes"]
+
+
+def test_decide_holds_when_the_loso_corpus_is_not_the_feature_table(evidence: Evidence) -> None:
+    shutil.rmtree(evidence.loso)
+    write_loso(evidence.loso, "c" * 64)
+    outcome = decide(
+        evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
+    )
+    assert outcome.verdict is Verdict.HOLD
+    assert outcome.gate.passed
+    assert len(outcome.reasons) == 1
+    assert outcome.reasons[0].startswith(
+        "LOSO seed(s) 0,1,2,3,4 were trained on corpus cccccccccccc…, not on the feature table "
+        "features.parquet"
+    )
+
+
+def test_decide_holds_when_a_source_of_the_table_is_never_held_out(evidence: Evidence) -> None:
+    shutil.rmtree(evidence.loso)
+    digest = load_features(evidence.features).content_hash
+    for seed in GOOD:
+        document = loso_document(seed, plcc=dict.fromkeys(SOURCES[:3], 0.962), corpus_hash=digest)
+        write_report(evidence.loso, document)
+    outcome = decide(
+        evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
+    )
+    assert outcome.verdict is Verdict.HOLD
+    assert outcome.reasons == (
+        "LOSO seed(s) 0,1,2,3,4 never hold out source(s) src03 of the feature table features.parquet",
+    )
+
+
+def test_decide_binds_paths_relative_to_the_verdict_folder(evidence: Evidence) -> None:
+    document = json.loads(run_decide(evidence).read_text(encoding="utf-8"))
+    bound = document["bound_to"]
+    assert bound["features"] == {
+        "path": "../../../data/features.parquet",
+        "content_hash": load_features(evidence.features).content_hash,
+    }
+    assert [r["path"] for r in bound["loso_reports"]] == [
+        f"../../../runs/loso/loso_seed{seed}.json" for seed in range(5)
+    ]
+    inline, external = bound["models"]
+    assert inline == {
+        "path": "../../fr-mlp-v03.onnx",
+        "sha256": sha256_file(evidence.models[0]),
+        "external_data": [],
+    }
+    data = evidence.models[1].parent / "fr-mlp-v04.onnx.data"
+    assert external["external_data"] == [
+        {"path": "../../fr-mlp-v04.onnx.data", "sha256": sha256_file(data)}
+    ]
+    assert "run_provenance" in document
+
+
+def test_decide_refuses_to_run_without_models(evidence: Evidence) -> None:
+    with pytest.raises(UsageError, match="no models given"):
+        decide(evidence.loso, features=evidence.features, models=[], out=evidence.out)
+    assert not evidence.out.exists()
+
+
+def test_decide_refuses_a_model_that_is_not_onnx(evidence: Evidence) -> None:
+    fake = evidence.root / "fake.onnx"
+    fake.write_bytes(b"fake onnx bytes 123")
+    with pytest.raises(EvidenceError, match="not an ONNX model"):
+        decide(evidence.loso, features=evidence.features, models=[fake], out=evidence.out)
+    assert list(evidence.out.iterdir()) == []
+
+
+def test_decide_refuses_a_model_whose_external_data_is_missing(evidence: Evidence) -> None:
+    (evidence.models[1].parent / "fr-mlp-v04.onnx.data").unlink()
+    with pytest.raises(EvidenceError, match=r"external data file fr-mlp-v04\.onnx\.data not found"):
+        decide(evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out)
+
+
+def test_verify_passes_on_a_fresh_promote_with_the_registry(evidence: Evidence) -> None:
+    result = verify_verdict(run_decide(evidence), registry=evidence.registry, root=evidence.root)
+    assert result.problems == ()
+    assert result.ok and result.verdict is Verdict.PROMOTE and result.exit_code == 0
+
+
+def test_verify_passes_after_the_checkout_moves(
+    evidence: Evidence, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    run_decide(evidence)
+    moved = tmp_path_factory.mktemp("elsewhere") / "checkout"
+    shutil.copytree(evidence.root, moved)
+    result = verify_verdict(moved / "model" / "evidence" / "v03" / "PROMOTE.json")
+    assert result.ok, result.problems
+
+
+def test_verify_passes_when_the_table_is_rewritten_with_other_compression(
+    evidence: Evidence,
+) -> None:
+    verdict = run_decide(evidence)
+    frame = pq.read_table(evidence.features).to_pandas()
+    write_parquet(frame, evidence.features, compression="gzip")
+    assert verify_verdict(verdict).ok
+
+
+def test_verify_fails_naming_the_model_when_one_byte_changes(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    flip_byte(evidence.models[0])
+    result = verify_verdict(verdict)
+    assert not result.ok
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith("model ../../fr-mlp-v03.onnx: sha256 changed")
+
+
+def test_verify_fails_naming_external_data_when_one_byte_changes(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    flip_byte(evidence.models[1].parent / "fr-mlp-v04.onnx.data", 0)
+    result = verify_verdict(verdict)
+    assert [p.split(": sha256")[0] for p in result.problems] == [
+        "model ../../fr-mlp-v04.onnx external data ../../fr-mlp-v04.onnx.data"
+    ]
+
+
+def test_verify_fails_naming_the_loso_report_when_one_byte_changes(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    report = evidence.loso / "loso_seed2.json"
+    report.write_bytes(report.read_bytes().replace(b'"epochs": 3', b'"epochs": 4'))
+    result = verify_verdict(verdict)
+    assert not result.ok
+    assert result.problems[0].startswith(
+        "LOSO report ../../../runs/loso/loso_seed2.json: sha256 changed"
+    )
+
+
+def test_verify_fails_naming_the_feature_table_when_one_value_changes(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    frame = pq.read_table(evidence.features).to_pandas()
+    frame.loc[7, TARGET] = np.float32(frame.loc[7, TARGET] + 1.0)
+    write_parquet(frame, evidence.features)
+    result = verify_verdict(verdict)
+    assert not result.ok
+    assert result.problems[0].startswith(
+        "feature table ../../../data/features.parquet: content changed"
+    )
+
+
+def test_verify_fails_when_the_registry_promotes_a_model_the_verdict_does_not_cover(
+    evidence: Evidence,
+) -> None:
+    decide(evidence.loso, features=evidence.features, models=evidence.models[:1], out=evidence.out)
+    result = verify_verdict(evidence.out / "PROMOTE.json", registry=evidence.registry)
+    digest = sha256_file(evidence.models[1])
+    assert result.problems == (
+        f"registry would promote fr-mlp-v04 (sha256 {digest[:12]}…) which the verdict does not cover",
+    )
+
+
+def test_verify_model_ids_limits_coverage_to_the_models_a_pull_request_flips(
+    evidence: Evidence,
+) -> None:
+    decide(evidence.loso, features=evidence.features, models=evidence.models[:1], out=evidence.out)
+    verdict = evidence.out / "PROMOTE.json"
+    assert verify_verdict(verdict, registry=evidence.registry, model_ids={"fr-mlp-v03"}).ok
+    result = verify_verdict(verdict, registry=evidence.registry, model_ids={"fr-mlp-v99"})
+    assert result.problems == (f"registry {evidence.registry} has no model fr-mlp-v99",)
+
+
+def test_verify_ignores_registry_models_still_in_smoke(evidence: Evidence) -> None:
+    write_registry(
+        evidence.registry,
+        [("fr-mlp-v03", evidence.models[0], False), ("fr-mlp-v04", evidence.models[1], True)],
+    )
+    decide(evidence.loso, features=evidence.features, models=evidence.models[:1], out=evidence.out)
+    assert verify_verdict(evidence.out / "PROMOTE.json", registry=evidence.registry).ok
+
+
+def test_verify_says_a_hold_verdict_can_never_back_a_promotion(evidence: Evidence) -> None:
+    verdict = run_decide(evidence, mean_plcc=0.99)
+    assert verdict.name == "HOLD.json"
+    result = verify_verdict(verdict)
+    assert result.verdict is Verdict.HOLD
+    assert result.problems == (
+        "verdict HOLD.json is HOLD: a HOLD verdict can never back a promotion "
+        "(its hashes are still checked)",
+    )
+
+
+def test_verify_fails_when_a_hold_is_edited_into_a_promote(evidence: Evidence) -> None:
+    hold = run_decide(evidence, mean_plcc=0.99)
+    document = json.loads(hold.read_text(encoding="utf-8"))
+    document.update(verdict="PROMOTE", reasons=[])
+    document["gate"].update(passed=True, reasons=[])
+    forged = evidence.out / "PROMOTE.json"
+    forged.write_text(json.dumps(document), encoding="utf-8")
+    hold.unlink()
+    result = verify_verdict(forged)
+    assert not result.ok
+    assert result.problems[0] == (
+        "recorded gate no longer holds: mean PLCC over seeds 0.9618 is below 0.99"
+    )
+    assert "gate: the recorded passed, reasons differ(s)" in result.problems[1]
+
+
+def test_verify_with_policy_refuses_a_verdict_judged_by_laxer_thresholds(
+    evidence: Evidence,
+) -> None:
+    verdict = run_decide(evidence, mean_plcc=0.5, per_seed_min=0.5)
+    assert verify_verdict(verdict).ok
+    result = verify_verdict(verdict, policy=GateThresholds(mean_plcc=0.97))
+    assert result.problems == (
+        "under the policy thresholds: mean PLCC over seeds 0.9618 is below 0.97",
+    )
+
+
+def test_verify_fails_when_an_external_data_binding_is_removed_by_hand(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    document["bound_to"]["models"][1]["external_data"] = []
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    assert verify_verdict(verdict).problems == (
+        "model ../../fr-mlp-v04.onnx: external data file fr-mlp-v04.onnx.data is not bound by the verdict",
+    )
+
+
+def test_verify_with_root_refuses_paths_that_leave_it(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    result = verify_verdict(verdict, root=evidence.out)
+    assert not result.ok
+    assert all("resolves outside" in problem for problem in result.problems)
+    assert result.problems[0].startswith("feature table ../../../data/features.parquet")
+
+
+def test_verify_reports_schema_problems_with_json_pointers(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    document["bound_to"]["models"][0]["path"] = "/abs/model.onnx"
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    result = verify_verdict(verdict)
+    assert result.verdict is None
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith("verdict PROMOTE.json /bound_to/models/0/path: ")
+
+
+def test_verify_flags_a_renamed_verdict_and_a_contradicting_sibling(evidence: Evidence) -> None:
+    hold = run_decide(evidence, mean_plcc=0.99)
+    shutil.copy(hold, evidence.out / "PROMOTE.json")
+    problems = verify_verdict(evidence.out / "PROMOTE.json").problems
+    assert "verdict file is named PROMOTE.json but holds a HOLD verdict" in problems
+    assert any(p.startswith("both PROMOTE.json and HOLD.json are in") for p in problems)
+
+
+def test_verify_raises_when_the_verdict_file_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(EvidenceError, match="not found"):
+        verify_verdict(tmp_path / "PROMOTE.json")
+
+
+def test_verify_fails_when_a_promote_is_forged_over_reports_of_other_data(
+    evidence: Evidence,
+) -> None:
+    shutil.rmtree(evidence.loso)
+    write_loso(evidence.loso, "c" * 64)
+    hold = run_decide(evidence)
+    document = json.loads(hold.read_text(encoding="utf-8"))
+    document.update(verdict="PROMOTE", reasons=[])
+    forged = evidence.out / "PROMOTE.json"
+    forged.write_text(json.dumps(document), encoding="utf-8")
+    hold.unlink()
+    problems = verify_verdict(forged).problems
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "binding: LOSO seed(s) 0,1,2,3,4 were trained on corpus cccccccccccc…, not on the "
+        "feature table ../../../data/features.parquet"
+    )
