@@ -6,10 +6,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from engine import __version__
 from engine.errors import EngineError, UsageError
+
+if TYPE_CHECKING:
+    from engine.gate import GateThresholds
 
 # Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere).
 EXIT_OK = 0
@@ -46,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="model-guard", description="Guard a registry of learned video-quality models."
     )
     parser.add_argument("--version", action="version", version=f"model-guard {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        parser_class=_Parser,
+        metavar="{bisect,registry,cache,gate,verdict}",
+    )
 
     bisect = commands.add_parser(
         "bisect", help="find the first model in a timeline that fails the quality gate"
@@ -116,7 +124,111 @@ def build_parser() -> argparse.ArgumentParser:
     check = cache_commands.add_parser("check", help="rebuild a golden cache and report any drift")
     check.add_argument("directory", type=Path)
     check.set_defaults(run=run_cache_check)
+
+    gate = commands.add_parser(
+        "gate", help="judge per-seed LOSO reports (exit 0 pass, 1 fail, 2 bad input)"
+    )
+    gate.add_argument("directory", type=Path, help="folder holding loso_seed{N}.json")
+    _add_gate_flags(gate)
+    gate.add_argument("--json", type=Path, help="write the gate report here")
+    gate.set_defaults(run=run_gate)
+
+    verdict = commands.add_parser(
+        "verdict",
+        help="write PROMOTE.json or HOLD.json (exit 0 PROMOTE, 1 HOLD, 2 bad input); "
+        "'verdict verify VERDICT [--registry R]' re-checks one",
+    )
+    verdict.add_argument("directory", type=Path, help="folder holding loso_seed{N}.json")
+    verdict.add_argument(
+        "--features", type=Path, required=True, help="the feature table the LOSO ran on"
+    )
+    verdict.add_argument(
+        "--models", type=Path, nargs="+", required=True, help="every model the verdict promotes"
+    )
+    verdict.add_argument(
+        "--out", type=Path, help="where the verdict goes (default: the LOSO folder)"
+    )
+    _add_gate_flags(verdict)
+    verdict.set_defaults(run=run_verdict)
+
+    # `verdict verify VERDICT` shares its first word with `verdict DIR`; main() routes it here.
+    verify = commands.add_parser(_VERIFY)
+    verify.prog = "model-guard verdict verify"
+    verify.add_argument("verdict", type=Path, help="PROMOTE.json (or HOLD.json)")
+    verify.add_argument(
+        "--registry",
+        type=Path,
+        help="fail if this registry promotes a model the verdict does not cover",
+    )
+    verify.set_defaults(run=run_verdict_verify)
     return parser
+
+
+_VERIFY = "verdict-verify"
+# Commands of the promotion flow use exit 1 for "gate fails / HOLD", so bad input is 2 there.
+_BAD_INPUT_2 = {"gate", "verdict"}
+
+
+def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the promotion-gate thresholds shared by `gate` and `verdict`."""
+    parser.add_argument(
+        "--mean-plcc", type=float, default=0.95, help="mean of per-seed PLCCs must reach this"
+    )
+    parser.add_argument(
+        "--max-spread", type=float, default=0.005, help="max - min of per-seed PLCCs at most this"
+    )
+    parser.add_argument(
+        "--per-seed-min", type=float, default=0.95, help="every seed's PLCC at least this"
+    )
+    parser.add_argument("--per-fold-min", type=float, help="every fold's PLCC at least this")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)")
+
+
+def _gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
+    """Build the promotion gate from the shared flags."""
+    from engine.gate import GateThresholds, parse_seeds
+
+    return GateThresholds(
+        mean_plcc=args.mean_plcc,
+        max_spread=args.max_spread,
+        per_seed_min=args.per_seed_min,
+        per_fold_min=args.per_fold_min,
+        seeds=parse_seeds(args.seeds),
+    )
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """Judge LOSO reports against the promotion gate."""
+    from engine.gate import run_gate_command
+
+    return run_gate_command(
+        args.directory, _gate_thresholds(args), json_out=args.json, argv=args.argv
+    )
+
+
+def run_verdict(args: argparse.Namespace) -> int:
+    """Write exactly one of PROMOTE.json / HOLD.json, bound by hash to what it judged."""
+    from engine.verdict import decide
+
+    outcome = decide(
+        args.directory,
+        features=args.features,
+        models=args.models,
+        out=args.out or args.directory,
+        thresholds=_gate_thresholds(args),
+        argv=args.argv,
+    )
+    print(outcome.render_text(), end="")
+    return outcome.exit_code
+
+
+def run_verdict_verify(args: argparse.Namespace) -> int:
+    """Re-hash everything a verdict names; exit 0 only when all of it still matches."""
+    from engine.verdict import verify_verdict
+
+    result = verify_verdict(args.verdict, registry=args.registry)
+    print(result.render_text(), end="")
+    return result.exit_code
 
 
 def run_bisect(args: argparse.Namespace) -> int:
@@ -254,6 +366,13 @@ def run_cache_check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the only place where errors become messages and exit codes."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:2] == ["verdict", "verify"]:
+        arguments = [_VERIFY, *arguments[2:]]
+    bad_input = (
+        2
+        if arguments[:1] and (arguments[0] in _BAD_INPUT_2 or arguments[0] == _VERIFY)
+        else EXIT_BAD_INPUT
+    )
     try:
         args = build_parser().parse_args(arguments)
         args.argv = arguments
@@ -261,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except EngineError as error:
         print(f"model-guard: error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input
     except KeyboardInterrupt:
         print("model-guard: interrupted", file=sys.stderr)
         return 130
@@ -273,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(set MODEL_GUARD_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
-        return EXIT_BAD_INPUT
+        return bad_input
 
 
 def _one_line(error: BaseException) -> str:

@@ -439,3 +439,65 @@ def test_verify_fails_when_a_promote_is_forged_over_reports_of_other_data(
         "binding: LOSO seed(s) 0,1,2,3,4 were trained on corpus cccccccccccc…, not on the "
         "feature table ../../../data/features.parquet"
     )
+
+
+def test_cli_promotion_flow_exit_codes(
+    evidence: Evidence, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gate`, `verdict` and `verdict verify` through the command line: 0 / 0 / 0, then 1 on tamper."""
+    from engine.cli import main
+
+    assert main(["gate", str(evidence.loso)]) == 0
+    models = [str(m) for m in evidence.models]
+    out = str(evidence.out)
+    assert (
+        main(
+            [
+                "verdict",
+                str(evidence.loso),
+                "--features",
+                str(evidence.features),
+                "--models",
+                *models,
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
+    promote = evidence.out / "PROMOTE.json"
+    assert main(["verdict", "verify", str(promote), "--registry", str(evidence.registry)]) == 0
+    flip_byte(evidence.models[0])
+    assert main(["verdict", "verify", str(promote)]) == 1
+    assert "fr-mlp-v03" in capsys.readouterr().out
+    assert main(["gate", str(evidence.loso), "--mean-plcc", "0.99"]) == 1
+    assert (
+        main(
+            [
+                "verdict",
+                str(evidence.loso),
+                "--features",
+                str(evidence.features),
+                "--models",
+                *models,
+                "--out",
+                out,
+                "--mean-plcc",
+                "0.99",
+            ]
+        )
+        == 1
+    )
+    assert (evidence.out / "HOLD.json").exists() and not promote.exists()
+
+
+def test_cli_promotion_bad_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    assert main(["gate", str(tmp_path)]) == 2
+    assert main(["gate", str(tmp_path), "--seeds", "a,b"]) == 2
+    assert main(["verdict", "verify", str(tmp_path / "PROMOTE.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3 and "Traceback" not in err
