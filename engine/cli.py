@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from engine import __version__
-from engine.errors import EngineError, UsageError
+from engine.errors import EngineError, UsageError, one_line
 
 if TYPE_CHECKING:
     from engine.gate import GateThresholds
@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
     except EngineError as error:
-        print(f"model-guard: error: {_one_line(error)}", file=sys.stderr)
+        print(f"model-guard: error: {one_line(error, limit=1000)}", file=sys.stderr)
         return bad_input
     except KeyboardInterrupt:
         print("model-guard: interrupted", file=sys.stderr)
@@ -388,13 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("MODEL_GUARD_DEBUG"):
             raise
         print(
-            f"model-guard: internal error: {type(error).__name__}: {_one_line(error)} "
+            f"model-guard: internal error: {type(error).__name__}: {one_line(error, limit=1000)} "
             "(set MODEL_GUARD_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return bad_input
-
-
-def _one_line(error: BaseException) -> str:
-    """Collapse an error message to one line."""
-    return " ".join(str(error).split()) or type(error).__name__

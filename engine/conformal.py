@@ -31,6 +31,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from engine.errors import ReportError, UsageError
+from engine.metrics import group_labels
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -332,7 +333,7 @@ def split_calibration(
         calib = np.zeros(n, dtype=bool)
         calib[rng.permutation(n)[:n_calib]] = True
     else:
-        labels = _group_labels(groups, size=n)
+        labels = group_labels(groups, size=n)
         sizes = np.bincount(labels)
         if sizes.size < 2:
             raise UsageError(f"a grouped split needs at least 2 groups, got {sizes.size}")
@@ -539,20 +540,6 @@ def _rows(
     target = _finite_vector("y", y)
     _same_length(("mu", center), ("y", target))
     return center, spread, target
-
-
-def _group_labels(groups: npt.ArrayLike, *, size: int) -> IntArray:
-    """Return one dense integer label per row for the source groups."""
-    array = np.asarray(groups)
-    if array.ndim != 1 or array.size != size:
-        raise UsageError(
-            f"groups must be 1-D with one id per row ({size}), got shape {array.shape}"
-        )
-    try:
-        _, labels = np.unique(array, return_inverse=True)
-    except TypeError:
-        raise UsageError("groups must be sortable ids of one type") from None
-    return labels.reshape(-1).astype(np.int64)
 
 
 def _nominals(values: Sequence[float]) -> tuple[float, ...]:

@@ -23,3 +23,11 @@ class ModelRejected(EngineError):
 
 class ReportError(EngineError):
     """A report cannot be written or read."""
+
+
+def one_line(error: BaseException | str, *, limit: int = 200) -> str:
+    """Collapse an error (or message) to one line of at most ``limit`` characters."""
+    text = " ".join(str(error).split()) or (
+        type(error).__name__ if isinstance(error, BaseException) else ""
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import FeatureCacheError
+from engine.errors import FeatureCacheError, one_line
 
 FEATURES: tuple[str, ...] = (
     "adm2",
@@ -81,14 +81,12 @@ def load_features(path: Path, *, max_bytes: int = _DEFAULT_MAX_BYTES) -> Feature
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as error:
-        raise FeatureCacheError(
-            f"{path}: not a readable parquet file: {_one_line(error)}"
-        ) from None
+        raise FeatureCacheError(f"{path}: not a readable parquet file: {one_line(error)}") from None
     _check_arrow_schema(table.schema, prefix=f"{path}: ")
     try:
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError, TypeError) as error:
-        raise FeatureCacheError(f"{path}: cannot decode parquet: {_one_line(error)}") from None
+        raise FeatureCacheError(f"{path}: cannot decode parquet: {one_line(error)}") from None
     return features_from_frame(frame, path=path)
 
 
@@ -331,12 +329,6 @@ def _describe_names(a: list[str], b: list[str]) -> str:
             return f"column {position} is '{left}' != '{right}'"
     longer, extra = ("first", a[len(b) :]) if len(a) > len(b) else ("second", b[len(a) :])
     return f"columns differ: the {longer} frame has extra column(s) {', '.join(extra)}"
-
-
-def _one_line(error: BaseException) -> str:
-    """Return an exception message collapsed to one line, at most 200 characters."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _mib(size: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from engine.errors import EngineError, UsageError
+from engine.errors import EngineError, UsageError, one_line
 from engine.hashing import sha256_bytes
 
 LOSO_SCHEMA = "model-guard/loso-report"
@@ -422,7 +422,7 @@ def read_json(path: Path, *, max_bytes: int = _MAX_JSON_BYTES) -> tuple[bytes, A
             object_pairs_hook=_unique_keys,
         )
     except (UnicodeDecodeError, ValueError) as error:
-        raise EvidenceError(f"{path}: not valid JSON: {_one_line(error)}") from None
+        raise EvidenceError(f"{path}: not valid JSON: {one_line(error)}") from None
     return raw, document
 
 
@@ -450,7 +450,7 @@ def _pointer(error: ValidationError) -> str:
 
 def _one_line_message(error: ValidationError) -> str:
     """Return a validation message on one line, at most 200 characters (instances can be huge)."""
-    return _one_line(error.message)
+    return one_line(error.message)
 
 
 def _reject_constant(name: str) -> Any:
@@ -701,9 +701,3 @@ def _names(names: Iterable[str]) -> str:
 def _short(digest: str) -> str:
     """Abbreviate a sha256 for messages."""
     return digest[:12] + "…"
-
-
-def _one_line(error: BaseException | str) -> str:
-    """Collapse a message to one line of at most 200 characters."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= 200 else text[:197] + "..."

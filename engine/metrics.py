@@ -311,7 +311,7 @@ def compute_metrics(
     """
     x, y = _vector("predictions", pred), _vector("targets", target)
     _check_lengths(x, y)
-    labels = None if groups is None else _group_labels(groups, size=x.size)
+    labels = None if groups is None else group_labels(groups, size=x.size)
     resamples, seed = _count("bootstrap", bootstrap), _count("seed", seed)
     confidence = _confidence(confidence)
 
@@ -383,7 +383,7 @@ def _check_lengths(x: FloatArray, y: FloatArray) -> None:
         raise UsageError(f"predictions and targets differ in length ({x.size} != {y.size})")
 
 
-def _group_labels(groups: npt.ArrayLike, *, size: int) -> IntArray:
+def group_labels(groups: npt.ArrayLike, *, size: int) -> IntArray:
     """Return one integer label per row for the source groups."""
     array = np.asarray(groups)
     if array.ndim != 1 or array.size != size:
