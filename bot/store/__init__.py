@@ -1,0 +1,31 @@
+"""The App's durable store: the backend-free ``Store`` interface and its SQLite implementation."""
+
+from bot.store.base import (
+    Delivery,
+    InvalidValueError,
+    Job,
+    JobSpec,
+    JobState,
+    RunRecord,
+    SchemaVersionError,
+    Store,
+    StoreBusyError,
+    StoreError,
+    StoreNotOpenError,
+)
+from bot.store.sqlite import SqliteStore
+
+__all__ = [
+    "Delivery",
+    "InvalidValueError",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "RunRecord",
+    "SchemaVersionError",
+    "SqliteStore",
+    "Store",
+    "StoreBusyError",
+    "StoreError",
+    "StoreNotOpenError",
+]
