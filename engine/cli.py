@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine import __version__
 from engine.errors import EngineError, UsageError, one_line
@@ -43,8 +43,12 @@ def _unit_interval(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser for every model-guard command."""
+def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
+    """Return the parser for every model-guard command.
+
+    ``extend(subparsers)`` lets the App add its own commands (``serve``) without the
+    engine importing the App.
+    """
     parser = _Parser(
         prog="model-guard", description="Guard a registry of learned video-quality models."
     )
@@ -53,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command",
         required=True,
         parser_class=_Parser,
-        metavar="{bisect,registry,cache,gate,verdict}",
+        metavar="COMMAND",
     )
 
     bisect = commands.add_parser(
@@ -161,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail if this registry promotes a model the verdict does not cover",
     )
     verify.set_defaults(run=run_verdict_verify)
+    if extend is not None:
+        extend(commands)
     return parser
 
 
@@ -363,7 +369,7 @@ def run_cache_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extend: Callable[[Any], None] | None = None) -> int:
     """Run one command; the only place where errors become messages and exit codes."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:2] == ["verdict", "verify"]:
@@ -374,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else EXIT_BAD_INPUT
     )
     try:
-        args = build_parser().parse_args(arguments)
+        args = build_parser(extend).parse_args(arguments)
         args.argv = arguments
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)

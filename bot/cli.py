@@ -1,0 +1,50 @@
+"""The ``model-guard`` console script: the engine's commands plus the App's ``serve``."""
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from engine.cli import main as engine_main
+from engine.errors import UsageError
+
+
+def add_app_commands(commands: Any) -> None:
+    """Add ``serve`` to the engine's command parser."""
+    serve = commands.add_parser("serve", help="run the GitHub App webhook service")
+    serve.add_argument("--host", help="address to listen on (default HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default PORT or 3000)")
+    serve.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the webhook service until interrupted."""
+    from dataclasses import replace
+
+    from aiohttp import web
+
+    from bot.app import create_app
+    from bot.errors import SettingsError
+    from bot.logs import configure_logging
+    from bot.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        raise UsageError(str(error)) from None
+    if args.host:
+        settings = replace(settings, host=args.host)
+    if args.port:
+        settings = replace(settings, port=args.port)
+    configure_logging()
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a model-guard command (engine or App)."""
+    return engine_main(argv, extend=add_app_commands)
+
+
+def serve_main() -> int:
+    """Entry point of ``python -m bot``: the webhook service."""
+    return main(["serve"])

@@ -1,0 +1,78 @@
+"""Service settings, read from the environment once, when the app is assembled (never at import)."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.errors import SettingsError
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_PORT = 3000
+# GitHub caps webhook payloads at 25 MB; anything larger is not from GitHub.
+DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to run; secrets are kept out of ``repr``."""
+
+    webhook_secret: str = field(repr=False)
+    app_id: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+    api_url: str = DEFAULT_API_URL
+    database: Path = Path("model-guard.sqlite3")
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    workers: int = 2
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    job_timeout_s: float = 900.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read settings from the environment; refuse to start without a webhook secret."""
+        env = os.environ if environ is None else environ
+        secret = env.get("GITHUB_WEBHOOK_SECRET", "")
+        if not secret:
+            raise SettingsError(
+                "GITHUB_WEBHOOK_SECRET is required: without it webhook signatures cannot be checked"
+            )
+        private_key = env.get("GITHUB_PRIVATE_KEY") or None
+        key_path = env.get("GITHUB_PRIVATE_KEY_PATH")
+        if private_key is None and key_path:
+            try:
+                private_key = Path(key_path).read_text(encoding="utf-8")
+            except OSError as error:
+                raise SettingsError(
+                    f"GITHUB_PRIVATE_KEY_PATH {key_path}: {error.strerror or error}"
+                ) from None
+        return cls(
+            webhook_secret=secret,
+            app_id=env.get("GITHUB_APP_ID") or None,
+            private_key=private_key,
+            api_url=env.get("GITHUB_API_URL", DEFAULT_API_URL).rstrip("/"),
+            database=Path(env.get("MODEL_GUARD_DB", "model-guard.sqlite3")),
+            host=env.get("HOST", "0.0.0.0"),
+            port=_integer(env, "PORT", DEFAULT_PORT, low=1, high=65535),
+            workers=_integer(env, "MODEL_GUARD_WORKERS", 2, low=1, high=64),
+            max_body_bytes=_integer(
+                env, "MODEL_GUARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, low=1024, high=1 << 30
+            ),
+            job_timeout_s=float(
+                _integer(env, "MODEL_GUARD_JOB_TIMEOUT_S", 900, low=1, high=86_400)
+            ),
+        )
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    """Read an integer setting within bounds, naming the variable when it is wrong."""
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {text!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return value
