@@ -1,12 +1,22 @@
-"""Run provenance: the block every JSON the engine writes carries, and the atomic JSON writer."""
+"""Run provenance: the block every JSON the engine writes carries, and the atomic JSON writer.
+
+Paths in the block (``argv``, ``inputs``, ``outputs``) are written so that a report does
+not leak the user's home directory: a path inside the git top-level (or, outside a
+checkout, inside the working folder) becomes relative to it, with '/' separators; any
+other absolute path under the home directory becomes ``~/...``; anything else is kept as
+given. In ``argv``, an argument is treated as a path when it exists or is absolute,
+and ``--option=value`` arguments have their value treated the same way.
+"""
 
 import json
+import math
 import os
 import platform
+import secrets
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,82 +30,41 @@ KEY_PACKAGES = ("numpy", "scipy", "pandas", "pyarrow", "onnx", "onnxruntime", "j
 _GIT_TIMEOUT_S = 5
 
 
+@dataclass(frozen=True)
+class GitState:
+    """The checkout a run happened in: HEAD, whether tracked files differ, and its top folder."""
+
+    commit: str
+    dirty: bool
+    top: Path
+
+
+@dataclass(frozen=True)
+class _Anchors:
+    """Where paths are made relative to, and the home folder that is hidden as ``~``."""
+
+    base: Path
+    anchor: Path
+    home: Path | None
+
+
 def utc_now() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(UTC)
 
 
-def _iso(moment: datetime) -> str:
-    """Format a time as ISO-8601 UTC with a 'Z'."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def git_state(cwd: Path) -> GitState | None:
+    """Return the git state of the checkout holding ``cwd``; None outside one or without git.
 
-
-def _git(args: Sequence[str], cwd: Path) -> str | None:
-    """Run a git command; None when git is missing, fails or times out."""
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def git_state(cwd: Path) -> dict[str, Any] | None:
-    """Return ``{commit, dirty, top}`` for the checkout holding ``cwd``, or None outside one."""
+    Untracked files do not make a checkout dirty: a run's own outputs are usually
+    untracked, and would otherwise mark every run dirty.
+    """
     top = _git(["rev-parse", "--show-toplevel"], cwd)
-    commit = _git(["rev-parse", "HEAD"], cwd)
+    commit = _git(["rev-parse", "--verify", "HEAD"], cwd)
     status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
     if top is None or commit is None or status is None:
         return None
-    return {"commit": commit.strip(), "dirty": bool(status.strip()), "top": top.strip()}
-
-
-def _normalise(text: str, anchor: Path) -> str:
-    """Make an existing path relative to ``anchor`` when inside it, so home folders don't leak."""
-    try:
-        candidate = Path(text)
-        if not candidate.exists():
-            return text
-        resolved = candidate.resolve()
-    except (OSError, ValueError):
-        return text
-    if resolved.is_relative_to(anchor):
-        return str(resolved.relative_to(anchor))
-    return text
-
-
-def _package_versions() -> dict[str, str | None]:
-    """Return installed versions of the key packages (None when absent); nothing is imported."""
-    versions: dict[str, str | None] = {}
-    for name in KEY_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _describe_files(paths: Sequence[Path], anchor: Path) -> list[dict[str, Any]]:
-    """Path, size and sha256 of each file (a folder expands to its files, sorted)."""
-    described: list[dict[str, Any]] = []
-    for path in paths:
-        path = Path(path)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for item in files:
-            shown = _normalise(str(item), anchor)
-            if item.is_file():
-                described.append(
-                    {"path": shown, "size": item.stat().st_size, "sha256": sha256_file(item)}
-                )
-            else:
-                described.append({"path": shown, "size": None, "sha256": None, "missing": True})
-    return described
+    return GitState(commit=commit.strip(), dirty=bool(status.strip()), top=Path(top.strip()))
 
 
 def build_provenance(
@@ -110,21 +79,19 @@ def build_provenance(
     finished: datetime,
     cwd: Path | None = None,
 ) -> dict[str, Any]:
-    """Return the ``run_provenance`` block: who ran what, on which code, data and machine.
-
-    Paths (in argv, inputs and outputs) are made relative to the git top-level, or to the
-    working folder outside a checkout, whenever they lie inside it.
-    """
-    here = Path(cwd or Path.cwd()).resolve()
-    git = git_state(here)
-    anchor = Path(git["top"]).resolve() if git else here
+    """Return the ``run_provenance`` block: who ran what, on which code, data and machine."""
+    base = Path(cwd if cwd is not None else Path.cwd()).resolve()
+    git = git_state(base)
+    anchors = _Anchors(
+        base=base, anchor=git.top.resolve() if git is not None else base, home=_home()
+    )
     return {
         "schema": schema,
         "schema_version": schema_version,
         "entrypoint": entrypoint,
         "model_guard_version": __version__,
-        "argv": [_normalise(arg, anchor) for arg in argv],
-        "git": None if git is None else {"commit": git["commit"], "dirty": git["dirty"]},
+        "argv": [_normalise_argument(argument, anchors) for argument in argv],
+        "git": None if git is None else {"commit": git.commit, "dirty": git.dirty},
         "python": platform.python_version(),
         "packages": _package_versions(),
         "platform": {
@@ -132,8 +99,8 @@ def build_provenance(
             "machine": platform.machine(),
             "executable": Path(sys.executable).name,
         },
-        "inputs": _describe_files(inputs, anchor),
-        "outputs": _describe_files(outputs, anchor),
+        "inputs": _describe_files(inputs, anchors),
+        "outputs": _describe_files(outputs, anchors),
         "started": _iso(started),
         "finished": _iso(finished),
         "duration_s": round((finished - started).total_seconds(), 3),
@@ -144,22 +111,165 @@ def write_json(path: Path, document: Mapping[str, Any]) -> None:
     """Write a JSON document atomically (temporary file, fsync, rename); NaN is refused."""
     path = Path(path)
     try:
-        text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+        text = json.dumps(dict(document), indent=2, allow_nan=False) + "\n"
     except ValueError as error:
+        where = _non_finite(document, "")
+        if where is None:
+            raise ReportError(f"cannot write {path}: {error}") from error
         raise ReportError(
-            f"cannot write {path.name}: a value is NaN or infinite ({error})"
+            f"cannot write {path}: the value at {where or '/'} is NaN or infinite, "
+            "which JSON cannot hold"
         ) from error
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # Our own O_EXCL open rather than mkstemp: mkstemp's files are 0600, this one
+        # gets the usual umask-derived mode, like any other file the user writes.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
     except OSError as error:
         raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
+    _fsync_folder(path.parent)
+
+
+def _git(args: Sequence[str], cwd: Path) -> str | None:
+    """Run a git command; None when git is missing, fails or times out."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _home() -> Path | None:
+    """Return the resolved home folder, or None when it cannot be determined."""
+    try:
+        return Path.home().resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _iso(moment: datetime) -> str:
+    """Format a time as ISO-8601 UTC with a 'Z' (a naive time is taken as local time)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _normalise_argument(argument: str, anchors: _Anchors) -> str:
+    """Normalise one argv entry: a path itself, or the value of ``--option=path``."""
+    if argument.startswith("--") and "=" in argument:
+        option, value = argument.split("=", 1)
+        return f"{option}={_normalise_path(value, anchors, only_paths=True)}"
+    return _normalise_path(argument, anchors, only_paths=True)
+
+
+def _normalise_path(text: str, anchors: _Anchors, *, only_paths: bool = False) -> str:
+    """Show a path relative to the anchor when inside it, as ``~/...`` under home, else as is.
+
+    With ``only_paths`` (argv), text that is neither absolute nor an existing path is
+    returned unchanged: it is most likely not a path at all.
+    """
+    if not text or "\x00" in text:
+        return text
+    candidate = Path(text)
+    try:
+        full = candidate if candidate.is_absolute() else anchors.base / candidate
+        if only_paths and not candidate.is_absolute() and not full.exists():
+            return text
+        resolved = full.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return text
+    if resolved.is_relative_to(anchors.anchor):
+        return resolved.relative_to(anchors.anchor).as_posix()
+    if anchors.home is not None and resolved.is_relative_to(anchors.home):
+        inside = resolved.relative_to(anchors.home).as_posix()
+        return "~" if inside == "." else f"~/{inside}"
+    return text
+
+
+def _package_versions() -> dict[str, str | None]:
+    """Return installed versions of the key packages (None when absent); nothing is imported."""
+    versions: dict[str, str | None] = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _describe_files(paths: Sequence[Path], anchors: _Anchors) -> list[dict[str, Any]]:
+    """Path, size and sha256 of each file; a folder expands to its files, sorted; no repeats."""
+    described: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for given in paths:
+        path = Path(given) if Path(given).is_absolute() else anchors.base / given
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for item in files:
+            shown = _normalise_path(str(item), anchors)
+            if shown not in seen:
+                seen.add(shown)
+                described.append({"path": shown, **_describe_file(item)})
+    return described
+
+
+def _describe_file(path: Path) -> dict[str, Any]:
+    """Size and sha256 of a file; nulls and ``missing`` or ``error`` when it cannot be read."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return {"size": None, "sha256": None, "missing": True}
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
+        return {"size": None, "sha256": None, "error": str(error.strerror or error)}
+    if not path.is_file():
+        return {"size": None, "sha256": None, "error": "not a regular file"}
+    try:
+        return {"size": info.st_size, "sha256": sha256_file(path)}
+    except OSError as error:
+        return {"size": info.st_size, "sha256": None, "error": str(error.strerror or error)}
+
+
+def _non_finite(value: Any, pointer: str) -> str | None:
+    """Return the JSON pointer of the first NaN or infinite float in ``value``, if any."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else pointer
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        escaped = str(key).replace("~", "~0").replace("/", "~1")
+        if (found := _non_finite(item, f"{pointer}/{escaped}")) is not None:
+            return found
+    return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush the folder entry of a renamed file to disk (best effort; not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

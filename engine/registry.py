@@ -1,6 +1,10 @@
 """The model registry (``registry.json``): schema, safe paths, hashes and timeline order."""
 
 import json
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -8,11 +12,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 
-from engine.errors import RegistryError
+from engine.errors import RegistryError, one_line
 from engine.hashing import sha256_file
 
+SCHEMA_VERSION = 1
 MAX_REGISTRY_BYTES = 4 * 1024 * 1024
+_MESSAGE_LIMIT = 300
+# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass(frozen=True)
@@ -60,24 +71,60 @@ class Registry:
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a registry, located by JSON pointer."""
+    """One thing wrong with a registry, located by JSON pointer ("" = the whole file)."""
 
     pointer: str
     message: str
 
     def __str__(self) -> str:
         """Return ``registry.json#/models/3/sha256: message`` on one line."""
-        return f"registry.json#{self.pointer}: {self.message}"
+        return _printable(f"registry.json#{self.pointer}: {self.message}")
 
 
 class RegistryInvalid(RegistryError):
-    """A registry with problems; ``problems`` lists all that were found."""
+    """A registry that cannot be used; ``problems`` lists every problem found, in order."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        """Keep every problem; the message is the first one and the count."""
-        self.problems = tuple(problems)
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        """Keep every problem; the message is the first one and how many more there are."""
+        if not problems:
+            raise ValueError("RegistryInvalid needs at least one problem")
+        self.problems: tuple[Problem, ...] = tuple(problems)
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(f"{problems[0]}{more}")
+
+
+def load_registry(path: Path) -> Registry:
+    """Read a registry and check its structure and paths; raises ``RegistryInvalid``.
+
+    Files are not hashed here: whoever opens a model (bisect, lazily) checks its sha256.
+    """
+    path = Path(path)
+    document = _read(path)
+    problems = _sorted(_structural_problems(document, path.parent))
+    if problems:
+        raise RegistryInvalid(problems)
+    return Registry(
+        path=path,
+        root=path.parent,
+        schema_version=document["schema_version"],
+        models=_entries(document),
+    )
+
+
+def validate_registry(path: Path) -> list[Problem]:
+    """Return every problem in a registry: structure, paths, files and hashes (empty when valid)."""
+    path = Path(path)
+    try:
+        document = _read(path)
+    except RegistryInvalid as error:
+        return list(error.problems)
+    problems = _structural_problems(document, path.parent)
+    flagged = {problem.pointer for problem in problems}
+    for index, model in _model_rows(document):
+        problems.extend(
+            _file_problems(model, path.parent, base=f"/models/{index}", flagged=flagged)
+        )
+    return _sorted(problems)
 
 
 @cache
@@ -88,34 +135,208 @@ def registry_schema() -> dict[str, Any]:
     return schema
 
 
-def _pointer(parts: Any) -> str:
-    """Turn a path of keys and indices into an RFC 6901 JSON pointer."""
-    escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-    return "".join(f"/{part}" for part in escaped)
+def _ecma_pattern(
+    validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """``pattern`` as JSON Schema means it (ECMA-262): a final ``$`` is the end of the string.
+
+    Python's ``$`` also matches before a trailing newline, so ``"m1\\n"`` would pass
+    ``^[a-z0-9]+$``; ``\\Z`` is ECMA's ``$``.
+    """
+    if not validator.is_type(instance, "string"):
+        return
+    anchored = (
+        pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    )
+    if re.search(anchored, instance) is None:
+        hint = schema.get("description")
+        suffix = f" ({hint.rstrip('.')})" if isinstance(hint, str) else ""
+        yield ValidationError(f"{instance!r} does not match {pattern!r}{suffix}")
+
+
+_RegistryValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+)
+
+
+@cache
+def _validator() -> Validator:
+    """Return the (cached) validator for the registry schema."""
+    validator: Validator = _RegistryValidator(registry_schema())
+    return validator
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names the same key twice (``json`` would silently keep the last)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing duplicate keys."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    """Refuse NaN and Infinity, which Python's ``json`` accepts but JSON does not."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _read(path: Path) -> Any:
     """Read and parse the registry file, refusing what is not a small JSON file."""
-    path = Path(path)
-    if not path.exists():
-        raise RegistryError(f"{path}: no such file")
-    if not path.is_file():
-        raise RegistryError(f"{path}: not a regular file")
-    size = path.stat().st_size
-    if size > MAX_REGISTRY_BYTES:
-        raise RegistryError(
-            f"{path}: {size} bytes, over the {MAX_REGISTRY_BYTES} byte limit for a registry"
-        )
+
+    def refuse(message: str) -> RegistryInvalid:
+        return RegistryInvalid([Problem("", f"{path}: {message}")])
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise refuse("no such file") from None
+    except OSError as error:
+        raise refuse(f"cannot read ({error.strerror or error})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REGISTRY_BYTES:
+        os.close(fd)
+        raise refuse(
+            "not a regular file" if not stat.S_ISREG(info.st_mode) else _too_large(info.st_size)
+        )
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_REGISTRY_BYTES + 1)
+        except OSError as error:
+            raise refuse(f"cannot read ({error.strerror or error})") from None
+    if len(data) > MAX_REGISTRY_BYTES:  # the file grew after fstat
+        raise refuse(_too_large(len(data)))
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise RegistryError(
-            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
-        ) from error
+        raise refuse(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
-        raise RegistryError(
-            f"{path}: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from error
+        raise refuse(
+            f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except (ValueError, RecursionError) as error:  # duplicate keys, NaN, 5000-digit integers
+        raise refuse(f"invalid JSON: {one_line(error, limit=_MESSAGE_LIMIT)}") from None
+
+
+def _too_large(size: int) -> str:
+    """Say that a registry is over the size cap."""
+    return f"{size} bytes, over the {MAX_REGISTRY_BYTES} byte limit for a registry"
+
+
+def _pointer(parts: Iterable[str | int]) -> str:
+    """Turn a path of keys and indices into an RFC 6901 JSON pointer."""
+    escaped = (str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    return "".join(f"/{part}" for part in escaped)
+
+
+def _pointer_key(problem: Problem) -> tuple[tuple[tuple[int, int, str], ...], str]:
+    """Sort key: pointer segments with array indices compared as numbers, then the message."""
+    segments = problem.pointer.split("/")[1:] if problem.pointer else []
+    return (
+        tuple((0, int(s), "") if s.isascii() and s.isdigit() else (1, 0, s) for s in segments),
+        problem.message,
+    )
+
+
+def _sorted(problems: Iterable[Problem]) -> list[Problem]:
+    """Return problems without repeats, in document order of their pointers."""
+    return sorted(set(problems), key=_pointer_key)
+
+
+def _printable(text: str) -> str:
+    """Escape control characters so a problem always prints on one line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _schema_problems(document: Any) -> list[Problem]:
+    """Return one problem per schema violation, located where it is."""
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(document):
+        where = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            for extra in sorted(set(error.instance) - set(allowed)):
+                problems.append(
+                    Problem(
+                        _pointer([*where, extra]),
+                        f"unexpected property {extra!r}; allowed: {', '.join(allowed)}",
+                    )
+                )
+        elif where == ["schema_version"] and error.validator == "const":
+            problems.append(
+                Problem(
+                    "/schema_version",
+                    f"unsupported schema_version {one_line(repr(error.instance), limit=40)}: "
+                    f"this model-guard reads schema_version {SCHEMA_VERSION}",
+                )
+            )
+        else:
+            problems.append(Problem(_pointer(where), one_line(error.message, limit=_MESSAGE_LIMIT)))
+    return problems
+
+
+def _structural_problems(document: Any, root: Path) -> list[Problem]:
+    """Schema, duplicate ids, timeline ties and unsafe paths: everything but file contents.
+
+    A field that breaks the schema is left out of the other checks, but the rest of its
+    model is still checked, so one run lists as much as can be said reliably.
+    """
+    problems = _schema_problems(document)
+    flagged = {problem.pointer for problem in problems}
+    first_id: dict[str, int] = {}
+    first_timeline: dict[int, int] = {}
+    for index, model in _model_rows(document):
+        base = f"/models/{index}"
+        if _usable(model, "id", base=base, flagged=flagged):
+            if model["id"] in first_id:
+                problems.append(
+                    Problem(
+                        f"{base}/id",
+                        f"duplicate id {model['id']!r} (first at /models/{first_id[model['id']]})",
+                    )
+                )
+            first_id.setdefault(model["id"], index)
+        if _usable(model, "timeline", base=base, flagged=flagged):
+            timeline = int(model["timeline"])
+            if timeline in first_timeline:
+                problems.append(
+                    Problem(
+                        f"{base}/timeline",
+                        f"timeline {timeline} ties with /models/{first_timeline[timeline]}: "
+                        "the order must be strict",
+                    )
+                )
+            first_timeline.setdefault(timeline, index)
+        if _usable(model, "onnx", base=base, flagged=flagged):
+            if (why := _path_problem(model["onnx"], root)) is not None:
+                problems.append(Problem(f"{base}/onnx", why))
+            elif isinstance(items := model.get("external_data"), list):
+                folder = (root / model["onnx"]).parent
+                problems.extend(_external_problems(items, folder, base=base, flagged=flagged))
+    return problems
+
+
+def _model_rows(document: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (index, row) for every model row that is at least a JSON object."""
+    models = document.get("models") if isinstance(document, dict) else None
+    if isinstance(models, list):
+        yield from ((i, m) for i, m in enumerate(models) if isinstance(m, dict))
+
+
+def _usable(model: Mapping[str, Any], name: str, *, base: str, flagged: set[str]) -> bool:
+    """True when a model has field ``name`` and no problem lies at or under it."""
+    return name in model and _clean(f"{base}/{name}", flagged)
+
+
+def _clean(pointer: str, flagged: set[str]) -> bool:
+    """True when no problem lies at ``pointer`` or anywhere under it."""
+    return not any(seen == pointer or seen.startswith(f"{pointer}/") for seen in flagged)
 
 
 def _path_problem(relative: str, root: Path) -> str | None:
@@ -123,148 +344,138 @@ def _path_problem(relative: str, root: Path) -> str | None:
     if "\\" in relative or "\x00" in relative:
         return f"path {relative!r} must use '/' separators and no NUL"
     posix = PurePosixPath(relative)
-    if posix.is_absolute() or relative.startswith("~"):
+    if posix.is_absolute() or _DRIVE.match(relative):
         return f"path {relative!r} must be relative to the registry folder, not absolute"
+    if relative.startswith("~"):
+        return f"path {relative!r} must not start with '~' (it is not expanded)"
     if ".." in posix.parts:
         return f"path {relative!r} must not contain '..'"
-    resolved = (root / relative).resolve()
-    if not resolved.is_relative_to(root.resolve()):
+    try:
+        resolved = (root / relative).resolve()
+        inside = resolved.is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # symlink loop
+        return f"path {relative!r} cannot be resolved (symlink loop?)"
+    if not inside:
         return f"path {relative!r} resolves outside the registry folder (symlink?)"
     return None
 
 
-def _structural_problems(document: Any, root: Path) -> list[Problem]:
-    """Schema, duplicate ids, timeline ties and unsafe paths: everything but file contents."""
-    validator = jsonschema.Draft202012Validator(registry_schema())
-    problems = [
-        Problem(_pointer(error.absolute_path), error.message)
-        for error in validator.iter_errors(document)
-    ]
-    if problems:
-        return problems
-    seen_ids: dict[str, int] = {}
-    seen_positions: dict[int, int] = {}
-    for index, model in enumerate(document["models"]):
-        base = f"/models/{index}"
-        if model["id"] in seen_ids:
+def _external_problems(
+    items: list[Any], folder: Path, *, base: str, flagged: set[str]
+) -> list[Problem]:
+    """Return external data entries that are not plain, unique names in the model's folder.
+
+    Mirrors ``scoring._locate_external``: the resolved file must sit directly in the
+    (resolved) folder of the model. Entries with schema problems are skipped.
+    """
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for position, item in enumerate(items):
+        if not _clean(f"{base}/external_data/{position}", flagged):
+            continue
+        pointer = f"{base}/external_data/{position}/path"
+        name = item["path"]
+        if name in {".", ".."} or "\x00" in name:
+            problems.append(Problem(pointer, f"{name!r} is not a plain file name"))
+            continue
+        if name in seen:
             problems.append(
-                Problem(
-                    f"{base}/id",
-                    f"duplicate id {model['id']!r} (first at /models/{seen_ids[model['id']]})",
-                )
+                Problem(pointer, f"{name!r} is listed twice (first at external_data/{seen[name]})")
             )
-        seen_ids.setdefault(model["id"], index)
-        if model["timeline"] in seen_positions:
-            first = seen_positions[model["timeline"]]
-            problems.append(
-                Problem(
-                    f"{base}/timeline",
-                    f"timeline {model['timeline']} ties with /models/{first}: order must be strict",
-                )
-            )
-        seen_positions.setdefault(model["timeline"], index)
-        if (why := _path_problem(model["onnx"], root)) is not None:
-            problems.append(Problem(f"{base}/onnx", why))
-        for position, item in enumerate(model.get("external_data", [])):
-            name = item["path"]
-            if name in {".", ".."} or "\x00" in name:
-                problems.append(
-                    Problem(
-                        f"{base}/external_data/{position}/path",
-                        f"{name!r} is not a plain file name",
-                    )
-                )
+        seen.setdefault(name, position)
+        try:
+            escapes = (folder / name).resolve().parent != folder.resolve()
+        except (OSError, RuntimeError):  # symlink loop
+            escapes = True
+        if escapes:
+            problems.append(Problem(pointer, f"{name!r} resolves outside the model's folder"))
     return problems
 
 
-def _entries(document: Any) -> tuple[ModelEntry, ...]:
-    """Build entries from a structurally valid document, in canonical timeline order."""
-    entries = [
-        ModelEntry(
-            id=model["id"],
-            kind=model["kind"],
-            onnx=model["onnx"],
-            sha256=model["sha256"],
-            smoke=model["smoke"],
-            opset=model["opset"],
-            license=model["license"],
-            timeline=model["timeline"],
-            pointer=f"/models/{index}",
-            external_data=tuple(
-                ExternalData(e["path"], e["sha256"]) for e in model.get("external_data", [])
-            ),
-            notes=model.get("notes", ""),
-        )
-        for index, model in enumerate(document["models"])
-    ]
-    return tuple(sorted(entries, key=lambda entry: entry.timeline))
-
-
-def load_registry(path: Path) -> Registry:
-    """Read a registry and check its structure (files are hashed lazily, by whoever opens them)."""
-    path = Path(path)
-    document = _read(path)
-    problems = _structural_problems(document, path.parent)
-    if problems:
-        raise RegistryInvalid(sorted(problems, key=lambda p: p.pointer))
-    return Registry(
-        path=path,
-        root=path.parent,
-        schema_version=document["schema_version"],
-        models=_entries(document),
+def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
+    """Build an entry from a schema-valid model row (JSON Schema counts 17.0 as an integer)."""
+    return ModelEntry(
+        id=model["id"],
+        kind=model["kind"],
+        onnx=model["onnx"],
+        sha256=model["sha256"],
+        smoke=model["smoke"],
+        opset=int(model["opset"]),
+        license=model["license"],
+        timeline=int(model["timeline"]),
+        pointer=f"/models/{index}",
+        external_data=tuple(
+            ExternalData(path=item["path"], sha256=item["sha256"])
+            for item in model.get("external_data", [])
+        ),
+        notes=model.get("notes", ""),
     )
 
 
-def _file_problems(entry: ModelEntry, root: Path) -> list[Problem]:
+def _entries(document: Mapping[str, Any]) -> tuple[ModelEntry, ...]:
+    """Build entries from a valid document, in canonical (ascending timeline) order."""
+    entries = (_entry(model, index) for index, model in enumerate(document["models"]))
+    return tuple(sorted(entries, key=lambda entry: entry.timeline))
+
+
+def _file_problems(
+    model: Mapping[str, Any], root: Path, *, base: str, flagged: set[str]
+) -> list[Problem]:
     """Check that a model's file and its external data exist and match their hashes."""
-    problems: list[Problem] = []
-    model_path = entry.onnx_path(root)
-    if not model_path.is_file():
-        return [Problem(f"{entry.pointer}/onnx", f"file {entry.onnx} not found")]
-    actual = sha256_file(model_path)
-    if actual != entry.sha256:
-        problems.append(
-            Problem(
-                f"{entry.pointer}/sha256",
-                f"sha256 mismatch: registry says {entry.sha256[:12]}…, file has {actual[:12]}…",
+    if not all(_usable(model, name, base=base, flagged=flagged) for name in ("onnx", "sha256")):
+        return []
+    model_path = Path(root) / model["onnx"]
+    problems = _hash_problems(
+        model_path,
+        model["sha256"],
+        path_pointer=f"{base}/onnx",
+        hash_pointer=f"{base}/sha256",
+        label=f"file {model['onnx']}",
+        beside="",
+    )
+    externals = model.get("external_data", [])
+    for position, item in enumerate(externals if isinstance(externals, list) else []):
+        pointer = f"{base}/external_data/{position}"
+        if not _clean(pointer, flagged):
+            continue
+        problems.extend(
+            _hash_problems(
+                model_path.parent / item["path"],
+                item["sha256"],
+                path_pointer=f"{pointer}/path",
+                hash_pointer=f"{pointer}/sha256",
+                label=f"external data file {item['path']}",
+                beside=f" beside {model['onnx']}",
             )
         )
-    for position, item in enumerate(entry.external_data):
-        pointer = f"{entry.pointer}/external_data/{position}"
-        data_path = model_path.parent / item.path
-        if not data_path.resolve().is_relative_to(model_path.parent.resolve()):
-            problems.append(
-                Problem(f"{pointer}/path", f"{item.path!r} resolves outside the model's folder")
-            )
-        elif not data_path.is_file():
-            problems.append(
-                Problem(
-                    f"{pointer}/path",
-                    f"external data file {item.path} not found beside {entry.onnx}",
-                )
-            )
-        elif (digest := sha256_file(data_path)) != item.sha256:
-            problems.append(
-                Problem(
-                    f"{pointer}/sha256",
-                    f"sha256 mismatch: registry says {item.sha256[:12]}…, file has {digest[:12]}…",
-                )
-            )
     return problems
 
 
-def validate_registry(path: Path) -> list[Problem]:
-    """Return every problem in a registry: structure, paths, files and hashes (empty when valid)."""
-    path = Path(path)
+def _hash_problems(
+    path: Path, expected: str, *, path_pointer: str, hash_pointer: str, label: str, beside: str
+) -> list[Problem]:
+    """Return why ``path`` is not a readable regular file whose sha256 is ``expected``."""
     try:
-        document = _read(path)
-    except RegistryError as error:
-        return [Problem("", str(error))]
-    problems = _structural_problems(document, path.parent)
-    schema_valid = jsonschema.Draft202012Validator(registry_schema()).is_valid(document)
-    if schema_valid:  # hash every model whose path is safe, even when other rows have problems
-        unsafe = {p.pointer for p in problems if p.pointer.endswith("/onnx")}
-        for entry in _entries(document):
-            if f"{entry.pointer}/onnx" not in unsafe:
-                problems.extend(_file_problems(entry, path.parent))
-    return sorted(problems, key=lambda p: p.pointer)
+        info = path.stat()
+    except FileNotFoundError:
+        return [Problem(path_pointer, f"{label} not found{beside}")]
+    except OSError as error:
+        return [
+            Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
+        ]
+    if not stat.S_ISREG(info.st_mode):
+        return [Problem(path_pointer, f"{label}{beside} is not a regular file")]
+    try:
+        actual = sha256_file(path)
+    except OSError as error:
+        return [
+            Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
+        ]
+    if actual != expected:
+        return [
+            Problem(
+                hash_pointer,
+                f"sha256 mismatch: registry says {expected[:12]}…, file has {actual[:12]}…",
+            )
+        ]
+    return []

@@ -1,29 +1,41 @@
 """Tests for run provenance and the atomic JSON writer."""
 
+import json
 import math
+import os
+import stat
 import subprocess
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine import __version__
 from engine.errors import ReportError
 from engine.hashing import sha256_bytes
-from engine.provenance import build_provenance, utc_now, write_json
+from engine.provenance import build_provenance, git_state, utc_now, write_json
+
+STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def provenance(tmp_path: Path, inputs: list[Path], outputs: list[Path] = ()) -> dict:
-    started = utc_now()
+def provenance(
+    cwd: Path,
+    inputs: Sequence[Path] = (),
+    outputs: Sequence[Path] = (),
+    argv: Sequence[str] = ("run",),
+) -> dict[str, Any]:
     return build_provenance(
         schema="test/doc",
         schema_version=1,
         entrypoint="model-guard test",
-        argv=["run", str(tmp_path / "in.bin")],
+        argv=argv,
         inputs=inputs,
-        outputs=list(outputs),
-        started=started,
-        finished=started + timedelta(seconds=2),
-        cwd=tmp_path,
+        outputs=outputs,
+        started=STARTED,
+        finished=STARTED + timedelta(seconds=2.5),
+        cwd=cwd,
     )
 
 
@@ -36,52 +48,225 @@ def git(cwd: Path, *args: str) -> None:
     )
 
 
-def test_block_has_every_field_and_hashes_inputs(tmp_path: Path) -> None:
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / "f.txt").write_text("one")
+    git(root, "add", "f.txt")
+    git(root, "commit", "-qm", "first")
+    return root
+
+
+def test_block_has_every_field(tmp_path: Path) -> None:
+    block = provenance(tmp_path)
+    assert list(block) == [
+        "schema",
+        "schema_version",
+        "entrypoint",
+        "model_guard_version",
+        "argv",
+        "git",
+        "python",
+        "packages",
+        "platform",
+        "inputs",
+        "outputs",
+        "started",
+        "finished",
+        "duration_s",
+    ]
+    assert (block["schema"], block["schema_version"]) == ("test/doc", 1)
+    assert block["entrypoint"] == "model-guard test"
+    assert block["model_guard_version"] == __version__
+    assert block["started"] == "2024-05-01T12:00:00.000Z"
+    assert block["finished"] == "2024-05-01T12:00:02.500Z"
+    assert block["duration_s"] == 2.5
+    assert block["python"] and block["platform"]["machine"] and block["platform"]["system"]
+    assert set(block["packages"]) == {
+        "numpy",
+        "scipy",
+        "pandas",
+        "pyarrow",
+        "onnx",
+        "onnxruntime",
+        "jsonschema",
+        "torch",
+    }
+    assert block["packages"]["jsonschema"] is not None
+    json.dumps(block, allow_nan=False)
+
+
+def test_times_in_other_zones_are_written_in_utc(tmp_path: Path) -> None:
+    east = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    block = build_provenance(
+        schema="s",
+        schema_version=1,
+        entrypoint="e",
+        argv=[],
+        inputs=[],
+        outputs=[],
+        started=east,
+        finished=east,
+        cwd=tmp_path,
+    )
+    assert block["started"] == "2024-05-01T12:00:00.000Z" and block["duration_s"] == 0
+
+
+def test_utc_now_is_timezone_aware() -> None:
+    assert utc_now().utcoffset() == timedelta(0)
+
+
+def test_inputs_and_outputs_are_hashed(tmp_path: Path) -> None:
     (tmp_path / "in.bin").write_bytes(b"abc")
-    block = provenance(tmp_path, [tmp_path / "in.bin"])
-    assert block["schema"] == "test/doc" and block["model_guard_version"]
+    (tmp_path / "out.json").write_bytes(b"{}")
+    block = provenance(tmp_path, [tmp_path / "in.bin"], [tmp_path / "out.json"])
     assert block["inputs"] == [{"path": "in.bin", "size": 3, "sha256": sha256_bytes(b"abc")}]
-    assert block["argv"] == ["run", "in.bin"], "paths inside the working folder are made relative"
-    assert block["started"].endswith("Z") and block["duration_s"] == 2.0
-    assert set(block["packages"]) >= {"numpy", "onnxruntime", "torch"}
-    assert block["python"] and block["platform"]["machine"]
+    assert block["outputs"] == [{"path": "out.json", "size": 2, "sha256": sha256_bytes(b"{}")}]
 
 
 def test_missing_input_is_flagged_not_fatal(tmp_path: Path) -> None:
     block = provenance(tmp_path, [tmp_path / "gone.bin"])
-    assert block["inputs"] == [
-        {"path": str(tmp_path / "gone.bin"), "size": None, "sha256": None, "missing": True}
-    ]
+    assert block["inputs"] == [{"path": "gone.bin", "size": None, "sha256": None, "missing": True}]
 
 
 def test_folder_input_expands_to_sorted_files(tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "b").write_bytes(b"2")
     (tmp_path / "d" / "a").write_bytes(b"1")
-    assert [i["path"] for i in provenance(tmp_path, [tmp_path / "d"])["inputs"]] == ["d/a", "d/b"]
+    (tmp_path / "d" / "sub" / "c").write_bytes(b"3")
+    paths = [i["path"] for i in provenance(tmp_path, [tmp_path / "d"])["inputs"]]
+    assert paths == ["d/a", "d/b", "d/sub/c"]
 
 
-def test_git_block_tracks_commit_and_dirty_flag(tmp_path: Path) -> None:
-    assert provenance(tmp_path, [])["git"] is None
-    git(tmp_path, "init", "-q")
-    (tmp_path / "f.txt").write_text("one")
-    git(tmp_path, "add", "f.txt")
-    git(tmp_path, "commit", "-qm", "first")
-    clean = provenance(tmp_path, [])["git"]
-    assert clean is not None and len(clean["commit"]) == 40 and clean["dirty"] is False
-    (tmp_path / "f.txt").write_text("two")
-    assert provenance(tmp_path, [])["git"]["dirty"] is True
+def test_an_input_given_twice_is_listed_once(tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(b"abc")
+    block = provenance(tmp_path, [tmp_path / "in.bin", Path("in.bin")])
+    assert [i["path"] for i in block["inputs"]] == ["in.bin"]
+
+
+def test_relative_inputs_and_argv_are_read_against_the_given_cwd(tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(b"abc")
+    block = provenance(tmp_path, [Path("in.bin")], argv=["--features", "in.bin"])
+    assert block["inputs"][0]["sha256"] == sha256_bytes(b"abc")
+    assert block["argv"] == ["--features", "in.bin"]
+
+
+def test_argv_paths_inside_the_working_folder_become_relative(tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(b"abc")
+    argv = [
+        "run",
+        str(tmp_path / "in.bin"),
+        f"--registry={tmp_path / 'in.bin'}",
+        str(tmp_path / "not-yet" / "report.json"),
+        "0.9",
+        "--statistical",
+    ]
+    block = provenance(tmp_path, argv=argv)
+    assert block["argv"] == [
+        "run",
+        "in.bin",
+        "--registry=in.bin",
+        "not-yet/report.json",
+        "0.9",
+        "--statistical",
+    ]
+
+
+def test_argv_paths_under_home_but_outside_the_anchor_are_shown_from_tilde(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / "data").mkdir(parents=True)
+    work.mkdir()
+    (home / "data" / "f.parquet").write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(home))
+    block = provenance(work, [home / "data" / "f.parquet"], argv=[str(home / "data" / "f.parquet")])
+    assert block["argv"] == ["~/data/f.parquet"]
+    assert block["inputs"][0]["path"] == "~/data/f.parquet"
+
+
+def test_paths_outside_anchor_and_home_are_kept_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "work").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    other = str(tmp_path / "elsewhere" / "x.json")
+    assert provenance(tmp_path / "work", argv=[other])["argv"] == [other]
+
+
+def test_git_block_is_none_outside_a_checkout(tmp_path: Path) -> None:
+    assert provenance(tmp_path)["git"] is None
+    assert git_state(tmp_path) is None
+
+
+def test_git_block_is_none_when_git_is_missing(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(checkout / "no-bin-here"))
+    assert provenance(checkout)["git"] is None
+
+
+def test_git_block_tracks_commit_and_dirty_flag(checkout: Path) -> None:
+    clean = provenance(checkout)["git"]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert clean == {"commit": head, "dirty": False}
+    (checkout / "f.txt").write_text("two")
+    assert provenance(checkout)["git"] == {"commit": head, "dirty": True}
+
+
+def test_untracked_files_do_not_make_the_checkout_dirty(checkout: Path) -> None:
+    (checkout / "report.json").write_text("{}")
+    assert provenance(checkout)["git"]["dirty"] is False
+
+
+def test_paths_are_made_relative_to_the_git_top_level_from_a_subfolder(checkout: Path) -> None:
+    (checkout / "sub").mkdir()
+    (checkout / "sub" / "in.bin").write_bytes(b"abc")
+    block = provenance(checkout / "sub", [Path("in.bin")], argv=["in.bin"])
+    assert block["argv"] == ["sub/in.bin"]
+    assert block["inputs"][0]["path"] == "sub/in.bin"
 
 
 def test_write_json_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "out" / "doc.json"
-    write_json(target, {"a": 1})
-    write_json(target, {"a": 2})
-    assert target.read_text() == '{\n  "a": 2\n}\n'
+    write_json(target, {"b": 1, "a": [1.5, None]})
+    write_json(target, {"b": 2, "a": "é"})
+    assert target.read_text(encoding="utf-8") == '{\n  "b": 2,\n  "a": "\\u00e9"\n}\n'
     assert [p.name for p in target.parent.iterdir()] == ["doc.json"]
 
 
-def test_write_json_refuses_nan(tmp_path: Path) -> None:
-    with pytest.raises(ReportError, match="NaN"):
-        write_json(tmp_path / "doc.json", {"plcc": math.nan})
-    assert not (tmp_path / "doc.json").exists()
+def test_write_json_keeps_insertion_order(tmp_path: Path) -> None:
+    write_json(tmp_path / "doc.json", {"z": 1, "a": 2})
+    assert list(json.loads((tmp_path / "doc.json").read_text())) == ["z", "a"]
+
+
+def test_write_json_file_is_not_private_to_its_owner(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "doc.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "doc.json").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_write_json_refuses_nan_and_names_where_it_is(tmp_path: Path, bad: float) -> None:
+    target = tmp_path / "doc.json"
+    target.write_text("old\n")
+    with pytest.raises(ReportError, match=r"/models/1/plcc is NaN or infinite"):
+        write_json(target, {"models": [{"plcc": 0.5}, {"plcc": bad}]})
+    assert target.read_text() == "old\n", "the previous file is untouched"
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]
+
+
+def test_write_json_failure_is_a_report_error_and_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "doc.json").mkdir()
+    with pytest.raises(ReportError, match="cannot write"):
+        write_json(tmp_path / "doc.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]
