@@ -1,0 +1,498 @@
+"""Ensemble manifests (``<ensemble_id>.json``): build, validate against files and registry, evaluate.
+
+A manifest names every member ONNX file with its seed and sha256, the feature order and
+standardisation, the codec block (vocabulary version and width, or null) and how the
+ensemble's prediction intervals are built. ``validate_manifest`` re-checks every member
+file (hash, and the width of its codec input) and, given a registry, the registry row of
+every member. ``evaluate_ensemble`` scores the members on a feature cache through
+``engine.scoring`` and reports interval coverage (``engine.conformal``) and the metrics
+of the ensemble mean. No torch here: a manifest can be checked and evaluated anywhere.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from engine.codec import CodecVocabulary, codec_vocabulary
+from engine.conformal import (
+    ConformalCalibration,
+    IntervalMethod,
+    IntervalReport,
+    ensemble_moments,
+    evaluate_intervals,
+)
+from engine.errors import EngineError, ReportError, UsageError
+from engine.features import FEATURES, TARGET, load_features
+from engine.gate import read_json, schema_problems
+from engine.hashing import sha256_bytes, sha256_file
+from engine.metrics import MetricReport, compute_metrics
+from engine.provenance import write_json
+from engine.registry import load_registry
+from engine.scoring import inspect_model, score_model
+
+SCHEMA = "model-guard/ensemble-manifest"
+SCHEMA_VERSION = 1
+SCHEMA_FILE = "ensemble-manifest.schema.json"
+EVALUATION_SCHEMA = "model-guard/ensemble-evaluation"
+EVALUATION_SCHEMA_VERSION = 1
+FEATURES_INPUT = "features"
+CODEC_INPUT = "codec"
+_MAX_MODEL_BYTES = 16 * 1024 * 1024
+
+
+class ManifestError(EngineError):
+    """An ensemble manifest is missing, malformed, or disagrees with its files."""
+
+
+@dataclass(frozen=True)
+class ManifestMember:
+    """One member: its id, ONNX path (relative to the manifest), training seed and file hash."""
+
+    id: str
+    onnx: str
+    seed: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the member as the manifest writes it."""
+        return {"id": self.id, "onnx": self.onnx, "seed": self.seed, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """How the ensemble's intervals are built: Gaussian ``mu +/- z sigma`` or split conformal."""
+
+    method: IntervalMethod
+    nominal_coverage: float
+    z: float
+    calibration: ConformalCalibration
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the manifest's ``confidence`` block (conformal q flat and in full)."""
+        return {
+            "method": self.method.value,
+            "nominal_coverage": self.nominal_coverage,
+            "z": self.z,
+            "conformal_q": self.calibration.q,
+            "n_calibration": self.calibration.n_calibration,
+            "score": self.calibration.score.value,
+            "calibration": self.calibration.to_dict(),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Manifest:
+    """A manifest that passed ``validate_manifest``; ``members`` paths are relative to ``root``."""
+
+    path: Path
+    root: Path
+    sha256: str
+    id: str
+    members: tuple[ManifestMember, ...]
+    codec: CodecVocabulary | None
+    confidence: Confidence
+    corpus_hash: str
+    document: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class EnsembleEvaluation:
+    """An ensemble scored on a feature cache: metrics of the mean and interval coverage."""
+
+    manifest: Manifest
+    features_path: Path
+    content_hash: str
+    rows: int
+    metrics: MetricReport
+    intervals: IntervalReport
+
+    @property
+    def same_corpus_as_training(self) -> bool:
+        """Return whether the rows are the training corpus (the figures are then optimistic)."""
+        return self.content_hash == self.manifest.corpus_hash
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready document (schema ``model-guard/ensemble-evaluation``)."""
+        return {
+            "schema": EVALUATION_SCHEMA,
+            "schema_version": EVALUATION_SCHEMA_VERSION,
+            "manifest": {
+                "id": self.manifest.id,
+                "path": str(self.manifest.path),
+                "sha256": self.manifest.sha256,
+                "method": self.manifest.confidence.method.value,
+            },
+            "corpus": {
+                "path": str(self.features_path),
+                "content_hash": self.content_hash,
+                "rows": self.rows,
+                "same_as_training": self.same_corpus_as_training,
+            },
+            "metrics": self.metrics.to_dict(),
+            "intervals": self.intervals.to_dict(),
+        }
+
+
+def build_manifest(
+    *,
+    ensemble_id: str,
+    members: Sequence[ManifestMember],
+    feature_mean: Sequence[float],
+    feature_std: Sequence[float],
+    target_mean: float,
+    target_std: float,
+    codec: CodecVocabulary | None,
+    confidence: Confidence,
+    evaluation: Mapping[str, Any],
+    training: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Return a manifest document, checked against its schema (ReportError when it is not valid)."""
+    document = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "id": ensemble_id,
+        "members": [member.to_dict() for member in members],
+        "features": list(FEATURES),
+        "feature_mean": [float(v) for v in feature_mean],
+        "feature_std": [float(v) for v in feature_std],
+        "target": {"name": TARGET, "mean": float(target_mean), "std": float(target_std)},
+        "codec": None if codec is None else codec.to_dict(),
+        "confidence": confidence.to_dict(),
+        "evaluation": dict(evaluation),
+        "training": dict(training),
+        "run_provenance": dict(provenance),
+    }
+    problems = schema_problems(document, SCHEMA_FILE)
+    if problems:
+        raise ReportError(f"manifest {ensemble_id} breaks its schema: {problems[0]}")
+    return document
+
+
+def write_manifest(path: Path, document: Mapping[str, Any]) -> None:
+    """Write a manifest atomically (NaN refused)."""
+    write_json(path, document)
+
+
+def validate_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> list[str]:
+    """Return every problem of a manifest, one line each (empty when it is valid).
+
+    Checks the schema, the feature order, the codec vocabulary, every member's file
+    (present, inside the manifest's folder, sha256 as recorded, inputs matching the codec
+    width), and, given a registry, that each member has a registry row with the same id
+    and the same sha256.
+    """
+    manifest_path = Path(manifest_path)
+    try:
+        _, document = read_json(manifest_path)
+    except EngineError as error:
+        return [str(error)]
+    name = manifest_path.name
+    problems = [f"{name}#{line}" for line in schema_problems(document, SCHEMA_FILE)]
+    if problems:
+        return problems
+    problems += _document_problems(document, name)
+    width = _declared_codec_width(document)
+    root = manifest_path.parent
+    for member in document["members"]:
+        problems += _member_problems(member, root=root, codec_width=width)
+    if registry_path is not None:
+        problems += _registry_problems(document["members"], Path(registry_path))
+    return problems
+
+
+def load_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> Manifest:
+    """Validate and load a manifest; any problem is a one-line ManifestError (first problem, count)."""
+    manifest_path = Path(manifest_path)
+    problems = validate_manifest(manifest_path, registry_path=registry_path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ManifestError(f"{problems[0]}{more}")
+    raw, document = read_json(manifest_path)
+    confidence = document["confidence"]
+    try:
+        calibration = ConformalCalibration.from_dict(confidence["calibration"])
+    except ReportError as error:
+        raise ManifestError(f"{manifest_path.name}#/confidence/calibration: {error}") from None
+    codec = document["codec"]
+    return Manifest(
+        path=manifest_path,
+        root=manifest_path.parent,
+        sha256=sha256_bytes(raw),
+        id=document["id"],
+        members=tuple(
+            ManifestMember(id=m["id"], onnx=m["onnx"], seed=m["seed"], sha256=m["sha256"])
+            for m in document["members"]
+        ),
+        codec=None if codec is None else codec_vocabulary(codec["version"]),
+        confidence=Confidence(
+            method=IntervalMethod(confidence["method"]),
+            nominal_coverage=float(confidence["nominal_coverage"]),
+            z=float(confidence["z"]),
+            calibration=calibration,
+        ),
+        corpus_hash=document["training"]["corpus"]["content_hash"],
+        document=document,
+    )
+
+
+def evaluate_ensemble(
+    manifest_path: Path,
+    *,
+    features_path: Path,
+    significance: float = 0.01,
+    registry_path: Path | None = None,
+) -> EnsembleEvaluation:
+    """Score every member on a feature cache (``engine.scoring``); report mean metrics and coverage.
+
+    There is no fallback: a missing or invalid feature file is a FeatureCacheError. Codec
+    ensembles are refused until ``engine.scoring`` accepts the two-input interface.
+    """
+    manifest = load_manifest(manifest_path, registry_path=registry_path)
+    if manifest.codec is not None:
+        raise UsageError(
+            f"ensemble {manifest.id} reads a codec block (two inputs); engine.scoring scores "
+            "six-feature [N, 6] models only, so it cannot be evaluated yet"
+        )
+    table = load_features(Path(features_path))
+    matrix, target = table.matrix(), table.target()
+    predictions = np.stack(
+        [_score_member(manifest, member, matrix) for member in manifest.members]
+    ).astype(np.float64)
+    moments = ensemble_moments(predictions)
+    metrics = compute_metrics(moments.mu, target.astype(np.float64), groups=table.groups())
+    calibration = manifest.confidence.calibration
+    intervals = evaluate_intervals(
+        predictions,
+        target.astype(np.float64),
+        calibration_for=_only(calibration),
+        nominals=(calibration.nominal_coverage,),
+        significance=significance,
+    )
+    return EnsembleEvaluation(
+        manifest=manifest,
+        features_path=Path(features_path),
+        content_hash=table.content_hash,
+        rows=table.n_rows,
+        metrics=metrics,
+        intervals=intervals,
+    )
+
+
+def render_evaluation(evaluation: EnsembleEvaluation) -> str:
+    """Return a short plain-text summary of an evaluation."""
+    m = evaluation.metrics
+    lines = [
+        f"ensemble {evaluation.manifest.id} on {evaluation.features_path} "
+        f"({evaluation.rows} rows, {len(evaluation.manifest.members)} members)",
+        f"mean prediction: PLCC {_fmt(m.plcc)}  SROCC {_fmt(m.srocc)}  RMSE {_fmt(m.rmse)}",
+    ]
+    for level in evaluation.intervals.levels:
+        for method in (level.gaussian, level.conformal):
+            lines.append(f"{method.method.value}: {method.test.statement}")
+    if evaluation.same_corpus_as_training:
+        lines.append("warning: these rows are the training corpus; the figures are optimistic")
+    return "\n".join(lines)
+
+
+def _score_member(manifest: Manifest, member: ManifestMember, matrix: np.ndarray) -> np.ndarray:
+    """Inspect and score one member; its bytes must still hash as recorded."""
+    checked = inspect_model(manifest.root / member.onnx)
+    if checked.sha256 != member.sha256:
+        raise ManifestError(
+            f"member {member.id} ({member.onnx}) changed after validation: "
+            f"sha256 {_short(checked.sha256)} != {_short(member.sha256)}"
+        )
+    return score_model(checked, matrix)
+
+
+def _only(calibration: ConformalCalibration) -> Callable[[float], ConformalCalibration]:
+    """Return a ``calibration_for`` that knows the manifest's one calibration."""
+
+    def calibration_for(nominal: float) -> ConformalCalibration:
+        """Return the manifest's calibration (evaluate_intervals checks the nominal matches)."""
+        return calibration
+
+    return calibration_for
+
+
+def _document_problems(document: Mapping[str, Any], name: str) -> list[str]:
+    """Return problems a schema cannot express: order, duplicates, codec and calibration."""
+    problems = []
+    if tuple(document["features"]) != FEATURES:
+        problems.append(
+            f"{name}#/features: {document['features']} is not the canonical order {list(FEATURES)}"
+        )
+    for key in ("id", "onnx"):
+        values = [member[key] for member in document["members"]]
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            problems.append(f"{name}#/members: {key} repeated: {', '.join(repeated)}")
+    codec = document["codec"]
+    if codec is not None:
+        problems += _codec_problems(codec, name)
+    confidence = document["confidence"]
+    try:
+        calibration = ConformalCalibration.from_dict(confidence["calibration"])
+    except ReportError as error:
+        return [*problems, f"{name}#/confidence/calibration: {error}"]
+    flat: dict[str, float] = {
+        "conformal_q": calibration.q,
+        "n_calibration": calibration.n_calibration,
+        "nominal_coverage": calibration.nominal_coverage,
+    }
+    if confidence["score"] != calibration.score.value:
+        problems.append(
+            f"{name}#/confidence/score: {confidence['score']!r} disagrees with the "
+            f"calibration's {calibration.score.value!r}"
+        )
+    for key, value in flat.items():
+        given = confidence[key]
+        if not math.isclose(given, value, rel_tol=1e-12):
+            problems.append(
+                f"{name}#/confidence/{key}: {given!r} disagrees with the calibration's {value!r}"
+            )
+    return problems
+
+
+def _codec_problems(codec: Mapping[str, Any], name: str) -> list[str]:
+    """Compare a recorded codec block with the vocabulary of its version."""
+    try:
+        known = codec_vocabulary(codec["version"])
+    except UsageError as error:
+        return [f"{name}#/codec/version: {error}"]
+    expected = known.to_dict()
+    return [
+        f"{name}#/codec/{key}: {codec[key]!r} but codec vocabulary v{known.version} has "
+        f"{expected[key]!r}"
+        for key in expected
+        if codec[key] != expected[key]
+    ]
+
+
+def _declared_codec_width(document: Mapping[str, Any]) -> int:
+    """Return the codec width the manifest declares (0 without a codec block)."""
+    codec = document["codec"]
+    return 0 if codec is None else int(codec["width"])
+
+
+def _member_problems(member: Mapping[str, Any], *, root: Path, codec_width: int) -> list[str]:
+    """Check one member's file: safe path, present, hash as recorded, inputs as declared."""
+    label = f"member {member['id']} ({member['onnx']})"
+    unsafe = _path_problem(member["onnx"], root)
+    if unsafe:
+        return [f"{label}: {unsafe}"]
+    path = root / member["onnx"]
+    if not path.is_file():
+        return [f"{label}: file not found"]
+    problems = []
+    actual = sha256_file(path)
+    if actual != member["sha256"]:
+        problems.append(
+            f"{label}: stale hash: the manifest records sha256 {_short(member['sha256'])} "
+            f"but the file hashes to {_short(actual)}"
+        )
+    problems += _input_problems(path, label=label, codec_width=codec_width)
+    return problems
+
+
+def _input_problems(path: Path, *, label: str, codec_width: int) -> list[str]:
+    """Compare a model's declared inputs with six features plus the manifest's codec width."""
+    size = path.stat().st_size
+    if size > _MAX_MODEL_BYTES:
+        return [f"{label}: {size} bytes, over the {_MAX_MODEL_BYTES}-byte cap"]
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except (DecodeError, ValueError, OSError) as error:
+        return [f"{label}: not a readable ONNX file ({type(error).__name__})"]
+    widths = _input_widths(model)
+    problems = []
+    if widths.get(FEATURES_INPUT) != len(FEATURES):
+        problems.append(
+            f"{label}: input '{FEATURES_INPUT}' has width {widths.get(FEATURES_INPUT)}, "
+            f"expected {len(FEATURES)}"
+        )
+    model_codec = widths.get(CODEC_INPUT)
+    extra = sorted(set(widths) - {FEATURES_INPUT, CODEC_INPUT})
+    if extra:
+        problems.append(f"{label}: unexpected input(s) {', '.join(extra)}")
+    if codec_width and model_codec is None:
+        problems.append(
+            f"{label}: codec width mismatch: the model has no '{CODEC_INPUT}' input but the "
+            f"manifest's codec block has width {codec_width}"
+        )
+    elif not codec_width and model_codec is not None:
+        problems.append(
+            f"{label}: codec width mismatch: the model reads a codec block of width "
+            f"{model_codec} but the manifest declares none"
+        )
+    elif model_codec is not None and model_codec != codec_width:
+        problems.append(
+            f"{label}: codec width mismatch: the model's '{CODEC_INPUT}' input has width "
+            f"{model_codec} but the manifest's codec block has width {codec_width}"
+        )
+    return problems
+
+
+def _input_widths(model: onnx.ModelProto) -> dict[str, int | None]:
+    """Return each real graph input's last dimension (None when not a fixed number)."""
+    constants = {tensor.name for tensor in model.graph.initializer}
+    widths: dict[str, int | None] = {}
+    for value in model.graph.input:
+        if value.name in constants:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        last = dims[-1] if dims else None
+        fixed = last is not None and last.HasField("dim_value") and len(dims) == 2
+        widths[value.name] = int(last.dim_value) if fixed and last is not None else None
+    return widths
+
+
+def _registry_problems(members: Sequence[Mapping[str, Any]], registry_path: Path) -> list[str]:
+    """Compare each member's hash with the registry row of the same id."""
+    try:
+        registry = load_registry(registry_path)
+    except EngineError as error:
+        return [f"registry: {error}"]
+    rows = {entry.id: entry for entry in registry.models}
+    problems = []
+    for member in members:
+        entry = rows.get(member["id"])
+        if entry is None:
+            problems.append(f"member {member['id']}: no row with this id in {registry_path.name}")
+        elif entry.sha256 != member["sha256"]:
+            problems.append(
+                f"member {member['id']}: stale hash: {registry_path.name}#{entry.pointer} records "
+                f"sha256 {_short(entry.sha256)} but the manifest records {_short(member['sha256'])}"
+            )
+    return problems
+
+
+def _path_problem(relative: str, root: Path) -> str | None:
+    """Return why a member path is unsafe, or None when it stays inside the manifest's folder."""
+    if "\\" in relative or "\x00" in relative:
+        return "path must use '/' separators and no NUL"
+    posix = PurePosixPath(relative)
+    if posix.is_absolute() or relative.startswith("~"):
+        return "path must be relative to the manifest's folder"
+    if ".." in posix.parts:
+        return "path must not contain '..'"
+    if not (root / relative).resolve().is_relative_to(root.resolve()):
+        return "path resolves outside the manifest's folder"
+    return None
+
+
+def _short(digest: str) -> str:
+    """Abbreviate a sha256 for messages."""
+    return digest[:12] + "…"
+
+
+def _fmt(value: float) -> str:
+    """Render a metric (NaN as NaN)."""
+    return "NaN" if math.isnan(value) else f"{value:.4f}"

@@ -1,0 +1,238 @@
+"""Deep ensembles: N members seeded ``base_seed + k``, split-conformal intervals, ONNX export, manifest.
+
+Rows are split by ``source`` (``engine.conformal.split_calibration``): every member is
+trained on the training sources only, and the calibration sources, never seen in
+training, fit the split-conformal quantile (and give the evaluation figures). Members
+are exported with ``export.export_network`` next to the manifest ``<ensemble_id>.json``.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from engine.codec import codec_block, codec_vocabulary
+from engine.conformal import (
+    ConformalCalibration,
+    IntervalMethod,
+    ScoreKind,
+    calibrate,
+    ensemble_moments,
+    min_calibration_rows,
+    split_calibration,
+)
+from engine.errors import FeatureCacheError, UsageError
+from engine.features import SOURCE, FeatureTable
+from engine.hashing import sha256_bytes
+from engine.manifest import Confidence, ManifestMember, build_manifest, write_manifest
+from engine.metrics import compute_metrics
+from engine.provenance import build_provenance, utc_now
+from engine.train.export import export_network, write_onnx
+from engine.train.network import DEFAULT_CONFIG, TrainConfig, TrainedNetwork, train_network
+
+DEFAULT_MEMBERS = 5
+DEFAULT_NOMINAL = 0.9
+DEFAULT_CALIBRATION_FRACTION = 0.2
+ENTRYPOINT = "model-guard ensemble train"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
+
+
+@dataclass(frozen=True)
+class TrainedEnsemble:
+    """What ``train_ensemble`` wrote: the manifest, the member files, and the calibration."""
+
+    manifest_path: Path
+    member_paths: tuple[Path, ...]
+    calibration: ConformalCalibration
+    calibration_plcc: float
+
+
+def train_ensemble(
+    features: FeatureTable,
+    *,
+    ensemble_id: str,
+    out_dir: Path,
+    members: int = DEFAULT_MEMBERS,
+    base_seed: int = 0,
+    config: TrainConfig = DEFAULT_CONFIG,
+    method: IntervalMethod = IntervalMethod.CONFORMAL,
+    nominal_coverage: float = DEFAULT_NOMINAL,
+    score: ScoreKind = ScoreKind.NORMALISED,
+    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+    split_seed: int = 0,
+    progress: bool = False,
+    argv: Sequence[str] = (),
+) -> TrainedEnsemble:
+    """Train, calibrate and export an ensemble; write ``out_dir/<ensemble_id>.json``."""
+    _check_request(ensemble_id, members=members, base_seed=base_seed)
+    started = utc_now()
+    groups = features.groups()
+    if groups is None:
+        raise FeatureCacheError(
+            f"{_where(features)}: an ensemble needs a '{SOURCE}' column so that calibration "
+            "rows come from sources no member was trained on"
+        )
+    split = split_calibration(
+        features.n_rows, groups=groups, fraction=calibration_fraction, seed=split_seed
+    )
+    alpha = 1.0 - nominal_coverage
+    if split.calib_idx.size < min_calibration_rows(alpha):
+        raise UsageError(
+            f"the calibration split has {split.calib_idx.size} rows; a finite "
+            f"{nominal_coverage:g} conformal interval needs at least {min_calibration_rows(alpha)}"
+        )
+    matrix, target = features.matrix(), features.target()
+    codec = codec_block(features) if config.codec else None
+    train, calib = split.train_idx, split.calib_idx
+    networks = [
+        train_network(
+            matrix[train],
+            target[train],
+            seed=base_seed + k,
+            config=config,
+            codec=None if codec is None else codec[train],
+            progress=progress,
+            label=f"{ensemble_id} member {k + 1}/{members}",
+        )
+        for k in range(members)
+    ]
+    calib_codec = None if codec is None else codec[calib]
+    predictions = np.stack([n.predict(matrix[calib], calib_codec) for n in networks])
+    moments = ensemble_moments(predictions.astype(np.float64))
+    truth = target[calib].astype(np.float64)
+    calibration = calibrate(moments.mu, moments.sigma, truth, alpha=alpha, score=score)
+    metrics = compute_metrics(moments.mu, truth, groups=groups[calib])
+    out_dir = Path(out_dir)
+    written = _export_members(networks, ensemble_id=ensemble_id, out_dir=out_dir)
+    manifest_path = out_dir / f"{ensemble_id}.json"
+    standardisation = networks[0].standardisation
+    document = build_manifest(
+        ensemble_id=ensemble_id,
+        members=[member for member, _ in written],
+        feature_mean=standardisation.feature_mean.tolist(),
+        feature_std=standardisation.feature_std.tolist(),
+        target_mean=standardisation.target_mean,
+        target_std=standardisation.target_std,
+        codec=codec_vocabulary() if config.codec else None,
+        confidence=Confidence(
+            method=method,
+            nominal_coverage=calibration.nominal_coverage,
+            z=float(stats.norm.ppf(0.5 + calibration.nominal_coverage / 2)),
+            calibration=calibration,
+        ),
+        evaluation={
+            "rows": "calibration",
+            "n": int(calib.size),
+            "sources": sorted(set(groups[calib].tolist())),
+            "metrics": metrics.to_dict(),
+            "mean_sigma": float(np.mean(moments.sigma)),
+        },
+        training=_training_block(
+            features,
+            config=config,
+            base_seed=base_seed,
+            members=members,
+            groups=groups,
+            train=train,
+            calib=calib,
+            fraction=calibration_fraction,
+            split_seed=split_seed,
+            networks=networks,
+        ),
+        provenance=build_provenance(
+            schema="model-guard/ensemble-manifest",
+            schema_version=1,
+            entrypoint=ENTRYPOINT,
+            argv=list(argv),
+            inputs=[features.path] if features.path is not None else [],
+            outputs=[path for _, path in written],
+            started=started,
+            finished=utc_now(),
+        ),
+    )
+    write_manifest(manifest_path, document)
+    return TrainedEnsemble(
+        manifest_path=manifest_path,
+        member_paths=tuple(path for _, path in written),
+        calibration=calibration,
+        calibration_plcc=metrics.plcc,
+    )
+
+
+def _export_members(
+    networks: Sequence[TrainedNetwork], *, ensemble_id: str, out_dir: Path
+) -> list[tuple[ManifestMember, Path]]:
+    """Export every member as ``<ensemble_id>-m<k>.onnx``; return manifest entries and paths."""
+    written = []
+    for k, network in enumerate(networks):
+        member_id = f"{ensemble_id}-m{k}"
+        data = export_network(
+            network,
+            name=member_id,
+            doc=f"model-guard ensemble {ensemble_id} member {k}, seed {network.seed}",
+        )
+        path = out_dir / f"{member_id}.onnx"
+        write_onnx(path, data)
+        member = ManifestMember(
+            id=member_id, onnx=path.name, seed=network.seed, sha256=sha256_bytes(data)
+        )
+        written.append((member, path))
+    return written
+
+
+def _training_block(
+    features: FeatureTable,
+    *,
+    config: TrainConfig,
+    base_seed: int,
+    members: int,
+    groups: np.ndarray,
+    train: np.ndarray,
+    calib: np.ndarray,
+    fraction: float,
+    split_seed: int,
+    networks: Sequence[TrainedNetwork],
+) -> dict[str, Any]:
+    """Return the manifest's ``training`` block: data, settings, split and final losses."""
+    return {
+        "corpus": {
+            "path": str(features.path) if features.path is not None else "(in memory)",
+            "content_hash": features.content_hash,
+            "rows": features.n_rows,
+        },
+        "hyperparameters": config.to_dict(),
+        "base_seed": base_seed,
+        "n_members": members,
+        "split": {
+            "by": SOURCE,
+            "fraction": fraction,
+            "seed": split_seed,
+            "n_train": int(train.size),
+            "n_calibration": int(calib.size),
+            "train_sources": sorted(set(groups[train].tolist())),
+            "calibration_sources": sorted(set(groups[calib].tolist())),
+        },
+        "final_losses": [network.final_loss for network in networks],
+    }
+
+
+def _check_request(ensemble_id: str, *, members: int, base_seed: int) -> None:
+    """Refuse an id that is not a safe file name, fewer than 2 members, or a negative seed."""
+    if not isinstance(ensemble_id, str) or not _ID.fullmatch(ensemble_id):
+        raise UsageError(
+            f"ensemble id {ensemble_id!r} must be letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit)"
+        )
+    if isinstance(members, bool) or not isinstance(members, int) or members < 2:
+        raise UsageError(f"an ensemble needs at least 2 members, not {members!r}")
+    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or base_seed < 0:
+        raise UsageError(f"base_seed must be a non-negative integer, not {base_seed!r}")
+
+
+def _where(features: FeatureTable) -> str:
+    """Name a feature table in messages."""
+    return str(features.path) if features.path is not None else "feature table"

@@ -1,0 +1,366 @@
+"""Leave-one-source-out (LOSO) evaluation over seeds, trained as one batched computation.
+
+For every seed and every unique ``source``, a network is trained on the other sources
+and scored on the held-out one. The default path stacks all (seed x fold) networks into
+ONE batched full-batch training (``network.fit_stack``): each network sees every row,
+with weight 1 on its training rows and 0 on its held-out rows, so its loss and gradient
+are exactly those of a separate training on its own rows. ``batched=False`` is the
+reference: a Python loop of separate ``train_network`` calls with the same seeds. The
+two give the same fold metrics up to float32 summation order (well under 1e-4 PLCC).
+
+Each seed's result is written to ``loso_seed<N>.json`` (schema
+``engine/schemas/loso-report.schema.json``), which ``engine.gate`` reads.
+"""
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.codec import codec_block, codec_vocabulary
+from engine.errors import FeatureCacheError, ReportError, UsageError
+from engine.features import SOURCE, FeatureTable
+from engine.gate import LOSO_SCHEMA, LOSO_SCHEMA_FILE, LOSO_SCHEMA_VERSION, schema_problems
+from engine.metrics import plcc, rmse, srocc
+from engine.onnxbuild import Dense
+from engine.provenance import build_provenance, utc_now, write_json
+from engine.train.network import (
+    DEFAULT_CONFIG,
+    Float32Array,
+    Standardisation,
+    TrainConfig,
+    TrainedNetwork,
+    deterministic,
+    fit_stack,
+    fit_standardisation,
+    network_inputs,
+    train_network,
+)
+
+DRY_RUN_EPOCHS = 2
+"""Epochs of a dry run: enough to check the plumbing, flagged so the gate refuses it."""
+
+ENTRYPOINT = "model-guard loso"
+MAX_STACK_ELEMENTS = 1 << 24
+"""Largest stacked activation (networks x rows x widest layer) trained as one computation.
+
+A memory bound, not a speed knob: the golden cache's 5 seeds x 9 folds (45 x 6,048 x 32,
+about 8.7 million) train as one stack, using about 200 MB of buffers; larger runs are
+split into equal chunks, each still one stacked computation (the results do not depend
+on the split beyond float32 rounding).
+"""
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold: the source held out, row counts, and the metrics on it (NaN when undefined)."""
+
+    held_out: str
+    n_train: int
+    n_val: int
+    plcc: float
+    srocc: float
+    rmse: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fold as the report writes it: NaN as null."""
+        return {
+            "held_out": self.held_out,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "plcc": _json_number(self.plcc),
+            "srocc": _json_number(self.srocc),
+            "rmse": _json_number(self.rmse),
+        }
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """Every fold of one seed, in held-out source order."""
+
+    seed: int
+    folds: tuple[FoldResult, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """Return the report summary: mean/std null when any fold is NaN; min/max over finite folds."""
+        values = [fold.plcc for fold in self.folds]
+        nan_folds = [fold.held_out for fold in self.folds if math.isnan(fold.plcc)]
+        finite = [value for value in values if not math.isnan(value)]
+        return {
+            "mean_plcc": None if nan_folds else math.fsum(values) / len(values),
+            "std_plcc": None if nan_folds else statistics.pstdev(values),
+            "min_plcc": min(finite) if finite else None,
+            "max_plcc": max(finite) if finite else None,
+            "n_folds": len(self.folds),
+            "nan_folds": nan_folds,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class _Fold:
+    """One held-out source: its name and row masks."""
+
+    held_out: str
+    train: np.ndarray
+    held: np.ndarray
+
+
+def evaluate_loso(
+    features: FeatureTable,
+    *,
+    seeds: Sequence[int],
+    config: TrainConfig = DEFAULT_CONFIG,
+    batched: bool = True,
+    progress: bool = False,
+) -> tuple[SeedResult, ...]:
+    """Train and score every (seed, held-out source) network; return one result per seed."""
+    seeds = _check_seeds(seeds)
+    folds = _folds(features)
+    matrix, target = features.matrix(), features.target()
+    codec = codec_block(features) if config.codec else None
+    with deterministic(config.threads):
+        if batched:
+            networks = _train_batched(matrix, target, codec, folds, seeds, config, progress)
+        else:
+            networks = _train_sequential(matrix, target, codec, folds, seeds, config, progress)
+        results = []
+        for seed_index, seed in enumerate(seeds):
+            row = networks[seed_index * len(folds) : (seed_index + 1) * len(folds)]
+            scored = [
+                _score_fold(network, fold, matrix, target, codec)
+                for network, fold in zip(row, folds, strict=True)
+            ]
+            results.append(SeedResult(seed=seed, folds=tuple(scored)))
+    return tuple(results)
+
+
+def run_loso(
+    features: FeatureTable,
+    *,
+    seeds: Sequence[int],
+    out_dir: Path,
+    epochs: int | None = None,
+    dry_run: bool = False,
+    config: TrainConfig = DEFAULT_CONFIG,
+    batched: bool = True,
+    progress: bool = False,
+    argv: Sequence[str] = (),
+) -> list[Path]:
+    """Run LOSO for every seed and write ``out_dir/loso_seed<N>.json``; return the paths written.
+
+    ``epochs`` overrides ``config.epochs``; ``dry_run`` trains ``DRY_RUN_EPOCHS`` epochs
+    and marks the reports so the promotion gate refuses them.
+    """
+    if dry_run:
+        config = replace(config, epochs=DRY_RUN_EPOCHS)
+    elif epochs is not None:
+        config = replace(config, epochs=epochs)
+    started = utc_now()
+    results = evaluate_loso(
+        features, seeds=seeds, config=config, batched=batched, progress=progress
+    )
+    finished = utc_now()
+    provenance = build_provenance(
+        schema=LOSO_SCHEMA,
+        schema_version=LOSO_SCHEMA_VERSION,
+        entrypoint=ENTRYPOINT,
+        argv=list(argv),
+        inputs=[features.path] if features.path is not None else [],
+        outputs=[],
+        started=started,
+        finished=finished,
+    )
+    paths = []
+    for result in results:
+        document = loso_document(
+            result,
+            features=features,
+            config=config,
+            dry_run=dry_run,
+            batched=batched,
+            provenance=provenance,
+        )
+        path = Path(out_dir) / f"loso_seed{result.seed}.json"
+        write_json(path, document)
+        paths.append(path)
+    return paths
+
+
+def loso_document(
+    result: SeedResult,
+    *,
+    features: FeatureTable,
+    config: TrainConfig,
+    dry_run: bool,
+    batched: bool,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """Return one seed's ``model-guard/loso-report`` document, checked against its schema."""
+    hyperparameters = {
+        **config.to_dict(),
+        "evaluation": "leave-one-source-out",
+        "training_path": "batched" if batched else "sequential",
+        "codec_vocabulary": codec_vocabulary().version if config.codec else None,
+    }
+    document = {
+        "schema": LOSO_SCHEMA,
+        "schema_version": LOSO_SCHEMA_VERSION,
+        "seed": result.seed,
+        "dry_run": dry_run,
+        "corpus": {
+            "path": str(features.path) if features.path is not None else "(in memory)",
+            "content_hash": features.content_hash,
+            "rows": features.n_rows,
+        },
+        "hyperparameters": hyperparameters,
+        "folds": [fold.to_dict() for fold in result.folds],
+        "summary": result.summary(),
+        "run_provenance": provenance,
+    }
+    problems = schema_problems(document, LOSO_SCHEMA_FILE)
+    if problems:
+        raise ReportError(f"LOSO report for seed {result.seed} breaks its schema: {problems[0]}")
+    return document
+
+
+def _train_batched(
+    matrix: Float32Array,
+    target: Float32Array,
+    codec: Float32Array | None,
+    folds: Sequence[_Fold],
+    seeds: Sequence[int],
+    config: TrainConfig,
+    progress: bool,
+) -> list[TrainedNetwork]:
+    """Train every (seed, fold) network in stacked chunks; return them seed-major."""
+    codec_width = 0 if codec is None else codec.shape[1]
+    stats = [fit_standardisation(matrix[fold.train], target[fold.train]) for fold in folds]
+    inputs = [network_inputs(s.features(matrix), codec, codec_width) for s in stats]
+    targets = [s.target(target) for s in stats]
+    weights = [fold.train.astype(np.float32) for fold in folds]
+    slots = [(seed, index) for seed in seeds for index in range(len(folds))]
+    widest = max(inputs[0].shape[1], *config.hidden)
+    largest = max(1, MAX_STACK_ELEMENTS // (matrix.shape[0] * widest))
+    chunk = math.ceil(len(slots) / math.ceil(len(slots) / largest))  # equal-sized chunks
+    networks = []
+    for start in range(0, len(slots), chunk):
+        part = slots[start : start + chunk]
+        label = f"loso {start + len(part)}/{len(slots)} networks"
+        fits = fit_stack(
+            np.stack([inputs[f] for _, f in part]),
+            np.stack([targets[f] for _, f in part]),
+            np.stack([weights[f] for _, f in part]),
+            seeds=[seed for seed, _ in part],
+            config=config,
+            progress=progress,
+            label=label,
+        )
+        networks += [
+            _network(fit.layers, fit.final_loss, stats[f], seed, codec_width, config)
+            for fit, (seed, f) in zip(fits, part, strict=True)
+        ]
+    return networks
+
+
+def _train_sequential(
+    matrix: Float32Array,
+    target: Float32Array,
+    codec: Float32Array | None,
+    folds: Sequence[_Fold],
+    seeds: Sequence[int],
+    config: TrainConfig,
+    progress: bool,
+) -> list[TrainedNetwork]:
+    """Train every (seed, fold) network separately (the reference path); return them seed-major."""
+    return [
+        train_network(
+            matrix[fold.train],
+            target[fold.train],
+            seed=seed,
+            config=config,
+            codec=None if codec is None else codec[fold.train],
+            progress=progress,
+            label=f"loso seed {seed} without {fold.held_out}",
+        )
+        for seed in seeds
+        for fold in folds
+    ]
+
+
+def _network(
+    layers: tuple[Dense, ...],
+    final_loss: float,
+    stats: Standardisation,
+    seed: int,
+    codec_width: int,
+    config: TrainConfig,
+) -> TrainedNetwork:
+    """Wrap stacked-training weights as a network, with its fold's standardisation."""
+    return TrainedNetwork(
+        layers=layers,
+        activation=config.activation,
+        standardisation=stats,
+        codec_width=codec_width,
+        seed=seed,
+        final_loss=final_loss,
+    )
+
+
+def _score_fold(
+    network: TrainedNetwork,
+    fold: _Fold,
+    matrix: Float32Array,
+    target: Float32Array,
+    codec: Float32Array | None,
+) -> FoldResult:
+    """Score one network on its held-out rows."""
+    held_codec = None if codec is None else codec[fold.held]
+    pred = network.predict(matrix[fold.held], held_codec).astype(np.float64)
+    truth = target[fold.held].astype(np.float64)
+    return FoldResult(
+        held_out=fold.held_out,
+        n_train=int(fold.train.sum()),
+        n_val=int(fold.held.sum()),
+        plcc=plcc(pred, truth),
+        srocc=srocc(pred, truth),
+        rmse=rmse(pred, truth),
+    )
+
+
+def _folds(features: FeatureTable) -> list[_Fold]:
+    """Return one fold per unique source, in sorted source order."""
+    groups = features.groups()
+    where = str(features.path) if features.path is not None else "feature table"
+    if groups is None:
+        raise FeatureCacheError(
+            f"{where}: leave-one-source-out needs a '{SOURCE}' column, and there is none"
+        )
+    sources = sorted(set(groups.tolist()))
+    if len(sources) < 2:
+        raise FeatureCacheError(
+            f"{where}: leave-one-source-out needs at least 2 sources, found {len(sources)}"
+        )
+    return [
+        _Fold(held_out=source, train=groups != source, held=groups == source) for source in sources
+    ]
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    """Require a non-empty list of distinct non-negative integer seeds."""
+    values = list(seeds)
+    if not values:
+        raise UsageError("LOSO needs at least one seed")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in values):
+        raise UsageError(f"seeds must be non-negative integers, not {values!r}")
+    if len(set(values)) != len(values):
+        raise UsageError(f"seeds must not repeat: {values!r}")
+    return values
+
+
+def _json_number(value: float) -> float | None:
+    """Return a float for JSON, NaN (and infinities) as null."""
+    return value if math.isfinite(value) else None

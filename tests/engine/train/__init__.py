@@ -1,0 +1,1 @@
+"""Tests for engine.train (skipped as a whole when torch is absent)."""
