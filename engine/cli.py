@@ -13,6 +13,7 @@ from engine.errors import EngineError, UsageError, one_line
 
 if TYPE_CHECKING:
     from engine.gate import GateThresholds
+    from engine.train.network import TrainConfig
 
 # Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere).
 EXIT_OK = 0
@@ -165,9 +166,151 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
         help="fail if this registry promotes a model the verdict does not cover",
     )
     verify.set_defaults(run=run_verdict_verify)
+    loso = commands.add_parser("loso", help="leave-one-source-out evaluation, one report per seed")
+    loso.add_argument(
+        "--features", type=Path, required=True, help="feature cache with a source column"
+    )
+    loso.add_argument("--seeds", default="0,1,2,3,4", help="seeds (default 0,1,2,3,4)")
+    loso.add_argument("--out", type=Path, required=True, help="folder for loso_seed{N}.json")
+    loso.add_argument("--epochs", type=int, help="training epochs (default 200)")
+    loso.add_argument(
+        "--dry-run", action="store_true", help="2 epochs, flagged so the gate refuses it"
+    )
+    loso.add_argument(
+        "--sequential", action="store_true", help="train folds one by one (reference path)"
+    )
+    loso.set_defaults(run=run_loso)
+
+    ensemble = commands.add_parser("ensemble", help="deep-ensemble commands")
+    ensemble_commands = ensemble.add_subparsers(
+        dest="ensemble_command", required=True, parser_class=_Parser
+    )
+    train = ensemble_commands.add_parser("train", help="train, calibrate and export an ensemble")
+    train.add_argument("--features", type=Path, required=True)
+    train.add_argument("--id", required=True, help="ensemble id (names the manifest and members)")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--members", type=int, default=5)
+    train.add_argument("--base-seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, help="training epochs (default 200)")
+    train.add_argument(
+        "--codec", action="store_true", help="append the codec block (encoder, preset, crf)"
+    )
+    train.add_argument(
+        "--nominal", type=_unit_interval, default=0.9, help="conformal nominal coverage"
+    )
+    train.add_argument("--method", choices=["conformal", "gaussian"], default="conformal")
+    train.add_argument("--score", choices=["normalised", "absolute"], default="normalised")
+    train.set_defaults(run=run_ensemble_train)
+    ens_validate = ensemble_commands.add_parser("validate", help="cross-check a manifest's members")
+    ens_validate.add_argument("--manifest", type=Path, required=True)
+    ens_validate.add_argument("--registry", type=Path)
+    ens_validate.set_defaults(run=run_ensemble_validate)
+    ens_eval = ensemble_commands.add_parser(
+        "eval", help="interval coverage and metrics on a feature cache"
+    )
+    ens_eval.add_argument("--manifest", type=Path, required=True)
+    ens_eval.add_argument("--features", type=Path, required=True)
+    ens_eval.add_argument("--registry", type=Path)
+    ens_eval.add_argument("--json", type=Path)
+    ens_eval.set_defaults(run=run_ensemble_eval)
+
     if extend is not None:
         extend(commands)
     return parser
+
+
+def _train_config(epochs: int | None, *, codec: bool = False) -> "TrainConfig":
+    """Return the default training settings with optional epochs and codec block."""
+    from dataclasses import replace
+
+    from engine.train.network import DEFAULT_CONFIG
+
+    config = DEFAULT_CONFIG if epochs is None else replace(DEFAULT_CONFIG, epochs=epochs)
+    return replace(config, codec=True) if codec else config
+
+
+def run_loso(args: argparse.Namespace) -> int:
+    """Run leave-one-source-out for every seed and write one report per seed."""
+    from engine.features import load_features
+    from engine.gate import parse_seeds
+    from engine.train.loso import run_loso as loso
+
+    features = load_features(args.features)
+    written = loso(
+        features,
+        seeds=parse_seeds(args.seeds),
+        out_dir=args.out,
+        epochs=args.epochs,
+        dry_run=args.dry_run,
+        batched=not args.sequential,
+        progress=True,
+        argv=args.argv,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def run_ensemble_train(args: argparse.Namespace) -> int:
+    """Train an ensemble and write its members and manifest."""
+    from engine.conformal import IntervalMethod, ScoreKind
+    from engine.features import load_features
+    from engine.train.ensemble import train_ensemble
+
+    trained = train_ensemble(
+        load_features(args.features),
+        ensemble_id=args.id,
+        out_dir=args.out,
+        members=args.members,
+        base_seed=args.base_seed,
+        config=_train_config(args.epochs, codec=args.codec),
+        method=IntervalMethod(args.method),
+        nominal_coverage=args.nominal,
+        score=ScoreKind(args.score),
+        progress=True,
+        argv=args.argv,
+    )
+    print(f"wrote {trained.manifest_path} and {len(trained.member_paths)} members")
+    return EXIT_OK
+
+
+def run_ensemble_validate(args: argparse.Namespace) -> int:
+    """Print every problem of a manifest (member hashes, registry rows, codec width); exit 1 on any."""
+    from engine.manifest import validate_manifest
+
+    problems = validate_manifest(args.manifest, registry_path=args.registry)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_BAD_INPUT
+    print(f"{args.manifest}: ok")
+    return EXIT_OK
+
+
+def run_ensemble_eval(args: argparse.Namespace) -> int:
+    """Score an ensemble on a feature cache: coverage of its intervals and metrics of the mean."""
+    from engine.manifest import evaluate_ensemble, render_evaluation
+    from engine.provenance import build_provenance, utc_now, write_json
+
+    started = utc_now()
+    evaluation = evaluate_ensemble(
+        args.manifest, features_path=args.features, registry_path=args.registry
+    )
+    print(render_evaluation(evaluation), end="")
+    if args.json is not None:
+        document = evaluation.to_dict()
+        document["run_provenance"] = build_provenance(
+            schema="model-guard/ensemble-evaluation",
+            schema_version=1,
+            entrypoint="model-guard ensemble eval",
+            argv=args.argv,
+            inputs=[args.manifest, args.features],
+            outputs=[],
+            started=started,
+            finished=utc_now(),
+        )
+        write_json(args.json, document)
+    return EXIT_OK
 
 
 _VERIFY = "verdict-verify"

@@ -188,3 +188,74 @@ def test_cache_check_passes_on_bundled_cache_and_reports_drift_after_one_value_c
     assert main(["cache", "check", str(copy)]) == 1
     out = capsys.readouterr().out
     assert "DRIFT features.parquet" in out and "17" in out
+
+
+def test_loso_dry_run_writes_reports_that_the_gate_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    assert (
+        main(
+            ["loso", "--features", FEATURES, "--seeds", "0,1", "--out", str(tmp_path), "--dry-run"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loso_seed0.json", "loso_seed1.json"]
+    assert main(["gate", str(tmp_path), "--seeds", "0,1"]) == 1
+    assert "dry" in capsys.readouterr().out.lower()
+
+
+def test_ensemble_validate_and_eval_on_the_committed_ensemble(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = BISECT.parents[1] / "model"
+    manifest = str(model / "fr-ens-v1.json")
+    assert (
+        main(
+            [
+                "ensemble",
+                "validate",
+                "--manifest",
+                manifest,
+                "--registry",
+                str(model / "registry.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "ensemble",
+                "eval",
+                "--manifest",
+                manifest,
+                "--features",
+                FEATURES,
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
+    assert "conformal" in capsys.readouterr().out
+    assert (
+        json.loads((tmp_path / "e.json").read_text())["run_provenance"]["schema"]
+        == "model-guard/ensemble-evaluation"
+    )
+
+
+def test_ensemble_eval_refuses_a_missing_feature_file(capsys: pytest.CaptureFixture[str]) -> None:
+    model = BISECT.parents[1] / "model"
+    code = main(
+        [
+            "ensemble",
+            "eval",
+            "--manifest",
+            str(model / "fr-ens-v1.json"),
+            "--features",
+            "nowhere.parquet",
+        ]
+    )
+    assert code == 1
+    assert "nowhere.parquet" in capsys.readouterr().err
