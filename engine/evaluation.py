@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from engine.codec import codec_block, codec_vocabulary
 from engine.errors import EngineError, ModelRejected, UsageError
 from engine.features import FeatureTable
 from engine.hashing import sha256_file, sha256_json
@@ -23,7 +26,7 @@ from engine.scoring import CheckedModel, ScoringLimits, inspect_model, score_mod
 from engine.threshold import StepStatus, Thresholds, judge
 
 if TYPE_CHECKING:
-    from engine.registry import Registry
+    from engine.registry import CodecSpec, Registry
 
 DEFAULT_LIMITS = ScoringLimits()
 
@@ -39,6 +42,7 @@ class ModelRef:
     path: Path
     expected_sha256: str | None = None
     external_data: Mapping[str, str] | None = field(default=None, hash=False)
+    codec: "CodecSpec | None" = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ def refs_from_registry(registry: "Registry") -> list[ModelRef]:
             path=entry.onnx_path(registry.root),
             expected_sha256=entry.sha256,
             external_data=entry.external_map(),
+            codec=entry.codec,
         )
         for entry in registry.models
     ]
@@ -187,6 +192,7 @@ class Evaluator:
         groups = features.groups()
         # A grouped bootstrap needs at least two sources; with one, resample rows instead.
         self._groups = groups if groups is not None and len(set(groups.tolist())) > 1 else None
+        self._codec_blocks: dict[int, np.ndarray] = {}
 
     def __call__(self, index: int) -> StepRecord:
         """Evaluate the model at timeline ``index`` (served from the store when possible).
@@ -198,18 +204,24 @@ class Evaluator:
         started = time.perf_counter()
         try:
             sha256 = self._checked_sha256(ref)
-            checked = inspect_model(ref.path, limits=self.limits, external_data=ref.external_data)
+            checked = inspect_model(
+                ref.path,
+                limits=self.limits,
+                external_data=ref.external_data,
+                codec_width=None if ref.codec is None else ref.codec.width,
+            )
+            codec = self._codec_block(ref)
         except ModelRejected as error:
             self.evaluated += 1
             return self._broken(ref, None, str(error), time.perf_counter() - started)
         external = {name: sha256_file(ref.path.parent / name) for name in checked.external_files}
-        key = self._key(sha256, external)
+        key = self._key(sha256, external, ref)
         cached = self._from_store(key)
         if cached is not None:
             self.from_store += 1
             return replace(cached, name=ref.name, path=str(ref.path), cached=True)
         self.evaluated += 1
-        record = self._score(ref, checked, sha256, started)
+        record = self._score(ref, checked, sha256, started, codec=codec)
         if self.store is not None:
             self.store.put(key, record.to_dict())
         return record
@@ -236,13 +248,37 @@ class Evaluator:
             )
         return digest
 
-    def _key(self, sha256: str, external: Mapping[str, str]) -> str:
+    def _codec_block(self, ref: ModelRef) -> np.ndarray | None:
+        """Return the cache's codec block for a codec-aware model (built once per vocabulary).
+
+        A cache without ``encoder``/``param`` columns cannot score such a model: that is a
+        FeatureCacheError (bad input), not a broken model.
+        """
+        if ref.codec is None:
+            return None
+        version, width = ref.codec.vocabulary_version, ref.codec.width
+        try:
+            vocabulary = codec_vocabulary(version)
+        except UsageError as error:
+            raise ModelRejected(str(error)) from None
+        if vocabulary.width != width:
+            raise ModelRejected(
+                f"registry says the codec block is {width} wide, vocabulary v{version} is {vocabulary.width}"
+            )
+        if version not in self._codec_blocks:
+            self._codec_blocks[version] = codec_block(self.features, vocabulary=vocabulary)
+        return self._codec_blocks[version]
+
+    def _key(self, sha256: str, external: Mapping[str, str], ref: ModelRef) -> str:
         """Return the store key for a model's bytes under this evaluator's settings."""
         return sha256_json(
             {
                 "evaluation_version": EVALUATION_VERSION,
                 "model": sha256,
                 "external": dict(sorted(external.items())),
+                "codec": None
+                if ref.codec is None
+                else [ref.codec.vocabulary_version, ref.codec.width],
                 "features": self.features.content_hash,
                 "thresholds": self.thresholds.to_dict(),
                 "settings": self.settings.to_dict(),
@@ -251,11 +287,17 @@ class Evaluator:
         )
 
     def _score(
-        self, ref: ModelRef, checked: CheckedModel, sha256: str, started: float
+        self,
+        ref: ModelRef,
+        checked: CheckedModel,
+        sha256: str,
+        started: float,
+        *,
+        codec: np.ndarray | None,
     ) -> StepRecord:
         """Score and judge one checked model; a model failing at run time comes back broken."""
         try:
-            predictions = score_model(checked, self._matrix, limits=self.limits)
+            predictions = score_model(checked, self._matrix, codec=codec, limits=self.limits)
         except ModelRejected as error:
             return self._broken(ref, sha256, str(error), time.perf_counter() - started)
         metrics = compute_metrics(

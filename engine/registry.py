@@ -35,6 +35,14 @@ class ExternalData:
 
 
 @dataclass(frozen=True)
+class CodecSpec:
+    """A codec-aware model's second input: the codec vocabulary version and its width K."""
+
+    vocabulary_version: int
+    width: int
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One registry row; ``pointer`` is its JSON pointer in the file (e.g. ``/models/3``)."""
 
@@ -49,6 +57,7 @@ class ModelEntry:
     pointer: str
     external_data: tuple[ExternalData, ...] = ()
     notes: str = ""
+    codec: CodecSpec | None = None
 
     def onnx_path(self, root: Path) -> Path:
         """Return the model file's path under the registry folder ``root``."""
@@ -409,6 +418,12 @@ def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
             for item in model.get("external_data", [])
         ),
         notes=model.get("notes", ""),
+        codec=None
+        if "codec" not in model
+        else CodecSpec(
+            vocabulary_version=int(model["codec"]["vocabulary_version"]),
+            width=int(model["codec"]["width"]),
+        ),
     )
 
 

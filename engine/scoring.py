@@ -32,6 +32,8 @@ from engine.errors import ModelRejected, UsageError
 from engine.features import FEATURES
 from engine.hashing import sha256_bytes
 
+# Name of a codec-aware model's second input (see engine/codec.py and docs/training.md).
+CODEC_INPUT = "codec"
 ALLOWED_OPS: frozenset[str] = frozenset(
     {
         "MatMul",
@@ -107,6 +109,8 @@ class CheckedModel:
     op_types: tuple[str, ...]
     external_files: tuple[str, ...]
     payload: bytes = field(repr=False)
+    codec_input: str | None = None
+    codec_width: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,11 +127,14 @@ def inspect_model(
     *,
     limits: ScoringLimits = ScoringLimits(),
     external_data: Mapping[str, str] | None = None,
+    codec_width: int | None = None,
 ) -> CheckedModel:
     """Check an untrusted ONNX file without running it; every problem is a one-line ModelRejected.
 
     ``external_data`` maps each allowed external file name to its sha256 (from the
     registry); when None, any plain file name in the model's own folder is allowed.
+    ``codec_width`` (from the registry row) declares a codec-aware model: it must then have
+    a second float32 input named ``codec`` of shape [N, codec_width].
     """
     path = Path(path)
     raw = _read_model_file(path, limit=limits.max_bytes)
@@ -151,7 +158,7 @@ def inspect_model(
             f"model is {_size(n_bytes)} with its external data, over the {_size(limits.max_bytes)} cap"
         )
     _check_bounds([ref for _, ref in external], sizes, cap=limits.max_bytes)
-    input_name = _check_input(model.graph)
+    input_name, codec_input = _check_inputs(model.graph, codec_width=codec_width)
     output_name = _check_output(model.graph)
     contents = {name: _read_external(files[name], sizes[name], name) for name in names}
     if external_data is not None:
@@ -171,14 +178,35 @@ def inspect_model(
         op_types=tuple(sorted(op_types)),
         external_files=tuple(names),
         payload=model.SerializeToString(),
+        codec_input=codec_input,
+        codec_width=codec_width or 0,
     )
 
 
 def score_model(
-    model: CheckedModel, matrix: np.ndarray, *, limits: ScoringLimits = ScoringLimits()
+    model: CheckedModel,
+    matrix: np.ndarray,
+    *,
+    codec: np.ndarray | None = None,
+    limits: ScoringLimits = ScoringLimits(),
 ) -> np.ndarray:
-    """Score a float32 C-contiguous [N, 6] matrix in one onnxruntime call; return float32 [N]."""
-    _check_matrix(matrix)
+    """Score a float32 C-contiguous [N, 6] matrix in one onnxruntime call; return float32 [N].
+
+    A codec-aware model also needs its codec block ``codec`` [N, K], row for row.
+    """
+    _check_matrix(matrix, width=len(FEATURES), what="features")
+    feeds = {model.input_name: matrix}
+    if model.codec_input is not None:
+        if codec is None:
+            raise UsageError(f"model {model.path.name} is codec-aware: it needs a codec block")
+        _check_matrix(codec, width=model.codec_width, what="codec block")
+        if codec.shape[0] != matrix.shape[0]:
+            raise UsageError(
+                f"codec block has {codec.shape[0]} rows, features have {matrix.shape[0]}"
+            )
+        feeds[model.codec_input] = codec
+    elif codec is not None:
+        raise UsageError(f"model {model.path.name} takes no codec block")
     options = ort.SessionOptions()
     options.intra_op_num_threads = limits.intra_op_threads
     options.inter_op_num_threads = limits.inter_op_threads
@@ -197,7 +225,7 @@ def score_model(
     except Exception as error:
         raise _rejected(f"onnxruntime cannot load the model: {error}") from None
     try:
-        outputs = session.run([model.output_name], {model.input_name: matrix})
+        outputs = session.run([model.output_name], feeds)
     except Exception as error:
         raise _rejected(f"onnxruntime failed while scoring: {error}") from None
     return _check_predictions(outputs[0], n_rows=matrix.shape[0])
@@ -448,25 +476,46 @@ def _embed(tensor: TensorProto, ref: _ExternalRef, content: bytes) -> None:
     del tensor.external_data[:]
 
 
-def _check_input(graph: GraphProto) -> str:
-    """Require exactly one real input, float32 [N, 6]; return its name."""
+def _check_inputs(graph: GraphProto, *, codec_width: int | None) -> tuple[str, str | None]:
+    """Require the real inputs: float32 [N, 6], plus ``codec`` [N, K] for a codec-aware model.
+
+    Returns the features input's name and the codec input's name (None without one).
+    """
     constant_names = {tensor.name for tensor in graph.initializer}
     constant_names.update(sparse.values.name for sparse in graph.sparse_initializer)
     inputs = [value for value in graph.input if value.name not in constant_names]
-    if len(inputs) != 1:
+    if codec_width is None:
+        if len(inputs) != 1:
+            hint = (
+                " (a codec-aware model needs a registry row with a codec block)"
+                if len(inputs) == 2
+                else ""
+            )
+            raise _rejected(
+                f"model has {len(inputs)} inputs, expected exactly one [N, {len(FEATURES)}]{hint}"
+            )
+        return _check_width(inputs[0], len(FEATURES), what="features"), None
+    if len(inputs) != 2 or CODEC_INPUT not in {value.name for value in inputs}:
+        names = ", ".join(_quote(value.name) for value in inputs)
         raise _rejected(
-            f"model has {len(inputs)} inputs, expected exactly one [N, {len(FEATURES)}]"
+            f"codec-aware model must have inputs [N, {len(FEATURES)}] and {CODEC_INPUT!r} "
+            f"[N, {codec_width}], it has {names or 'none'}"
         )
-    value = inputs[0]
+    features = next(value for value in inputs if value.name != CODEC_INPUT)
+    codec = next(value for value in inputs if value.name == CODEC_INPUT)
+    return (
+        _check_width(features, len(FEATURES), what="features"),
+        _check_width(codec, codec_width, what="codec columns"),
+    )
+
+
+def _check_width(value: ValueInfoProto, width: int, *, what: str) -> str:
+    """Require a float32 rank-2 input whose second dimension is ``width``; return its name."""
     dims = _float_tensor_dims(value, role="input")
     if len(dims) != 2:
-        raise _rejected(
-            f"input {_quote(value.name)} has rank {len(dims)}, expected [N, {len(FEATURES)}]"
-        )
-    if dims[1] != str(len(FEATURES)):
-        raise _rejected(
-            f"input {_quote(value.name)} has {dims[1]} features, expected {len(FEATURES)}"
-        )
+        raise _rejected(f"input {_quote(value.name)} has rank {len(dims)}, expected [N, {width}]")
+    if dims[1] != str(width):
+        raise _rejected(f"input {_quote(value.name)} has {dims[1]} {what}, expected {width}")
     return str(value.name)
 
 
@@ -528,19 +577,18 @@ def _run_checker(model: ModelProto) -> None:
         raise _rejected(f"ONNX checker: {error}") from None
 
 
-def _check_matrix(matrix: np.ndarray) -> None:
-    """Require a non-empty float32 C-contiguous [N, 6] array."""
-    width = len(FEATURES)
+def _check_matrix(matrix: np.ndarray, *, width: int, what: str) -> None:
+    """Require a non-empty float32 C-contiguous [N, width] array."""
     if not isinstance(matrix, np.ndarray):
-        raise UsageError(f"features must be a numpy array, not {type(matrix).__name__}")
+        raise UsageError(f"{what} must be a numpy array, not {type(matrix).__name__}")
     if matrix.dtype != np.float32:
-        raise UsageError(f"features must be float32, not {matrix.dtype}")
+        raise UsageError(f"{what} must be float32, not {matrix.dtype}")
     if matrix.ndim != 2 or matrix.shape[1] != width:
-        raise UsageError(f"features must have shape [N, {width}], not {list(matrix.shape)}")
+        raise UsageError(f"{what} must have shape [N, {width}], not {list(matrix.shape)}")
     if matrix.shape[0] == 0:
-        raise UsageError("features have no rows")
+        raise UsageError(f"{what} have no rows")
     if not matrix.flags.c_contiguous:
-        raise UsageError("features must be C-contiguous")
+        raise UsageError(f"{what} must be C-contiguous")
 
 
 def _check_predictions(result: object, *, n_rows: int) -> np.ndarray:
