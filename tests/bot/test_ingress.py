@@ -15,9 +15,7 @@ from bot.settings import Settings
 from bot.store import JobSpec, JobState
 
 SECRET = "s3cret-for-tests"
-EXAMPLES = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "github" / "webhooks" / "examples"
-)
+EXAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "github" / "webhooks" / "examples"
 
 
 def example(event: str, name: str) -> bytes:
