@@ -21,6 +21,8 @@ IR_VERSION = 9
 OPSET = 17
 INPUT_NAME = "features"
 OUTPUT_NAME = "score"
+# A codec-aware model's second input (engine/codec.py builds it from the cache).
+CODEC_INPUT_NAME = "codec"
 
 
 class Activation(Enum):
@@ -113,12 +115,25 @@ def build_mlp(
         )
         current = "shifted"
     nodes.append(helper.make_node("Identity", [current], [OUTPUT_NAME]))
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", width])]
+    return serialise_graph(nodes, inputs, inits, name=name, doc=doc)
+
+
+def serialise_graph(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    initializers: Sequence[onnx.TensorProto],
+    *,
+    name: str,
+    doc: str = "",
+) -> bytes:
+    """Wrap nodes into a checked model with output ``score`` [N, 1] at the pinned IR and opset."""
     graph = helper.make_graph(
-        nodes,
+        list(nodes),
         name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", width])],
+        list(inputs),
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1])],
-        inits,
+        list(initializers),
     )
     model = helper.make_model(
         graph,

@@ -31,9 +31,9 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, ValueInfoP
 from engine.errors import ModelRejected, UsageError
 from engine.features import FEATURES
 from engine.hashing import sha256_bytes
+from engine.onnxbuild import CODEC_INPUT_NAME
 
-# Name of a codec-aware model's second input (see engine/codec.py and docs/training.md).
-CODEC_INPUT = "codec"
+CODEC_INPUT = CODEC_INPUT_NAME
 ALLOWED_OPS: frozenset[str] = frozenset(
     {
         "MatMul",

@@ -18,10 +18,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine.errors import ReportError
 from engine.features import FEATURES
-from engine.onnxbuild import INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME, Activation, build_mlp
+from engine.onnxbuild import (
+    CODEC_INPUT_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Activation,
+    build_mlp,
+    serialise_graph,
+)
 from engine.train.network import TrainedNetwork
 
-CODEC_INPUT_NAME = "codec"
+__all__ = ["CODEC_INPUT_NAME", "export_network", "write_onnx"]
 
 
 def export_network(network: TrainedNetwork, *, name: str, doc: str = "") -> bytes:
@@ -88,26 +95,11 @@ def _build_codec_mlp(network: TrainedNetwork, *, name: str, doc: str) -> bytes:
     nodes.append(helper.make_node("Mul", [current, const("out_scale", scale)], ["scaled"]))
     nodes.append(helper.make_node("Add", ["scaled", const("out_offset", offset)], ["shifted"]))
     nodes.append(helper.make_node("Identity", ["shifted"], [OUTPUT_NAME]))
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [
-            helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", width]),
-            helper.make_tensor_value_info(CODEC_INPUT_NAME, TensorProto.FLOAT, ["N", codec_width]),
-        ],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1])],
-        inits,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name="model-guard",
-        doc_string=doc,
-    )
-    onnx.checker.check_model(model)
-    data: bytes = model.SerializeToString()
-    return data
+    graph_inputs = [
+        helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", width]),
+        helper.make_tensor_value_info(CODEC_INPUT_NAME, TensorProto.FLOAT, ["N", codec_width]),
+    ]
+    return serialise_graph(nodes, graph_inputs, inits, name=name, doc=doc)
 
 
 def _op(activation: Activation) -> str:
