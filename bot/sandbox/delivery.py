@@ -1,0 +1,67 @@
+"""Deliver webhooks to an App the way GitHub does, and remember each delivery."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from bot.sandbox.records import Delivery
+from bot.sandbox.state import SandboxState
+from bot.sandbox.webhooks import webhook_headers
+
+# GitHub gives up on a delivery after 10 seconds.
+DELIVERY_TIMEOUT = 10.0
+
+
+async def deliver_webhook(
+    state: SandboxState,
+    url: str,
+    event: str,
+    payload: Mapping[str, Any] | bytes,
+    *,
+    secret: str | None = None,
+    guid: str | None = None,
+    redelivery: bool = False,
+) -> Delivery:
+    """POST a signed webhook to ``url`` (the App's secret by default) and record the delivery."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    parsed = json.loads(body)
+    guid = guid or str(uuid.uuid4())
+    headers = webhook_headers(
+        event, guid, body, secret if secret is not None else state.app.webhook_secret
+    )
+    started = time.perf_counter()
+    timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, data=body, headers=headers) as response,
+        ):
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError):
+        status = 0
+    delivery = Delivery(
+        id=state.next_id(),
+        guid=guid,
+        event=event,
+        action=parsed.get("action") if isinstance(parsed, dict) else None,
+        installation_id=(parsed.get("installation") or {}).get("id")
+        if isinstance(parsed, dict)
+        else None,
+        repository_id=(parsed.get("repository") or {}).get("id")
+        if isinstance(parsed, dict)
+        else None,
+        delivered_at=state.now(),
+        status_code=status,
+        duration=round(time.perf_counter() - started, 3),
+        url=url,
+        body=body,
+        redelivery=redelivery,
+    )
+    return state.record_delivery(delivery)

@@ -1,0 +1,92 @@
+"""Shared fixtures for the App's tests: a started GitHub sandbox, seeded repos, App JWTs.
+
+Typical use::
+
+    async def test_something(sandbox: Sandbox) -> None:
+        installation, repo = seed_repo(sandbox.state, {"registry.yaml": b"..."})
+        token = await installation_token(sandbox, installation)
+        ...  # talk to sandbox.url over HTTP; the fixture checks OpenAPI conformance at teardown
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from bot.sandbox import Sandbox, SandboxState
+from bot.sandbox.records import Installation, Repo
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    """A started sandbox over a fresh world; fails the test at teardown on any OpenAPI violation."""
+    server = Sandbox(SandboxState())
+    await server.start()
+    try:
+        yield server
+        server.assert_valid()
+    finally:
+        await server.close()
+
+
+def seed_repo(
+    state: SandboxState,
+    files: Mapping[str, bytes],
+    *,
+    name: str = "models",
+    owner: str = "acme",
+    installation: Installation | None = None,
+    private: bool = False,
+) -> tuple[Installation, Repo]:
+    """Create ``owner/name`` holding ``files`` (one commit on main), covered by an installation.
+
+    The installation is ``installation`` when given, else the one already on ``owner``, else a
+    new one with the App's default permissions.
+    """
+    if installation is None:
+        installation = next(
+            (i for i in state.installations.values() if i.account.login == owner), None
+        ) or state.add_installation(owner)
+    repo = state.add_repo(owner, name, files, installation=installation, private=private)
+    return state.installations[installation.id], repo
+
+
+def app_jwt(
+    state: SandboxState,
+    *,
+    now: float | None = None,
+    lifetime: int = 600,
+    iss: Any = None,
+    key_pem: str | None = None,
+) -> str:
+    """An App JWT signed RS256 with the App's key: ``iat`` 60 s back, ``exp`` = iat + lifetime.
+
+    ``now`` defaults to the sandbox clock; ``iss``/``key_pem`` override the issuer and key.
+    """
+    # https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-json-web-token-jwt-for-a-github-app
+    issued = int(state.now() if now is None else now) - 60
+    claims = {
+        "iat": issued,
+        "exp": issued + lifetime,
+        "iss": str(state.app.id) if iss is None else iss,
+    }
+    return jwt.encode(claims, key_pem or state.private_key_pem, algorithm="RS256")
+
+
+async def installation_token(sandbox: Sandbox, installation: Installation, **body: Any) -> str:
+    """Mint a ``ghs_`` token over HTTP, as the App does (``body`` narrows it: repositories=...)."""
+    url = f"{sandbox.url}/app/installations/{installation.id}/access_tokens"
+    headers = {"Authorization": f"Bearer {app_jwt(sandbox.state)}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body or None, headers=headers) as response,
+    ):
+        payload = await response.json()
+        if response.status != 201:
+            raise AssertionError(f"token request answered {response.status}: {payload}")
+        token: str = payload["token"]
+        return token
