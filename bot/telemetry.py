@@ -17,6 +17,7 @@ class Telemetry:
     jobs: Gauge
     github_requests: Counter
     job_seconds: Histogram
+    github_retries: Counter
 
     @classmethod
     def create(cls) -> "Telemetry":
@@ -41,6 +42,12 @@ class Telemetry:
             ),
             job_seconds=Histogram(
                 "model_guard_job_seconds", "Job durations by kind", ["kind"], registry=registry
+            ),
+            github_retries=Counter(
+                "model_guard_github_retries",
+                "GitHub API requests sent again, by reason",
+                ["reason"],
+                registry=registry,
             ),
         )
 
