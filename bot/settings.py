@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import SettingsError
+from bot.worker import RequeueMode, WorkerOptions
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_PORT = 3000
@@ -27,6 +28,19 @@ class Settings:
     workers: int = 2
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     job_timeout_s: float = 900.0
+    lease_s: float = 120.0
+    poll_s: float = 1.0
+    requeue_on_start: RequeueMode = RequeueMode.EXPIRED
+    engine_processes: int = 1
+
+    def worker_options(self) -> WorkerOptions:
+        """Return the worker pool's options: worker count, lease, poll and start-up requeue."""
+        return WorkerOptions(
+            workers=self.workers,
+            lease_seconds=self.lease_s,
+            poll_seconds=self.poll_s,
+            requeue_on_start=self.requeue_on_start,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -61,6 +75,11 @@ class Settings:
             job_timeout_s=float(
                 _integer(env, "MODEL_GUARD_JOB_TIMEOUT_S", 900, low=1, high=86_400)
             ),
+            # A lease shorter than a few seconds would lapse between heartbeats on a busy host.
+            lease_s=_number(env, "MODEL_GUARD_LEASE_S", 120.0, low=3.0, high=86_400.0),
+            poll_s=_number(env, "MODEL_GUARD_POLL_S", 1.0, low=0.01, high=3600.0),
+            requeue_on_start=_requeue_mode(env),
+            engine_processes=_integer(env, "MODEL_GUARD_ENGINE_PROCESSES", 1, low=1, high=64),
         )
 
 
@@ -76,3 +95,29 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high:
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    """Read a decimal setting within bounds, naming the variable when it is wrong."""
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {text!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {text}")
+    return value
+
+
+def _requeue_mode(env: Mapping[str, str]) -> RequeueMode:
+    """Read MODEL_GUARD_REQUEUE_ON_START: ``expired`` (safe with replicas) or ``all``."""
+    text = env.get("MODEL_GUARD_REQUEUE_ON_START") or RequeueMode.EXPIRED.value
+    try:
+        return RequeueMode(text.strip().lower())
+    except ValueError:
+        choices = "|".join(mode.value for mode in RequeueMode)
+        raise SettingsError(
+            f"MODEL_GUARD_REQUEUE_ON_START must be {choices}, not {text!r}"
+        ) from None
