@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -35,6 +34,22 @@ def _strip_discriminators(node: Any) -> Any:
         return {k: _strip_discriminators(v) for k, v in node.items() if k != "discriminator"}
     if isinstance(node, list):
         return [_strip_discriminators(v) for v in node]
+    return node
+
+
+def _allow_null_in_nullable_enums(node: Any) -> Any:
+    # GitHub marks fields like ``state_reason`` and check-run ``conclusion`` as
+    # ``nullable: true`` with an ``enum`` lacking null, and sends null for them. OAS 3.0.3 leaves
+    # open whether such an enum admits null; openapi-schema-validator says no. GitHub's intent
+    # (and its responses) say yes, so null joins every nullable enum.
+    if isinstance(node, dict):
+        fixed = {k: _allow_null_in_nullable_enums(v) for k, v in node.items()}
+        enum = fixed.get("enum")
+        if fixed.get("nullable") is True and isinstance(enum, list) and None not in enum:
+            fixed["enum"] = [*enum, None]
+        return fixed
+    if isinstance(node, list):
+        return [_allow_null_in_nullable_enums(v) for v in node]
     return node
 
 
@@ -103,9 +118,9 @@ class OpenApiValidator:
 
     def __init__(self, document: Mapping[str, Any]) -> None:
         """Index the operations of ``document``."""
-        self.document = _fix_account_alternatives(
-            _strip_discriminators(copy.deepcopy(dict(document)))
-        )
+        # Each pass builds new containers, so ``document`` itself is never changed.
+        fixed = _fix_account_alternatives(_strip_discriminators(dict(document)))
+        self.document = _allow_null_in_nullable_enums(fixed)
         resource: Resource[Any] = Specification.OPAQUE.create_resource(self.document)
         self._registry: Registry[Any] = Registry().with_resource(DOCUMENT_URI, resource)
         self._validators: dict[str, Any] = {}
@@ -265,6 +280,10 @@ class OpenApiValidator:
         """
         match = self.match(method, path)
         if match is None:
+            return []
+        if status == 304 and body is NO_BODY:
+            # Any GET may answer a conditional request with 304, documented or not:
+            # https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate
             return []
         op = match.operation
         prefix = f"{method.upper()} {path}"

@@ -205,6 +205,11 @@ class Sandbox:
             if (wanted == "*" or r.method == wanted) and pattern.fullmatch(r.path)
         ]
 
+    def route_for(self, method: str, path: str) -> Route | None:
+        """The endpoint that would answer ``method path``, or None (the sandbox answers 404)."""
+        matched = self._match(method.upper(), path)
+        return matched[0] if matched else None
+
     def assert_valid(self) -> None:
         """Raise AssertionError listing every OpenAPI violation seen so far."""
         if self.violations:

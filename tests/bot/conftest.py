@@ -10,6 +10,7 @@ Typical use::
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -19,6 +20,22 @@ import pytest
 
 from bot.sandbox import Sandbox, SandboxState
 from bot.sandbox.records import Installation, Repo
+
+
+class FakeClock:
+    """A settable clock for ``SandboxState(clock=...)``: call it for the time, ``advance`` it."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:
+        """Start at ``start`` (2026-01-01T00:00:00Z by default)."""
+        self.now = start
+
+    def __call__(self) -> float:
+        """The current fake time."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
 
 
 @pytest.fixture
@@ -69,12 +86,16 @@ def app_jwt(
     """
     # https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-json-web-token-jwt-for-a-github-app
     issued = int(state.now() if now is None else now) - 60
-    claims = {
+    claims: dict[str, Any] = {
         "iat": issued,
         "exp": issued + lifetime,
         "iss": str(state.app.id) if iss is None else iss,
     }
-    return jwt.encode(claims, key_pem or state.private_key_pem, algorithm="RS256")
+    # PyJWT refuses to encode a non-string ``iss``, though GitHub takes the integer app id too;
+    # sign the claims as a plain JWS then.
+    payload = json.dumps(claims, separators=(",", ":")).encode()
+    token: str = jwt.PyJWS().encode(payload, key_pem or state.private_key_pem, algorithm="RS256")
+    return token
 
 
 async def installation_token(sandbox: Sandbox, installation: Installation, **body: Any) -> str:
