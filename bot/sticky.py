@@ -32,6 +32,8 @@ _PURPOSE = re.compile(r"[a-z0-9-]+")
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _TRUNCATED = f"_… truncated: the comment would exceed GitHub's {_LIMIT_TEXT}-character limit._"
 _FENCE_CLOSE = "\n```"
+# A section cut shorter than this keeps nothing useful: it is replaced by the note alone.
+_MIN_TRUNCATED = len(_TRUNCATED) + len(_FENCE_CLOSE) + 2 + 80
 # How far back from a cut we look for a line break, so a truncation ends on a whole line.
 _LINE_LOOKBACK = 2_000
 
@@ -64,8 +66,11 @@ def _left_out_note(label: str) -> str:
     return f"_{name} left out: the comment would exceed GitHub's {_LIMIT_TEXT}-character limit._"
 
 
-def _truncate(text: str, *, keep_from: int, limit: int) -> str:
-    """Cut ``text`` to ``limit`` characters with a visible note, on a line break when one is near."""
+def _truncate(text: str, *, limit: int, keep_from: int = 0) -> str:
+    """Cut ``text`` to ``limit`` characters with a visible note, on a line break when one is near.
+
+    The first ``keep_from`` characters (the marker) are never cut.
+    """
     budget = limit - len(_FENCE_CLOSE) - len("\n\n") - len(_TRUNCATED)
     if budget <= keep_from:
         raise ValueError(f"limit {limit} is too small to hold the marker and a truncation note")
@@ -86,27 +91,36 @@ def fit_sections(
     """Return the marker and the sections joined, at most ``limit`` characters long.
 
     Sections with the highest priority number go first (the later one on a tie), each
-    replaced by a visible note; if the priority-0 text alone is still too long, the body is
-    truncated with a visible note.
+    replaced by a visible note; if the priority-0 text alone is still too long, it is
+    truncated (the last section first) with a visible note.
     """
     head = marker(purpose)
     parts = [section.text for section in sections]
 
-    def render() -> str:
-        return "\n\n".join([head, *parts])
+    def excess() -> int:
+        return len("\n\n".join([head, *parts])) - limit
 
     droppable = sorted(
         (i for i, section in enumerate(sections) if section.priority > 0),
         key=lambda i: (-sections[i].priority, -i),
     )
     for index in droppable:
-        if len(render()) <= limit:
+        if excess() <= 0:
             break
         parts[index] = _left_out_note(sections[index].label)
-    body = render()
-    if len(body) <= limit:
-        return body
-    return _truncate(body, keep_from=len(head), limit=limit)
+    kept = [i for i, section in enumerate(sections) if section.priority == 0]
+    for index in reversed(kept):
+        over = excess()
+        if over <= 0:
+            break
+        room = len(parts[index]) - over
+        if room > _MIN_TRUNCATED:
+            parts[index] = _truncate(parts[index], limit=room)
+        elif len(parts[index]) > len(_TRUNCATED):
+            parts[index] = _TRUNCATED
+    body = "\n\n".join([head, *parts])
+    # Only thousands of left-out notes could still be too long; cut the whole body then.
+    return body if len(body) <= limit else _truncate(body, limit=limit, keep_from=len(head))
 
 
 class StickyOutcome(Enum):
@@ -187,6 +201,14 @@ class _Comment:
         )
 
 
+@dataclass(frozen=True)
+class _Found:
+    """The own marker comment an upsert found (None if none) and the duplicates it removed."""
+
+    comment: _Comment | None
+    removed: tuple[int, ...] = ()
+
+
 _COMMENTS = "/repos/{owner}/{repo}/issues/{number}/comments"
 _COMMENT = "/repos/{owner}/{repo}/issues/comments/{comment_id}"
 _ISSUE = "/repos/{owner}/{repo}/issues/{number}"
@@ -209,7 +231,7 @@ def with_marker(purpose: str, body: str) -> str:
         body = f"{head}\n\n{body}"
     if len(body) <= MAX_COMMENT_CHARS:
         return body
-    return _truncate(body, keep_from=len(head), limit=MAX_COMMENT_CHARS)
+    return _truncate(body, limit=MAX_COMMENT_CHARS, keep_from=len(head))
 
 
 class StickyComments:
@@ -288,7 +310,8 @@ class StickyComments:
     async def _upsert(
         self, gh: GitHubAPI, target: _Target, body: str, *, retry: bool = True
     ) -> StickyResult:
-        current, removed = await self._find(gh, target)
+        found = await self._find(gh, target)
+        current, removed = found.comment, found.removed
         if current is not None:
             if current.body == body:
                 return StickyResult(current.id, StickyOutcome.UNCHANGED, current.html_url, removed)
@@ -298,22 +321,20 @@ class StickyComments:
             await self._store.forget_sticky(target.repo, target.issue_number, target.marker)
         return await self._create(gh, target, body, removed, retry=retry)
 
-    async def _find(
-        self, gh: GitHubAPI, target: _Target
-    ) -> tuple[_Comment | None, tuple[int, ...]]:
+    async def _find(self, gh: GitHubAPI, target: _Target) -> _Found:
         """Return the own marker comment (stored id first, else a scan) and duplicates removed."""
         stored = await self._store.get_sticky(target.repo, target.issue_number, target.marker)
         if stored is not None:
-            found = await self._get_stored(gh, target, stored)
-            if found is not None:
-                return found, ()
+            verified = await self._get_stored(gh, target, stored)
+            if verified is not None:
+                return _Found(verified)
         own = await self._scan(gh, target)
         if not own:
-            return None, ()
+            return _Found(None)
         keep, *others = own
         removed = await self._delete(gh, target, others)
         await self._store.set_sticky(target.repo, target.issue_number, target.marker, keep.id)
-        return keep, removed
+        return _Found(keep, removed)
 
     async def _get_stored(self, gh: GitHubAPI, target: _Target, comment_id: int) -> _Comment | None:
         """GET the remembered comment; None (forgotten if deleted) unless it is ours with the marker."""

@@ -127,9 +127,29 @@ def test_fit_sections_truncates_priority_zero_text_with_note_and_closes_code_fen
     text = "intro\n```\n" + "\n".join(f"row {i}" for i in range(20_000))
     body = fit_sections("nightly", [Section(text), Section("extra", 3, "Extra")])
     assert len(body) <= MAX_COMMENT_CHARS
-    assert body.startswith(MARK)
-    assert body.endswith("_… truncated: the comment would exceed GitHub's 65,536-character limit._")
-    assert body.count("```") % 2 == 0
+    assert body.startswith(f"{MARK}\n\nintro\n```\nrow 0\n")
+    truncated = "_… truncated: the comment would exceed GitHub's 65,536-character limit._"
+    assert f"\n```\n\n{truncated}" in body  # the fence is closed before the note
+    assert body.count("```") == 2
+    # The dropped section's note survives the truncation of the text before it.
+    assert body.endswith(
+        "_Extra left out: the comment would exceed GitHub's 65,536-character limit._"
+    )
+
+
+def test_fit_sections_truncates_the_last_priority_zero_section_first() -> None:
+    first, second = Section("keep me whole"), Section("w" * 70_000)
+    body = fit_sections("nightly", [first, second])
+    assert len(body) <= MAX_COMMENT_CHARS
+    assert body.startswith(f"{MARK}\n\nkeep me whole\n\nwww")
+    assert body.endswith("truncated: the comment would exceed GitHub's 65,536-character limit._")
+
+
+def test_fit_sections_result_never_exceeds_a_small_limit() -> None:
+    sections = [Section("a" * 500), *(Section(f"s{i}" * 50, i % 3, f"Part {i}") for i in range(40))]
+    for limit in (200, 333, 1_000, 2_500):
+        body = fit_sections("nightly", sections, limit=limit)
+        assert len(body) <= limit and body.startswith(MARK)
 
 
 def test_fit_sections_fits_70000_characters_under_limit_with_note() -> None:
