@@ -443,3 +443,20 @@ async def test_bad_repository_name_is_one_line_error(world: World) -> None:
         await world.sticky().upsert(
             world.gh, repo="models", issue_number=1, purpose="nightly", body="x"
         )
+
+
+async def test_own_comment_whose_marker_was_edited_out_is_left_and_a_new_one_made(
+    world: World,
+) -> None:
+    sticky = world.sticky()
+    first = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="report"
+    )
+    maintainer = world.sandbox.state.user("maintainer")
+    world.sandbox.state.update_comment(world.repo, first.comment_id, "resolved", editor=maintainer)
+    second = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="report"
+    )
+    assert second.outcome is StickyOutcome.CREATED and second.comment_id != first.comment_id
+    assert world.sandbox.state.comments[first.comment_id].body == "resolved"
+    assert await world.store.get_sticky(REPO, world.issue, MARK) == second.comment_id
