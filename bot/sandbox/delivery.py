@@ -18,6 +18,15 @@ from bot.sandbox.webhooks import webhook_headers
 DELIVERY_TIMEOUT = 10.0
 
 
+def _payload_object(body: bytes) -> dict[str, Any]:
+    # Tests may deliver deliberately broken bodies; they are sent as they are, just not indexed.
+    try:
+        parsed = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 async def deliver_webhook(
     state: SandboxState,
     url: str,
@@ -30,7 +39,7 @@ async def deliver_webhook(
 ) -> Delivery:
     """POST a signed webhook to ``url`` (the App's secret by default) and record the delivery."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    parsed = json.loads(body)
+    parsed = _payload_object(body)
     guid = guid or str(uuid.uuid4())
     headers = webhook_headers(
         event, guid, body, secret if secret is not None else state.app.webhook_secret
@@ -50,13 +59,9 @@ async def deliver_webhook(
         id=state.next_id(),
         guid=guid,
         event=event,
-        action=parsed.get("action") if isinstance(parsed, dict) else None,
-        installation_id=(parsed.get("installation") or {}).get("id")
-        if isinstance(parsed, dict)
-        else None,
-        repository_id=(parsed.get("repository") or {}).get("id")
-        if isinstance(parsed, dict)
-        else None,
+        action=parsed.get("action"),
+        installation_id=(parsed.get("installation") or {}).get("id"),
+        repository_id=(parsed.get("repository") or {}).get("id"),
         delivered_at=state.now(),
         status_code=status,
         duration=round(time.perf_counter() - started, 3),

@@ -20,7 +20,7 @@ from aiohttp import web
 from bot.sandbox import endpoints_apps, endpoints_checks, endpoints_issues, endpoints_repo
 from bot.sandbox.auth import ANONYMOUS, AuthKind, Principal, authenticate
 from bot.sandbox.delivery import deliver_webhook
-from bot.sandbox.errors import ApiError, not_found
+from bot.sandbox.errors import ApiError, SandboxError, not_found
 from bot.sandbox.faults import RATE_LIMIT_DOCS, Faults
 from bot.sandbox.openapi import NO_BODY, OpenApiValidator
 from bot.sandbox.records import Delivery, RateBucket
@@ -127,7 +127,10 @@ class Sandbox:
         """Wrap ``state`` (a fresh world if None); validate traffic against ``openapi_path``."""
         self.state = state if state is not None else SandboxState()
         self.faults = Faults(clock=self.state.clock)
-        self.validator = _load_validator(str(Path(openapi_path).resolve()))
+        description = Path(openapi_path).resolve()
+        if not description.is_file():
+            raise SandboxError(f"OpenAPI description not found: {description}")
+        self.validator = _load_validator(str(description))
         self.validate = validate
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
@@ -242,7 +245,7 @@ class Sandbox:
         if plan.delay > 0:
             await self._stall(plan.delay)
         if plan.drop:
-            return self._drop(request)
+            return self._drop(request, body)
         try:
             principal = authenticate(self.state, request.headers.get("Authorization"))
         except ApiError as error:
@@ -275,8 +278,9 @@ class Sandbox:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), timeout=seconds)
 
-    def _drop(self, request: web.Request) -> web.StreamResponse:
-        self._record(request, NO_BODY, ANONYMOUS, status=0, response=NO_BODY)
+    def _drop(self, request: web.Request, body: Any) -> web.StreamResponse:
+        # Recorded with status 0: the client never got an answer.
+        self._record(request, body, ANONYMOUS, status=0, response=NO_BODY)
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=500)

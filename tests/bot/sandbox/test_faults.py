@@ -102,3 +102,5 @@ async def test_dropped_connection_gives_the_client_a_disconnect(
     assert sandbox.state.issue_comments(repo, 1) == []
     async with session.post(url, json={"body": "hi"}) as response:
         assert response.status == 201
+    recorded = sandbox.requests_to("POST", r"/repos/acme/models/issues/1/comments")
+    assert [(r.status, r.body) for r in recorded] == [(0, {"body": "hi"}), (201, {"body": "hi"})]

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from bot.sandbox import Sandbox, SandboxState
+from bot.sandbox.errors import SandboxError
 from bot.sandbox.server import DEFAULT_OPENAPI_PATH
 from tests.bot.conftest import app_jwt, installation_token, seed_repo
 
@@ -131,3 +132,8 @@ def test_every_operation_in_the_openapi_subset_has_a_route() -> None:
         if served != op.template:
             unserved.append(f"{op.method} {op.template} (answered by {served})")
     assert unserved == []
+
+
+def test_missing_openapi_description_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match=r"OpenAPI description not found: .*absent\.json$"):
+        Sandbox(SandboxState(), openapi_path=tmp_path / "absent.json")

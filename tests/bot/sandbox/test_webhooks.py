@@ -105,3 +105,11 @@ async def test_deliveries_are_listed_and_redelivered_through_the_api(
     assert receiver.received[1][0]["X-GitHub-Delivery"] == first.guid
     assert receiver.received[1][1] == receiver.received[0][1]
     assert listed[-1]["guid"] == first.guid
+
+
+async def test_broken_payload_is_still_sent_byte_for_byte(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    delivery = await sandbox.deliver(receiver.url, "issues", b"{truncated")
+    assert receiver.received[0][1] == b"{truncated"
+    assert (delivery.action, delivery.installation_id) == (None, None)
