@@ -223,3 +223,51 @@ async def test_tarball_redirects_to_an_archive_of_the_ref(client: Client) -> Non
         assert set(names) == set(FILES)
         extracted = names["registry.yaml"]
         assert extracted is not None and extracted.read() == FILES["registry.yaml"]
+
+
+async def test_deleted_issue_answers_410_gone(client: Client) -> None:
+    issue = client.sandbox.state.add_issue(client.repo, "spam")
+    client.sandbox.state.update_issue(client.repo, issue.number, deleted=True)
+    status, body, _ = await client.call("GET", f"/issues/{issue.number}")
+    assert (status, body["message"]) == (410, "This issue was deleted")
+    status, _, _ = await client.call(
+        "POST", f"/issues/{issue.number}/comments", json={"body": "late"}
+    )
+    assert status == 410
+
+
+async def test_raw_media_types_return_bytes_and_the_sha(client: Client) -> None:
+    head = client.sandbox.state.branches[client.repo.id]["main"]
+    raw = {"Accept": "application/vnd.github.raw"}
+    async with client.session.get(f"{client.base}/contents/models/fr-v1.onnx", headers=raw) as r:
+        assert (r.status, await r.read()) == (200, FILES["models/fr-v1.onnx"])
+    sha_type = {"Accept": "application/vnd.github.sha"}
+    async with client.session.get(f"{client.base}/commits/main", headers=sha_type) as r:
+        assert (r.status, await r.text()) == (200, head)
+
+
+async def test_comments_since_filters_by_update_time(client: Client) -> None:
+    issue = client.sandbox.state.add_issue(client.repo, "thread")
+    client.sandbox.state.add_comment(client.repo, issue.number, "old")
+    status, none, _ = await client.call(
+        "GET", f"/issues/{issue.number}/comments", since="2999-01-01T00:00:00Z"
+    )
+    assert (status, none) == (200, [])
+    _, every, _ = await client.call(
+        "GET", f"/issues/{issue.number}/comments", since="2000-01-01T00:00:00Z"
+    )
+    assert [c["body"] for c in every] == ["old"]
+
+
+async def test_manifest_code_converts_once_into_the_apps_credentials(sandbox: Sandbox) -> None:
+    sandbox.state.add_manifest_code("abc123")
+    url = f"{sandbox.url}/app-manifests/abc123/conversions"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url) as response:
+            body = await response.json()
+            assert response.status == 201
+        async with session.post(url) as again:
+            assert again.status == 404
+    assert body["id"] == sandbox.state.app.id
+    assert body["pem"] == sandbox.state.private_key_pem
+    assert body["webhook_secret"] == sandbox.state.app.webhook_secret

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -83,13 +84,32 @@ def test_tree_sha_equals_git_write_tree_of_the_same_files(tmp_path: Path) -> Non
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
 
+    commit = state.git_commit(repo, head)
+    signature = commit.author
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": signature.name,
+        "GIT_AUTHOR_EMAIL": signature.email,
+        "GIT_AUTHOR_DATE": f"{signature.timestamp} +0000",
+        "GIT_COMMITTER_NAME": signature.name,
+        "GIT_COMMITTER_EMAIL": signature.email,
+        "GIT_COMMITTER_DATE": f"{signature.timestamp} +0000",
+    }
+
     def git(*args: str) -> str:
         done = subprocess.run(
-            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+            ["git", "-C", str(tmp_path), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         return done.stdout.strip()
 
     git("init", "-q")
     git("add", "--", *FILES)
-    assert git("write-tree") == state.git_commit(repo, head).tree
+    assert git("write-tree") == commit.tree
+    assert git("commit-tree", commit.tree, "-m", commit.message) == head
     assert git("hash-object", "models/fr-v1.onnx") == git_blob_id(FILES["models/fr-v1.onnx"])
