@@ -22,6 +22,9 @@ log = logging.getLogger("model_guard.github")
 # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
 # counts POST, PATCH, PUT and DELETE as content-generating.
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# https://docs.github.com/rest/about-the-rest-api/api-versions: pin the version we were written
+# against, so a new default version cannot change answers under us.
+API_VERSION = "2022-11-28"
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
             # Pacing inside the cap records real start times; a paced write holds its slot.
             if method.upper() in WRITE_METHODS:
                 await self._pacer.wait_turn()
-            sent = dict(headers)
+            sent = {"x-github-api-version": API_VERSION, **headers}
             authorization: str | None = None
             if "authorization" not in sent:
                 authorization = await self._credentials.authorization()
