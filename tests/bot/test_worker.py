@@ -424,6 +424,30 @@ async def test_job_left_running_with_an_expired_lease_is_requeued_on_start_and_f
     assert stored.attempts == 2
 
 
+async def test_running_pool_requeues_a_job_whose_worker_died_elsewhere_and_runs_it(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    job = await enqueue(store, "bisect:orphan")
+    assert await store.claim_job("dead-replica/0", lease_seconds=30) is not None
+    options = WorkerOptions(workers=1, lease_seconds=30.0, poll_seconds=0.02, reap_seconds=0.02)
+    finished = asyncio.Event()
+
+    async def handler(claimed: Job) -> None:
+        finished.set()
+
+    pool = WorkerPool(store, {"bisect": handler}, options=options, clock=clock)
+    await pool.start()  # the lease is still live: nothing to requeue yet
+    try:
+        clock.advance(31)  # the other replica never extends it: it expires while we run
+        await asyncio.wait_for(finished.wait(), 10)
+        await wait_until(lambda: _done_count(store, 1))
+    finally:
+        await pool.stop()
+    stored = await store.get_job(job.id)
+    assert stored is not None
+    assert stored.attempts == 2
+
+
 async def test_start_leaves_a_live_lease_alone_unless_told_to_requeue_all(
     store: SqliteStore, clock: FakeClock
 ) -> None:
