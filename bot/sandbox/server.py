@@ -153,7 +153,10 @@ class Sandbox:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        """The aiohttp application (one catch-all route; the sandbox does its own routing)."""
+        """The aiohttp application (one catch-all route); URLs in bodies use the request's host.
+
+        Use it with a test client when ``start`` is not wanted; ``url`` stays unset then.
+        """
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app

@@ -159,3 +159,9 @@ async def test_token_for_an_unknown_installation_is_not_found(sandbox: Sandbox) 
     url = f"{sandbox.url}/app/installations/999/access_tokens"
     async with aiohttp.ClientSession() as session, session.post(url, headers=headers) as response:
         assert response.status == 404
+
+
+async def test_app_jwt_issued_in_the_future_is_refused(timed: Sandbox, clock: FakeClock) -> None:
+    token = app_jwt(timed.state, now=clock() + 600)
+    status, body = await get(f"{timed.url}/app", f"Bearer {token}")
+    assert status == 401 and body["message"].startswith("'Issued at' claim ('iat')")
