@@ -216,7 +216,8 @@ class ConfigError(BotError):
             spec = _subschema(problem.pointer) if problem.pointer else None
             if spec is not None and "properties" not in spec:
                 about = str(spec.get("description", "")).split(". ")[0].rstrip(".")
-                hint = f"{about}. Expected: {_expected(spec)}." if about else _expected(spec)
+                expected = _expected(problem.pointer)
+                hint = f"{about}. Expected: {expected}." if about else f"Expected: {expected}."
                 lines.append(f"  {_escape_markdown(hint)}")
         if count > MAX_SHOWN_PROBLEMS:
             lines.append(f"- … and {count - MAX_SHOWN_PROBLEMS} more.")
@@ -358,6 +359,8 @@ def _load(text: str) -> _Document:
             raise _Invalid(ConfigProblem("", f"cannot be read: {_code(one_line(error))}")) from None
     finally:
         loader.dispose()
+    if data is None:  # a document of only "---": every default applies
+        return _Document({}, lines)
     if not isinstance(data, dict):
         message = (
             f"must be a mapping of keys such as {_code('registry:')} and {_code('gate:')}, "
@@ -381,6 +384,9 @@ def _syntax_problem(error: Any) -> ConfigProblem:
     if mark is None:
         return ConfigProblem("", f"is not valid YAML: {_code(what)}")
     message = f"is not valid YAML (column {mark.column + 1}): {_code(what, limit=120)}"
+    if error.context == "while scanning an alias":  # a cron schedule written without quotes
+        example = _code('schedule: "0 * * * *"')
+        message += f"; quote a value that starts with *, e.g. {example}"
     return ConfigProblem("", message, mark.line + 1)
 
 
@@ -622,12 +628,29 @@ def _subschema(pointer: str) -> dict[str, Any] | None:
     return spec
 
 
-def _expected(spec: Mapping[str, Any]) -> str:
-    """Describe what a key takes: type, range and default, e.g. ``a number, at most 1``."""
-    parts = [_allowed(spec)]
-    if "default" in spec:
-        parts.append(f"default {_code(_shown(spec['default']))}")
-    return "; ".join(parts)
+def _expected(pointer: str) -> str:
+    """Describe what the key at ``pointer`` takes: type, range and default."""
+    spec = _subschema(pointer) or {}
+    default = _default_phrase(pointer)
+    return _allowed(spec) + ("" if default is None else f"; default {default}")
+
+
+def _default_phrase(pointer: str) -> str | None:
+    """Return the key's default as text, naming both when its section's default differs."""
+    spec = _subschema(pointer)
+    if spec is None or "default" not in spec:
+        return None
+    shown = _code(_shown(spec["default"]), limit=120)
+    parts = _segments(pointer)
+    if len(parts) == 2:
+        section, key = parts
+        outer = _schema()["properties"][section].get("default", {})
+        if key in outer and outer[key] != spec["default"]:
+            return (
+                f"{shown} in a {_code(section + ':')} you write, "
+                f"{_code(_shown(outer[key]))} when there is no {_code(section + ':')}"
+            )
+    return shown
 
 
 def _allowed(spec: Mapping[str, Any]) -> str:
@@ -646,8 +669,10 @@ def _allowed(spec: Mapping[str, Any]) -> str:
     ):
         if keyword in spec:
             words.append(f"{phrase} {_number(spec[keyword])}")
-    if "maxLength" in spec:
-        words.append(f"{spec.get('minLength', 0)} to {spec['maxLength']} characters")
+    if "maxLength" in spec and "minLength" in spec:
+        words.append(f"{spec['minLength']} to {spec['maxLength']} characters")
+    elif "maxLength" in spec:
+        words.append(f"at most {spec['maxLength']} characters")
     return ", ".join(words)
 
 
@@ -690,6 +715,8 @@ def _shown(value: Any) -> str:
         return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
     if isinstance(value, str):
         return value
+    if isinstance(value, dict):  # YAML flow style: {min_plcc: 0.9, max_rmse: null}
+        return "{" + ", ".join(f"{key}: {_shown(item)}" for key, item in value.items()) + "}"
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
@@ -774,9 +801,8 @@ def render_configuration_docs() -> str:
         "",
         "## How the file is read",
         "",
-        "- The App reads the file at the commit it judges (the pull request's head, or the",
-        "  default branch for the nightly run), so a change takes effect with the push that",
-        "  makes it.",
+        "- The App reads the file at the commit it judges, so a change takes effect with the",
+        "  push that makes it.",
         "- No file, an empty file or a file of only comments: every default below applies.",
         f"- The file must be UTF-8 text of at most {MAX_CONFIG_BYTES // 1024} KiB holding one",
         "  YAML mapping. Aliases (`*name`), merge keys (`<<`), tags (`!!python/object`, ...),",
@@ -790,9 +816,9 @@ def render_configuration_docs() -> str:
         "",
     ]
     for name, spec in schema["properties"].items():
-        out += _render_key(name, _resolve(spec), level=3)
-        for child, child_spec in spec.get("properties", {}).items():
-            out += _render_key(f"{name}.{child}", _resolve(child_spec), level=4)
+        out += _render_key(f"/{name}", level=3)
+        for child in spec.get("properties", {}):
+            out += _render_key(f"/{name}/{child}", level=4)
     example = yaml.safe_dump(schema["examples"][0], sort_keys=False, default_flow_style=False)
     defaults = yaml.safe_dump(default_config().to_dict(), sort_keys=False)
     out += [
@@ -832,8 +858,9 @@ def render_configuration_docs() -> str:
     return "\n".join(out) + "\n"
 
 
-def _render_key(name: str, spec: Mapping[str, Any], *, level: int) -> list[str]:
+def _render_key(pointer: str, *, level: int) -> list[str]:
     """Render one key's section: title, description, type, allowed values, default."""
+    spec, name = _subschema(pointer) or {}, ".".join(_segments(pointer))
     lines = ["#" * level + f" `{name}`", "", f"**{spec['title']}.** {spec['description']}", ""]
     if "properties" in spec:
         lines.append(f"- Type: a mapping with the keys {', '.join(spec['properties'])}")
@@ -846,13 +873,9 @@ def _render_key(name: str, spec: Mapping[str, Any], *, level: int) -> list[str]:
     ]
     if "errorMessage" in spec:
         lines.append(f"- When invalid: {spec['errorMessage']}")
-    if "default" in spec:
-        default = spec["default"]
-        if isinstance(default, dict):
-            shown = ", ".join(f"{key}: {_shown(item)}" for key, item in default.items())
-            lines.append(f"- Default: `{{{shown}}}`")
-        else:
-            lines.append(f"- Default: `{_shown(default)}`")
+    default = _default_phrase(pointer)
+    if default is not None:
+        lines.append(f"- Default: {default}")
     return [*lines, ""]
 
 
@@ -878,7 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             where = f"{args.check}:{problem.line}" if problem.line else str(args.check)
-            print(f"{where}: {problem.key}: {problem.message}", file=sys.stderr)
+            subject = f"{problem.key}: " if problem.key else ""
+            print(f"{where}: {subject}{problem.message}", file=sys.stderr)
         return 1
     print(f"{args.check}: valid; gate {config.thresholds().describe()}")
     return 0
