@@ -1,6 +1,7 @@
 """The App's GitHub client: App credentials, the token cache and one API per installation."""
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import gidgethub
 import gidgethub.abc
 
 from bot.github.credentials import (
@@ -23,6 +25,8 @@ from bot.github.errors import GitHubClientError
 from bot.github.policy import ClientPolicy
 from bot.github.transport import ResilientAPI
 from bot.telemetry import Telemetry
+
+log = logging.getLogger("model_guard.github")
 
 # https://docs.github.com/rest/apps/apps#get-a-repository-installation-for-the-authenticated-app
 _FULL_NAME = re.compile(r"([A-Za-z0-9-]+)/([A-Za-z0-9._-]+)")
@@ -83,6 +87,7 @@ class GitHubClient:
         self._app = self._make_api("app", self._app_credentials)
         self._installations: dict[int, ResilientAPI] = {}
         self._credentials: dict[int, InstallationCredentials] = {}
+        self._closed = False
 
     def app_api(self) -> gidgethub.abc.GitHubAPI:
         """The API authenticated as the App (a fresh JWT as needed), with the same retries."""
@@ -92,6 +97,8 @@ class GitHubClient:
         """The API of one installation (the same object per id); each request carries its token."""
         if isinstance(installation_id, bool) or not isinstance(installation_id, int):
             raise GitHubClientError(f"an installation id is an integer, not {installation_id!r}")
+        if self._closed:
+            raise GitHubClientError(f"installation {installation_id}: the GitHub client is closed")
         api = self._installations.get(installation_id)
         if api is None:
             credentials = InstallationCredentials(
@@ -128,20 +135,38 @@ class GitHubClient:
             if installation.get("suspended_at"):
                 continue
             installation_id = _integer(installation, "id", what="an installation")
-            api = await self.installation_api(installation_id)
+            try:
+                found += await self._repositories_of(installation_id)
+            except gidgethub.BadRequest as error:
+                if not _gone(error):
+                    raise
+                # Uninstalled or suspended since it was listed: the others still count.
+                log.warning(
+                    "installation skipped",
+                    extra={
+                        "fields": {"installation": installation_id, "status": error.status_code}
+                    },
+                )
+        return found
+
+    async def _repositories_of(self, installation_id: int) -> list[InstalledRepo]:
+        """Every repository one installation's token reaches."""
+        api = await self.installation_api(installation_id)
+        return [
+            _installed_repo(repo, installation_id=installation_id)
             async for repo in api.getiter(
                 "/installation/repositories{?per_page}",
                 url_vars={"per_page": _PER_PAGE},
                 iterable_key="repositories",
-            ):
-                found.append(_installed_repo(repo, installation_id=installation_id))
-        return found
+            )
+        ]
 
     async def close(self) -> None:
         """Forget every token, JWT and cached response; later requests raise GitHubClientError.
 
         The aiohttp session belongs to the caller, who closes it after this.
         """
+        self._closed = True
         for credentials in self._credentials.values():
             credentials.forget()
         self._app_credentials.forget()
@@ -171,6 +196,13 @@ class GitHubClient:
             rng=self._rng,
             telemetry=self._telemetry,
         )
+
+
+def _gone(error: gidgethub.BadRequest) -> bool:
+    """True for GitHub's answers about an installation removed (404) or suspended (403)."""
+    if isinstance(error, gidgethub.RateLimitExceeded):
+        return False
+    return error.status_code == 404 or (error.status_code == 403 and "suspended" in str(error))
 
 
 def _integer(data: Any, key: str, *, what: str) -> int:

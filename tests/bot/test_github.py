@@ -5,6 +5,7 @@ waits, backoff and pacing are measured in fake seconds and nothing really waits.
 """
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -26,6 +27,9 @@ from bot.github import (
     GitHubUnavailable,
     InstalledRepo,
 )
+from bot.github.cache import EtagCache
+from bot.github.credentials import parse_token
+from bot.github.policy import Retry, RetryReason, decide_retry
 from bot.sandbox import Sandbox, SandboxState
 from bot.sandbox.records import Installation, Repo
 from bot.telemetry import Telemetry
@@ -582,3 +586,119 @@ def test_policy_refuses_values_that_break_the_client(
 ) -> None:
     with pytest.raises(GitHubClientError, match=f"ClientPolicy.{field_name}"):
         ClientPolicy(**changes)
+
+
+async def test_closed_client_makes_no_new_installation_apis(world: World) -> None:
+    client = world.client()
+    await client.close()
+    with pytest.raises(GitHubClientError, match="closed"):
+        await client.installation_api(world.installation.id)
+
+
+async def test_an_installation_removed_after_listing_is_skipped(world: World) -> None:
+    state = world.sandbox.state
+    gone = state.add_installation("globex")
+    state.add_repo("globex", "gadgets", {"a": b"1"}, installation=gone)
+    world.sandbox.faults.fail_next(
+        "POST", f"/app/installations/{gone.id}/access_tokens", status=404
+    )
+    repos = await world.client().installed_repositories()
+    assert [r.full_name for r in repos] == ["acme/models"]
+
+
+async def test_etag_cache_is_bounded_least_recently_used_first(world: World) -> None:
+    client = world.client(ClientPolicy(etag_cache_entries=1))
+    api = await client.installation_api(world.installation.id)
+    await api.getitem("/repos/acme/models")
+    await api.getitem("/installation/repositories")  # evicts the repository
+    await api.getitem("/repos/acme/models")
+    repo_gets = world.sandbox.requests_to("GET", "/repos/acme/models")
+    assert [("if-none-match" in r.headers) for r in repo_gets] == [False, False]
+
+
+# ---- the pure parts: retry decisions, the LRU mapping, token parsing -----------------------
+
+NOW = 1_000.0
+
+
+def body(message: str) -> bytes:
+    return json.dumps({"message": message}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "message", "attempt", "expected"),
+    [
+        (502, {}, "Bad Gateway", 1, Retry(RetryReason.SERVER_ERROR)),
+        (401, {}, "Bad credentials", 1, Retry(RetryReason.BAD_CREDENTIALS, 0.0)),
+        (401, {}, "Requires authentication", 1, None),
+        (403, {"retry-after": "7"}, "slow down", 1, Retry(RetryReason.SECONDARY_RATE_LIMIT, 7.0)),
+        (
+            403,
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1100"},
+            "API rate limit exceeded",
+            1,
+            Retry(RetryReason.PRIMARY_RATE_LIMIT, 101.0),
+        ),
+        (
+            429,
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "900"},
+            "API rate limit exceeded",
+            1,
+            Retry(RetryReason.PRIMARY_RATE_LIMIT, 1.0),
+        ),
+        (
+            403,
+            {},
+            "You have exceeded a secondary rate limit.",
+            2,
+            Retry(RetryReason.SECONDARY_RATE_LIMIT, 120.0),
+        ),
+        (429, {}, "Too Many Requests", 1, Retry(RetryReason.SECONDARY_RATE_LIMIT, 60.0)),
+        (403, {"x-ratelimit-remaining": "12"}, "Resource not accessible by integration", 1, None),
+        (403, {"retry-after": "nan"}, "Forbidden", 1, None),
+        (404, {}, "Not Found", 1, None),
+        (422, {}, "Validation Failed", 1, None),
+    ],
+    ids=[
+        "5xx-backs-off",
+        "bad-credentials",
+        "other-401",
+        "retry-after",
+        "primary-reset",
+        "primary-reset-passed",
+        "secondary-without-header-doubles",
+        "bare-429",
+        "permission-403",
+        "unreadable-retry-after",
+        "404",
+        "422",
+    ],
+)
+def test_decide_retry_follows_githubs_rate_limit_advice(
+    status: int, headers: dict[str, str], message: str, attempt: int, expected: Retry | None
+) -> None:
+    assert decide_retry(status, headers, body(message), now=NOW, attempt=attempt) == expected
+
+
+def test_etag_cache_evicts_the_least_recently_used_url() -> None:
+    cache = EtagCache(2)
+    cache["a"] = ("1", None, {}, None)
+    cache["b"] = ("2", None, {}, None)
+    assert cache["a"][0] == "1"  # a is now the most recent
+    cache["c"] = ("3", None, {}, None)
+    assert sorted(cache) == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [{"token": "ghs_x"}, {"expires_at": "2030-01-01T00:00:00Z"}, {"token": "", "expires_at": "x"}],
+)
+def test_malformed_token_response_is_a_one_line_error(response: dict[str, str]) -> None:
+    with pytest.raises(GitHubClientError, match="installation 9") as raised:
+        parse_token(response, installation_id=9)
+    assert "\n" not in str(raised.value)
+
+
+def test_token_expiry_is_read_as_utc() -> None:
+    token = parse_token({"token": "ghs_x", "expires_at": "2030-01-01T00:00:00Z"}, installation_id=1)
+    assert token.expires_at == 1_893_456_000.0
