@@ -243,16 +243,19 @@ async def test_lease_is_extended_while_a_slow_handler_runs_so_no_one_can_take_th
     live_store: SqliteStore, db_path: Path
 ) -> None:
     job = await enqueue(live_store, "bisect:slow")
-    options = WorkerOptions(lease_seconds=0.6, heartbeat_seconds=0.1, poll_seconds=0.02)
+    options = WorkerOptions(lease_seconds=1.0, heartbeat_seconds=0.1, poll_seconds=0.02)
+    started = asyncio.Event()
 
     async def slow(claimed: Job) -> None:
-        await asyncio.sleep(2.0)  # more than three leases
+        started.set()
+        await asyncio.sleep(2.5)  # more than two leases
 
     pool = WorkerPool(live_store, {"bisect": slow}, options=options, worker_prefix="owner")
     stolen: list[Job] = []
     requeued = 0
     async with SqliteStore(db_path) as other:
         run = asyncio.create_task(pool.run_once())
+        await asyncio.wait_for(started.wait(), 10)
         while not run.done():
             requeued += await other.requeue_abandoned()
             if (taken := await other.claim_job("thief", lease_seconds=60)) is not None:
