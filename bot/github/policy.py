@@ -84,7 +84,7 @@ class Retry:
 
 
 def decide_retry(
-    status: int, headers: Mapping[str, str], body: bytes, *, now: float, attempt: int
+    status: int, headers: Mapping[str, str], *, body: bytes, now: float, attempt: int
 ) -> Retry | None:
     """What to do with a response: None returns it to gidgethub, a Retry sends it again.
 

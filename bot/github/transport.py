@@ -114,7 +114,11 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
                 continue
             self._count(str(exchange.status))
             retry = decide_retry(
-                exchange.status, exchange.headers, exchange.body, now=self._clock(), attempt=attempt
+                exchange.status,
+                exchange.headers,
+                body=exchange.body,
+                now=self._clock(),
+                attempt=attempt,
             )
             answer = (exchange.status, exchange.headers, exchange.body)
             if retry is None:

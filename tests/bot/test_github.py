@@ -677,7 +677,7 @@ def body(message: str) -> bytes:
 def test_decide_retry_follows_githubs_rate_limit_advice(
     status: int, headers: dict[str, str], message: str, attempt: int, expected: Retry | None
 ) -> None:
-    assert decide_retry(status, headers, body(message), now=NOW, attempt=attempt) == expected
+    assert decide_retry(status, headers, body=body(message), now=NOW, attempt=attempt) == expected
 
 
 def test_etag_cache_evicts_the_least_recently_used_url() -> None:
