@@ -41,7 +41,12 @@ _YAML_TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = frozenset(
     _YAML_TAG + name for name in ("null", "bool", "int", "float", "str", "seq", "map")
 )
-_SECTIONS = ("gate", "statistical", "report", "tracking_issue", "nightly", "commands")
+_BOUNDS = {
+    "minimum": "at least",
+    "exclusiveMinimum": "greater than",
+    "maximum": "at most",
+    "exclusiveMaximum": "less than",
+}
 
 
 class Permission(Enum):
@@ -498,16 +503,18 @@ def _schema_message(error: ValidationError) -> str:
         error.validator,
         error.validator_value,
     )
-    if isinstance(schema, Mapping) and "errorMessage" in schema and keyword not in ("type",):
+    if isinstance(schema, Mapping) and "errorMessage" in schema and keyword != "type":
         return str(schema["errorMessage"])
     shown = _code(_shown(value))
     if keyword == "type":
         types = [limit] if isinstance(limit, str) else list(limit)
         message = f"must be {_type_phrase(types)}, not {_kind(value)}"
-        if not isinstance(value, dict | list):
+        if not isinstance(value, dict | list | None):
             message += f" ({shown})"
-        if "string" in types and not isinstance(value, dict | list | str):
+        if "string" in types and not isinstance(value, dict | list | str | None):
             message += "; quote it to keep it text"
+        if "object" in types and value is None:
+            message += "; write its keys indented below it, or leave it out"
         return message
     if keyword == "enum":
         allowed = ", ".join(str(item) for item in limit)
@@ -516,14 +523,8 @@ def _schema_message(error: ValidationError) -> str:
         return message + (f" (did you mean {_code(close[0])}?)" if close else "")
     if keyword == "const":
         return f"must be {_code(_shown(limit))}, not {shown}"
-    bounds = {
-        "minimum": "at least",
-        "exclusiveMinimum": "greater than",
-        "maximum": "at most",
-        "exclusiveMaximum": "less than",
-    }
-    if keyword in bounds:
-        return f"must be {bounds[keyword]} {_number(limit)}, not {shown}"
+    if keyword in _BOUNDS:
+        return f"must be {_BOUNDS[keyword]} {_number(limit)}, not {shown}"
     if keyword == "minLength":
         return "must not be empty" if limit == 1 else f"must be at least {limit} characters long"
     if keyword == "maxLength":
@@ -537,7 +538,7 @@ def _unknown_key(key: Any, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     if close:
         return f"{message}; did you mean {_code(close[0])}?"
-    elsewhere = [section for section in _SECTIONS if str(key) in _properties(section)]
+    elsewhere = [section for section in _schema()["properties"] if str(key) in _properties(section)]
     if elsewhere:
         return f"{message} here; it belongs under {_code(elsewhere[0] + ':')}"
     return f"{message}; the keys here are {', '.join(known)}"
@@ -661,12 +662,7 @@ def _allowed(spec: Mapping[str, Any]) -> str:
         return f"exactly {_code(_shown(spec['const']))}"
     kind = spec.get("type", [])
     words = [_type_phrase([kind] if isinstance(kind, str) else list(kind))]
-    for keyword, phrase in (
-        ("minimum", "at least"),
-        ("exclusiveMinimum", "greater than"),
-        ("maximum", "at most"),
-        ("exclusiveMaximum", "less than"),
-    ):
+    for keyword, phrase in _BOUNDS.items():
         if keyword in spec:
             words.append(f"{phrase} {_number(spec[keyword])}")
     if "maxLength" in spec and "minLength" in spec:
@@ -788,6 +784,23 @@ comands:
 """
 
 
+_READING = [
+    "## How the file is read",
+    "",
+    "- The App reads the file at the commit it judges, so a change takes effect with the",
+    "  push that makes it.",
+    "- No file, an empty file or a file of only comments: every default below applies.",
+    f"- The file must be UTF-8 text of at most {MAX_CONFIG_BYTES // 1024} KiB holding one",
+    "  YAML mapping. Aliases (`*name`), merge keys (`<<`), tags (`!!python/object`, ...),",
+    "  dates and duplicate keys are refused rather than guessed at.",
+    "- An invalid file is never skipped: the App explains every problem, with its line",
+    "  and JSON pointer, in the tracking comment or check run (see the sample at the end).",
+    "- To check a file before pushing it:",
+    f"  `python -m bot.repoconfig --check {CONFIG_PATH}` (exit 0 valid, 1 invalid).",
+    "",
+]
+
+
 def render_configuration_docs() -> str:
     """Return docs/configuration.md, generated from the schema (never edit the file by hand)."""
     schema = _schema()
@@ -799,19 +812,7 @@ def render_configuration_docs() -> str:
         "",
         schema["description"].replace(CONFIG_PATH, f"`{CONFIG_PATH}`"),
         "",
-        "## How the file is read",
-        "",
-        "- The App reads the file at the commit it judges, so a change takes effect with the",
-        "  push that makes it.",
-        "- No file, an empty file or a file of only comments: every default below applies.",
-        f"- The file must be UTF-8 text of at most {MAX_CONFIG_BYTES // 1024} KiB holding one",
-        "  YAML mapping. Aliases (`*name`), merge keys (`<<`), tags (`!!python/object`, ...),",
-        "  dates and duplicate keys are refused rather than guessed at.",
-        "- An invalid file is never skipped: the App explains every problem, with its line",
-        "  and JSON pointer, in the tracking comment or check run (see the sample at the end).",
-        "- To check a file before pushing it:",
-        f"  `python -m bot.repoconfig --check {CONFIG_PATH}` (exit 0 valid, 1 invalid).",
-        "",
+        *_READING,
         "## Keys",
         "",
     ]
@@ -819,43 +820,29 @@ def render_configuration_docs() -> str:
         out += _render_key(f"/{name}", level=3)
         for child in spec.get("properties", {}):
             out += _render_key(f"/{name}/{child}", level=4)
-    example = yaml.safe_dump(schema["examples"][0], sort_keys=False, default_flow_style=False)
+    example = yaml.safe_dump(schema["examples"][0], sort_keys=False)
     defaults = yaml.safe_dump(default_config().to_dict(), sort_keys=False)
-    out += [
-        "## Example",
-        "",
-        "```yaml",
-        example.rstrip("\n"),
-        "```",
-        "",
-        f"`{EXAMPLE_FILE}` lists every key at its default, with comments.",
-        "",
-        "## Every default",
-        "",
-        "A file with exactly this content behaves like no file at all:",
-        "",
-        "```yaml",
-        defaults.rstrip("\n"),
-        "```",
-        "",
-        "## When the file is invalid",
-        "",
-        "For this file:",
-        "",
-        "```yaml",
-        _SAMPLE_INVALID.rstrip("\n"),
-        "```",
-        "",
-        "the App writes:",
-        "",
-    ]
+    out += ["## Example", "", *_yaml_block(example)]
+    out += [f"`{EXAMPLE_FILE}` lists every key at its default, with comments.", ""]
+    out += ["## Every default", "", "A file with exactly this content behaves like no file at all:"]
+    out += ["", *_yaml_block(defaults)]
+    out += ["## When the file is invalid", "", "For this file:", "", *_yaml_block(_SAMPLE_INVALID)]
+    out += ["the App writes:", "", *(f"> {line}".rstrip() for line in _sample_explanation())]
+    return "\n".join(out) + "\n"
+
+
+def _yaml_block(text: str) -> list[str]:
+    """Return YAML text as a fenced markdown block followed by a blank line."""
+    return ["```yaml", text.rstrip("\n"), "```", ""]
+
+
+def _sample_explanation() -> list[str]:
+    """Return the lines of the explanation the App writes for the sample invalid file."""
     try:
         parse_repo_config(_SAMPLE_INVALID)
     except ConfigError as error:
-        out += [f"> {line}".rstrip() for line in error.markdown().rstrip("\n").split("\n")]
-    else:  # the sample must stay invalid, or this section would explain nothing
-        raise AssertionError("the sample invalid configuration parsed")
-    return "\n".join(out) + "\n"
+        return error.markdown().rstrip("\n").split("\n")
+    raise RuntimeError("the sample invalid configuration parsed; the docs would explain nothing")
 
 
 def _render_key(pointer: str, *, level: int) -> list[str]:

@@ -318,6 +318,8 @@ def test_unknown_key_far_from_any_lists_the_known_keys() -> None:
         ("gate:\n  min_plcc: high\n", "/gate/min_plcc", "must be a number or null, not text"),
         ("gate: [0.9]\n", "/gate", "must be a mapping, not a list"),
         ("nightly: true\n", "/nightly", "must be a mapping, not a boolean"),
+        ("gate:\n", "/gate", "must be a mapping, not null; write its keys indented below it"),
+        ("registry:\n", "/registry", "must be text, not null"),
     ],
 )
 def test_wrong_types_say_what_was_expected_and_what_was_found(
