@@ -572,6 +572,19 @@ def test_packaged_schema_is_a_byte_identical_copy_of_config() -> None:
     assert packaged == source, "copy config/model-guard.schema.json to bot/schemas/"
 
 
+def test_installed_package_loads_the_packaged_schema_without_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = config_schema()
+    monkeypatch.setattr(repoconfig, "_REPO_ROOT", tmp_path)  # as in site-packages: no config/
+    repoconfig._schema.cache_clear()
+    try:
+        assert config_schema() == source
+        assert parse_repo_config("gate: {max_rmse: 3}\n").max_rmse == 3.0
+    finally:
+        repoconfig._schema.cache_clear()
+
+
 def test_schema_is_valid_draft_2020_12_and_handed_out_as_a_copy() -> None:
     schema = config_schema()
     Draft202012Validator.check_schema(schema)
