@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,8 +57,9 @@ async def receive(
     store: Store,
     planner: Planner,
     telemetry: Telemetry,
+    on_jobs: Callable[[], None] | None = None,
 ) -> web.Response:
-    """Handle ``POST /webhook``."""
+    """Handle ``POST /webhook``; ``on_jobs`` nudges the workers after new jobs are stored."""
     event_name = request.headers.get("X-GitHub-Event", "")
     shown = event_name if _EVENT.match(event_name) else "invalid"
     try:
@@ -110,6 +112,8 @@ async def receive(
         )
         created = await store.record_delivery(record, jobs)
         outcome = "accepted" if created else "duplicate"
+        if created and jobs and on_jobs is not None:
+            on_jobs()
         telemetry.deliveries.labels(event=event_name, outcome=outcome).inc()
         log.info(
             "delivery %s",

@@ -32,6 +32,7 @@ class Settings:
     poll_s: float = 1.0
     requeue_on_start: RequeueMode = RequeueMode.EXPIRED
     engine_processes: int = 1
+    data_dir: Path = Path("model-guard-data")
 
     def worker_options(self) -> WorkerOptions:
         """Return the worker pool's options: worker count, lease, poll and start-up requeue."""
@@ -80,6 +81,8 @@ class Settings:
             poll_s=_number(env, "MODEL_GUARD_POLL_S", 1.0, low=0.01, high=3600.0),
             requeue_on_start=_requeue_mode(env),
             engine_processes=_integer(env, "MODEL_GUARD_ENGINE_PROCESSES", 1, low=1, high=64),
+            # Blob cache, evaluation store and the jobs' working copies of repositories.
+            data_dir=Path(env.get("MODEL_GUARD_DATA") or "model-guard-data"),
         )
 
 
