@@ -1,0 +1,121 @@
+"""Check runs the App owns: one per (job, commit), found again by its external id after a crash.
+
+A job that is re-run (its worker died, its lease expired) must not open a second check
+run: the run is created ``in_progress`` with ``external_id`` set to the job's key, and a
+re-run finds it among the commit's check runs of that name and updates it instead.
+https://docs.github.com/rest/checks/runs
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from engine.bisection import Outcome
+
+# GitHub refuses a check-run summary or text over 65,535 characters.
+MAX_OUTPUT_CHARS = 65_535
+NIGHTLY_CHECK = "model-guard/nightly"
+
+
+class Conclusion(Enum):
+    """The check-run conclusions the App uses."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NEUTRAL = "neutral"
+
+
+def conclusion_for(outcome: Outcome | None) -> Conclusion:
+    """Red for a regression or an already-bad timeline (and for a run that could not judge)."""
+    if outcome is Outcome.NO_REGRESSION:
+        return Conclusion.SUCCESS
+    if outcome is Outcome.INCONCLUSIVE:
+        return Conclusion.NEUTRAL
+    return Conclusion.FAILURE
+
+
+@dataclass(frozen=True)
+class CheckOutput:
+    """What a finished check run shows: a title, a summary and (optionally) longer text."""
+
+    title: str
+    summary: str
+    text: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """The ``output`` object of the REST API, each part cut to GitHub's limit."""
+        body = {"title": self.title[:1000], "summary": _clip(self.summary)}
+        if self.text:
+            body["text"] = _clip(self.text)
+        return body
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    note = "\n\n_Cut here: GitHub allows 65,535 characters._"
+    return text[: MAX_OUTPUT_CHARS - len(note)] + note
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _split(repo: str) -> dict[str, str]:
+    owner, name = repo.split("/", 1)
+    return {"owner": owner, "repo": name}
+
+
+async def open_check_run(
+    gh: GitHubAPI, repo: str, head_sha: str, *, name: str, external_id: str, title: str
+) -> int:
+    """Return the id of this job's check run on ``head_sha``, creating it in progress if new."""
+    url_vars = {**_split(repo), "ref": head_sha, "name": name}
+    found: dict[str, Any] = await gh.getitem(
+        "/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter,per_page}",
+        url_vars={**url_vars, "check_name": name, "filter": "all", "per_page": "100"},
+    )
+    for run in found.get("check_runs", []):
+        if run.get("external_id") == external_id:
+            return int(run["id"])
+    created: dict[str, Any] = await gh.post(
+        "/repos/{owner}/{repo}/check-runs",
+        url_vars=_split(repo),
+        data={
+            "name": name,
+            "head_sha": head_sha,
+            "external_id": external_id,
+            "status": "in_progress",
+            "started_at": _now(),
+            "output": {"title": title, "summary": title},
+        },
+    )
+    return int(created["id"])
+
+
+async def note_check_run(gh: GitHubAPI, repo: str, check_id: int, *, output: CheckOutput) -> None:
+    """Update a running check run's output (e.g. a retry is coming)."""
+    await gh.patch(
+        "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+        url_vars={**_split(repo), "check_run_id": str(check_id)},
+        data={"status": "in_progress", "output": output.to_json()},
+    )
+
+
+async def finish_check_run(
+    gh: GitHubAPI, repo: str, check_id: int, *, conclusion: Conclusion, output: CheckOutput
+) -> None:
+    """Complete a check run with its conclusion and output."""
+    await gh.patch(
+        "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+        url_vars={**_split(repo), "check_run_id": str(check_id)},
+        data={
+            "status": "completed",
+            "conclusion": conclusion.value,
+            "completed_at": _now(),
+            "output": output.to_json(),
+        },
+    )

@@ -1,0 +1,82 @@
+"""The scheduler's view of the installed repositories: each one with its configured nightly cron."""
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gidgethub import BadRequest, GitHubException
+
+from bot.github import GitHubClient, InstalledRepo
+from bot.repoconfig import CONFIG_PATH, ConfigError, default_config, parse_repo_config
+from bot.scheduler import ScheduledRepo
+
+log = logging.getLogger("model_guard.installed")
+
+
+class InstalledSchedules:
+    """A ``ScheduleSource``: installed repositories and their crons, re-read every few minutes.
+
+    The config is read from the default branch through the contents API with conditional
+    GETs, so an unchanged file costs a 304 that does not count against the rate limit. A
+    missing or invalid file schedules the default cron: the nightly run then explains the
+    problem in the tracking comment instead of the repository silently never running.
+    """
+
+    def __init__(
+        self,
+        client: GitHubClient,
+        *,
+        refresh_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Read through ``client``; keep the list for ``refresh_seconds``."""
+        self._client = client
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._cached: list[ScheduledRepo] | None = None
+        self._read_at = 0.0
+
+    async def __call__(self) -> Sequence[ScheduledRepo]:
+        """Every installed repository with its cron (cached for ``refresh_seconds``)."""
+        if self._cached is not None and self._clock() - self._read_at < self._refresh:
+            return self._cached
+        found = [await self._schedule(repo) for repo in await self._client.installed_repositories()]
+        self._cached, self._read_at = found, self._clock()
+        return found
+
+    async def _schedule(self, repo: InstalledRepo) -> ScheduledRepo:
+        defaults = default_config()
+        owner, name = repo.full_name.split("/", 1)
+        try:
+            gh = await self._client.installation_api(repo.installation_id)
+            data: dict[str, Any] = await gh.getitem(
+                "/repos/{owner}/{repo}/contents/{+path}{?ref}",
+                url_vars={
+                    "owner": owner,
+                    "repo": name,
+                    "path": CONFIG_PATH,
+                    "ref": repo.default_branch,
+                },
+            )
+            text = base64.b64decode(str(data.get("content", "")))
+            config = parse_repo_config(text, source=CONFIG_PATH)
+        except BadRequest as error:
+            if error.status_code != 404:
+                log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
+            config = defaults
+        except ConfigError as error:
+            log.warning(
+                "%s: invalid config (%s); default schedule", repo.full_name, error.one_line()
+            )
+            config = defaults
+        except GitHubException as error:
+            log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
+            config = defaults
+        return ScheduledRepo(
+            installation_id=repo.installation_id,
+            repo=repo.full_name,
+            cron=config.schedule,
+            enabled=config.nightly_enabled,
+        )
