@@ -1,32 +1,79 @@
-"""The app factory: settings in, an aiohttp application out; everything started and stopped via cleanup_ctx."""
+"""The app factory: settings in, an aiohttp application out; everything started and stopped via cleanup_ctx.
 
+Start order (and the reverse on shutdown): the store, the GitHub client with its HTTP
+session, the engine pool, the job workers, the nightly scheduler. Shutting down therefore
+stops scheduling first, lets running jobs finish (up to a grace period), and closes the
+store last.
+"""
+
+import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 
+import aiohttp
 from aiohttp import web
 from gidgethub import routing
 
+from bot.enginepool import EnginePool
+from bot.github import GitHubClient
+from bot.handlers import ROUTERS
+from bot.handlers.nightly import KIND as NIGHTLY
+from bot.handlers.nightly import NightlyHandler
 from bot.ingress import receive
+from bot.installed import InstalledSchedules
+from bot.repofiles import RepoFiles
 from bot.routing import Planner
+from bot.scheduler import Scheduler, ScheduleSource
 from bot.settings import Settings
 from bot.store import JobState, SqliteStore, Store
 from bot.telemetry import CONTENT_TYPE_LATEST, Telemetry
+from bot.timeline import TimelineJudge
+from bot.worker import WorkerPool
+
+log = logging.getLogger("model_guard.app")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the running service holds besides the store: client, pool, workers, scheduler."""
+
+    client: GitHubClient
+    pool: EnginePool
+    workers: WorkerPool
+    scheduler: Scheduler | None
+
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 PLANNER = web.AppKey("planner", Planner)
+SERVICES = web.AppKey("services", Services)
 
 
 def create_app(
-    settings: Settings, *, store: Store | None = None, routers: Sequence[routing.Router] = ()
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    routers: Sequence[routing.Router] = ROUTERS,
+    schedule_source: ScheduleSource | None = None,
+    run_jobs: bool = True,
+    schedule: bool = True,
 ) -> web.Application:
-    """Assemble the service; no work happens until the app starts."""
+    """Assemble the service; no work happens until the app starts.
+
+    ``run_jobs=False`` gives the ingress alone (deliveries are stored, nothing runs);
+    ``schedule_source`` replaces the list of installed repositories the scheduler reads.
+    """
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[TELEMETRY] = Telemetry.create()
     app[PLANNER] = Planner(routers)
     app.cleanup_ctx.append(partial(_store_context, given=store))
+    if run_jobs:
+        app.cleanup_ctx.append(
+            partial(_services_context, source=schedule_source, schedule=schedule)
+        )
     app.router.add_post("/webhook", _webhook)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
@@ -34,23 +81,80 @@ def create_app(
 
 
 async def _store_context(app: web.Application, *, given: Store | None) -> AsyncIterator[None]:
-    """Open the store (SQLite at MODEL_GUARD_DB unless one is given) and requeue abandoned jobs."""
+    """Open the store (SQLite at MODEL_GUARD_DB unless one is given)."""
     store = given if given is not None else SqliteStore(app[SETTINGS].database)
     await store.open()
-    await store.requeue_abandoned()
     app[STORE] = store
     yield
     await store.close()
 
 
+async def _services_context(
+    app: web.Application, *, source: ScheduleSource | None, schedule: bool
+) -> AsyncIterator[None]:
+    """Start the GitHub client, engine pool, workers and scheduler; stop them in reverse."""
+    settings, store, telemetry = app[SETTINGS], app[STORE], app[TELEMETRY]
+    if settings.app_id is None or settings.private_key is None:
+        log.error("GITHUB_APP_ID and a private key are not set: deliveries are stored, no job runs")
+        yield
+        return
+    session = aiohttp.ClientSession()
+    client = GitHubClient(
+        session,
+        app_id=settings.app_id,
+        private_key=settings.private_key,
+        api_url=settings.api_url,
+        telemetry=telemetry,
+    )
+    pool = EnginePool(processes=settings.engine_processes, timeout=settings.job_timeout_s)
+    data = settings.data_dir
+    files = RepoFiles(data / "blobs")
+    judge = TimelineJudge(
+        files=files, pool=pool, workdir=data / "work", evaluations=data / "evaluations"
+    )
+    nightly = NightlyHandler(
+        client=client,
+        store=store,
+        files=files,
+        judge=judge,
+    )
+    workers = WorkerPool(
+        store, {NIGHTLY: nightly}, options=settings.worker_options(), telemetry=telemetry
+    )
+    scheduler = (
+        Scheduler(
+            store,
+            source if source is not None else InstalledSchedules(client),
+            on_enqueued=workers.wake,
+        )
+        if schedule
+        else None
+    )
+    app[SERVICES] = Services(client=client, pool=pool, workers=workers, scheduler=scheduler)
+    await workers.start()
+    if scheduler is not None:
+        await scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            await scheduler.stop()
+        await workers.stop()
+        await pool.close()
+        await client.close()
+        await session.close()
+
+
 async def _webhook(request: web.Request) -> web.Response:
     app = request.app
+    services = app.get(SERVICES)
     return await receive(
         request,
         settings=app[SETTINGS],
         store=app[STORE],
         planner=app[PLANNER],
         telemetry=app[TELEMETRY],
+        on_jobs=None if services is None else services.workers.wake,
     )
 
 

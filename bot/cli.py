@@ -2,6 +2,7 @@
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.cli import main as engine_main
@@ -14,6 +15,13 @@ def add_app_commands(commands: Any) -> None:
     serve.add_argument("--host", help="address to listen on (default HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default PORT or 3000)")
     serve.set_defaults(run=run_serve)
+    demo = commands.add_parser(
+        "demo",
+        help="run the App's nightly job against a local GitHub sandbox (no account needed)",
+    )
+    demo.add_argument("--registry", type=Path, help="registry.json to install (default: bundled)")
+    demo.add_argument("--features", type=Path, help="golden feature cache (default: bundled)")
+    demo.set_defaults(run=run_demo)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -38,6 +46,13 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging()
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Start the sandbox and the App on loopback, fire the nightly job, show the result."""
+    from bot.demo import main_demo
+
+    return main_demo(registry=args.registry, features=args.features)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

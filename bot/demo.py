@@ -1,0 +1,177 @@
+"""``model-guard demo``: the whole App against a local GitHub sandbox, with no GitHub account.
+
+It starts the sandbox and the App on loopback, installs the App (with the permissions of
+``app.yml``) on a sandbox repository holding the bundled registry and golden cache, lets
+the scheduler fire the nightly job, and prints what a maintainer would see: the tracking
+comment and the check run. Nothing leaves 127.0.0.1.
+"""
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+from aiohttp import web
+
+from bot.app import create_app
+from bot.checks import NIGHTLY_CHECK
+from bot.comments import NIGHTLY_PURPOSE
+from bot.sandbox import Sandbox, SandboxState
+from bot.sandbox.records import CheckRun, CheckStatus, Comment, Repo
+from bot.sandbox.webhooks import load_example
+from bot.settings import Settings
+from bot.sticky import marker
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REGISTRY = ROOT / "testdata" / "bisect" / "regression" / "registry.json"
+DEFAULT_FEATURES = ROOT / "testdata" / "bisect" / "features.parquet"
+DEMO_OWNER, DEMO_NAME = "acme", "video-models"
+DEMO_CONFIG = b"""\
+# model-guard's configuration for this repository (docs/configuration.md)
+version: 1
+registry: models/registry.json
+features: golden/features.parquet
+gate:
+  min_plcc: 0.9
+"""
+
+
+class DemoError(Exception):
+    """The demo could not show a finished nightly run (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the maintainer sees after the nightly run."""
+
+    comment: Comment
+    check: CheckRun
+    issue_title: str
+    issue_number: int
+
+
+def demo_files(registry: Path, features: Path) -> dict[str, bytes]:
+    """The sandbox repository: the config, the registry folder under models/, the cache."""
+    if not registry.is_file():
+        raise DemoError(f"registry {registry} not found")
+    if not features.is_file():
+        raise DemoError(f"feature cache {features} not found")
+    files = {
+        ".github/model-guard.yml": DEMO_CONFIG,
+        "golden/features.parquet": features.read_bytes(),
+    }
+    for path in sorted(registry.parent.iterdir()):
+        if path.is_file() and (path.suffix == ".onnx" or path == registry):
+            name = "registry.json" if path == registry else path.name
+            files[f"models/{name}"] = path.read_bytes()
+    return files
+
+
+def manifest_permissions(path: Path = ROOT / "app.yml") -> Mapping[str, str] | None:
+    """The permissions ``app.yml`` asks for (None when the manifest is not beside the code)."""
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    permissions = data.get("default_permissions") if isinstance(data, dict) else None
+    return (
+        {str(k): str(v) for k, v in permissions.items()} if isinstance(permissions, dict) else None
+    )
+
+
+async def run_demo(
+    *,
+    registry: Path = DEFAULT_REGISTRY,
+    features: Path = DEFAULT_FEATURES,
+    out: TextIO = sys.stdout,
+    timeout: float = 300.0,
+) -> DemoResult:
+    """Run the nightly job once against the sandbox and print what a maintainer sees."""
+    state = SandboxState()
+    installation = state.add_installation(DEMO_OWNER, permissions=manifest_permissions())
+    repo = state.add_repo(
+        DEMO_OWNER, DEMO_NAME, demo_files(registry, features), installation=installation
+    )
+    with tempfile.TemporaryDirectory(prefix="model-guard-demo-") as tmp:
+        async with Sandbox(state) as sandbox:
+            settings = Settings(
+                webhook_secret=state.app.webhook_secret,
+                app_id=str(state.app.id),
+                private_key=state.private_key_pem,
+                api_url=sandbox.url,
+                database=Path(tmp) / "model-guard.sqlite3",
+                data_dir=Path(tmp) / "data",
+                workers=1,
+            )
+            runner = web.AppRunner(create_app(settings), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            try:
+                app_url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+                out.write(f"GitHub sandbox on {sandbox.url}; model-guard on {app_url}\n")
+                ping = await sandbox.deliver(app_url, "ping", load_example("ping", "event"))
+                out.write(f"signed webhook ping -> HTTP {ping.status_code}\n")
+                out.write(
+                    f"installed on {repo.full_name}; the scheduler fires the nightly job...\n\n"
+                )
+                result = await _wait_for_nightly(state, repo, timeout=timeout)
+            finally:
+                await runner.cleanup()
+            sandbox.assert_valid()
+    _show(result, repo, out)
+    return result
+
+
+async def _wait_for_nightly(state: SandboxState, repo: Repo, *, timeout: float) -> DemoResult:
+    """Poll the sandbox until the nightly check run is completed and the comment is there."""
+    deadline = time.monotonic() + timeout
+    tag = marker(NIGHTLY_PURPOSE)
+    while time.monotonic() < deadline:
+        checks = [
+            run
+            for run in state.check_runs.values()
+            if run.repo_id == repo.id
+            and run.name == NIGHTLY_CHECK
+            and run.status is CheckStatus.COMPLETED
+        ]
+        comments = [
+            c
+            for c in state.comments.values()
+            if c.repo_id == repo.id and not c.deleted and tag in c.body
+        ]
+        if checks and comments:
+            issue = state.issues[(repo.id, comments[0].issue_number)]
+            return DemoResult(comments[0], checks[0], issue.title, issue.number)
+        await asyncio.sleep(0.2)
+    raise DemoError(f"the nightly job did not finish within {timeout:.0f} s")
+
+
+def _show(result: DemoResult, repo: Repo, out: TextIO) -> None:
+    rule = "-" * 78
+    check = result.check
+    conclusion = check.conclusion.value if check.conclusion is not None else "none"
+    title, summary = check.output.title or "", check.output.summary or ""
+    out.write(
+        f"{rule}\nTracking issue #{result.issue_number} on {repo.full_name}: "
+        f"{result.issue_title!r}\nits model-guard comment (edited in place every night):\n"
+        f"{rule}\n{result.comment.body}\n{rule}\n"
+        f"Check run {check.name} on {check.head_sha[:7]}: {check.status.value}, "
+        f"conclusion {conclusion}\n  {title}\n  {summary}\n{rule}\n"
+    )
+
+
+def main_demo(*, registry: Path | None = None, features: Path | None = None) -> int:
+    """Entry point of ``model-guard demo``: exit 0 when the run was shown, 1 otherwise."""
+    try:
+        asyncio.run(
+            run_demo(registry=registry or DEFAULT_REGISTRY, features=features or DEFAULT_FEATURES)
+        )
+    except DemoError as error:
+        sys.stderr.write(f"model-guard demo: {error}\n")
+        return 1
+    return 0
