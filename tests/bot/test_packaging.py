@@ -1,0 +1,64 @@
+"""The App manifest and the container image stay in step with what the App does."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from bot.handlers import HANDLED_EVENTS, ROUTERS
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the nightly job calls: each endpoint family and the permission it needs
+# (https://docs.github.com/rest/authentication/permissions-required-for-github-apps).
+NEEDED_PERMISSIONS = {"checks": "write", "contents": "read", "issues": "write", "metadata": "read"}
+
+
+def _manifest() -> dict[str, object]:
+    data = yaml.safe_load((ROOT / "app.yml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def test_manifest_subscribes_to_exactly_the_handled_events() -> None:
+    assert set(_manifest()["default_events"]) == set(HANDLED_EVENTS)  # type: ignore[arg-type]
+
+
+def test_every_handled_event_has_a_router_callback() -> None:
+    for event in HANDLED_EVENTS:
+        assert any(router.fetch(_event(event)) for router in ROUTERS), event
+
+
+def _event(name: str) -> object:
+    from gidgethub import sansio
+
+    return sansio.Event({"action": "rerequested"}, event=name, delivery_id="1")
+
+
+def test_manifest_asks_for_the_least_privileges_the_app_uses() -> None:
+    assert _manifest()["default_permissions"] == NEEDED_PERMISSIONS
+
+
+def test_manifest_has_the_fields_github_requires() -> None:
+    manifest = _manifest()
+    for key in ("name", "url", "hook_attributes", "default_events", "default_permissions"):
+        assert key in manifest, key
+    hook = manifest["hook_attributes"]
+    assert isinstance(hook, dict) and str(hook["url"]).endswith("/webhook")
+
+
+def test_dockerfile_runs_the_service_as_a_non_root_user_without_training_deps() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in {"root", "0"}
+    assert "[train]" not in text and "torch==" not in text
+    assert re.search(r"^HEALTHCHECK .*?/healthz", text, re.M | re.S)
+    assert re.search(r'^CMD \["model-guard", "serve"\]', text, re.M)
+    assert "SECRET=" not in text and "PRIVATE_KEY=" not in text
+
+
+def test_dockerfile_installs_dependencies_before_copying_the_source() -> None:
+    lines = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    first_install = next(i for i, line in enumerate(lines) if "pip install ." in line)
+    copy_source = next(i for i, line in enumerate(lines) if line.startswith("COPY engine"))
+    assert first_install < copy_source
