@@ -15,8 +15,11 @@ from gidgethub.abc import GitHubAPI
 
 from engine.bisection import Outcome
 
-# GitHub refuses a check-run summary or text over 65,535 characters.
-MAX_OUTPUT_CHARS = 65_535
+# GitHub documents 65,535 characters for a check-run summary or text, but counts UTF-8 bytes:
+# "summary exceeds a maximum bytesize of 65535" (https://github.com/github/docs/issues/35252),
+# and the table's emoji badges take four bytes each.
+MAX_OUTPUT_BYTES = 65_535
+CLIP_NOTE = "\n\n_Cut here: GitHub allows 65,535 bytes._"
 NIGHTLY_CHECK = "model-guard/nightly"
 
 
@@ -54,10 +57,13 @@ class CheckOutput:
 
 
 def _clip(text: str) -> str:
-    if len(text) <= MAX_OUTPUT_CHARS:
+    """``text`` within GitHub's byte limit, cut on a character boundary with a note."""
+    data = text.encode("utf-8")
+    if len(data) <= MAX_OUTPUT_BYTES:
         return text
-    note = "\n\n_Cut here: GitHub allows 65,535 characters._"
-    return text[: MAX_OUTPUT_CHARS - len(note)] + note
+    room = MAX_OUTPUT_BYTES - len(CLIP_NOTE.encode("utf-8"))
+    # errors="ignore" drops a multi-byte character the cut went through.
+    return data[:room].decode("utf-8", errors="ignore") + CLIP_NOTE
 
 
 def _now() -> str:
