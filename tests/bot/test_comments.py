@@ -30,7 +30,8 @@ FEATURES = Path(__file__).resolve().parents[2] / "testdata" / "bisect" / "featur
 SHA = "e6638d510d52192158838a8f3f8ab67b17aa1ae3"
 WHEN = datetime(2026, 12, 1, 4, 37, tzinfo=UTC)
 REPO_URL = "https://github.com/acme/video-models"
-COMMIT_LINE = f"Judged [`e6638d5`]({REPO_URL}/commit/{SHA}) on `main` at 2026-12-01 04:37 UTC"
+COMMIT = f"[`e6638d5`]({REPO_URL}/commit/{SHA}) on `main` at 2026-12-01 04:37 UTC"
+COMMIT_LINE = f"Judged {COMMIT}"
 GATE = Thresholds(min_plcc=0.9)
 
 
@@ -240,7 +241,7 @@ def test_error_view_states_the_summary_and_says_it_could_not_judge() -> None:
     comment = render_tracking_comment(view, history_of(2))
     assert "## model-guard nightly: ⚠️ could not judge" in comment
     assert f"**{summary}**" in comment
-    assert COMMIT_LINE in comment
+    assert COMMIT in comment
     assert "Nothing was judged" in comment
 
 
@@ -252,7 +253,7 @@ def test_error_view_without_a_commit_says_the_branch_could_not_be_read() -> None
         details="",
     )
     comment = render_tracking_comment(view, [])
-    assert "Judged no commit (the branch could not be read) on `main`" in comment
+    assert "no commit (the branch could not be read) on `main`" in comment
     assert "**The timeline could not be judged: no commit found for this ref**" in comment
 
 
