@@ -31,7 +31,7 @@ class NightlyView:
     summary: str
     details: str
     finished_at: datetime
-    registry: str
+    registry: str  # "" when unknown (the configuration could not be read)
     features: str
     repo_url: str = ""
     check_url: str | None = None
@@ -73,14 +73,17 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
     when = view.finished_at.strftime("%Y-%m-%d %H:%M UTC")
     check = f" · [check run]({view.check_url})" if view.check_url else ""
     # The engine's table opens with the verdict; a run that could not judge states it here.
-    verdict = [f"**{view.summary}**", ""] if view.outcome == ERROR_OUTCOME else []
+    failed = view.outcome == ERROR_OUTCOME
+    verdict = [f"**{view.summary}**", ""] if failed else []
+    # No paths when the config could not be read: the defaults are not what the repo asked for.
+    paths = f": registry `{view.registry}`, golden cache `{view.features}`" if view.registry else ""
     head = "\n".join(
         [
             f"## model-guard nightly: {badge(view.outcome)}",
             "",
             *verdict,
-            f"Judged {_commit(view)} on `{view.branch}` at {when}: registry `{view.registry}`, "
-            f"golden cache `{view.features}`{check}.",
+            f"{'Could not judge' if failed else 'Judged'} {_commit(view)} on `{view.branch}` "
+            f"at {when}{paths}{check}.",
         ]
     )
     footer = (

@@ -10,7 +10,7 @@ retry later (its last attempt reports the error instead).
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,6 +168,9 @@ class NightlyHandler:
         if isinstance(error, ConfigError):
             summary = f"The configuration is invalid: {error.one_line()}"
             details = error.markdown(commit=target.snapshot.commit_sha)
+            # ``config`` holds the defaults then, not the paths this repository configured.
+            view = self._view(target, config, ERROR_OUTCOME, summary, details)
+            return replace(view, registry="", features="")
         elif internal:
             summary = f"model-guard failed: {type(error).__name__}: {one_line(error)}"
             details = "This is a bug in model-guard, not in the repository."
