@@ -51,7 +51,7 @@ class InstalledSchedules:
         owner, name = repo.full_name.split("/", 1)
         try:
             gh = await self._client.installation_api(repo.installation_id)
-            data: dict[str, Any] = await gh.getitem(
+            data: Any = await gh.getitem(
                 "/repos/{owner}/{repo}/contents/{+path}{?ref}",
                 url_vars={
                     "owner": owner,
@@ -60,8 +60,7 @@ class InstalledSchedules:
                     "ref": repo.default_branch,
                 },
             )
-            text = base64.b64decode(str(data.get("content", "")))
-            config = parse_repo_config(text, source=CONFIG_PATH)
+            config = parse_repo_config(_file_bytes(data), source=CONFIG_PATH)
         except BadRequest as error:
             if error.status_code != 404:
                 log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
@@ -71,7 +70,7 @@ class InstalledSchedules:
                 "%s: invalid config (%s); default schedule", repo.full_name, error.one_line()
             )
             config = defaults
-        except GitHubException as error:
+        except (GitHubException, ValueError) as error:
             log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
             config = defaults
         return ScheduledRepo(
@@ -80,3 +79,17 @@ class InstalledSchedules:
             cron=config.schedule,
             enabled=config.nightly_enabled,
         )
+
+
+def _file_bytes(data: Any) -> bytes:
+    """The bytes of a contents-API answer for one file; ValueError when it holds none.
+
+    https://docs.github.com/rest/repos/contents#get-repository-content: a directory answers
+    a list of entries, and a file over 1 MB answers ``encoding: none`` with empty content.
+    """
+    if not isinstance(data, dict) or data.get("type") != "file":
+        raise ValueError(f"{CONFIG_PATH} is not a file")
+    if data.get("encoding") != "base64" or not isinstance(data.get("content"), str):
+        raise ValueError(f"{CONFIG_PATH} content not returned (over 1 MB?)")
+    # binascii.Error, raised for bad base64, is a ValueError.
+    return base64.b64decode(data["content"])
