@@ -99,9 +99,20 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
     return fit_sections(NIGHTLY_PURPOSE, [s for s in sections if s is not None])
 
 
-def render_check_output(view: NightlyView, *, comment_url: str | None) -> CheckOutput:
-    """The nightly check run's output: the verdict as summary, the table as text."""
-    link = f"\n\nTracking comment: {comment_url}" if comment_url else ""
+def render_check_output(
+    view: NightlyView, *, comment_url: str | None, comment_problem: str | None = None
+) -> CheckOutput:
+    """The nightly check run's output: the verdict as summary, the table as text.
+
+    ``comment_problem`` says why the tracking comment could not be written (a locked issue),
+    so the check, the one place left, explains the missing link.
+    """
+    if comment_url:
+        link = f"\n\nTracking comment: {comment_url}"
+    elif comment_problem:
+        link = f"\n\nTracking comment not written: {comment_problem}."
+    else:
+        link = ""
     return CheckOutput(
         title=f"{badge(view.outcome)}: {view.summary}"[:200],
         summary=f"{view.summary}{link}",

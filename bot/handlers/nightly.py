@@ -65,6 +65,14 @@ class _Target:
     snapshot: RepoSnapshot
 
 
+@dataclass(frozen=True)
+class _Published:
+    """Where the tracking comment is, or why it could not be written."""
+
+    url: str | None
+    problem: str | None = None
+
+
 @dataclass
 class NightlyHandler:
     """Runs ``nightly`` jobs; one instance per service, shared by every worker."""
@@ -115,13 +123,16 @@ class NightlyHandler:
             log.exception("nightly job %s failed", job.key)
             view = self._error_view(target, config, error, internal=True)
         try:
-            comment_url = await self._publish(gh, job, view, config)
+            published = await self._publish(gh, job, view, config)
+            output = render_check_output(
+                view, comment_url=published.url, comment_problem=published.problem
+            )
             await finish_check_run(
                 gh,
                 repo,
                 check_id,
                 conclusion=conclusion_for(_outcome(view.outcome)),
-                output=render_check_output(view, comment_url=comment_url),
+                output=output,
             )
         except _TRANSIENT as error:
             raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
@@ -210,8 +221,8 @@ class NightlyHandler:
 
     async def _publish(
         self, gh: GitHubAPI, job: Job, view: NightlyView, config: RepoConfig
-    ) -> str | None:
-        """Record the run once, then update the sticky tracking comment; return its URL."""
+    ) -> _Published:
+        """Record the run once, then update the sticky tracking comment; say where it is."""
         recorded = f"run:{job.key}"
         if await self.store.get_value("runs", recorded) is None:
             await self.store.record_run(
@@ -242,8 +253,8 @@ class NightlyHandler:
             )
         except (IssueUnavailable, TrackingError) as error:
             log.warning("tracking comment not written: %s", error)
-            return None
-        return result.html_url
+            return _Published(None, problem=one_line(error))
+        return _Published(result.html_url)
 
 
 def _outcome(value: str) -> Outcome | None:

@@ -546,7 +546,10 @@ async def test_locked_tracking_issue_still_completes_the_check_and_logs_why(
         assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
     check = only_check(sandbox, repo)
     assert check.conclusion is CheckConclusion.SUCCESS
-    assert "Tracking comment" not in (check.output.summary or "")
+    # The maintainer looking at the check learns why there is no comment to follow.
+    summary = check.output.summary or ""
+    assert "Tracking comment:" not in summary
+    assert f"{repo.full_name}#{issue.number} is locked, so the App cannot comment" in summary
     assert app_comments(sandbox, repo) == []
     assert len(issues_of(sandbox, repo)) == 1
     lines = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
