@@ -7,6 +7,7 @@ comment and the check run. Nothing leaves 127.0.0.1.
 """
 
 import asyncio
+import posixpath
 import sys
 import tempfile
 import time
@@ -26,6 +27,8 @@ from bot.sandbox.records import CheckRun, CheckStatus, Comment, Repo
 from bot.sandbox.webhooks import load_example
 from bot.settings import Settings
 from bot.sticky import marker
+from engine.errors import RegistryError
+from engine.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY = ROOT / "testdata" / "bisect" / "regression" / "registry.json"
@@ -56,19 +59,28 @@ class DemoResult:
 
 
 def demo_files(registry: Path, features: Path) -> dict[str, bytes]:
-    """The sandbox repository: the config, the registry folder under models/, the cache."""
+    """The sandbox repository: the config, the registry and every file it names under models/."""
     if not registry.is_file():
         raise DemoError(f"registry {registry} not found")
     if not features.is_file():
         raise DemoError(f"feature cache {features} not found")
+    try:
+        loaded = load_registry(registry)
+    except RegistryError as error:
+        raise DemoError(f"registry {registry}: {error}") from None
     files = {
         ".github/model-guard.yml": DEMO_CONFIG,
         "golden/features.parquet": features.read_bytes(),
+        "models/registry.json": registry.read_bytes(),
     }
-    for path in sorted(registry.parent.iterdir()):
-        if path.is_file() and (path.suffix == ".onnx" or path == registry):
-            name = "registry.json" if path == registry else path.name
-            files[f"models/{name}"] = path.read_bytes()
+    # The registry names its models (in subfolders too) and their external data; a file it
+    # names but that is absent stays absent, and the nightly run reports that model broken.
+    for entry in loaded.models:
+        folder = posixpath.dirname(entry.onnx)
+        for name in (entry.onnx, *(posixpath.join(folder, x.path) for x in entry.external_data)):
+            source = registry.parent / name
+            if source.is_file():
+                files[f"models/{name}"] = source.read_bytes()
     return files
 
 

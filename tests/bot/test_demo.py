@@ -1,0 +1,120 @@
+"""``model-guard demo``: the whole App against the local sandbox shows a finished nightly run."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.demo import (
+    DEFAULT_FEATURES,
+    DEFAULT_REGISTRY,
+    DemoError,
+    demo_files,
+    main_demo,
+    run_demo,
+)
+from bot.sandbox.records import CheckConclusion, CheckStatus
+
+TESTDATA = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
+MODEL_GUARD = Path(sys.executable).parent / "model-guard"
+
+
+async def test_demo_of_the_regression_timeline_shows_a_red_check_naming_fr_mlp_v06() -> None:
+    out = io.StringIO()
+    result = await run_demo(out=out, timeout=120.0)
+    assert result.check.status is CheckStatus.COMPLETED
+    assert result.check.conclusion is CheckConclusion.FAILURE
+    assert "fr-mlp-v06" in result.comment.body
+    assert "❌ regression" in result.comment.body
+    assert result.issue_title == "model-guard: nightly model-quality bisect"
+    printed = out.getvalue()
+    assert "signed webhook ping -> HTTP 200" in printed
+    assert "conclusion failure" in printed
+    assert result.comment.body in printed
+
+
+async def test_demo_of_the_allgood_timeline_shows_a_green_check() -> None:
+    out = io.StringIO()
+    result = await run_demo(registry=TESTDATA / "allgood" / "registry.json", out=out, timeout=120.0)
+    assert result.check.conclusion is CheckConclusion.SUCCESS
+    assert "✅ no regression" in result.comment.body
+    assert "fr-mlp-good-v07" in result.comment.body
+    assert "conclusion success" in out.getvalue()
+
+
+def test_model_guard_demo_command_exits_0_and_prints_the_red_check() -> None:
+    done = subprocess.run(
+        [str(MODEL_GUARD), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "conclusion failure" in done.stdout
+    assert "fr-mlp-v06" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_with_a_missing_registry_is_a_one_line_error_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope" / "registry.json"
+    assert main_demo(registry=missing) == 1
+    err = capsys.readouterr().err
+    assert err == f"model-guard demo: registry {missing} not found\n"
+
+
+def test_demo_command_with_a_missing_feature_cache_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "features.parquet"
+    assert main(["demo", "--features", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"model-guard demo: feature cache {missing} not found\n"
+
+
+def test_demo_repository_holds_the_config_registry_cache_and_every_model() -> None:
+    files = demo_files(DEFAULT_REGISTRY, DEFAULT_FEATURES)
+    models = {f"models/fr-mlp-v{i:02d}.onnx" for i in range(10)}
+    assert set(files) == {
+        ".github/model-guard.yml",
+        "golden/features.parquet",
+        "models/registry.json",
+        *models,
+    }
+    assert files["models/registry.json"] == DEFAULT_REGISTRY.read_bytes()
+
+
+def test_demo_repository_takes_models_in_subfolders_and_their_external_data(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "reg"
+    shutil.copytree(TESTDATA / "regression", folder)
+    (folder / "new").mkdir()
+    (folder / "fr-mlp-v09.onnx").rename(folder / "new" / "fr-mlp-v09.onnx")
+    (folder / "new" / "fr-mlp-v09.onnx.data").write_bytes(b"weights")
+    (folder / "unrelated.onnx").write_bytes(b"not in the registry")
+    document = json.loads((folder / "registry.json").read_text(encoding="utf-8"))
+    document["models"][-1]["onnx"] = "new/fr-mlp-v09.onnx"
+    document["models"][-1]["external_data"] = [{"path": "fr-mlp-v09.onnx.data", "sha256": "0" * 64}]
+    (folder / "timeline.json").write_text(json.dumps(document), encoding="utf-8")
+    files = demo_files(folder / "timeline.json", DEFAULT_FEATURES)
+    assert files["models/new/fr-mlp-v09.onnx"] == (folder / "new" / "fr-mlp-v09.onnx").read_bytes()
+    assert files["models/new/fr-mlp-v09.onnx.data"] == b"weights"
+    assert files["models/registry.json"] == (folder / "timeline.json").read_bytes()
+    assert "models/unrelated.onnx" not in files and "models/fr-mlp-v09.onnx" not in files
+
+
+def test_demo_with_an_invalid_registry_is_a_one_line_error(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.json"
+    registry.write_text('{"schema_version": 1, "models": []}', encoding="utf-8")
+    with pytest.raises(DemoError) as raised:
+        demo_files(registry, DEFAULT_FEATURES)
+    text = str(raised.value)
+    assert text.startswith(f"registry {registry}: ") and "\n" not in text
