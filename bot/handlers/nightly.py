@@ -185,6 +185,16 @@ class NightlyHandler:
         elif internal:
             summary = f"model-guard failed: {type(error).__name__}: {one_line(error)}"
             details = "This is a bug in model-guard, not in the repository."
+        elif isinstance(error, _TRANSIENT):
+            # A bare "Bad Gateway" reads like the repository's fault; say who failed.
+            summary = (
+                f"The timeline could not be judged: GitHub kept failing ({one_line(error)}) "
+                "on every attempt"
+            )
+            details = (
+                "Nothing was judged, so nothing is known to be good. This is GitHub failing, "
+                "not the repository: the next nightly run (or **Re-run** on the check) tries again."
+            )
         else:
             summary = f"The timeline could not be judged: {one_line(error)}"
             details = (

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from bot.sandbox.webhooks import load_example
 from bot.scheduler import ScheduledRepo
 from bot.settings import Settings
 from bot.sticky import marker
-from bot.store import JobSpec, JobState, SqliteStore, Store
+from bot.store import Job, JobSpec, JobState, SqliteStore, Store
 from bot.timeline import TimelineJudge
 from bot.worker import WorkerOptions, WorkerPool
 
@@ -77,11 +77,20 @@ class FakeTime:
     def __init__(self) -> None:
         """Start at the real time, so the sandbox accepts the App's JWTs and tokens."""
         self.offset = 0.0
+        self.jobs_offset = 0.0
         self.slept: list[float] = []
 
     def clock(self) -> float:
         """The real time plus everything slept so far."""
         return time.time() + self.offset
+
+    def jobs_now(self) -> datetime:
+        """The worker pool's clock: real time plus ``advance_jobs`` (never sent to GitHub)."""
+        return datetime.now(UTC) + timedelta(seconds=self.jobs_offset)
+
+    def advance_jobs(self, seconds: float) -> None:
+        """Let a job's retry backoff pass; GitHub's clock (JWTs, tokens) does not move."""
+        self.jobs_offset += seconds
 
     async def sleep(self, seconds: float) -> None:
         """Record the wait and let other tasks run; no wall time passes."""
@@ -101,6 +110,11 @@ class Service:
 
     async def run(self, repo: Repo, *, installation_id: int, key: str | None = None) -> JobState:
         """Enqueue the nightly job of ``repo`` for DAY, run the workers until idle, return its state."""
+        job = await self.enqueue(repo, installation_id=installation_id, key=key)
+        return await self.run_due(job)
+
+    async def enqueue(self, repo: Repo, *, installation_id: int, key: str | None = None) -> Job:
+        """Enqueue the nightly job of ``repo`` for DAY (two attempts), as the scheduler does."""
         spec = JobSpec(
             kind=KIND,
             key=key or f"{KIND}:{repo.full_name}:{DAY}",
@@ -109,10 +123,14 @@ class Service:
         )
         job = await self.store.enqueue(spec)
         assert job is not None, f"job {spec.key} already exists"
+        return job
+
+    async def run_due(self, job: Job) -> JobState:
+        """Run the workers until no job is due; return the state ``job`` is left in."""
         await self.workers.run_until_idle()
-        done = await self.store.get_job(job.id)
-        assert done is not None
-        return done.state
+        found = await self.store.get_job(job.id)
+        assert found is not None
+        return found.state
 
 
 @asynccontextmanager
@@ -137,7 +155,9 @@ async def service(
             files=files, pool=pool, workdir=data / "work", evaluations=evaluations
         )
         nightly = NightlyHandler(client=client, store=store, files=files, judge=judge)
-        workers = WorkerPool(store, {KIND: nightly}, options=WorkerOptions(workers=1))
+        workers = WorkerPool(
+            store, {KIND: nightly}, options=WorkerOptions(workers=1), clock=fake.jobs_now
+        )
         try:
             yield Service(store=store, workers=workers, data=data, time=fake)
         finally:
@@ -637,3 +657,47 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
     assert all(run.conclusion is CheckConclusion.SUCCESS for run in checks)
     assert nightly_checks(sandbox, repo) == checks
     assert only_comment(sandbox, repo) == after
+
+
+# ---- GitHub down for longer than the client retries --------------------------------------------
+
+
+async def test_github_down_past_client_retries_notes_retry_then_next_attempt_finishes_same_check(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    # Five 502s: every attempt the client makes for the first blob fails.
+    sandbox.faults.fail_next("GET", "/git/blobs/", status=502, times=5)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    (running,) = nightly_checks(sandbox, repo)
+    assert running.status is CheckStatus.IN_PROGRESS
+    assert running.output.title == "Retrying: GitHub did not answer"
+    assert "Attempt 1 of 2 failed" in (running.output.summary or "")
+    assert app_comments(sandbox, repo) == []
+    app_service.time.advance_jobs(3600)  # the job's backoff passes
+    assert await app_service.run_due(job) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.id == running.id  # found again by its external id, not opened twice
+    assert check.conclusion is CheckConclusion.SUCCESS
+    assert "No regression" in only_comment(sandbox, repo).body
+
+
+async def test_github_down_on_the_last_attempt_reports_the_error_in_check_and_comment(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.fail_next("GET", "/git/blobs/", status=502, times=None)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    app_service.time.advance_jobs(3600)
+    assert await app_service.run_due(job) is JobState.DONE
+    sandbox.faults.clear()
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    summary = (check.output.summary or "").split("\n\n")[0]
+    assert summary == (
+        "The timeline could not be judged: GitHub kept failing (Bad Gateway) on every attempt"
+    )
+    assert "This is GitHub failing, not the repository" in (check.output.text or "")
+    assert f"**{summary}**" in only_comment(sandbox, repo).body
