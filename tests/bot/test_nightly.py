@@ -33,7 +33,15 @@ from bot.github import GitHubClient
 from bot.handlers.nightly import KIND, NightlyHandler
 from bot.repofiles import RepoFiles, blob_sha
 from bot.sandbox import Sandbox
-from bot.sandbox.records import CheckConclusion, CheckRun, CheckStatus, Comment, Issue, Repo
+from bot.sandbox.records import (
+    CheckConclusion,
+    CheckRun,
+    CheckStatus,
+    Comment,
+    Issue,
+    IssueState,
+    Repo,
+)
 from bot.sandbox.webhooks import load_example
 from bot.scheduler import ScheduledRepo
 from bot.settings import Settings
@@ -303,7 +311,7 @@ async def test_scheduled_nightly_on_regression_fails_check_and_opens_labelled_is
     check = only_check(sandbox, repo)
     assert check.head_sha == head_sha(sandbox, repo)
     assert check.conclusion is CheckConclusion.FAILURE
-    assert check.external_id == f"nightly:{repo.full_name}:{datetime.now(UTC).date().isoformat()}"
+    assert re.fullmatch(rf"nightly:{repo.full_name}:\d{{4}}-\d\d-\d\d", check.external_id or "")
     assert check.output.title is not None and "regression" in check.output.title
     assert "fr-mlp-v06 (index 6) is the first model that fails" in (check.output.summary or "")
     assert table_rows(check.output.text or "") == list(REGRESSION_VISITED)
@@ -363,10 +371,15 @@ async def test_allgood_timeline_passes_and_says_no_regression(
     sandbox: Sandbox, app_service: Service
 ) -> None:
     installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    first = head_sha(sandbox, repo)
+    sandbox.state.commit(repo, {"README.md": b"# models\n"}, message="Docs")
+    sandbox.state.create_branch(repo, "experiment")
+    sandbox.state.commit(repo, {"notes.txt": b"wip\n"}, message="WIP", branch="experiment")
     assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
     check = only_check(sandbox, repo)
     assert check.conclusion is CheckConclusion.SUCCESS
-    assert check.head_sha == head_sha(sandbox, repo)
+    # The default branch's head: not its first commit, not another branch's newer one.
+    assert check.head_sha == head_sha(sandbox, repo) != first
     assert "No regression" in (check.output.summary or "")
     comment = only_comment(sandbox, repo)
     assert "## model-guard nightly: ✅ no regression" in comment.body
@@ -380,9 +393,13 @@ async def test_existing_labelled_issue_is_reused_for_the_comment(
 ) -> None:
     installation_id, repo = seeded(sandbox, repo_files("allgood", config=LABELLED_CONFIG))
     other = sandbox.state.add_issue(repo, "Unrelated bug", labels=["bug"])
+    closed = sandbox.state.add_issue(
+        repo, "Old quality report", labels=["video-quality"], state=IssueState.CLOSED
+    )
     ours = sandbox.state.add_issue(repo, "Model quality", labels=["video-quality"], user="alice")
     assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
-    assert [i.number for i in issues_of(sandbox, repo)] == [other.number, ours.number]
+    numbers = [other.number, closed.number, ours.number]
+    assert [i.number for i in issues_of(sandbox, repo)] == numbers
     assert only_comment(sandbox, repo).issue_number == ours.number
     assert sandbox.requests_to("POST", f"/repos/{repo.full_name}/issues") == []
 
