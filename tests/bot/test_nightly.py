@@ -25,12 +25,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.app import SERVICES, STORE, create_app
+from bot.app import STORE, create_app
 from bot.checks import NIGHTLY_CHECK
 from bot.comments import NIGHTLY_PURPOSE
 from bot.enginepool import EnginePool
 from bot.github import GitHubClient
 from bot.handlers.nightly import KIND, NightlyHandler
+from bot.repoconfig import default_config
 from bot.repofiles import RepoFiles, blob_sha
 from bot.sandbox import Sandbox
 from bot.sandbox.records import (
@@ -43,7 +44,7 @@ from bot.sandbox.records import (
     Repo,
 )
 from bot.sandbox.webhooks import load_example
-from bot.scheduler import ScheduledRepo
+from bot.scheduler import ScheduledRepo, latest_fire_time
 from bot.settings import Settings
 from bot.sticky import marker
 from bot.store import Job, JobSpec, JobState, SqliteStore, Store
@@ -64,6 +65,7 @@ gate:
 """
 LABELLED_CONFIG = CONFIG + b"tracking_issue:\n  label: video-quality\n"
 DAY = "2026-12-01"
+DEFAULT_CRON = default_config().schedule
 TAG = marker(NIGHTLY_PURPOSE)
 # The bisect of the regression timeline (10 models, first bad v06) visits these, and only these.
 REGRESSION_VISITED = ("fr-mlp-v00", "fr-mlp-v04", "fr-mlp-v05", "fr-mlp-v06", "fr-mlp-v09")
@@ -311,7 +313,7 @@ async def test_scheduled_nightly_on_regression_fails_check_and_opens_labelled_is
     check = only_check(sandbox, repo)
     assert check.head_sha == head_sha(sandbox, repo)
     assert check.conclusion is CheckConclusion.FAILURE
-    assert re.fullmatch(rf"nightly:{repo.full_name}:\d{{4}}-\d\d-\d\d", check.external_id or "")
+    assert check.external_id == scheduled_key(repo, cron="0 0 * * *")
     assert check.output.title is not None and "regression" in check.output.title
     assert "fr-mlp-v06 (index 6) is the first model that fails" in (check.output.summary or "")
     assert table_rows(check.output.text or "") == list(REGRESSION_VISITED)
@@ -325,6 +327,12 @@ async def test_scheduled_nightly_on_regression_fails_check_and_opens_labelled_is
     assert table_rows(comment.body) == list(REGRESSION_VISITED)
     assert "| 6 | `fr-mlp-v06` | ❌ fail |" in comment.body
     assert f"issuecomment-{comment.id}" in (check.output.summary or "")
+
+
+def scheduled_key(repo: Repo, *, cron: str = DEFAULT_CRON) -> str:
+    """The job key (and so the check's external id) of the scheduler's latest run of ``repo``."""
+    day = latest_fire_time(cron, datetime.now(UTC)).date().isoformat()
+    return f"{KIND}:{repo.full_name}:{day}"
 
 
 @dataclass(frozen=True)
@@ -641,14 +649,8 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
         workers=1,
         poll_s=0.05,
     )
-    async with running_app(settings, schedule=False) as running:
-        first = JobSpec(
-            kind=KIND,
-            key=f"{KIND}:{repo.full_name}:{DAY}",
-            payload={"installation_id": installation_id, "repo": repo.full_name, "day": DAY},
-        )
-        assert await running.store.enqueue(first) is not None
-        running.app[SERVICES].workers.wake()
+    # The real scheduler source: the installed repositories and the cron of each one's config.
+    async with running_app(settings) as running:
         await wait_for_jobs(running.store, done=1)
         before = only_comment(sandbox, repo)
         payload = rerequested(sandbox, repo, installation_id=installation_id, sha=sha)
@@ -669,7 +671,7 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
     assert [edit.previous_body for edit in after.edits] == [before.body]
     assert "### History (the last 2 runs)" in after.body
     assert len(issues_of(sandbox, repo)) == 1
-    assert [run.external_id for run in checks] == [first.key, f"nightly-rerun:{guid}"]
+    assert [run.external_id for run in checks] == [scheduled_key(repo), f"nightly-rerun:{guid}"]
     assert {run.head_sha for run in checks} == {sha}
     assert all(run.conclusion is CheckConclusion.SUCCESS for run in checks)
     assert nightly_checks(sandbox, repo) == checks
