@@ -5,6 +5,7 @@ tests share the module's event loop; each test gets its own sandbox, blob cache,
 folder and evaluation store, so every count below starts from zero.
 """
 
+import hashlib
 import json
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import onnx
 import pytest
 import pytest_asyncio
 from gidgethub.aiohttp import GitHubAPI
@@ -257,3 +259,59 @@ async def test_config_naming_a_registry_outside_the_repository_is_a_clear_error(
         await regression.judge.judge(regression.gh, snapshot, config)
     assert regression.fetched_paths() == []
     assert workdir_is_empty(regression)
+
+
+def with_external_newest(files: dict[str, bytes], tmp_path: Path) -> dict[str, bytes]:
+    """``files`` with the newest model's weights moved to an external data file beside it."""
+    source = tmp_path / "v09" / "fr-mlp-v09.onnx"
+    source.parent.mkdir()
+    source.write_bytes(files["models/fr-mlp-v09.onnx"])
+    model = onnx.load_model(str(source))
+    onnx.save_model(
+        model,
+        str(source),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="fr-mlp-v09.onnx.data",
+        size_threshold=0,
+    )
+    graph, weights = source.read_bytes(), (source.parent / "fr-mlp-v09.onnx.data").read_bytes()
+    document = json.loads(files[REGISTRY])
+    newest = document["models"][-1]
+    newest["sha256"] = hashlib.sha256(graph).hexdigest()
+    newest["external_data"] = [
+        {"path": "fr-mlp-v09.onnx.data", "sha256": hashlib.sha256(weights).hexdigest()}
+    ]
+    return {
+        **files,
+        REGISTRY: json.dumps(document).encode(),
+        "models/fr-mlp-v09.onnx": graph,
+        "models/fr-mlp-v09.onnx.data": weights,
+    }
+
+
+async def test_model_with_external_data_fetches_its_weights_and_is_judged(
+    pool: EnginePool, tmp_path: Path
+) -> None:
+    files = with_external_newest(repository_files("regression"), tmp_path)
+    async for world in make_world(pool, tmp_path, files):
+        run = await world.run()
+        assert run.outcome is Outcome.REGRESSION and run.report["first_bad_model"] == "fr-mlp-v06"
+        newest = next(s for s in run.report["steps"] if s["name"] == "fr-mlp-v09")
+        assert newest["broken"] is None and newest["metrics"] is not None
+        assert newest["path"] == "models/fr-mlp-v09.onnx"
+        assert "models/fr-mlp-v09.onnx.data" in world.fetched_paths()
+
+
+async def test_model_whose_external_data_is_missing_is_a_broken_step(
+    pool: EnginePool, tmp_path: Path
+) -> None:
+    files = with_external_newest(repository_files("regression"), tmp_path)
+    del files["models/fr-mlp-v09.onnx.data"]
+    async for world in make_world(pool, tmp_path, files):
+        run = await world.run()
+        assert run.report["first_bad_model"] == "fr-mlp-v06"
+        newest = next(s for s in run.report["steps"] if s["name"] == "fr-mlp-v09")
+        assert newest["status"] == "fail"
+        assert newest["broken"].startswith("models/fr-mlp-v09.onnx.data at ")
+        assert newest["broken"].endswith(": missing")
