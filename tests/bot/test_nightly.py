@@ -286,47 +286,22 @@ def seeded(
     return installation.id, repo
 
 
-# ---- the verdicts ----------------------------------------------------------------------
+# ---- the real app ------------------------------------------------------------------------
 
 
-async def test_scheduled_nightly_on_regression_fails_check_and_opens_labelled_issue(
-    sandbox: Sandbox, tmp_path: Path, shared_evaluations: Path
-) -> None:
-    """The real app: the scheduler fires, the worker bisects, the maintainer sees the table."""
-    installation_id, repo = seeded(sandbox, repo_files(config=LABELLED_CONFIG))
-    settings = Settings(
-        webhook_secret=sandbox.state.app.webhook_secret,
-        app_id=str(sandbox.state.app.id),
-        private_key=sandbox.state.private_key_pem,
+def app_settings(sandbox: Sandbox, root: Path) -> Settings:
+    """The service's settings for the sandbox's App, with its database and data under ``root``."""
+    state = sandbox.state
+    return Settings(
+        webhook_secret=state.app.webhook_secret,
+        app_id=str(state.app.id),
+        private_key=state.private_key_pem,
         api_url=sandbox.url,
-        database=tmp_path / "store.sqlite3",
-        data_dir=tmp_path / "data",
+        database=root / "store.sqlite3",
+        data_dir=root / "data",
         workers=1,
         poll_s=0.05,
     )
-
-    async def source() -> list[ScheduledRepo]:
-        return [ScheduledRepo(installation_id, repo.full_name, "0 0 * * *")]
-
-    async with running_app(settings, schedule_source=source) as running:
-        await wait_for_jobs(running.store, done=1)
-    check = only_check(sandbox, repo)
-    assert check.head_sha == head_sha(sandbox, repo)
-    assert check.conclusion is CheckConclusion.FAILURE
-    assert check.external_id == scheduled_key(repo, cron="0 0 * * *")
-    assert check.output.title is not None and "regression" in check.output.title
-    assert "fr-mlp-v06 (index 6) is the first model that fails" in (check.output.summary or "")
-    assert table_rows(check.output.text or "") == list(REGRESSION_VISITED)
-    (issue,) = issues_of(sandbox, repo)
-    assert issue.labels == ("video-quality",)
-    assert issue.user == sandbox.state.app.bot
-    comment = only_comment(sandbox, repo)
-    assert comment.issue_number == issue.number
-    assert "## model-guard nightly: ❌ regression" in comment.body
-    assert "fr-mlp-v06 (index 6) is the first model that fails plcc >= 0.9" in comment.body
-    assert table_rows(comment.body) == list(REGRESSION_VISITED)
-    assert "| 6 | `fr-mlp-v06` | ❌ fail |" in comment.body
-    assert f"issuecomment-{comment.id}" in (check.output.summary or "")
 
 
 def scheduled_key(repo: Repo, *, cron: str = DEFAULT_CRON) -> str:
@@ -373,6 +348,40 @@ async def wait_for_jobs(store: Store, *, done: int, timeout: float = 60.0) -> No
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"jobs did not finish within {timeout:.0f} s: {counts}")
+
+
+# ---- the verdicts ----------------------------------------------------------------------
+
+
+async def test_scheduled_nightly_on_regression_fails_check_and_opens_labelled_issue(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The real app: the scheduler fires, the worker bisects, the maintainer sees the table."""
+    installation_id, repo = seeded(sandbox, repo_files(config=LABELLED_CONFIG))
+    settings = app_settings(sandbox, tmp_path)
+
+    async def source() -> list[ScheduledRepo]:
+        return [ScheduledRepo(installation_id, repo.full_name, "0 0 * * *")]
+
+    async with running_app(settings, schedule_source=source) as running:
+        await wait_for_jobs(running.store, done=1)
+    check = only_check(sandbox, repo)
+    assert check.head_sha == head_sha(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert check.external_id == scheduled_key(repo, cron="0 0 * * *")
+    assert check.output.title is not None and "regression" in check.output.title
+    assert "fr-mlp-v06 (index 6) is the first model that fails" in (check.output.summary or "")
+    assert table_rows(check.output.text or "") == list(REGRESSION_VISITED)
+    (issue,) = issues_of(sandbox, repo)
+    assert issue.labels == ("video-quality",)
+    assert issue.user == sandbox.state.app.bot
+    comment = only_comment(sandbox, repo)
+    assert comment.issue_number == issue.number
+    assert "## model-guard nightly: ❌ regression" in comment.body
+    assert "fr-mlp-v06 (index 6) is the first model that fails plcc >= 0.9" in comment.body
+    assert table_rows(comment.body) == list(REGRESSION_VISITED)
+    assert "| 6 | `fr-mlp-v06` | ❌ fail |" in comment.body
+    assert f"issuecomment-{comment.id}" in (check.output.summary or "")
 
 
 async def test_allgood_timeline_passes_and_says_no_regression(
@@ -622,7 +631,7 @@ async def test_human_comment_with_the_marker_is_never_edited(
 # ---- Re-run on the check ---------------------------------------------------------------------
 
 
-def rerequested(sandbox: Sandbox, repo: Repo, *, installation_id: int, sha: str) -> dict[str, Any]:
+def rerequested(repo: Repo, *, installation_id: int, sha: str) -> dict[str, Any]:
     """octokit's real ``check_run.rerequested`` example, pointed at the sandbox's nightly check."""
     payload = load_example("check_run", "rerequested")
     payload["repository"].update(
@@ -639,21 +648,12 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
 ) -> None:
     installation_id, repo = seeded(sandbox, repo_files("allgood"))
     sha = head_sha(sandbox, repo)
-    settings = Settings(
-        webhook_secret=sandbox.state.app.webhook_secret,
-        app_id=str(sandbox.state.app.id),
-        private_key=sandbox.state.private_key_pem,
-        api_url=sandbox.url,
-        database=tmp_path / "store.sqlite3",
-        data_dir=tmp_path / "data",
-        workers=1,
-        poll_s=0.05,
-    )
+    settings = app_settings(sandbox, tmp_path)
     # The real scheduler source: the installed repositories and the cron of each one's config.
     async with running_app(settings) as running:
         await wait_for_jobs(running.store, done=1)
         before = only_comment(sandbox, repo)
-        payload = rerequested(sandbox, repo, installation_id=installation_id, sha=sha)
+        payload = rerequested(repo, installation_id=installation_id, sha=sha)
         guid = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
         delivery = await sandbox.deliver(running.webhook_url, "check_run", payload, guid=guid)
         assert delivery.status_code == 202
