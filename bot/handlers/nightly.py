@@ -122,21 +122,38 @@ class NightlyHandler:
         except Exception as error:  # a bug: still tell the user, then record the failure
             log.exception("nightly job %s failed", job.key)
             view = self._error_view(target, config, error, internal=True)
+        await self._conclude(gh, job, view, config, check_id=check_id)
+        log.info("nightly %s: %s", repo, view.outcome, extra={"fields": {"job": job.key}})
+
+    async def _conclude(
+        self, gh: GitHubAPI, job: Job, view: NightlyView, config: RepoConfig, *, check_id: int
+    ) -> None:
+        """Write the tracking comment, then complete the check run with the verdict.
+
+        A comment GitHub keeps refusing is retried while attempts are left (the check says
+        so); the last attempt still completes the check, saying why the comment is missing.
+        """
         try:
             published = await self._publish(gh, job, view, config)
-            output = render_check_output(
-                view, comment_url=published.url, comment_problem=published.problem
-            )
+        except _TRANSIENT as error:
+            if job.attempts < job.max_attempts:
+                await self._note_retry(gh, view.repo, check_id, job, error)
+                raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
+            log.warning("tracking comment not written: GitHub kept failing: %s", one_line(error))
+            published = _Published(None, problem=f"GitHub kept failing ({one_line(error)})")
+        output = render_check_output(
+            view, comment_url=published.url, comment_problem=published.problem
+        )
+        try:
             await finish_check_run(
                 gh,
-                repo,
+                view.repo,
                 check_id,
                 conclusion=conclusion_for(_outcome(view.outcome)),
                 output=output,
             )
         except _TRANSIENT as error:
             raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
-        log.info("nightly %s: %s", repo, view.outcome, extra={"fields": {"job": job.key}})
 
     async def _target(self, gh: GitHubAPI, repo: str, ref: str | None) -> _Target:
         """The default branch (or ``ref`` for a re-run) and the snapshot of its commit."""

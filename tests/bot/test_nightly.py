@@ -720,3 +720,26 @@ async def test_github_down_on_the_last_attempt_reports_the_error_in_check_and_co
     )
     assert "This is GitHub failing, not the repository" in (check.output.text or "")
     assert f"**{summary}**" in only_comment(sandbox, repo).body
+
+
+async def test_comment_writes_failing_on_every_attempt_still_complete_the_check(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.fail_next("POST", "/issues/\\d+/comments$", status=502, times=None)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    (running,) = nightly_checks(sandbox, repo)
+    assert running.status is CheckStatus.IN_PROGRESS
+    assert running.output.title == "Retrying: GitHub did not answer"
+    app_service.time.advance_jobs(3600)
+    assert await app_service.run_due(job) is JobState.DONE
+    sandbox.faults.clear()
+    # The verdict reaches the maintainer on the check, with the reason the comment is missing.
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    summary = check.output.summary or ""
+    assert summary.startswith("No regression")
+    assert "Tracking comment not written: GitHub kept failing (Bad Gateway)" in summary
+    assert app_comments(sandbox, repo) == []
+    assert len(issues_of(sandbox, repo)) == 1  # the second attempt found the issue it opened
