@@ -4,10 +4,16 @@ import contextvars
 import json
 import logging
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 delivery_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "delivery_id", default=None
+)
+# Fields every record of the current task carries, e.g. the job a worker is running.
+context_fields: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
+    "context_fields", default=MappingProxyType({})
 )
 
 # Installation tokens (ghs_), user tokens (ghp_, gho_, ghu_, github_pat_), JWTs and signatures.
@@ -35,6 +41,7 @@ class JsonFormatter(logging.Formatter):
         }
         if (current := delivery_id.get()) is not None:
             entry["delivery_id"] = current
+        entry.update(context_fields.get())
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

@@ -20,8 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from types import MappingProxyType
 
 from bot.errors import BotError
+from bot.logs import context_fields
 from bot.logs import delivery_id as delivery_context
 from bot.store import Job, Store
 from bot.telemetry import Telemetry
@@ -322,6 +324,10 @@ class WorkerPool:
         }
         job_token = current_job.set(job)
         delivery_token = delivery_context.set(job.delivery_id)
+        # Every log line of the handler (it runs in a copy of this context) names the job.
+        fields_token = context_fields.set(
+            MappingProxyType({"job_id": job.id, "job_kind": job.kind, "job_key": job.key})
+        )
         started = time.perf_counter()
         try:
             log.info("job started", extra={"fields": fields})
@@ -341,6 +347,7 @@ class WorkerPool:
             if self._telemetry is not None:
                 elapsed = time.perf_counter() - started
                 self._telemetry.job_seconds.labels(kind=job.kind).observe(elapsed)
+            context_fields.reset(fields_token)
             delivery_context.reset(delivery_token)
             current_job.reset(job_token)
 

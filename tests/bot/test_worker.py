@@ -1,6 +1,7 @@
 """Tests for the durable job workers on a real SQLite store: outcomes, backoff, leases, crashes."""
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import random
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.errors import SettingsError
+from bot.logs import JsonFormatter
 from bot.settings import Settings
 from bot.store import Job, JobSpec, JobState, SqliteStore
 from bot.telemetry import Telemetry
@@ -116,6 +118,34 @@ async def test_queued_job_runs_once_is_completed_and_its_duration_recorded(
     count = telemetry.registry.get_sample_value("model_guard_job_seconds_count", {"kind": "bisect"})
     assert count == 1.0
     assert await pool.run_once() is None
+
+
+async def test_log_lines_a_handler_writes_name_its_job_and_carry_no_token(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    job = await enqueue(store, "bisect:logs")
+    lines: list[str] = []
+
+    class Keep(logging.Handler):  # formats as the record is emitted, like a stream handler
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    async def handler(claimed: Job) -> None:
+        logging.getLogger("model_guard.test").warning("judging with token ghs_%s", "a" * 36)
+
+    keep = Keep()
+    logger = logging.getLogger("model_guard.test")
+    logger.addHandler(keep)
+    try:
+        pool = WorkerPool(store, {"bisect": handler}, options=FAST, clock=clock)
+        assert await pool.run_until_idle() == 1
+    finally:
+        logger.removeHandler(keep)
+    line = json.loads(lines[0])
+    assert (line["job_id"], line["job_kind"], line["job_key"]) == (job.id, "bisect", "bisect:logs")
+    assert "ghs_" not in line["message"] and "[redacted]" in line["message"]
+    outside = json.loads(JsonFormatter().format(logging.makeLogRecord({"msg": "idle"})))
+    assert "job_id" not in outside
 
 
 async def test_handler_raising_is_retried_later_with_doubling_backoff_and_a_one_line_error(
