@@ -18,6 +18,7 @@ class Telemetry:
     github_requests: Counter
     job_seconds: Histogram
     github_retries: Counter
+    sticky_comments: Counter
 
     @classmethod
     def create(cls) -> "Telemetry":
@@ -47,6 +48,12 @@ class Telemetry:
                 "model_guard_github_retries",
                 "GitHub API requests sent again, by reason",
                 ["reason"],
+                registry=registry,
+            ),
+            sticky_comments=Counter(
+                "model_guard_sticky_comments",
+                "Sticky comment writes by outcome (created, updated, unchanged, locked, missing)",
+                ["outcome"],
                 registry=registry,
             ),
         )
