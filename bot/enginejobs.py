@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
-from engine.errors import RegistryError
 from engine.evaluation import EvaluationStore, Evaluator, MetricSettings, refs_from_registry
 from engine.features import FeatureTable, load_features
-from engine.registry import CodecSpec, Registry, RegistryInvalid, load_registry
+from engine.registry import CodecSpec, load_registry
 from engine.report import TableFormat, build_report, render_table
 from engine.threshold import Thresholds
 
@@ -70,19 +69,9 @@ def _load_features(path: Path) -> FeatureTable:
     return _features(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def _load_registry(path: Path) -> Registry:
-    """The registry at ``path``; its problems raised as an error that survives the pool's pipe."""
-    try:
-        return load_registry(path)
-    except RegistryInvalid as error:
-        # RegistryInvalid rebuilds itself from its message when unpickled, so the parent would
-        # see "r (and 80 more)"; a plain RegistryError carries the one-line message intact.
-        raise RegistryError(str(error)) from None
-
-
 def read_timeline(root: str, registry: str, features: str) -> Timeline:
     """Check the registry's structure and the feature cache's schema; list the timeline."""
-    loaded = _load_registry(Path(root) / registry)
+    loaded = load_registry(Path(root) / registry)
     table = _load_features(Path(root) / features)
     models = tuple(
         TimelineModel(
@@ -117,7 +106,7 @@ def evaluate_model(
     cache_dir: str,
 ) -> Any:
     """Judge the model at timeline ``index`` (a ``StepRecord``; its file must be in ``root``)."""
-    loaded = _load_registry(Path(root) / registry)
+    loaded = load_registry(Path(root) / registry)
     table = _load_features(Path(root) / features)
     evaluator = Evaluator(
         refs_from_registry(loaded),
@@ -142,7 +131,7 @@ def assemble_report(
     started: float,
 ) -> RenderedReport:
     """Build the versioned JSON report and its markdown, naming repository paths."""
-    refs = refs_from_registry(_load_registry(Path(root) / timeline.registry))
+    refs = refs_from_registry(load_registry(Path(root) / timeline.registry))
     table = _load_features(Path(root) / timeline.features)
     report = build_report(
         result,

@@ -91,8 +91,10 @@ def fit_sections(
     """Return the marker and the sections joined, at most ``limit`` characters long.
 
     Sections with the highest priority number go first (the later one on a tie), each
-    replaced by a visible note; if the priority-0 text alone is still too long, it is
-    truncated (the last section first) with a visible note.
+    replaced by a visible note; once the body fits, left-out sections that fit again are
+    put back, most important first (a small history returns once a huge table is out).
+    If the priority-0 text alone is still too long, it is truncated (the last section
+    first) with a visible note.
     """
     head = marker(purpose)
     parts = [section.text for section in sections]
@@ -104,10 +106,16 @@ def fit_sections(
         (i for i, section in enumerate(sections) if section.priority > 0),
         key=lambda i: (-sections[i].priority, -i),
     )
+    dropped: list[int] = []
     for index in droppable:
         if excess() <= 0:
             break
         parts[index] = _left_out_note(sections[index].label)
+        dropped.append(index)
+    for index in sorted(dropped, key=lambda i: (sections[i].priority, i)):
+        note, parts[index] = parts[index], sections[index].text
+        if excess() > 0:
+            parts[index] = note
     kept = [i for i, section in enumerate(sections) if section.priority == 0]
     for index in reversed(kept):
         over = excess()

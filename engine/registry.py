@@ -101,6 +101,10 @@ class RegistryInvalid(RegistryError):
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(f"{problems[0]}{more}")
 
+    def __reduce__(self) -> tuple[type["RegistryInvalid"], tuple[tuple[Problem, ...]]]:
+        """Pickle by the problems (the App's engine pool sends errors across a pipe)."""
+        return (type(self), (self.problems,))
+
 
 def load_registry(path: Path) -> Registry:
     """Read a registry and check its structure and paths; raises ``RegistryInvalid``.

@@ -181,11 +181,6 @@ def test_details_far_over_the_limit_are_left_out_with_a_note_not_the_verdict() -
     assert "The bisect table left out" in comment
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/sticky.py fit_sections leaves out the history and footer before the table and "
-    "never puts them back, though they fit once the oversized table is out",
-)
 def test_history_that_fits_once_an_oversized_table_is_left_out_is_kept() -> None:
     details = "\n".join(f"| {i} | `model-{i}` | ✅ pass |" for i in range(20_000))
     view = view_of(Outcome.NO_REGRESSION.value, details=details)

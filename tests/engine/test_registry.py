@@ -462,3 +462,18 @@ def test_a_schema_problem_in_one_field_does_not_stop_the_model_being_hashed(
     given = rows(folder)
     given[0].update(smoke="yes", sha256="0" * 64)
     assert pointers(write(folder, given)) == ["/models/0/sha256", "/models/0/smoke"]
+
+
+def test_registry_invalid_survives_pickling_with_every_problem() -> None:
+    import pickle
+
+    problems = [
+        Problem("/models/0/onnx", "path '../x.onnx' must not contain '..'"),
+        Problem("", "b"),
+    ]
+    error = pickle.loads(pickle.dumps(RegistryInvalid(problems)))
+    assert error.problems == tuple(problems)
+    assert (
+        str(error)
+        == "registry.json#/models/0/onnx: path '../x.onnx' must not contain '..' (and 1 more)"
+    )
