@@ -10,14 +10,15 @@ free, and the bisect fetches only the models it visits.
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gidgethub.abc import GitHubAPI
 
 from bot.enginejobs import Timeline, assemble_report, evaluate_model, read_timeline
-from bot.enginepool import EnginePool
+from bot.enginepool import EnginePool, EngineTimeout
 from bot.repoconfig import RepoConfig
 from bot.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from engine.bisection import BisectResult, Outcome, find_first_regression
@@ -29,6 +30,7 @@ MAX_REGISTRY_BYTES = 1024 * 1024
 MAX_FEATURES_BYTES = 256 * 1024 * 1024
 # The engine's scoring cap (engine.scoring.ScoringLimits): a larger model is refused anyway.
 MAX_MODEL_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,48 +84,55 @@ def _unreadable(name: str, path: str, reason: str) -> StepRecord:
 
 @dataclass(frozen=True)
 class TimelineJudge:
-    """Everything a bisect of a repository needs besides the repository itself."""
+    """Everything a bisect of a repository needs besides the repository itself.
+
+    ``time_limit`` bounds the engine work of one whole run (every call into the pool
+    shares it), so a timeline of many slow models cannot hold a worker for ever.
+    """
 
     files: RepoFiles
     pool: EnginePool
     workdir: Path
     evaluations: Path
+    time_limit: float = 900.0
 
     async def judge(
         self, gh: GitHubAPI, snapshot: RepoSnapshot, config: RepoConfig, *, full: bool = False
     ) -> TimelineRun:
         """Bisect the timeline of ``config.registry`` at the snapshot's commit."""
-        started = time.time()
         root = self.workdir / f"{snapshot.commit_sha[:12]}-{uuid.uuid4().hex[:8]}"
         root.mkdir(parents=True, exist_ok=True)
+        run = _Run(gh, snapshot, root, deadline=time.monotonic() + self.time_limit)
         try:
-            return await self._judge(gh, snapshot, config, root=root, full=full, started=started)
+            return await self._judge(run, config, full=full, started=time.time())
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
+    async def _engine(self, run: "_Run", fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` in the engine pool within what is left of the run's time limit."""
+        left = run.deadline - time.monotonic()
+        if left <= 0:
+            raise EngineTimeout(f"engine work exceeded the {self.time_limit:g} s limit of a run")
+        return await self.pool.run(fn, *args, timeout=left, **kwargs)
+
     async def _judge(
-        self,
-        gh: GitHubAPI,
-        snapshot: RepoSnapshot,
-        config: RepoConfig,
-        *,
-        root: Path,
-        full: bool,
-        started: float,
+        self, run: "_Run", config: RepoConfig, *, full: bool, started: float
     ) -> TimelineRun:
+        gh, snapshot, root = run.gh, run.snapshot, run.root
         await self.files.fetch_to(gh, snapshot, config.registry, root, max_bytes=MAX_REGISTRY_BYTES)
         await self.files.fetch_to(gh, snapshot, config.features, root, max_bytes=MAX_FEATURES_BYTES)
-        timeline: Timeline = await self.pool.run(
-            read_timeline, str(root), config.registry, config.features
+        timeline = await self._engine(
+            run, read_timeline, str(root), config.registry, config.features
         )
         thresholds, settings = config.thresholds(), config.metric_settings()
         memo: dict[int, StepRecord] = {}
         while not isinstance(found := _search(len(timeline.models), memo, full=full), BisectResult):
             memo[found] = await self._evaluate(
-                gh, snapshot, timeline, found, root=root, thresholds=thresholds, settings=settings
+                run, timeline, found, thresholds=thresholds, settings=settings
             )
         scored = sum(1 for record in memo.values() if not record.cached)
-        rendered = await self.pool.run(
+        rendered = await self._engine(
+            run,
             assemble_report,
             str(root),
             timeline,
@@ -146,12 +155,10 @@ class TimelineJudge:
 
     async def _evaluate(
         self,
-        gh: GitHubAPI,
-        snapshot: RepoSnapshot,
+        run: "_Run",
         timeline: Timeline,
         index: int,
         *,
-        root: Path,
         thresholds: Thresholds,
         settings: MetricSettings,
     ) -> StepRecord:
@@ -159,12 +166,15 @@ class TimelineJudge:
         model = timeline.models[index]
         try:
             for path in (model.onnx, *model.external):
-                await self.files.fetch_to(gh, snapshot, path, root, max_bytes=MAX_MODEL_BYTES)
+                await self.files.fetch_to(
+                    run.gh, run.snapshot, path, run.root, max_bytes=MAX_MODEL_BYTES
+                )
         except RepoFileError as error:
             return _unreadable(model.name, model.onnx, str(error))
-        record: StepRecord = await self.pool.run(
+        record: StepRecord = await self._engine(
+            run,
             evaluate_model,
-            str(root),
+            str(run.root),
             timeline.registry,
             timeline.features,
             index,
@@ -173,3 +183,13 @@ class TimelineJudge:
             cache_dir=str(self.evaluations),
         )
         return record
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One bisect in progress: where it reads from, its working copy and its deadline."""
+
+    gh: GitHubAPI
+    snapshot: RepoSnapshot
+    root: Path
+    deadline: float

@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from gidgethub.aiohttp import GitHubAPI
 
-from bot.enginepool import EnginePool
+from bot.enginepool import EnginePool, EngineTimeout
 from bot.repoconfig import RepoConfig
 from bot.repofiles import RepoFileError, RepoFiles, blob_sha
 from bot.sandbox import Sandbox, SandboxState
@@ -315,3 +315,15 @@ async def test_model_whose_external_data_is_missing_is_a_broken_step(
         assert newest["status"] == "fail"
         assert newest["broken"].startswith("models/fr-mlp-v09.onnx.data at ")
         assert newest["broken"].endswith(": missing")
+
+
+async def test_a_run_past_its_engine_time_limit_stops_with_the_limit_named(
+    regression: World,
+) -> None:
+    # The limit covers the whole run, not each call: a budget spent before the first
+    # engine call stops the run there, and the working copy is still cleaned up.
+    regression.judge = replace(regression.judge, time_limit=1e-9)
+    with pytest.raises(EngineTimeout, match=r"exceeded the 1e-09 s limit of a run"):
+        await regression.run()
+    assert not regression.fetched_models()
+    assert workdir_is_empty(regression)
