@@ -16,7 +16,9 @@ from aiohttp import web
 from gidgethub import routing
 
 from bot.enginepool import EnginePool
-from bot.github import GitHubClient
+from bot.github import GitHubClient, GitHubClientError
+from bot.github.client import DEFAULT_POLICY
+from bot.github.policy import ClientPolicy
 from bot.handlers import ROUTERS
 from bot.handlers.nightly import KIND as NIGHTLY
 from bot.handlers.nightly import NightlyHandler
@@ -59,11 +61,13 @@ def create_app(
     schedule_source: ScheduleSource | None = None,
     run_jobs: bool = True,
     schedule: bool = True,
+    github_policy: ClientPolicy = DEFAULT_POLICY,
 ) -> web.Application:
     """Assemble the service; no work happens until the app starts.
 
     ``run_jobs=False`` gives the ingress alone (deliveries are stored, nothing runs);
-    ``schedule_source`` replaces the list of installed repositories the scheduler reads.
+    ``schedule_source`` replaces the list of installed repositories the scheduler reads;
+    ``github_policy`` the GitHub client's retry and pacing limits (GitHub's by default).
     """
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -72,7 +76,12 @@ def create_app(
     app.cleanup_ctx.append(partial(_store_context, given=store))
     if run_jobs:
         app.cleanup_ctx.append(
-            partial(_services_context, source=schedule_source, schedule=schedule)
+            partial(
+                _services_context,
+                source=schedule_source,
+                schedule=schedule,
+                policy=github_policy,
+            )
         )
     app.router.add_post("/webhook", _webhook)
     app.router.add_get("/healthz", _healthz)
@@ -90,7 +99,11 @@ async def _store_context(app: web.Application, *, given: Store | None) -> AsyncI
 
 
 async def _services_context(
-    app: web.Application, *, source: ScheduleSource | None, schedule: bool
+    app: web.Application,
+    *,
+    source: ScheduleSource | None,
+    schedule: bool,
+    policy: ClientPolicy,
 ) -> AsyncIterator[None]:
     """Start the GitHub client, engine pool, workers and scheduler; stop them in reverse."""
     settings, store, telemetry = app[SETTINGS], app[STORE], app[TELEMETRY]
@@ -99,13 +112,18 @@ async def _services_context(
         yield
         return
     session = aiohttp.ClientSession()
-    client = GitHubClient(
-        session,
-        app_id=settings.app_id,
-        private_key=settings.private_key,
-        api_url=settings.api_url,
-        telemetry=telemetry,
-    )
+    try:
+        client = GitHubClient(
+            session,
+            app_id=settings.app_id,
+            private_key=settings.private_key,
+            api_url=settings.api_url,
+            telemetry=telemetry,
+            policy=policy,
+        )
+    except GitHubClientError:
+        await session.close()  # else "Unclosed client session" follows the one-line error
+        raise
     pool = EnginePool(processes=settings.engine_processes, timeout=settings.job_timeout_s)
     data = settings.data_dir
     files = RepoFiles(data / "blobs")

@@ -1,12 +1,17 @@
 """The ``model-guard`` console script: the engine's commands plus the App's ``serve``."""
 
 import argparse
+import errno
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli import main as engine_main
 from engine.errors import UsageError
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 
 def add_app_commands(commands: Any) -> None:
@@ -28,24 +33,59 @@ def run_serve(args: argparse.Namespace) -> int:
     """Start the webhook service until interrupted."""
     from dataclasses import replace
 
-    from aiohttp import web
-
-    from bot.app import create_app
     from bot.errors import SettingsError
-    from bot.logs import configure_logging
     from bot.settings import Settings
 
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         raise UsageError(str(error)) from None
+    _check_private_key(settings)
+    # Imported once the settings are known good: the app pulls in the engine (numpy,
+    # onnxruntime), seconds of start-up a refused start should not pay.
+    from aiohttp import web
+
+    from bot.app import create_app
+    from bot.logs import configure_logging
+
     if args.host:
         settings = replace(settings, host=args.host)
     if args.port:
         settings = replace(settings, port=args.port)
     configure_logging()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    try:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    except OSError as error:
+        if error.errno not in _LISTEN_ERRORS:
+            raise
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
     return 0
+
+
+# The port is taken, or the address is not this host's, or binding it needs privileges.
+_LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def _check_private_key(settings: "Settings") -> None:
+    """Refuse a malformed App key before the service starts, naming the variable it came from.
+
+    The GitHub client would refuse it too, but only inside the app's start-up, after the
+    store was opened and the port bound.
+    """
+    from bot.github import GitHubClientError
+    from bot.github.credentials import load_private_key
+
+    if settings.private_key is None:
+        return
+    # Settings.from_env takes GITHUB_PRIVATE_KEY first, then the file GITHUB_PRIVATE_KEY_PATH.
+    source = (
+        "GITHUB_PRIVATE_KEY" if os.environ.get("GITHUB_PRIVATE_KEY") else "GITHUB_PRIVATE_KEY_PATH"
+    )
+    try:
+        load_private_key(settings.private_key)
+    except GitHubClientError as error:
+        raise UsageError(f"{source}: {error}") from None
 
 
 def run_demo(args: argparse.Namespace) -> int:

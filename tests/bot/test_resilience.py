@@ -1,0 +1,396 @@
+"""Resilience of the running service: racing jobs and replicas, SIGKILL mid-job, signed
+deliveries to the real process, and refusing to start on bad settings.
+
+Everything talks to the in-process GitHub sandbox over loopback; the subprocess tests run
+the real ``python -m bot`` with its environment, as a deployment would.
+"""
+
+import asyncio
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import SERVICES, STORE
+from bot.checks import NIGHTLY_CHECK
+from bot.github.policy import ClientPolicy
+from bot.sandbox import Sandbox, SandboxState
+from bot.sandbox.faults import FaultKind
+from bot.sandbox.records import CheckConclusion, CheckStatus, Installation, Repo
+from bot.sandbox.webhooks import load_example, webhook_headers
+from bot.store import JobSpec, JobState, SqliteStore, Store
+from tests.bot.servicehelpers import (
+    REPO,
+    ROOT,
+    UNSCHEDULED_CONFIG,
+    ServiceProcess,
+    any_completed,
+    app_settings,
+    completed,
+    free_port,
+    metric_total,
+    parse_metrics,
+    running_app,
+    seed_nightly_repo,
+    seen,
+    service_env,
+    wait_until,
+)
+
+RACERS = 50
+REGRESSION = "fr-mlp-v06"
+# 50 jobs write ~120 times; GitHub's 80 content writes a minute (which the client paces to,
+# tested in test_github) would make the test wait a minute. The sandbox has no such limit.
+UNPACED = ClientPolicy(writes_per_minute=10_000)
+# A comment being created answers only after this long: meanwhile every other job finds no
+# comment yet, so the racers really do try to create it at the same time.
+COMMENT_POST = r"/repos/[^/]+/[^/]+/issues/\d+/comments"
+
+
+def widen_the_race(sandbox: Sandbox) -> None:
+    """Slow down every comment creation (not updates), so the creations overlap."""
+    sandbox.faults.slow("POST", COMMENT_POST, seconds=1.0, times=None)
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An evaluation store holding the models the bisect visits, scored once for the module.
+
+    Jobs that find their model in it skip the scoring, which keeps 50 jobs fast; the
+    fetching, judging and publishing still happen for every job.
+    """
+    data = tmp_path_factory.mktemp("warm")
+    asyncio.run(_run_one_nightly(data))
+    return data / "evaluations"
+
+
+async def _run_one_nightly(data: Path) -> None:
+    async with Sandbox(SandboxState()) as sandbox:
+        _, repo = seed_nightly_repo(sandbox.state)
+        settings = app_settings(sandbox, database=data / "warm.sqlite3", data_dir=data)
+        async with running_app(settings):  # the scheduler enqueues today's nightly at start
+            await wait_until(
+                lambda: completed(seen(sandbox.state, repo).checks), what="the warm-up nightly"
+            )
+
+
+def data_dir_with(evaluations: Path, tmp_path: Path) -> Path:
+    """A fresh data folder (no blob cache) that already holds the scored evaluations."""
+    data = tmp_path / "data"
+    shutil.copytree(evaluations, data / "evaluations")
+    return data
+
+
+def nightly_jobs(installation: Installation, count: int) -> list[JobSpec]:
+    """``count`` distinct nightly jobs of the same repository (each key its own check run)."""
+    day = datetime.now(UTC).date().isoformat()
+    return [
+        JobSpec(
+            kind="nightly",
+            key=f"nightly:{REPO}:race-{n:02d}",
+            payload={"installation_id": installation.id, "repo": REPO, "day": day},
+        )
+        for n in range(count)
+    ]
+
+
+async def enqueue_all(database: Path, jobs: list[JobSpec]) -> None:
+    """Enqueue through a connection of its own, as the scheduler of another replica would."""
+    async with SqliteStore(database) as store:
+        for job in jobs:
+            assert await store.enqueue(job) is not None
+
+
+async def all_done(store: Store, count: int) -> bool:
+    """True when ``count`` jobs are done (and none is failed, which would never change)."""
+    counts = await store.job_counts()
+    assert counts[JobState.FAILED] == 0, "a racing nightly job failed"
+    return counts[JobState.DONE] == count
+
+
+def assert_one_comment_one_issue(sandbox: Sandbox, repo: Repo, keys: list[str]) -> None:
+    """One sticky comment on one tracking issue; one completed check run per job key."""
+    view = seen(sandbox.state, repo)
+    assert len(view.issues) == 1, [i.title for i in view.issues]
+    assert len(view.comments) == 1, [c.id for c in view.comments]
+    comment = view.comments[0]
+    assert comment.issue_number == view.issues[0].number
+    assert REGRESSION in comment.body
+    assert "the last 14 runs" in comment.body  # 50 runs recorded, the table keeps 14
+    assert sorted(r.external_id or "" for r in view.checks) == sorted(keys)
+    assert all(r.status is CheckStatus.COMPLETED for r in view.checks)
+    assert {r.conclusion for r in view.checks} == {CheckConclusion.FAILURE}
+
+
+async def claimed_by(store: Store, count: int) -> set[str]:
+    """The worker ids that ran jobs 1..count (the last lease of each)."""
+    holders = set()
+    for job_id in range(1, count + 1):
+        job = await store.get_job(job_id)
+        assert job is not None and job.claimed_by is not None
+        holders.add(job.claimed_by)
+    return holders
+
+
+async def test_fifty_nightly_jobs_racing_in_one_pool_leave_one_sticky_comment(
+    sandbox: Sandbox, tmp_path: Path, evaluations: Path
+) -> None:
+    installation, repo = seed_nightly_repo(sandbox.state)
+    database = tmp_path / "store.sqlite3"
+    jobs = nightly_jobs(installation, RACERS)
+    settings = app_settings(
+        sandbox, database=database, data_dir=data_dir_with(evaluations, tmp_path), workers=6
+    )
+    widen_the_race(sandbox)
+    async with running_app(settings, schedule=False, github_policy=UNPACED) as app:
+        await enqueue_all(database, jobs)
+        app[SERVICES].workers.wake()
+        store = app[STORE]
+        await wait_until(lambda: all_done(store, RACERS), what="50 racing jobs", timeout=90)
+        workers = await claimed_by(store, RACERS)
+        runs = await store.recent_runs(REPO, limit=100)
+    assert len(workers) > 1, "the jobs never ran concurrently"
+    assert len(runs) == RACERS
+    assert_one_comment_one_issue(sandbox, repo, [job.key for job in jobs])
+
+
+async def test_fifty_nightly_jobs_racing_on_two_replicas_leave_one_sticky_comment(
+    sandbox: Sandbox, tmp_path: Path, evaluations: Path
+) -> None:
+    installation, repo = seed_nightly_repo(sandbox.state)
+    database = tmp_path / "store.sqlite3"
+    data = data_dir_with(evaluations, tmp_path)
+    jobs = nightly_jobs(installation, RACERS)
+    one = app_settings(sandbox, database=database, data_dir=data, workers=3)
+    widen_the_race(sandbox)
+    async with (
+        running_app(one, schedule=False, github_policy=UNPACED) as first,
+        running_app(one, schedule=False, github_policy=UNPACED) as second,
+    ):
+        await enqueue_all(database, jobs)
+        for app in (first, second):
+            app[SERVICES].workers.wake()
+        store = first[STORE]
+        await wait_until(lambda: all_done(store, RACERS), what="50 jobs on 2 replicas", timeout=90)
+        workers = await claimed_by(store, RACERS)
+        runs = await store.recent_runs(REPO, limit=100)
+        prefixes = {app[SERVICES].workers.worker_prefix for app in (first, second)}
+    ran_on = {prefix for prefix in prefixes if any(w.startswith(prefix) for w in workers)}
+    assert ran_on == prefixes, "one replica ran every job: nothing raced"
+    assert len(runs) == RACERS
+    assert_one_comment_one_issue(sandbox, repo, [job.key for job in jobs])
+
+
+# Where the first process stalls (and is killed): a blob fetch happens while the bisect
+# runs, after the check run was opened and before the comment; the check-run PATCH is the
+# finish, after the comment was written. The stall outlasts the test (the sandbox wakes it
+# at teardown), so only the second process can have finished the job.
+STALLS = {
+    "after-check-opened-before-comment": ("GET", r"/repos/[^/]+/[^/]+/git/blobs/[0-9a-f]+"),
+    "after-comment-before-check-completed": ("PATCH", r"/repos/[^/]+/[^/]+/check-runs/\d+"),
+}
+
+
+@pytest.mark.parametrize("point", sorted(STALLS))
+async def test_service_killed_mid_job_and_restarted_finishes_it_once(
+    sandbox: Sandbox, tmp_path: Path, evaluations: Path, point: str
+) -> None:
+    _, repo = seed_nightly_repo(sandbox.state)
+    database, data = tmp_path / "store.sqlite3", data_dir_with(evaluations, tmp_path)
+    method, path = STALLS[point]
+    sandbox.faults.slow(method, path, seconds=300, times=1)
+    env = service_env(
+        sandbox,
+        database=database,
+        data_dir=data,
+        port=free_port(),
+        MODEL_GUARD_LEASE_S="3",
+        MODEL_GUARD_POLL_S="0.2",
+    )
+    first = ServiceProcess(env, log_path=tmp_path / "first.log")
+    second = ServiceProcess({**env, "PORT": str(free_port())}, log_path=tmp_path / "second.log")
+    try:
+        await first.start()
+        await wait_until(
+            lambda: any(f.kind is FaultKind.SLOW for f in sandbox.faults.fired),
+            what=f"the first process to reach {method} {path}",
+            details=first.logs,
+        )
+        at_kill = seen(sandbox.state, repo)
+        await first.kill()
+        sandbox.faults.clear()
+        assert len(at_kill.checks) == 1
+        assert at_kill.checks[0].status is CheckStatus.IN_PROGRESS
+        assert len(at_kill.comments) == (0 if method == "GET" else 1)
+
+        await second.start()
+        await wait_until(
+            lambda: any_completed(seen(sandbox.state, repo).checks),
+            what="the restarted process to complete a check run",
+            details=second.logs,
+        )
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{second.url}/healthz") as health:
+                assert health.status == 200
+                assert (await health.json())["jobs"]["done"] == 1
+            async with session.get(f"{second.url}/metrics") as response:
+                assert response.status == 200
+                metrics = parse_metrics(await response.text())
+        assert metrics['model_guard_jobs{state="done"}'] == 1
+        assert metric_total(metrics, "model_guard_github_requests_total") > 0
+        assert await second.stop() == 0, second.logs()
+    finally:
+        await first.kill()
+        await second.stop()
+
+    async with SqliteStore(database) as store:
+        job = await store.get_job(1)
+        counts = await store.job_counts()
+        runs = await store.recent_runs(REPO)
+    assert job is not None and job.state is JobState.DONE
+    assert job.attempts == 2  # the killed attempt, then the one that finished
+    assert counts == {JobState.QUEUED: 0, JobState.RUNNING: 0, JobState.DONE: 1, JobState.FAILED: 0}
+    assert len(runs) == 1
+    view = seen(sandbox.state, repo)
+    assert len(view.issues) == 1
+    assert len(view.comments) == 1 and REGRESSION in view.comments[0].body
+    (check,) = view.checks_for(job.key)
+    assert len(view.checks) == 1
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert REGRESSION in (check.output.summary or "")
+
+
+def rerequested_payload(installation: Installation, repo: Repo, head_sha: str) -> dict[str, Any]:
+    """octokit's check_run.rerequested example, retargeted at the nightly check of ``repo``."""
+    payload = copy.deepcopy(load_example("check_run", "rerequested"))
+    payload["installation"]["id"] = installation.id
+    payload["repository"].update(
+        id=repo.id, name=repo.name, full_name=repo.full_name, default_branch=repo.default_branch
+    )
+    payload["repository"]["owner"]["login"] = repo.owner.login
+    payload["check_run"].update(name=NIGHTLY_CHECK, head_sha=head_sha)
+    return payload
+
+
+async def test_running_service_takes_only_the_signed_delivery(
+    sandbox: Sandbox, tmp_path: Path, evaluations: Path
+) -> None:
+    installation, repo = seed_nightly_repo(sandbox.state, config=UNSCHEDULED_CONFIG)
+    head_sha = sandbox.state.resolve_ref(repo, repo.default_branch)
+    assert head_sha is not None
+    body = json.dumps(rerequested_payload(installation, repo, head_sha)).encode()
+    secret = sandbox.state.app.webhook_secret
+    database = tmp_path / "store.sqlite3"
+    env = service_env(
+        sandbox,
+        database=database,
+        data_dir=data_dir_with(evaluations, tmp_path),
+        port=free_port(),
+        MODEL_GUARD_POLL_S="0.2",
+    )
+    service = ServiceProcess(env, log_path=tmp_path / "service.log")
+    signed = webhook_headers("check_run", str(uuid.uuid4()), body, secret)
+    sha1_only = webhook_headers("check_run", str(uuid.uuid4()), body, secret)
+    del sha1_only["x-hub-signature-256"]
+    attempts = {
+        "signed": signed,
+        "unsigned": webhook_headers("check_run", str(uuid.uuid4()), body, None),
+        "sha1-only": sha1_only,
+        "wrong-secret": webhook_headers("check_run", str(uuid.uuid4()), body, "not-the-secret"),
+    }
+    try:
+        await service.start()
+        await service.wait_ready()
+        statuses = {}
+        async with aiohttp.ClientSession() as session:
+            for name, headers in attempts.items():
+                async with session.post(
+                    f"{service.url}/webhook", data=body, headers=headers
+                ) as response:
+                    statuses[name] = response.status
+            rerun = f"nightly-rerun:{signed['x-github-delivery']}"
+            await wait_until(
+                lambda: completed(seen(sandbox.state, repo).checks_for(rerun)),
+                what="the re-run the signed delivery asked for",
+                details=service.logs,
+            )
+            async with session.get(f"{service.url}/metrics") as response:
+                metrics = parse_metrics(await response.text())
+        assert await service.stop() == 0, service.logs()
+    finally:
+        await service.stop()
+    assert statuses == {"signed": 202, "unsigned": 401, "sha1-only": 401, "wrong-secret": 401}
+    deliveries = 'model_guard_deliveries_total{event="check_run",outcome="%s"}'
+    assert metrics[deliveries % "accepted"] == 1
+    assert metrics[deliveries % "refused_401"] == 3
+    async with SqliteStore(database) as store:
+        assert await store.delivery_count() == 1
+        counts = await store.job_counts()
+    assert counts[JobState.DONE] == 1 and sum(counts.values()) == 1
+    view = seen(sandbox.state, repo)
+    (check,) = view.checks
+    assert check.head_sha == head_sha and check.conclusion is CheckConclusion.FAILURE
+
+
+def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``model-guard serve`` (as ``python -m bot``) to its exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A non-zero exit with exactly one line on stderr, naming the problem; no traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("model-guard: error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """A service environment with everything but credentials, in ``tmp_path``."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "MODEL_GUARD_DB": str(tmp_path / "store.sqlite3"),
+        "MODEL_GUARD_DATA": str(tmp_path / "data"),
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+    }
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path: Path) -> None:
+    result = serve(base_env(tmp_path))
+    assert_one_line_refusal(result, "GITHUB_WEBHOOK_SECRET")
+
+
+@pytest.mark.parametrize("where", ["GITHUB_PRIVATE_KEY", "GITHUB_PRIVATE_KEY_PATH"])
+def test_serve_refuses_to_start_with_a_malformed_private_key(tmp_path: Path, where: str) -> None:
+    env = {**base_env(tmp_path), "GITHUB_WEBHOOK_SECRET": "s3cret", "GITHUB_APP_ID": "1"}
+    garbage = "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n"
+    if where == "GITHUB_PRIVATE_KEY":
+        env[where] = garbage
+    else:
+        (tmp_path / "key.pem").write_text(garbage)
+        env[where] = str(tmp_path / "key.pem")
+    result = serve(env)
+    assert_one_line_refusal(result, where, "PEM")
+    assert "bm90IGEga2V5" not in result.stderr  # the key itself is never echoed
+    assert not (tmp_path / "store.sqlite3").exists()  # refused before anything started
