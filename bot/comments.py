@@ -72,9 +72,17 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
     """The sticky comment: verdict, what was judged, the table, and the recent history."""
     when = view.finished_at.strftime("%Y-%m-%d %H:%M UTC")
     check = f" · [check run]({view.check_url})" if view.check_url else ""
-    # The engine's table opens with the verdict; a run that could not judge states it here.
+    # The verdict always sits in the part that is never left out: the engine's markdown opens
+    # with it (a heading line), and a run that could not judge states it here.
     failed = view.outcome == ERROR_OUTCOME
-    verdict = [f"**{view.summary}**", ""] if failed else []
+    details = view.details
+    if failed:
+        verdict = [f"**{view.summary}**", ""]
+    elif details.startswith("### "):
+        first, _, details = details.partition("\n")
+        verdict, details = [first, ""], details.lstrip("\n")
+    else:
+        verdict = [f"**{view.summary}**", ""]
     # No paths when the config could not be read: the defaults are not what the repo asked for.
     paths = f": registry `{view.registry}`, golden cache `{view.features}`" if view.registry else ""
     head = "\n".join(
@@ -92,7 +100,7 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
     )
     sections = [
         Section(head, priority=0),
-        Section(view.details, priority=1, label="The bisect table"),
+        Section(details, priority=1, label="The bisect table"),
         Section(_history(history), priority=2, label="The run history") if history else None,
         Section(footer, priority=3, label="The footer"),
     ]

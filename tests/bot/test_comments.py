@@ -302,3 +302,14 @@ def test_check_output_of_a_thousand_model_report_fits_githubs_byte_limit(
     body = render_check_output(view, comment_url=None).to_json()
     assert len(body["text"].encode("utf-8")) <= MAX_OUTPUT_BYTES
     assert "fr-mlp-v0613" in body["text"]
+
+
+def test_verdict_heading_stays_when_an_oversized_table_is_left_out() -> None:
+    verdict = "### ❌ Regression: `m-06` (index 6) is the first model that fails plcc >= 0.9."
+    rows = "\n".join(f"| {i} | `model-{i}` | ❌ fail |" for i in range(20_000))
+    view = view_of(Outcome.REGRESSION.value, details=f"{verdict}\n\n{rows}")
+    comment = render_tracking_comment(view, history_of(3))
+    assert len(comment) <= 65_536
+    assert "The bisect table left out" in comment
+    assert verdict in comment
+    assert comment.index(verdict) < comment.index("Judged")
