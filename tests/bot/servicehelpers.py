@@ -4,12 +4,14 @@ real ``python -m bot`` process, and what a maintainer sees in the sandbox afterw
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from typing import IO
 import aiohttp
 from aiohttp import web
 
-from bot.app import create_app
+from bot.app import SERVICES, create_app
 from bot.checks import NIGHTLY_CHECK
 from bot.comments import NIGHTLY_PURPOSE
 from bot.demo import DEFAULT_FEATURES, DEFAULT_REGISTRY, demo_files, manifest_permissions
@@ -146,6 +148,45 @@ async def running_app(settings: Settings, **options: object) -> AsyncIterator[we
         yield app
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def replica_in_thread(settings: Settings, **options: object) -> AsyncIterator[str]:
+    """Run another ``create_app(settings)`` on an event loop of its own in a thread.
+
+    Locks that live per event loop are not shared with it, as with a second process; it
+    yields that replica's worker prefix and stops it (and joins the thread) on exit.
+    """
+    started: concurrent.futures.Future[str] = concurrent.futures.Future()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(_serve_until(settings, options, started, stop)),
+        name="replica",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield await asyncio.wrap_future(started)
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 60.0)
+
+
+async def _serve_until(
+    settings: Settings,
+    options: Mapping[str, object],
+    started: concurrent.futures.Future[str],
+    stop: threading.Event,
+) -> None:
+    try:
+        async with running_app(settings, **options) as app:
+            started.set_result(app[SERVICES].workers.worker_prefix)
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+    except BaseException as error:
+        if not started.done():
+            started.set_exception(error)
+        raise
 
 
 def free_port() -> int:
