@@ -216,7 +216,7 @@ async def test_replicas_on_their_own_event_loops_racing_open_one_tracking_issue(
     )
     widen_the_race(sandbox)
     # Opening the issue takes long enough for the other replica to search and find none.
-    sandbox.faults.slow("POST", ISSUE_POST, seconds=2.0, times=None)
+    sandbox.faults.slow("POST", ISSUE_POST, seconds=3.0, times=None)
     async with (
         running_app(settings, schedule=False, github_policy=UNPACED) as app,
         replica_in_thread(settings, schedule=False, github_policy=UNPACED) as other,
