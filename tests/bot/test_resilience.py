@@ -171,6 +171,7 @@ async def test_fifty_nightly_jobs_racing_in_one_pool_leave_one_sticky_comment(
         database=database,
         data_dir=data_dir_with(evaluations, tmp_path),
         workers=6,
+        engine_processes=2,  # six workers on one engine process would wait on it in turn
     )
     widen_the_race(sandbox)
     async with running_app(settings, schedule=False, github_policy=UNPACED) as app:
