@@ -80,11 +80,12 @@ async def open_check_run(
 ) -> int:
     """Return the id of this job's check run on ``head_sha``, creating it in progress if new."""
     url_vars = {**_split(repo), "ref": head_sha, "name": name}
-    found: dict[str, Any] = await gh.getitem(
+    # Every page: a commit judged every night (and re-run) gathers more than 100 runs.
+    async for run in gh.getiter(
         "/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter,per_page}",
         url_vars={**url_vars, "check_name": name, "filter": "all", "per_page": "100"},
-    )
-    for run in found.get("check_runs", []):
+        iterable_key="check_runs",
+    ):
         if run.get("external_id") == external_id:
             return int(run["id"])
     created: dict[str, Any] = await gh.post(

@@ -128,8 +128,39 @@ async def ensure_tracking_issue(
                 "opened the tracking issue",
                 extra={"fields": {"repo": repo, "issue": issue.number, "label": label}},
             )
+            issue = await _settle(
+                gh, url_vars=url_vars, label=label, bot_login=bot_login, ours=issue
+            )
         await store.set_value(NAMESPACE, key, str(issue.number))
         return issue
+
+
+async def _settle(
+    gh: GitHubAPI, *, url_vars: Mapping[str, str], label: str, bot_login: str, ours: TrackingIssue
+) -> TrackingIssue:
+    """After opening an issue, defer to an older one another replica opened at the same time.
+
+    The lock above only serialises one process; two replicas that both found no issue both
+    open one. Each then searches again and both settle on the oldest issue the bot opened,
+    so their comments meet there. The newer issue gets a comment pointing to the kept one
+    (the App never edits or closes issues; a maintainer can close it).
+    """
+    winner = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
+    if winner is None or winner.number == ours.number:
+        return ours
+    log.warning(
+        "another replica opened the tracking issue first; using it",
+        extra={"fields": {"kept": winner.number, "duplicate": ours.number}},
+    )
+    await gh.post(
+        "/repos/{owner}/{repo}/issues/{number}/comments",
+        {**url_vars, "number": str(ours.number)},
+        data={
+            "body": f"model-guard opened this issue at the same moment as #{winner.number} and "
+            f"reports on #{winner.number}; this one can be closed."
+        },
+    )
+    return TrackingIssue(winner.number, winner.html_url, created=False)
 
 
 async def _remembered(

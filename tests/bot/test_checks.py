@@ -170,3 +170,16 @@ def test_conclusion_for_maps_each_engine_outcome(
     outcome: Outcome | None, conclusion: Conclusion
 ) -> None:
     assert conclusion_for(outcome) is conclusion
+
+
+async def test_run_is_found_again_past_the_first_page_of_a_busy_commit(world: World) -> None:
+    first = await world.open("nightly:acme/models:2026-01-01")
+    for day in range(2, 122):  # 120 more runs of the same check on the same commit
+        world.sandbox.state.create_check_run(
+            world.repo, name=NIGHTLY_CHECK, head_sha=world.head, external_id=f"day-{day}"
+        )
+    posts = len(world.sandbox.requests_to("POST", CREATE))
+    assert await world.open("nightly:acme/models:2026-01-01") == first
+    assert len(world.sandbox.requests_to("POST", CREATE)) == posts
+    pages = world.sandbox.requests_to("GET", r"/repos/acme/models/commits/[0-9a-f]+/check-runs")
+    assert any(r.query.get("page") == "2" for r in pages)

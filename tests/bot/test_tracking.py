@@ -157,3 +157,31 @@ async def test_label_with_comma_is_refused_in_one_line(world: World) -> None:
     with pytest.raises(TrackingError, match=r"^tracking label must be 1-50 characters"):
         await world.ensure("a,b")
     assert all("/issues" not in r.path for r in world.sandbox.requests)
+
+
+async def test_issue_opened_at_the_same_moment_by_another_replica_wins_when_older(
+    world: World,
+) -> None:
+    # Another replica (another process: the lock cannot see it) opens its issue between
+    # our search and our POST; after opening ours we search again and settle on the older.
+    state = world.sandbox.state
+    gh = world.gh
+    opened_elsewhere: list[int] = []
+
+    class OtherReplicaFirst(GitHubAPI):
+        async def post(self, url: str, *args: object, **kwargs: object) -> object:
+            if url == "/repos/{owner}/{repo}/issues" and not opened_elsewhere:
+                other = state.add_issue(world.repo, DEFAULT_TITLE, labels=[LABEL], user=world.bot)
+                opened_elsewhere.append(other.number)
+            return await super().post(url, *args, **kwargs)  # type: ignore[arg-type]
+
+    world.gh = OtherReplicaFirst(
+        gh._session, "model-guard-tests", oauth_token=gh.oauth_token, base_url=gh.base_url
+    )
+    found = await world.ensure()
+    assert found == TrackingIssue(opened_elsewhere[0], found.html_url, created=False)
+    ours = max(number for (repo_id, number) in state.issues if repo_id == world.repo.id)
+    assert ours != found.number
+    notes = [c.body for c in state.comments.values() if c.issue_number == ours]
+    assert notes and f"reports on #{found.number}" in notes[0]
+    assert await world.store.get_value(NAMESPACE, f"{REPO}:{LABEL}") == str(found.number)
