@@ -128,13 +128,14 @@ async def _services_context(
     data = settings.data_dir
     files = RepoFiles(data / "blobs")
     judge = TimelineJudge(
-        files=files, pool=pool, workdir=data / "work", evaluations=data / "evaluations"
+        files=files,
+        pool=pool,
+        workdir=data / "work",
+        evaluations=data / "evaluations",
+        time_limit=settings.job_timeout_s,
     )
     nightly = NightlyHandler(
-        client=client,
-        store=store,
-        files=files,
-        judge=judge,
+        client=client, store=store, files=files, judge=judge, telemetry=telemetry
     )
     workers = WorkerPool(
         store, {NIGHTLY: nightly}, options=settings.worker_options(), telemetry=telemetry

@@ -39,6 +39,7 @@ from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config,
 from bot.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from bot.sticky import IssueUnavailable, StickyComments
 from bot.store import Job, JobSpec, Store
+from bot.telemetry import Telemetry
 from bot.timeline import TimelineJudge
 from bot.tracking import TrackingError, ensure_tracking_issue
 from bot.worker import PermanentJobError, RetryableJobError
@@ -81,6 +82,7 @@ class NightlyHandler:
     store: Store
     files: RepoFiles
     judge: TimelineJudge
+    telemetry: Telemetry | None = None
     _sticky: StickyComments | None = field(default=None, init=False)
     _bot_login: str = field(default="", init=False)
 
@@ -242,7 +244,10 @@ class NightlyHandler:
             app: dict[str, Any] = await self.client.app_api().getitem("/app")
             self._bot_login = f"{app['slug']}[bot]"
             self._sticky = StickyComments(
-                self.store, bot_login=self._bot_login, app_id=int(app["id"])
+                self.store,
+                bot_login=self._bot_login,
+                app_id=int(app["id"]),
+                outcomes=None if self.telemetry is None else self.telemetry.sticky_comments,
             )
         return self._sticky
 

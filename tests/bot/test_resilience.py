@@ -298,6 +298,8 @@ async def test_service_killed_mid_job_and_restarted_finishes_it_once(
                 metrics = parse_metrics(await response.text())
         assert metrics['model_guard_jobs{state="done"}'] == 1
         assert metric_total(metrics, "model_guard_github_requests_total") > 0
+        # The restarted process wrote (or found unchanged) the one sticky comment.
+        assert metric_total(metrics, "model_guard_sticky_comments_total") == 1
         assert await second.stop() == 0, second.logs()
     finally:
         await first.kill()
