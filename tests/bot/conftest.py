@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,6 +38,28 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward."""
         self.now += seconds
+
+
+class DateClock:
+    """A settable timezone-aware clock for the store, the workers and the scheduler."""
+
+    def __init__(self, now: datetime) -> None:
+        """Start at ``now``."""
+        self.now = now
+
+    def __call__(self) -> datetime:
+        """The current fake time."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where a test's SQLite store lives."""
+    return tmp_path / "store.db"
 
 
 @pytest.fixture

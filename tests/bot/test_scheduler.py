@@ -16,6 +16,7 @@ from bot.scheduler import (
     latest_fire_time,
 )
 from bot.store import Job, JobState, SqliteStore
+from tests.bot.conftest import DateClock
 
 REPO = "octo-org/vqm-registry"
 OTHER = "octo-org/other-models"
@@ -23,23 +24,8 @@ OTHER = "octo-org/other-models"
 FAR_FUTURE = datetime(2999, 1, 1, tzinfo=UTC)
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def at(day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
 
 
 @pytest.fixture
@@ -85,7 +71,7 @@ async def jobs_in(db_path: Path) -> list[Job]:
 async def test_repo_fires_once_per_day_however_many_ticks(
     store: SqliteStore, db_path: Path
 ) -> None:
-    clock = FakeClock(at(22, 4, 40))
+    clock = DateClock(at(22, 4, 40))
     scheduler = Scheduler(store, listing(nightly()), clock=clock)
     assert await scheduler.tick() == [REPO]
     for minutes in (0, 1, 30, 600):
@@ -105,7 +91,7 @@ async def test_repo_fires_once_per_day_however_many_ticks(
 async def test_fire_time_not_reached_yet_does_nothing_until_it_is(
     store: SqliteStore, db_path: Path
 ) -> None:
-    clock = FakeClock(at(21, 4, 37))  # exactly at the fire time counts as reached
+    clock = DateClock(at(21, 4, 37))  # exactly at the fire time counts as reached
     scheduler = Scheduler(store, listing(nightly()), clock=clock)
     assert await scheduler.tick() == [REPO]
     clock.now = at(22, 4, 36)
@@ -120,13 +106,13 @@ async def test_run_missed_during_downtime_happens_at_the_next_start(
     store: SqliteStore, db_path: Path
 ) -> None:
     source = listing(nightly())
-    before = Scheduler(store, source, clock=FakeClock(at(21, 4, 40)))
+    before = Scheduler(store, source, clock=DateClock(at(21, 4, 40)))
     assert await before.tick() == [REPO]
-    last = Scheduler(store, source, clock=FakeClock(at(22, 3, 0)))
+    last = Scheduler(store, source, clock=DateClock(at(22, 3, 0)))
     assert await last.tick() == []  # the last tick before going down: today's fire time not yet
     # Restarted today, after the fire time: the first tick at start enqueues today's run.
     enqueued = asyncio.Event()
-    restarted = Scheduler(store, source, clock=FakeClock(at(22, 9, 15)), on_enqueued=enqueued.set)
+    restarted = Scheduler(store, source, clock=DateClock(at(22, 9, 15)), on_enqueued=enqueued.set)
     await restarted.start()
     try:
         await asyncio.wait_for(enqueued.wait(), 10)
@@ -140,8 +126,8 @@ async def test_after_several_days_down_only_the_latest_day_runs(
     store: SqliteStore, db_path: Path
 ) -> None:
     source = listing(nightly())
-    assert await Scheduler(store, source, clock=FakeClock(at(20, 5))).tick() == [REPO]
-    assert await Scheduler(store, source, clock=FakeClock(at(24, 12))).tick() == [REPO]
+    assert await Scheduler(store, source, clock=DateClock(at(20, 5))).tick() == [REPO]
+    assert await Scheduler(store, source, clock=DateClock(at(24, 12))).tick() == [REPO]
     days = [job.payload["day"] for job in await jobs_in(db_path)]
     assert days == ["2026-11-20", "2026-11-24"]
 
@@ -151,7 +137,7 @@ async def test_day_is_the_utc_date_of_the_fire_time_not_of_the_tick(
 ) -> None:
     late = nightly(cron="30 23 * * *")
     # 00:10 UTC on the 23rd, given in UTC+2: the 23:30 fire time belongs to the 22nd.
-    clock = FakeClock(datetime(2026, 11, 23, 2, 10, tzinfo=timezone(timedelta(hours=2))))
+    clock = DateClock(datetime(2026, 11, 23, 2, 10, tzinfo=timezone(timedelta(hours=2))))
     scheduler = Scheduler(store, listing(late), clock=clock)
     assert await scheduler.tick() == [REPO]
     [job] = await jobs_in(db_path)
@@ -167,7 +153,7 @@ async def test_several_schedulers_on_one_store_enqueue_one_job(
         await replica.open()
     try:
         schedulers = [
-            Scheduler(replica, listing(nightly()), clock=FakeClock(at(22, 5)))
+            Scheduler(replica, listing(nightly()), clock=DateClock(at(22, 5)))
             for replica in replicas
         ]
         results = await asyncio.gather(*(scheduler.tick() for scheduler in schedulers))
@@ -182,7 +168,7 @@ async def test_repository_names_differing_in_case_are_one_repository(
     store: SqliteStore, db_path: Path
 ) -> None:
     scheduler = Scheduler(
-        store, listing(nightly(REPO), nightly(REPO.upper())), clock=FakeClock(at(22, 5))
+        store, listing(nightly(REPO), nightly(REPO.upper())), clock=DateClock(at(22, 5))
     )
     assert await scheduler.tick() == [REPO]
     assert len(await jobs_in(db_path)) == 1
@@ -195,7 +181,7 @@ async def test_bad_cron_is_skipped_with_one_log_line_while_other_repos_still_run
     store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = listing(nightly(OTHER, cron="61 4 * * *"), nightly(REPO))
-    scheduler = Scheduler(store, source, clock=FakeClock(at(22, 5)))
+    scheduler = Scheduler(store, source, clock=DateClock(at(22, 5)))
     with caplog.at_level(logging.WARNING, logger="model_guard.scheduler"):
         assert await scheduler.tick() == [REPO]
     [record] = caplog.records
@@ -208,7 +194,7 @@ async def test_bad_cron_is_skipped_with_one_log_line_while_other_repos_still_run
 
 async def test_disabled_repositories_are_skipped(store: SqliteStore, db_path: Path) -> None:
     source = listing(nightly(OTHER, enabled=False), nightly(REPO))
-    assert await Scheduler(store, source, clock=FakeClock(at(22, 5))).tick() == [REPO]
+    assert await Scheduler(store, source, clock=DateClock(at(22, 5))).tick() == [REPO]
     assert await store.last_schedule_run(OTHER) is None
 
 
@@ -216,7 +202,7 @@ async def test_on_enqueued_is_called_only_when_a_tick_enqueued_something(
     store: SqliteStore,
 ) -> None:
     calls: list[int] = []
-    clock = FakeClock(at(22, 5))
+    clock = DateClock(at(22, 5))
     scheduler = Scheduler(
         store, listing(nightly(), nightly(OTHER)), clock=clock, on_enqueued=lambda: calls.append(1)
     )
@@ -246,7 +232,7 @@ async def test_a_failing_source_is_logged_and_the_loop_keeps_ticking(
         store,
         flaky,
         interval_seconds=0.01,
-        clock=FakeClock(at(22, 5)),
+        clock=DateClock(at(22, 5)),
         on_enqueued=enqueued.set,
     )
     with caplog.at_level(logging.ERROR, logger="model_guard.scheduler"):
@@ -266,7 +252,7 @@ async def test_a_failing_source_is_logged_and_the_loop_keeps_ticking(
 
 
 async def test_starting_twice_is_refused_and_stop_is_idempotent(store: SqliteStore) -> None:
-    scheduler = Scheduler(store, listing(), clock=FakeClock(at(22, 5)))
+    scheduler = Scheduler(store, listing(), clock=DateClock(at(22, 5)))
     await scheduler.start()
     try:
         with pytest.raises(ScheduleError, match="already started"):
@@ -300,6 +286,6 @@ def test_latest_fire_time_refuses_a_naive_now() -> None:
 async def test_jobs_enqueued_by_the_scheduler_are_queued_for_now(
     store: SqliteStore,
 ) -> None:
-    await Scheduler(store, listing(nightly()), clock=FakeClock(at(22, 5))).tick()
+    await Scheduler(store, listing(nightly()), clock=DateClock(at(22, 5))).tick()
     counts = await store.job_counts()
     assert counts[JobState.QUEUED] == 1

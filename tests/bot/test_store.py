@@ -20,37 +20,20 @@ from bot.store import (
     SqliteStore,
     StoreNotOpenError,
 )
+from tests.bot.conftest import DateClock
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 LATER = T0 + timedelta(days=365)
 REPO = "octo-org/vqm-registry"
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+@pytest.fixture
+def clock() -> DateClock:
+    return DateClock(T0)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
-async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
+async def store(db_path: Path, clock: DateClock) -> AsyncIterator[SqliteStore]:
     async with SqliteStore(db_path, clock=clock) as opened:
         yield opened
 
@@ -84,7 +67,7 @@ async def test_store_runs_sqlite_in_wal_mode_with_schema_version_recorded(
 
 
 async def test_reopening_a_store_keeps_its_data_and_applies_no_migration_twice(
-    db_path: Path, clock: FakeClock
+    db_path: Path, clock: DateClock
 ) -> None:
     async with SqliteStore(db_path, clock=clock) as first:
         await first.set_value("tracking", REPO, "7")
@@ -169,7 +152,7 @@ async def test_enqueue_returns_none_when_the_key_exists_even_after_the_job_finis
 
 
 async def test_claim_takes_the_oldest_due_job_and_leaves_future_ones(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     await store.enqueue(make_spec("future", run_at=T0 + timedelta(hours=1)))
     await store.enqueue(make_spec("newer", run_at=T0 - timedelta(minutes=1)))
@@ -287,7 +270,7 @@ async def test_two_processes_on_one_file_claim_each_of_200_jobs_exactly_once(
 
 
 async def test_job_left_running_by_a_crashed_store_is_requeued_on_next_open(
-    db_path: Path, clock: FakeClock
+    db_path: Path, clock: DateClock
 ) -> None:
     async with SqliteStore(db_path, clock=clock) as crashed:
         await crashed.enqueue(make_spec("nightly"))
@@ -319,7 +302,7 @@ async def test_requeue_all_running_requeues_even_jobs_with_live_leases(
 
 
 async def test_abandoned_job_with_no_attempts_left_is_failed_not_requeued(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     await store.enqueue(make_spec("poison", max_attempts=1))
     job = await store.claim_job("w", lease_seconds=10)
@@ -395,7 +378,7 @@ async def test_only_the_lease_holder_can_complete_fail_or_extend_a_job(
 
 
 async def test_worker_whose_lease_was_requeued_cannot_complete_the_job(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     await store.enqueue(make_spec("slow"))
     job = await store.claim_job("slow-worker", lease_seconds=10)
@@ -409,7 +392,7 @@ async def test_worker_whose_lease_was_requeued_cannot_complete_the_job(
 
 
 async def test_extend_lease_keeps_a_live_job_from_being_requeued(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     await store.enqueue(make_spec("long"))
     job = await store.claim_job("w", lease_seconds=10)

@@ -28,37 +28,20 @@ from bot.worker import (
     compute_backoff,
     current_job,
 )
+from tests.bot.conftest import DateClock
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 REPO = "octo-org/vqm-registry"
 FAST = WorkerOptions(workers=2, lease_seconds=30.0, poll_seconds=0.02, jitter=0.25)
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+@pytest.fixture
+def clock() -> DateClock:
+    return DateClock(T0)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
-async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
+async def store(db_path: Path, clock: DateClock) -> AsyncIterator[SqliteStore]:
     async with SqliteStore(db_path, clock=clock) as opened:
         yield opened
 
@@ -98,7 +81,7 @@ def failing(error: BaseException) -> Callable[[Job], Awaitable[None]]:
 
 
 async def test_queued_job_runs_once_is_completed_and_its_duration_recorded(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:1")
     seen: list[tuple[int, int | None]] = []
@@ -121,7 +104,7 @@ async def test_queued_job_runs_once_is_completed_and_its_duration_recorded(
 
 
 async def test_log_lines_a_handler_writes_name_its_job_and_carry_no_token(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:logs")
     lines: list[str] = []
@@ -149,7 +132,7 @@ async def test_log_lines_a_handler_writes_name_its_job_and_carry_no_token(
 
 
 async def test_handler_raising_is_retried_later_with_doubling_backoff_and_a_one_line_error(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:flaky")
     base = 30.0
@@ -183,7 +166,7 @@ async def test_handler_raising_is_retried_later_with_doubling_backoff_and_a_one_
 
 
 async def test_unexpected_error_is_logged_with_job_id_and_traceback_at_error_level(
-    store: SqliteStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: SqliteStore, clock: DateClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     job = await enqueue(store, "bisect:boom")
     pool = WorkerPool(store, {"bisect": failing(KeyError("sha"))}, options=FAST, clock=clock)
@@ -200,7 +183,7 @@ async def test_unexpected_error_is_logged_with_job_id_and_traceback_at_error_lev
 
 
 async def test_retryable_job_error_is_requeued_and_logged_as_a_warning(
-    store: SqliteStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: SqliteStore, clock: DateClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     job = await enqueue(store, "bisect:github-down")
     handler = failing(RetryableJobError("GitHub is down"))
@@ -215,7 +198,7 @@ async def test_retryable_job_error_is_requeued_and_logged_as_a_warning(
 
 
 async def test_permanent_job_error_fails_the_job_at_once_with_its_message(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:bad-config", max_attempts=5)
     handler = failing(PermanentJobError("config/model-guard.yml: 'cache' is required"))
@@ -231,7 +214,7 @@ async def test_permanent_job_error_fails_the_job_at_once_with_its_message(
 
 
 async def test_job_that_keeps_failing_is_failed_when_its_attempts_run_out(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:always-broken", max_attempts=3)
     pool = WorkerPool(store, {"bisect": failing(OSError("disk full"))}, options=FAST, clock=clock)
@@ -248,7 +231,7 @@ async def test_job_that_keeps_failing_is_failed_when_its_attempts_run_out(
 
 
 async def test_jobs_of_kinds_without_a_handler_are_left_queued(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     other = await enqueue(store, "comment:1", kind="comment")
     mine = await enqueue(store, "bisect:2")
@@ -435,7 +418,7 @@ async def test_pool_in_a_second_os_process_and_this_one_never_run_the_same_job_t
 
 
 async def test_job_left_running_with_an_expired_lease_is_requeued_on_start_and_finishes(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "nightly:octo-org/vqm-registry:2026-11-22")
     assert await store.claim_job("crashed-host:1:abc/0", lease_seconds=120) is not None
@@ -458,7 +441,7 @@ async def test_job_left_running_with_an_expired_lease_is_requeued_on_start_and_f
 
 
 async def test_running_pool_requeues_a_job_whose_worker_died_elsewhere_and_runs_it(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:orphan")
     assert await store.claim_job("dead-replica/0", lease_seconds=30) is not None
@@ -482,7 +465,7 @@ async def test_running_pool_requeues_a_job_whose_worker_died_elsewhere_and_runs_
 
 
 async def test_start_leaves_a_live_lease_alone_unless_told_to_requeue_all(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:live")
     assert await store.claim_job("other-replica/0", lease_seconds=120) is not None
@@ -508,7 +491,7 @@ async def test_start_leaves_a_live_lease_alone_unless_told_to_requeue_all(
 
 
 async def test_stop_with_grace_lets_a_running_job_finish(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:finishing")
     started = asyncio.Event()
@@ -532,7 +515,7 @@ async def test_stop_with_grace_lets_a_running_job_finish(
 
 
 async def test_stop_cancels_a_job_still_running_after_grace_and_keeps_its_lease(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     job = await enqueue(store, "bisect:stuck")
     started = asyncio.Event()
@@ -561,7 +544,7 @@ async def test_stop_cancels_a_job_still_running_after_grace_and_keeps_its_lease(
 
 
 async def test_wake_makes_an_idle_worker_claim_without_waiting_for_its_poll(
-    store: SqliteStore, clock: FakeClock
+    store: SqliteStore, clock: DateClock
 ) -> None:
     finished = asyncio.Event()
 
@@ -581,7 +564,7 @@ async def test_wake_makes_an_idle_worker_claim_without_waiting_for_its_poll(
         await pool.stop()
 
 
-async def test_starting_a_started_pool_is_refused(store: SqliteStore, clock: FakeClock) -> None:
+async def test_starting_a_started_pool_is_refused(store: SqliteStore, clock: DateClock) -> None:
     pool = WorkerPool(store, {}, options=FAST, clock=clock)
     await pool.start()
     try:
