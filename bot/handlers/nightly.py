@@ -96,7 +96,13 @@ class NightlyHandler:
         ref = job.payload.get("ref")
         try:
             gh = await self.client.installation_api(installation_id)
-            target = await self._target(gh, repo, ref if isinstance(ref, str) else None)
+            branch = job.payload.get("branch")
+            target = await self._target(
+                gh,
+                repo,
+                ref if isinstance(ref, str) else None,
+                branch=branch if isinstance(branch, str) else None,
+            )
             check_id = await open_check_run(
                 gh,
                 repo,
@@ -157,15 +163,18 @@ class NightlyHandler:
         except _TRANSIENT as error:
             raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
 
-    async def _target(self, gh: GitHubAPI, repo: str, ref: str | None) -> _Target:
-        """The default branch (or ``ref`` for a re-run) and the snapshot of its commit."""
+    async def _target(
+        self, gh: GitHubAPI, repo: str, ref: str | None, *, branch: str | None = None
+    ) -> _Target:
+        """The default branch's head, or ``ref`` for a re-run (named by its ``branch``)."""
         owner, name = repo.split("/", 1)
         info: dict[str, Any] = await gh.getitem(
             "/repos/{owner}/{repo}", url_vars={"owner": owner, "repo": name}
         )
-        branch = str(info["default_branch"])
-        snapshot = await self.files.snapshot(gh, repo, ref or branch)
-        return _Target(repo, branch, str(info.get("html_url") or ""), snapshot)
+        default = str(info["default_branch"])
+        snapshot = await self.files.snapshot(gh, repo, ref or default)
+        shown = default if ref is None else (branch or f"commit {ref[:7]}")
+        return _Target(repo, shown, str(info.get("html_url") or ""), snapshot)
 
     async def _config(self, gh: GitHubAPI, snapshot: RepoSnapshot) -> RepoConfig:
         """The repository's ``.github/model-guard.yml`` at the judged commit (defaults if absent)."""
@@ -315,6 +324,8 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
         isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
     ):
         return
+    suite = run.get("check_suite")
+    branch = suite.get("head_branch") if isinstance(suite, dict) else None
     jobs.append(
         JobSpec(
             kind=KIND,
@@ -323,6 +334,7 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
                 "installation_id": installation_id,
                 "repo": repo,
                 "ref": head_sha,
+                **({"branch": branch} if isinstance(branch, str) and branch else {}),
                 "day": datetime.now(UTC).date().isoformat(),
                 "reason": "re-run requested",
             },

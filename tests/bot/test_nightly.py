@@ -24,13 +24,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from gidgethub import sansio
 
 from bot.app import STORE, create_app
 from bot.checks import NIGHTLY_CHECK
 from bot.comments import NIGHTLY_PURPOSE
 from bot.enginepool import EnginePool
 from bot.github import GitHubClient
-from bot.handlers.nightly import KIND, NightlyHandler
+from bot.handlers.nightly import KIND, NightlyHandler, plan_rerun
 from bot.repoconfig import default_config
 from bot.repofiles import RepoFiles, blob_sha
 from bot.sandbox import Sandbox
@@ -640,7 +641,24 @@ def rerequested(repo: Repo, *, installation_id: int, sha: str) -> dict[str, Any]
     payload["repository"]["owner"].update(login=repo.owner.login, id=repo.owner.id)
     payload["installation"]["id"] = installation_id
     payload["check_run"].update(name=NIGHTLY_CHECK, head_sha=sha)
+    payload["check_run"]["check_suite"]["head_branch"] = repo.default_branch
     return payload
+
+
+def test_rerun_plan_judges_the_checked_commit_and_names_its_branch() -> None:
+    payload = load_example("check_run", "rerequested")
+    payload["check_run"].update(name=NIGHTLY_CHECK, head_sha="d" * 40)
+    payload["check_run"]["check_suite"]["head_branch"] = "release/2.1"
+    jobs: list[JobSpec] = []
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="abc-1"), jobs)
+    (job,) = jobs
+    assert (job.kind, job.key) == ("nightly", "nightly-rerun:abc-1")
+    assert job.payload["ref"] == "d" * 40 and job.payload["branch"] == "release/2.1"
+    assert job.payload["repo"] == payload["repository"]["full_name"]
+    # Another App's check run (or a check of another name) plans nothing.
+    payload["check_run"]["name"] = "ci/build"
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="abc-2"), jobs)
+    assert len(jobs) == 1
 
 
 async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_runs_nothing(
@@ -670,6 +688,7 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
     assert after.id == before.id
     assert [edit.previous_body for edit in after.edits] == [before.body]
     assert "### History (the last 2 runs)" in after.body
+    assert f"on `{repo.default_branch}`" in after.body
     assert len(issues_of(sandbox, repo)) == 1
     assert [run.external_id for run in checks] == [scheduled_key(repo), f"nightly-rerun:{guid}"]
     assert {run.head_sha for run in checks} == {sha}
