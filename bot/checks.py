@@ -13,6 +13,7 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
+from bot.repos import repo_vars
 from engine.bisection import Outcome
 
 # GitHub documents 65,535 characters for a check-run summary or text, but counts UTF-8 bytes:
@@ -70,16 +71,11 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _split(repo: str) -> dict[str, str]:
-    owner, name = repo.split("/", 1)
-    return {"owner": owner, "repo": name}
-
-
 async def open_check_run(
     gh: GitHubAPI, repo: str, head_sha: str, *, name: str, external_id: str, title: str
 ) -> int:
     """Return the id of this job's check run on ``head_sha``, creating it in progress if new."""
-    url_vars = {**_split(repo), "ref": head_sha, "name": name}
+    url_vars = {**repo_vars(repo), "ref": head_sha}
     # Every page: a commit judged every night (and re-run) gathers more than 100 runs.
     async for run in gh.getiter(
         "/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter,per_page}",
@@ -90,7 +86,7 @@ async def open_check_run(
             return int(run["id"])
     created: dict[str, Any] = await gh.post(
         "/repos/{owner}/{repo}/check-runs",
-        url_vars=_split(repo),
+        url_vars=repo_vars(repo),
         data={
             "name": name,
             "head_sha": head_sha,
@@ -107,7 +103,7 @@ async def note_check_run(gh: GitHubAPI, repo: str, check_id: int, *, output: Che
     """Update a running check run's output (e.g. a retry is coming)."""
     await gh.patch(
         "/repos/{owner}/{repo}/check-runs/{check_run_id}",
-        url_vars={**_split(repo), "check_run_id": str(check_id)},
+        url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
         data={"status": "in_progress", "output": output.to_json()},
     )
 
@@ -118,7 +114,7 @@ async def finish_check_run(
     """Complete a check run with its conclusion and output."""
     await gh.patch(
         "/repos/{owner}/{repo}/check-runs/{check_run_id}",
-        url_vars={**_split(repo), "check_run_id": str(check_id)},
+        url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
         data={
             "status": "completed",
             "conclusion": conclusion.value,

@@ -10,6 +10,7 @@ from gidgethub import BadRequest, GitHubException
 
 from bot.github import GitHubClient, InstalledRepo
 from bot.repoconfig import CONFIG_PATH, ConfigError, default_config, parse_repo_config
+from bot.repos import repo_vars
 from bot.scheduler import ScheduledRepo
 
 log = logging.getLogger("model_guard.installed")
@@ -48,14 +49,12 @@ class InstalledSchedules:
 
     async def _schedule(self, repo: InstalledRepo) -> ScheduledRepo:
         defaults = default_config()
-        owner, name = repo.full_name.split("/", 1)
         try:
             gh = await self._client.installation_api(repo.installation_id)
             data: Any = await gh.getitem(
                 "/repos/{owner}/{repo}/contents/{+path}{?ref}",
                 url_vars={
-                    "owner": owner,
-                    "repo": name,
+                    **repo_vars(repo.full_name),
                     "path": CONFIG_PATH,
                     "ref": repo.default_branch,
                 },

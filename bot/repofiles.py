@@ -24,6 +24,7 @@ from gidgethub import BadRequest, RateLimitExceeded
 from gidgethub.abc import GitHubAPI
 
 from bot.errors import BotError
+from bot.repos import is_full_name, repo_vars
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BLOB_BYTES = 64 * MIB
@@ -31,7 +32,6 @@ DEFAULT_MAX_BLOB_BYTES = 64 * MIB
 MODE_TREE = "040000"
 MODE_SYMLINK = "120000"
 MODE_SUBMODULE = "160000"
-_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -174,10 +174,9 @@ class RepoFiles:
 
     async def snapshot(self, gh: GitHubAPI, repo: str, ref: str) -> RepoSnapshot:
         """Resolve ``ref`` to a commit and list its whole tree in one recursive call."""
-        if not _REPO.fullmatch(repo):
+        if not is_full_name(repo):
             raise RepoFileError(repo, ref, "repository must be 'owner/name'")
-        owner, name = repo.split("/")
-        url_vars = {"owner": owner, "repo": name}
+        url_vars = repo_vars(repo)
         try:
             commit = await gh.getitem(
                 "/repos/{owner}/{repo}/commits/{ref}", {**url_vars, "ref": ref}

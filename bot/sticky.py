@@ -22,6 +22,7 @@ from gidgethub.abc import GitHubAPI
 from prometheus_client import Counter
 
 from bot.errors import BotError
+from bot.repos import is_full_name, repo_vars
 from bot.store import Store
 
 # https://docs.github.com/rest/issues/comments#create-an-issue-comment: GitHub refuses a
@@ -29,7 +30,6 @@ from bot.store import Store
 MAX_COMMENT_CHARS = 65_536
 _LIMIT_TEXT = f"{MAX_COMMENT_CHARS:,}"
 _PURPOSE = re.compile(r"[a-z0-9-]+")
-_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _TRUNCATED = f"_… truncated: the comment would exceed GitHub's {_LIMIT_TEXT}-character limit._"
 _FENCE_CLOSE = "\n```"
 # A section cut shorter than this keeps nothing useful: it is replaced by the note alone.
@@ -186,8 +186,7 @@ class _Target:
 
     @property
     def url_vars(self) -> dict[str, str]:
-        owner, name = self.repo.split("/")
-        return {"owner": owner, "repo": name, "number": str(self.issue_number)}
+        return {**repo_vars(self.repo), "number": str(self.issue_number)}
 
 
 @dataclass(frozen=True)
@@ -295,7 +294,7 @@ class StickyComments:
         Raises ``IssueUnavailable`` (after logging it) for a locked or missing issue; other
         GitHub errors propagate.
         """
-        if not _REPO.fullmatch(repo):
+        if not is_full_name(repo):
             raise StickyError(f"repository must be 'owner/name', got {repo!r}")
         if issue_number < 1:
             raise StickyError(f"issue number must be >= 1, got {issue_number}")

@@ -7,7 +7,6 @@ or relabelled issue is replaced by looking again rather than written to.
 
 import asyncio
 import logging
-import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from gidgethub import BadRequest, InvalidField, RateLimitExceeded
 from gidgethub.abc import GitHubAPI
 
 from bot.errors import BotError
+from bot.repos import is_full_name, repo_vars
 from bot.store import Store
 
 NAMESPACE = "tracking"
@@ -34,7 +34,6 @@ Configure it in `.github/model-guard.yml` (schedule, registry and cache paths, t
 and the label that marks this issue). Closing this issue is fine: the next run opens a new \
 one with the same label.
 """
-_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 # https://docs.github.com/rest/issues/labels#create-a-label: names are at most 50 characters
 _MAX_LABEL = 50
 _LABEL_COLOR = "5319e7"
@@ -87,15 +86,14 @@ def _found(issue: Mapping[str, Any], *, created: bool) -> TrackingIssue:
 
 
 def _check(repo: str, label: str) -> dict[str, str]:
-    if not _REPO.fullmatch(repo):
+    if not is_full_name(repo):
         raise TrackingError(f"repository must be 'owner/name', got {repo!r}")
     # The issues list filters on a comma-separated list of labels, so a comma cannot be sent.
     if not label.strip() or "," in label or len(label) > _MAX_LABEL:
         raise TrackingError(
             f"tracking label must be 1-{_MAX_LABEL} characters without a comma, got {label!r}"
         )
-    owner, name = repo.split("/")
-    return {"owner": owner, "repo": name}
+    return repo_vars(repo)
 
 
 async def ensure_tracking_issue(

@@ -37,6 +37,7 @@ from bot.enginepool import EnginePoolError
 from bot.github import GitHubClient, GitHubClientError
 from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config, parse_repo_config
 from bot.repofiles import RepoFileError, RepoFiles, RepoSnapshot
+from bot.repos import repo_vars
 from bot.sticky import IssueUnavailable, StickyComments
 from bot.store import Job, JobSpec, Store
 from bot.telemetry import Telemetry
@@ -167,10 +168,7 @@ class NightlyHandler:
         self, gh: GitHubAPI, repo: str, ref: str | None, *, branch: str | None = None
     ) -> _Target:
         """The default branch's head, or ``ref`` for a re-run (named by its ``branch``)."""
-        owner, name = repo.split("/", 1)
-        info: dict[str, Any] = await gh.getitem(
-            "/repos/{owner}/{repo}", url_vars={"owner": owner, "repo": name}
-        )
+        info: dict[str, Any] = await gh.getitem("/repos/{owner}/{repo}", url_vars=repo_vars(repo))
         default = str(info["default_branch"])
         snapshot = await self.files.snapshot(gh, repo, ref or default)
         shown = default if ref is None else (branch or f"commit {ref[:7]}")
