@@ -22,9 +22,9 @@ from bot.enginepool import EnginePool, EngineTimeout
 from bot.repoconfig import RepoConfig
 from bot.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from engine.bisection import BisectResult, Outcome, find_first_regression
-from engine.evaluation import MetricSettings, StepRecord
+from engine.evaluation import MetricSettings, StepRecord, broken_step
 from engine.report import summarise
-from engine.threshold import StepStatus, Thresholds
+from engine.threshold import Thresholds
 
 MAX_REGISTRY_BYTES = 1024 * 1024
 MAX_FEATURES_BYTES = 256 * 1024 * 1024
@@ -66,20 +66,6 @@ def _search(n_models: int, memo: dict[int, StepRecord], *, full: bool) -> Bisect
         return find_first_regression(n_models, evaluate, full=full)
     except _Unjudged as wanted:
         return wanted.index
-
-
-def _unreadable(name: str, path: str, reason: str) -> StepRecord:
-    """A model the App could not fetch counts as broken (failing), like an unloadable one."""
-    return StepRecord(
-        name=name,
-        path=path,
-        sha256=None,
-        status=StepStatus.FAIL,
-        reasons=(f"broken: {reason}",),
-        broken=reason,
-        metrics=None,
-        seconds=0.0,
-    )
 
 
 @dataclass(frozen=True)
@@ -170,7 +156,8 @@ class TimelineJudge:
                     run.gh, run.snapshot, path, run.root, max_bytes=MAX_MODEL_BYTES
                 )
         except RepoFileError as error:
-            return _unreadable(model.name, model.onnx, str(error))
+            # A model the App cannot fetch counts as broken (failing), like an unloadable one.
+            return broken_step(model.name, model.onnx, str(error))
         record: StepRecord = await self._engine(
             run,
             evaluate_model,

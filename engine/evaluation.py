@@ -324,13 +324,20 @@ class Evaluator:
     @staticmethod
     def _broken(ref: ModelRef, sha256: str | None, reason: str, seconds: float) -> StepRecord:
         """Return the record of a model that could not be scored: it counts as failing."""
-        return StepRecord(
-            name=ref.name,
-            path=str(ref.path),
-            sha256=sha256,
-            status=StepStatus.FAIL,
-            reasons=(f"broken: {reason}",),
-            broken=reason,
-            metrics=None,
-            seconds=seconds,
-        )
+        return broken_step(ref.name, str(ref.path), reason, sha256=sha256, seconds=seconds)
+
+
+def broken_step(
+    name: str, path: str, reason: str, *, sha256: str | None = None, seconds: float = 0.0
+) -> StepRecord:
+    """The record of a model that could not be loaded or scored: it counts as failing."""
+    return StepRecord(
+        name=name,
+        path=path,
+        sha256=sha256,
+        status=StepStatus.FAIL,
+        reasons=(f"broken: {reason}",),
+        broken=reason,
+        metrics=None,
+        seconds=seconds,
+    )
