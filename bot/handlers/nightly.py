@@ -122,9 +122,7 @@ class NightlyHandler:
             run = await self.judge.judge(gh, target.snapshot, config)
             view = self._view(target, config, run.outcome.value, run.summary, run.markdown)
         except _TRANSIENT as error:
-            if job.attempts < job.max_attempts:
-                await self._note_retry(gh, repo, check_id, job, error)
-                raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
+            await self._retry_if_attempts_left(gh, repo, check_id, job, error)
             view = self._error_view(target, config, error)
         except _USER_ERRORS as error:
             view = self._error_view(target, config, error)
@@ -145,9 +143,7 @@ class NightlyHandler:
         try:
             published = await self._publish(gh, job, view, config)
         except _TRANSIENT as error:
-            if job.attempts < job.max_attempts:
-                await self._note_retry(gh, view.repo, check_id, job, error)
-                raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
+            await self._retry_if_attempts_left(gh, view.repo, check_id, job, error)
             log.warning("tracking comment not written: GitHub kept failing: %s", one_line(error))
             published = _Published(None, problem=f"GitHub kept failing ({one_line(error)})")
         output = render_check_output(
@@ -229,10 +225,15 @@ class NightlyHandler:
             )
         return self._view(target, config, ERROR_OUTCOME, summary, details)
 
-    async def _note_retry(
+    async def _retry_if_attempts_left(
         self, gh: GitHubAPI, repo: str, check_id: int, job: Job, error: BaseException
     ) -> None:
-        """Say on the running check that this attempt failed and another is coming."""
+        """With attempts left, say so on the running check and give up this attempt (raises).
+
+        On the last attempt it returns, and the caller reports the error instead.
+        """
+        if job.attempts >= job.max_attempts:
+            return
         output = CheckOutput(
             title="Retrying: GitHub did not answer",
             summary=f"Attempt {job.attempts} of {job.max_attempts} failed ({one_line(error)}).",
@@ -241,6 +242,7 @@ class NightlyHandler:
             await note_check_run(gh, repo, check_id, output=output)
         except _TRANSIENT:
             log.warning("could not note the retry on check run %s", check_id)
+        raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
 
     async def _sticky_comments(self) -> StickyComments:
         """One StickyComments per service (its locks serialise writes), made on first use.
