@@ -2,16 +2,12 @@
 
 import argparse
 import errno
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.cli import main as engine_main
 from engine.errors import UsageError
-
-if TYPE_CHECKING:
-    from bot.settings import Settings
 
 
 def add_app_commands(commands: Any) -> None:
@@ -40,7 +36,6 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
     except SettingsError as error:
         raise UsageError(str(error)) from None
-    _check_private_key(settings)
     # Imported once the settings are known good: the app pulls in the engine (numpy,
     # onnxruntime), seconds of start-up a refused start should not pay.
     from aiohttp import web
@@ -65,27 +60,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 # The port is taken, or the address is not this host's, or binding it needs privileges.
 _LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
-
-
-def _check_private_key(settings: "Settings") -> None:
-    """Refuse a malformed App key before the service starts, naming the variable it came from.
-
-    The GitHub client would refuse it too, but only inside the app's start-up, after the
-    store was opened and the port bound.
-    """
-    from bot.github import GitHubClientError
-    from bot.github.credentials import load_private_key
-
-    if settings.private_key is None:
-        return
-    # Settings.from_env takes GITHUB_PRIVATE_KEY first, then the file GITHUB_PRIVATE_KEY_PATH.
-    source = (
-        "GITHUB_PRIVATE_KEY" if os.environ.get("GITHUB_PRIVATE_KEY") else "GITHUB_PRIVATE_KEY_PATH"
-    )
-    try:
-        load_private_key(settings.private_key)
-    except GitHubClientError as error:
-        raise UsageError(f"{source}: {error}") from None
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -53,14 +53,16 @@ class Settings:
                 "GITHUB_WEBHOOK_SECRET is required: without it webhook signatures cannot be checked"
             )
         private_key = env.get("GITHUB_PRIVATE_KEY") or None
+        key_source = "GITHUB_PRIVATE_KEY"
         key_path = env.get("GITHUB_PRIVATE_KEY_PATH")
         if private_key is None and key_path:
+            key_source = f"GITHUB_PRIVATE_KEY_PATH {key_path}"
             try:
                 private_key = Path(key_path).read_text(encoding="utf-8")
             except OSError as error:
-                raise SettingsError(
-                    f"GITHUB_PRIVATE_KEY_PATH {key_path}: {error.strerror or error}"
-                ) from None
+                raise SettingsError(f"{key_source}: {error.strerror or error}") from None
+        if private_key is not None:
+            _check_private_key(private_key, source=key_source)
         return cls(
             webhook_secret=secret,
             app_id=env.get("GITHUB_APP_ID") or None,
@@ -84,6 +86,17 @@ class Settings:
             # Blob cache, evaluation store and the jobs' working copies of repositories.
             data_dir=Path(env.get("MODEL_GUARD_DATA") or "model-guard-data"),
         )
+
+
+def _check_private_key(pem: str, *, source: str) -> None:
+    """Refuse a malformed App key at start-up, naming the variable it came from (never the key)."""
+    from bot.github.credentials import load_private_key
+    from bot.github.errors import GitHubClientError
+
+    try:
+        load_private_key(pem)
+    except GitHubClientError as error:
+        raise SettingsError(f"{source}: {error}") from None
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
