@@ -48,7 +48,6 @@ class InstalledSchedules:
         return found
 
     async def _schedule(self, repo: InstalledRepo) -> ScheduledRepo:
-        defaults = default_config()
         try:
             gh = await self._client.installation_api(repo.installation_id)
             data: Any = await gh.getitem(
@@ -60,18 +59,16 @@ class InstalledSchedules:
                 },
             )
             config = parse_repo_config(_file_bytes(data), source=CONFIG_PATH)
-        except BadRequest as error:
-            if error.status_code != 404:
-                log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
-            config = defaults
         except ConfigError as error:
             log.warning(
                 "%s: invalid config (%s); default schedule", repo.full_name, error.one_line()
             )
-            config = defaults
+            config = default_config()
         except (GitHubException, ValueError) as error:
-            log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
-            config = defaults
+            # No config file (404) is the ordinary case: the defaults, without a warning.
+            if not (isinstance(error, BadRequest) and error.status_code == 404):
+                log.warning("%s: config not readable (%s); default schedule", repo.full_name, error)
+            config = default_config()
         return ScheduledRepo(
             installation_id=repo.installation_id,
             repo=repo.full_name,
