@@ -7,7 +7,6 @@ comment and the check run. Nothing leaves 127.0.0.1.
 """
 
 import asyncio
-import posixpath
 import sys
 import tempfile
 import time
@@ -76,8 +75,7 @@ def demo_files(registry: Path, features: Path) -> dict[str, bytes]:
     # The registry names its models (in subfolders too) and their external data; a file it
     # names but that is absent stays absent, and the nightly run reports that model broken.
     for entry in loaded.models:
-        folder = posixpath.dirname(entry.onnx)
-        for name in (entry.onnx, *(posixpath.join(folder, x.path) for x in entry.external_data)):
+        for name in entry.files():
             source = registry.parent / name
             if source.is_file():
                 files[f"models/{name}"] = source.read_bytes()

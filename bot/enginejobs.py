@@ -78,10 +78,7 @@ def read_timeline(root: str, registry: str, features: str) -> Timeline:
             name=entry.id,
             onnx=repo_path(registry, entry.onnx),
             sha256=entry.sha256,
-            external=tuple(
-                repo_path(registry, posixpath.join(posixpath.dirname(entry.onnx), item.path))
-                for item in entry.external_data
-            ),
+            external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
             codec=entry.codec,
         )
         for entry in loaded.models

@@ -67,6 +67,11 @@ class ModelEntry:
         """Return external file name -> expected sha256 (for ``scoring.inspect_model``)."""
         return {item.path: item.sha256 for item in self.external_data}
 
+    def files(self) -> tuple[str, ...]:
+        """The graph and its external data, as '/'-paths relative to the registry folder."""
+        folder = PurePosixPath(self.onnx).parent
+        return (self.onnx, *((folder / item.path).as_posix() for item in self.external_data))
+
 
 @dataclass(frozen=True)
 class Registry:
