@@ -11,7 +11,6 @@ oldest own comment and deletes the rest, so racing jobs converge on one comment.
 import asyncio
 import logging
 import re
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -22,6 +21,7 @@ from gidgethub.abc import GitHubAPI
 from prometheus_client import Counter
 
 from bot.errors import BotError
+from bot.locks import KeyedLocks
 from bot.repos import is_full_name, repo_vars
 from bot.store import Store
 
@@ -259,18 +259,10 @@ class StickyComments:
         self._bot_login = bot_login.casefold()
         self._app_id = app_id
         self._outcomes = outcomes
-        self._locks: weakref.WeakValueDictionary[tuple[object, ...], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._locks = KeyedLocks()
 
     def _lock(self, target: _Target) -> asyncio.Lock:
-        # The loop is part of the key: an asyncio.Lock belongs to one event loop.
-        key = (asyncio.get_running_loop(), target.repo.lower(), target.issue_number, target.purpose)
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
+        return self._locks.lock(target.repo.lower(), target.issue_number, target.purpose)
 
     def _count(self, outcome: str) -> None:
         if self._outcomes is not None:

@@ -5,9 +5,7 @@ remembered in the store (KV namespace ``tracking``) and verified on every use, s
 or relabelled issue is replaced by looking again rather than written to.
 """
 
-import asyncio
 import logging
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +14,7 @@ from gidgethub import BadRequest, InvalidField, RateLimitExceeded
 from gidgethub.abc import GitHubAPI
 
 from bot.errors import BotError
+from bot.locks import KeyedLocks
 from bot.repos import is_full_name, repo_vars
 from bot.store import Store
 
@@ -40,9 +39,7 @@ _LABEL_COLOR = "5319e7"
 _LABEL_DESCRIPTION = "The issue model-guard reports its nightly bisect on"
 
 log = logging.getLogger("model_guard.tracking")
-_locks: weakref.WeakValueDictionary[tuple[object, ...], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
+_locks = KeyedLocks()
 
 
 class TrackingError(BotError):
@@ -56,16 +53,6 @@ class TrackingIssue:
     number: int
     html_url: str
     created: bool
-
-
-def _lock(repo: str, label: str) -> asyncio.Lock:
-    # The loop is part of the key: an asyncio.Lock belongs to one event loop.
-    key = (asyncio.get_running_loop(), repo.lower(), label.lower())
-    lock = _locks.get(key)
-    if lock is None:
-        lock = asyncio.Lock()
-        _locks[key] = lock
-    return lock
 
 
 def _has_label(issue: Mapping[str, Any], label: str) -> bool:
@@ -109,7 +96,7 @@ async def ensure_tracking_issue(
     """Return the open issue labelled ``label`` (the bot's, oldest first), opening it if none."""
     url_vars = _check(repo, label)
     key = f"{repo.lower()}:{label}"
-    async with _lock(repo, label):
+    async with _locks.lock(repo.lower(), label.lower()):
         remembered = await _remembered(gh, store, key=key, url_vars=url_vars, label=label)
         if remembered is not None:
             return remembered
