@@ -4,9 +4,10 @@ import re
 
 from bot.errors import BotError
 
-# https://docs.github.com/rest/repos/repos#get-a-repository: owner and name are letters,
-# digits, '-', '_' and '.'; anything else cannot be a repository and never reaches a URL.
-_FULL_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+# An account (user or organisation) is letters, digits and '-'; a repository name may also
+# hold '_' and '.'. Anything else cannot be a repository and never reaches a URL.
+# https://docs.github.com/rest/apps/apps#get-a-repository-installation-for-the-authenticated-app
+_FULL_NAME = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9_.-]+")
 
 
 class RepoNameError(BotError):

@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,12 +23,11 @@ from bot.github.credentials import (
 from bot.github.errors import GitHubClientError
 from bot.github.policy import ClientPolicy
 from bot.github.transport import ResilientAPI
+from bot.repos import is_full_name, repo_vars
 from bot.telemetry import Telemetry
 
 log = logging.getLogger("model_guard.github")
 
-# https://docs.github.com/rest/apps/apps#get-a-repository-installation-for-the-authenticated-app
-_FULL_NAME = re.compile(r"([A-Za-z0-9-]+)/([A-Za-z0-9._-]+)")
 # https://docs.github.com/rest/using-the-rest-api/using-pagination-in-the-rest-api: 100 is the
 # largest page, so listing everything takes the fewest requests.
 _PER_PAGE = 100
@@ -114,12 +112,10 @@ class GitHubClient:
 
     async def installation_id_for(self, full_name: str) -> int:
         """The installation covering ``owner/repo`` (gidgethub's BadRequest 404 if none)."""
-        match = _FULL_NAME.fullmatch(full_name)
-        if match is None:
+        if not is_full_name(full_name):
             raise GitHubClientError(f"a repository is named 'owner/name', not {full_name!r}")
-        owner, repo = match.groups()
         data = await self._app.getitem(
-            "/repos/{owner}/{repo}/installation", url_vars={"owner": owner, "repo": repo}
+            "/repos/{owner}/{repo}/installation", url_vars=repo_vars(full_name)
         )
         return _integer(data, "id", what=f"the installation of {full_name}")
 

@@ -10,7 +10,18 @@ def test_owner_and_name_become_url_vars() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["acme", "acme/models/extra", "acme/../x", "/models", "acme/", "ac me/x", "a/b?c", ""]
+    "name",
+    [
+        "acme",
+        "acme/models/extra",
+        "acme/../x",
+        "/models",
+        "acme/",
+        "ac me/x",
+        "a/b?c",
+        "ac_me/x",
+        "",
+    ],
 )
 def test_anything_but_owner_slash_name_is_refused_in_one_line(name: str) -> None:
     assert not is_full_name(name)
