@@ -130,7 +130,7 @@ class NightlyHandler:
             log.exception("nightly job %s failed", job.key)
             view = self._error_view(target, config, error, internal=True)
         await self._conclude(gh, job, view, config, check_id=check_id)
-        log.info("nightly %s: %s", repo, view.outcome, extra={"fields": {"job": job.key}})
+        log.info("nightly %s: %s", repo, view.outcome)  # the worker adds the job's fields
 
     async def _conclude(
         self, gh: GitHubAPI, job: Job, view: NightlyView, config: RepoConfig, *, check_id: int
