@@ -8,6 +8,7 @@ from bot.checks import CheckOutput
 from bot.sticky import Section, fit_sections
 from bot.store import RunRecord
 from engine.bisection import Outcome
+from engine.errors import one_line
 
 NIGHTLY_PURPOSE = "nightly"
 ERROR_OUTCOME = "error"
@@ -50,8 +51,8 @@ def _commit(view: NightlyView) -> str:
 
 
 def _cell(text: str) -> str:
-    one = " ".join(text.split()).replace("|", "\\|")
-    return one if len(one) <= 160 else one[:157] + "..."
+    """``text`` on one line for a table cell, its ``|`` escaped, at most 160 characters."""
+    return one_line(text.replace("|", "\\|"), limit=160)
 
 
 def _history(runs: Sequence[RunRecord]) -> str:
