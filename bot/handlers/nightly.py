@@ -264,17 +264,15 @@ class NightlyHandler:
         self, gh: GitHubAPI, job: Job, view: NightlyView, config: RepoConfig
     ) -> _Published:
         """Record the run once, then update the sticky tracking comment; say where it is."""
-        recorded = f"run:{job.key}"
-        if await self.store.get_value("runs", recorded) is None:
-            await self.store.record_run(
-                view.repo,
-                day=str(job.payload.get("day") or view.finished_at.date().isoformat()),
-                commit_sha=view.commit_sha,
-                outcome=view.outcome,
-                summary=view.summary,
-                finished_at=view.finished_at,
-            )
-            await self.store.set_value("runs", recorded, view.finished_at.isoformat())
+        await self.store.record_run(
+            view.repo,
+            day=str(job.payload.get("day") or view.finished_at.date().isoformat()),
+            commit_sha=view.commit_sha,
+            outcome=view.outcome,
+            summary=view.summary,
+            finished_at=view.finished_at,
+            key=job.key,
+        )
         history = await self.store.recent_runs(view.repo, limit=HISTORY_RUNS)
         sticky = await self._sticky_comments()
         try:

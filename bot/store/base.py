@@ -15,6 +15,7 @@ guarantees, whatever process or thread calls it:
 - **Fenced finish.** Only the worker holding a job's lease may complete, fail or extend it;
   everyone else gets ``False`` and changes nothing. Delivery is at least once: a job whose
   lease expired may be requeued and run again, so a job must be safe to repeat.
+- **Once per key runs.** ``record_run(key=...)`` appends a run at most once per key.
 - **Once per key schedule runs.** ``claim_schedule_run`` returns ``True`` to exactly one
   caller per ``(kind, repo, day)``, across processes.
 - **Times** are timezone-aware datetimes; they come back in UTC. Naive datetimes are refused.
@@ -311,8 +312,13 @@ class Store(ABC):
         outcome: str,
         summary: str,
         finished_at: datetime,
+        key: str | None = None,
     ) -> RunRecord:
-        """Append a finished run to the repository's history and return it."""
+        """Append a finished run to the repository's history and return it.
+
+        With ``key`` (e.g. the job's key) the run is recorded once: a job run again after a
+        crash records nothing a second time.
+        """
 
     @abstractmethod
     async def recent_runs(self, repo: str, *, limit: int = 14) -> list[RunRecord]:

@@ -106,6 +106,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (namespace, key)
         )""",
     ),
+    (
+        # A run recorded by a job carries the job's key, so a re-run records it once.
+        "ALTER TABLE runs ADD COLUMN run_key TEXT",
+        "CREATE UNIQUE INDEX runs_key ON runs (run_key)",
+    ),
 )
 
 _JOB_COLUMNS = (
@@ -454,8 +459,9 @@ class SqliteStore(Store):
         outcome: str,
         summary: str,
         finished_at: datetime,
+        key: str | None = None,
     ) -> RunRecord:
-        """Append a finished run to the repository's history and return it."""
+        """Append a finished run to the repository's history (once per ``key``) and return it."""
         record = RunRecord(
             repo=repo,
             day=require_day(day),
@@ -464,7 +470,7 @@ class SqliteStore(Store):
             summary=summary,
             finished_at=require_aware(finished_at, name="finished_at"),
         )
-        await self._call(_record_run, record)
+        await self._call(_record_run, record, key)
         return record
 
     async def recent_runs(self, repo: str, *, limit: int = 14) -> list[RunRecord]:
@@ -701,10 +707,11 @@ def _last_schedule_run(conn: sqlite3.Connection, kind: str, repo: str) -> str | 
     return day
 
 
-def _record_run(conn: sqlite3.Connection, record: RunRecord) -> None:
+def _record_run(conn: sqlite3.Connection, record: RunRecord, key: str | None) -> None:
     with _write(conn):
+        # A NULL key never conflicts; a repeated key is ignored (recorded once).
         conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}, run_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.repo,
                 record.day,
@@ -712,6 +719,7 @@ def _record_run(conn: sqlite3.Connection, record: RunRecord) -> None:
                 record.outcome,
                 record.summary,
                 encode_time(record.finished_at),
+                key,
             ),
         )
 

@@ -20,6 +20,7 @@ from bot.store import (
     SqliteStore,
     StoreNotOpenError,
 )
+from bot.store.sqlite import MIGRATIONS
 from tests.bot.conftest import DateClock
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
@@ -63,7 +64,7 @@ async def test_store_runs_sqlite_in_wal_mode_with_schema_version_recorded(
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
     finally:
         conn.close()
-    assert versions == [(1,)]
+    assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)] == [(1,), (2,)]
 
 
 async def test_reopening_a_store_keeps_its_data_and_applies_no_migration_twice(
@@ -75,7 +76,7 @@ async def test_reopening_a_store_keeps_its_data_and_applies_no_migration_twice(
         assert await second.get_value("tracking", REPO) == "7"
     conn = sqlite3.connect(db_path)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 2
     finally:
         conn.close()
 
@@ -481,6 +482,53 @@ async def test_recent_runs_returns_at_most_14_newest_first(store: SqliteStore) -
     assert [run.summary for run in runs] == [f"run {n}" for n in range(19, 5, -1)]
     assert runs[0].finished_at == T0 + timedelta(days=19, hours=1)
     assert len(await store.recent_runs(REPO, limit=3)) == 3
+
+
+async def test_a_run_recorded_with_a_key_is_recorded_once(store: SqliteStore) -> None:
+    for attempt in range(3):  # the job ran again after a crash, twice
+        await store.record_run(
+            REPO,
+            day="2026-11-22",
+            commit_sha="a" * 40,
+            outcome="regression",
+            summary=f"attempt {attempt}",
+            finished_at=T0 + timedelta(minutes=attempt),
+            key="nightly:octo-org/vqm-registry:2026-11-22",
+        )
+    for _ in range(2):  # runs without a key are all kept
+        await store.record_run(
+            REPO, day="2026-11-23", commit_sha=None, outcome="error", summary="x", finished_at=LATER
+        )
+    runs = await store.recent_runs(REPO)
+    assert [run.summary for run in runs] == ["x", "x", "attempt 0"]
+
+
+async def test_a_version_1_database_is_migrated_keeping_its_runs(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
+        )
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, '2026-11-22')")
+        conn.execute(
+            "INSERT INTO runs (repo, day, commit_sha, outcome, summary, finished_at)"
+            " VALUES (?, '2026-11-21', NULL, 'error', 'old run', ?)",
+            (REPO, T0.isoformat(timespec="microseconds")),
+        )
+    conn.close()
+    async with SqliteStore(db_path) as store:
+        await store.record_run(
+            REPO,
+            day="2026-11-22",
+            commit_sha=None,
+            outcome="error",
+            summary="new",
+            finished_at=LATER,
+            key="k",
+        )
+        assert [run.summary for run in await store.recent_runs(REPO)] == ["new", "old run"]
 
 
 async def test_key_value_cache_sets_replaces_and_deletes_values(store: SqliteStore) -> None:
