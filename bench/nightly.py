@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from bench.bisect import make_features
-from bot.enginepool import EnginePool
+from bot.github.repofiles import RepoFiles
+from bot.judging.bisect_run import TimelineJudge
+from bot.judging.pool import EnginePool
 from bot.repoconfig import RepoConfig
-from bot.repofiles import RepoFiles
-from bot.sandbox import Sandbox, SandboxState
-from bot.timeline import TimelineJudge
 from engine.features import features_from_frame
 from engine.onnxbuild import Dense, build_mlp
+from sandbox import Sandbox, SandboxState
 
 
 @dataclass(frozen=True)

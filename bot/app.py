@@ -15,23 +15,23 @@ import aiohttp
 from aiohttp import web
 from gidgethub import routing
 
-from bot.enginepool import EnginePool
 from bot.github import GitHubClient, GitHubClientError
 from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
+from bot.github.repofiles import RepoFiles
 from bot.handlers import ROUTERS
 from bot.handlers.nightly import KIND as NIGHTLY
 from bot.handlers.nightly import NightlyHandler
-from bot.ingress import receive
-from bot.installed import InstalledSchedules
-from bot.repofiles import RepoFiles
-from bot.routing import Planner
-from bot.scheduler import Scheduler, ScheduleSource
+from bot.intake.ingress import receive
+from bot.intake.planner import Planner
+from bot.jobs.scheduler import Scheduler, ScheduleSource
+from bot.jobs.schedules import InstalledSchedules
+from bot.jobs.worker import WorkerPool
+from bot.judging.bisect_run import TimelineJudge
+from bot.judging.pool import EnginePool
 from bot.settings import Settings
 from bot.store import JobState, SqliteStore, Store
 from bot.telemetry import CONTENT_TYPE_LATEST, Telemetry
-from bot.timeline import TimelineJudge
-from bot.worker import WorkerPool
 
 log = logging.getLogger("model_guard.app")
 

@@ -19,15 +19,15 @@ import yaml
 from aiohttp import web
 
 from bot.app import create_app
-from bot.checks import NIGHTLY_CHECK
-from bot.comments import NIGHTLY_PURPOSE
-from bot.sandbox import Sandbox, SandboxState
-from bot.sandbox.records import CheckRun, CheckStatus, Comment, Repo
-from bot.sandbox.webhooks import load_example
+from bot.handlers.nightly_view import NIGHTLY_PURPOSE
 from bot.settings import Settings
-from bot.sticky import marker
+from bot.surfaces.checks import NIGHTLY_CHECK
+from bot.surfaces.sticky import marker
 from engine.errors import RegistryError
 from engine.registry import load_registry
+from sandbox import Sandbox, SandboxState
+from sandbox.records import CheckRun, CheckStatus, Comment, Repo
+from sandbox.webhooks import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY = ROOT / "testdata" / "bisect" / "regression" / "registry.json"

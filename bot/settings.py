@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import SettingsError
-from bot.worker import RequeueMode, WorkerOptions
+from bot.jobs.worker import RequeueMode, WorkerOptions
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_PORT = 3000

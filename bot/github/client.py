@@ -22,8 +22,8 @@ from bot.github.credentials import (
 )
 from bot.github.errors import GitHubClientError
 from bot.github.policy import ClientPolicy
+from bot.github.repos import is_full_name, repo_vars
 from bot.github.transport import ResilientAPI
-from bot.repos import is_full_name, repo_vars
 from bot.telemetry import Telemetry
 
 log = logging.getLogger("model_guard.github")

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import gidgethub.aiohttp
 
-from bot.github.cache import EtagCache
 from bot.github.credentials import Credentials
 from bot.github.errors import GitHubClientError, GitHubRateLimited, GitHubUnavailable
+from bot.github.etags import EtagCache
 from bot.github.pacing import WritePacer
 from bot.github.policy import ClientPolicy, Retry, RetryReason, decide_retry
 from bot.telemetry import Telemetry

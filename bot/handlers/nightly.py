@@ -18,7 +18,22 @@ import aiohttp
 from gidgethub import GitHubException, routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot.checks import (
+from bot.github import GitHubClient, GitHubClientError
+from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
+from bot.github.repos import repo_vars
+from bot.handlers.nightly_view import (
+    ERROR_OUTCOME,
+    NIGHTLY_PURPOSE,
+    NightlyView,
+    render_check_output,
+    render_tracking_comment,
+)
+from bot.jobs.worker import PermanentJobError, RetryableJobError
+from bot.judging.bisect_run import TimelineJudge
+from bot.judging.pool import EnginePoolError
+from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config, parse_repo_config
+from bot.store import Job, JobSpec, Store
+from bot.surfaces.checks import (
     NIGHTLY_CHECK,
     CheckOutput,
     conclusion_for,
@@ -26,24 +41,9 @@ from bot.checks import (
     note_check_run,
     open_check_run,
 )
-from bot.comments import (
-    ERROR_OUTCOME,
-    NIGHTLY_PURPOSE,
-    NightlyView,
-    render_check_output,
-    render_tracking_comment,
-)
-from bot.enginepool import EnginePoolError
-from bot.github import GitHubClient, GitHubClientError
-from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config, parse_repo_config
-from bot.repofiles import RepoFileError, RepoFiles, RepoSnapshot
-from bot.repos import repo_vars
-from bot.sticky import IssueUnavailable, StickyComments
-from bot.store import Job, JobSpec, Store
+from bot.surfaces.sticky import IssueUnavailable, StickyComments
+from bot.surfaces.tracking import TrackingError, ensure_tracking_issue
 from bot.telemetry import Telemetry
-from bot.timeline import TimelineJudge
-from bot.tracking import TrackingError, ensure_tracking_issue
-from bot.worker import PermanentJobError, RetryableJobError
 from engine.bisection import Outcome
 from engine.errors import EngineError, one_line
 

@@ -22,14 +22,14 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import SERVICES, create_app
-from bot.checks import NIGHTLY_CHECK
-from bot.comments import NIGHTLY_PURPOSE
 from bot.demo import DEFAULT_FEATURES, DEFAULT_REGISTRY, demo_files, manifest_permissions
-from bot.sandbox import Sandbox
-from bot.sandbox.records import CheckRun, CheckStatus, Comment, Installation, Issue, Repo
-from bot.sandbox.state import SandboxState
+from bot.handlers.nightly_view import NIGHTLY_PURPOSE
 from bot.settings import Settings
-from bot.sticky import marker
+from bot.surfaces.checks import NIGHTLY_CHECK
+from bot.surfaces.sticky import marker
+from sandbox import Sandbox
+from sandbox.records import CheckRun, CheckStatus, Comment, Installation, Issue, Repo
+from sandbox.state import SandboxState
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER, NAME = "acme", "video-models"

@@ -18,7 +18,7 @@ from bot.demo import (
     main_demo,
     run_demo,
 )
-from bot.sandbox.records import CheckConclusion, CheckStatus
+from sandbox.records import CheckConclusion, CheckStatus
 
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
 MODEL_GUARD = Path(sys.executable).parent / "model-guard"

@@ -22,15 +22,15 @@ import aiohttp
 import pytest
 
 from bot.app import SERVICES, STORE
-from bot.checks import NIGHTLY_CHECK
 from bot.github.policy import ClientPolicy
 from bot.handlers.nightly import HISTORY_RUNS
-from bot.sandbox import Sandbox, SandboxState
-from bot.sandbox.faults import FaultKind
-from bot.sandbox.records import CheckConclusion, CheckStatus, Installation, Repo
-from bot.sandbox.webhooks import load_example, webhook_headers
+from bot.jobs.worker import WorkerPool
 from bot.store import JobSpec, JobState, SqliteStore, Store
-from bot.worker import WorkerPool
+from bot.surfaces.checks import NIGHTLY_CHECK
+from sandbox import Sandbox, SandboxState
+from sandbox.faults import FaultKind
+from sandbox.records import CheckConclusion, CheckStatus, Installation, Repo
+from sandbox.webhooks import load_example, webhook_headers
 from tests.bot.servicehelpers import (
     REPO,
     ROOT,

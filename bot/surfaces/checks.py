@@ -1,0 +1,124 @@
+"""Check runs the App owns: one per (job, commit), found again by its external id after a crash.
+
+A job that is re-run (its worker died, its lease expired) must not open a second check
+run: the run is created ``in_progress`` with ``external_id`` set to the job's key, and a
+re-run finds it among the commit's check runs of that name and updates it instead.
+https://docs.github.com/rest/checks/runs
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from bot.github.repos import repo_vars
+from engine.bisection import Outcome
+
+# GitHub documents 65,535 characters for a check-run summary or text, but counts UTF-8 bytes:
+# "summary exceeds a maximum bytesize of 65535" (https://github.com/github/docs/issues/35252),
+# and the table's emoji badges take four bytes each.
+MAX_OUTPUT_BYTES = 65_535
+CLIP_NOTE = "\n\n_Cut here: GitHub allows 65,535 bytes._"
+NIGHTLY_CHECK = "model-guard/nightly"
+
+
+class Conclusion(Enum):
+    """The check-run conclusions the App uses."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NEUTRAL = "neutral"
+
+
+def conclusion_for(outcome: Outcome | None) -> Conclusion:
+    """Red for a regression or an already-bad timeline (and for a run that could not judge)."""
+    if outcome is Outcome.NO_REGRESSION:
+        return Conclusion.SUCCESS
+    if outcome is Outcome.INCONCLUSIVE:
+        return Conclusion.NEUTRAL
+    return Conclusion.FAILURE
+
+
+@dataclass(frozen=True)
+class CheckOutput:
+    """What a finished check run shows: a title, a summary and (optionally) longer text."""
+
+    title: str
+    summary: str
+    text: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """The ``output`` object of the REST API, each part cut to GitHub's limit."""
+        body = {"title": self.title[:1000], "summary": _clip(self.summary)}
+        if self.text:
+            body["text"] = _clip(self.text)
+        return body
+
+
+def _clip(text: str) -> str:
+    """``text`` within GitHub's byte limit, cut on a character boundary with a note."""
+    data = text.encode("utf-8")
+    if len(data) <= MAX_OUTPUT_BYTES:
+        return text
+    room = MAX_OUTPUT_BYTES - len(CLIP_NOTE.encode("utf-8"))
+    # errors="ignore" drops a multi-byte character the cut went through.
+    return data[:room].decode("utf-8", errors="ignore") + CLIP_NOTE
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def open_check_run(
+    gh: GitHubAPI, repo: str, head_sha: str, *, name: str, external_id: str, title: str
+) -> int:
+    """Return the id of this job's check run on ``head_sha``, creating it in progress if new."""
+    url_vars = {**repo_vars(repo), "ref": head_sha}
+    # Every page: a commit judged every night (and re-run) gathers more than 100 runs.
+    async for run in gh.getiter(
+        "/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter,per_page}",
+        url_vars={**url_vars, "check_name": name, "filter": "all", "per_page": "100"},
+        iterable_key="check_runs",
+    ):
+        if run.get("external_id") == external_id:
+            return int(run["id"])
+    created: dict[str, Any] = await gh.post(
+        "/repos/{owner}/{repo}/check-runs",
+        url_vars=repo_vars(repo),
+        data={
+            "name": name,
+            "head_sha": head_sha,
+            "external_id": external_id,
+            "status": "in_progress",
+            "started_at": _now(),
+            "output": {"title": title, "summary": title},
+        },
+    )
+    return int(created["id"])
+
+
+async def note_check_run(gh: GitHubAPI, repo: str, check_id: int, *, output: CheckOutput) -> None:
+    """Update a running check run's output (e.g. a retry is coming)."""
+    await gh.patch(
+        "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+        url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
+        data={"status": "in_progress", "output": output.to_json()},
+    )
+
+
+async def finish_check_run(
+    gh: GitHubAPI, repo: str, check_id: int, *, conclusion: Conclusion, output: CheckOutput
+) -> None:
+    """Complete a check run with its conclusion and output."""
+    await gh.patch(
+        "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+        url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
+        data={
+            "status": "completed",
+            "conclusion": conclusion.value,
+            "completed_at": _now(),
+            "output": output.to_json(),
+        },
+    )

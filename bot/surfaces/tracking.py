@@ -1,0 +1,206 @@
+"""The tracking issue: the open issue with the configured label, opened with that label if none.
+
+The App keeps one sticky comment on it up to date with the nightly bisect. Its number is
+remembered in the store (KV namespace ``tracking``) and verified on every use, so a closed
+or relabelled issue is replaced by looking again rather than written to.
+"""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gidgethub import BadRequest, InvalidField, RateLimitExceeded
+from gidgethub.abc import GitHubAPI
+
+from bot.errors import BotError
+from bot.github.repos import is_full_name, repo_vars
+from bot.store import Store
+from bot.surfaces.locks import KeyedLocks
+
+NAMESPACE = "tracking"
+DEFAULT_TITLE = "model-guard: nightly model-quality bisect"
+DEFAULT_BODY = """\
+This issue is where **model-guard** reports the nightly model-quality bisect of this \
+repository's model registry.
+
+The App keeps one comment below up to date: which model version first regressed on the \
+golden feature cache, by how much, and the recent history of runs. It edits that comment \
+instead of posting a new one each night, so subscribing to this issue does not mean a \
+notification every day.
+
+Configure it in `.github/model-guard.yml` (schedule, registry and cache paths, thresholds, \
+and the label that marks this issue). Closing this issue is fine: the next run opens a new \
+one with the same label.
+"""
+# https://docs.github.com/rest/issues/labels#create-a-label: names are at most 50 characters
+_MAX_LABEL = 50
+_LABEL_COLOR = "5319e7"
+_LABEL_DESCRIPTION = "The issue model-guard reports its nightly bisect on"
+
+log = logging.getLogger("model_guard.tracking")
+_locks = KeyedLocks()
+
+
+class TrackingError(BotError):
+    """The tracking issue cannot be found or opened as configured."""
+
+
+@dataclass(frozen=True)
+class TrackingIssue:
+    """The repository's tracking issue, and whether this call opened it."""
+
+    number: int
+    html_url: str
+    created: bool
+
+
+def _has_label(issue: Mapping[str, Any], label: str) -> bool:
+    names = (
+        item.get("name", "") if isinstance(item, Mapping) else item
+        for item in issue.get("labels") or ()
+    )
+    return label.lower() in (str(name).lower() for name in names)
+
+
+def _usable(issue: Mapping[str, Any], label: str) -> bool:
+    """True for an open issue (not a pull request) carrying ``label``."""
+    return issue.get("state") == "open" and "pull_request" not in issue and _has_label(issue, label)
+
+
+def _found(issue: Mapping[str, Any], *, created: bool) -> TrackingIssue:
+    return TrackingIssue(int(issue["number"]), str(issue["html_url"]), created)
+
+
+def _check(repo: str, label: str) -> dict[str, str]:
+    if not is_full_name(repo):
+        raise TrackingError(f"repository must be 'owner/name', got {repo!r}")
+    # The issues list filters on a comma-separated list of labels, so a comma cannot be sent.
+    if not label.strip() or "," in label or len(label) > _MAX_LABEL:
+        raise TrackingError(
+            f"tracking label must be 1-{_MAX_LABEL} characters without a comma, got {label!r}"
+        )
+    return repo_vars(repo)
+
+
+async def ensure_tracking_issue(
+    gh: GitHubAPI,
+    store: Store,
+    *,
+    repo: str,
+    label: str,
+    title: str = DEFAULT_TITLE,
+    body: str = DEFAULT_BODY,
+    bot_login: str,
+) -> TrackingIssue:
+    """Return the open issue labelled ``label`` (the bot's, oldest first), opening it if none."""
+    url_vars = _check(repo, label)
+    key = f"{repo.lower()}:{label}"
+    async with _locks.lock(repo.lower(), label.lower()):
+        remembered = await _remembered(gh, store, key=key, url_vars=url_vars, label=label)
+        if remembered is not None:
+            return remembered
+        issue = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
+        if issue is None:
+            await _ensure_label(gh, url_vars=url_vars, label=label)
+            data = await gh.post(
+                "/repos/{owner}/{repo}/issues",
+                url_vars,
+                data={"title": title, "body": body, "labels": [label]},
+            )
+            issue = _found(data, created=True)
+            log.info(
+                "opened the tracking issue",
+                extra={"fields": {"repo": repo, "issue": issue.number, "label": label}},
+            )
+            issue = await _settle(
+                gh, url_vars=url_vars, label=label, bot_login=bot_login, ours=issue
+            )
+        await store.set_value(NAMESPACE, key, str(issue.number))
+        return issue
+
+
+async def _settle(
+    gh: GitHubAPI, *, url_vars: Mapping[str, str], label: str, bot_login: str, ours: TrackingIssue
+) -> TrackingIssue:
+    """After opening an issue, defer to an older one another replica opened at the same time.
+
+    The lock above only serialises one process; two replicas that both found no issue both
+    open one. Each then searches again and both settle on the oldest issue the bot opened,
+    so their comments meet there. The newer issue gets a comment pointing to the kept one
+    (the App never edits or closes issues; a maintainer can close it).
+    """
+    winner = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
+    if winner is None or winner.number == ours.number:
+        return ours
+    log.warning(
+        "another replica opened the tracking issue first; using it",
+        extra={"fields": {"kept": winner.number, "duplicate": ours.number}},
+    )
+    await gh.post(
+        "/repos/{owner}/{repo}/issues/{number}/comments",
+        {**url_vars, "number": str(ours.number)},
+        data={
+            "body": f"model-guard opened this issue at the same moment as #{winner.number} and "
+            f"reports on #{winner.number}; this one can be closed."
+        },
+    )
+    return TrackingIssue(winner.number, winner.html_url, created=False)
+
+
+async def _remembered(
+    gh: GitHubAPI, store: Store, *, key: str, url_vars: Mapping[str, str], label: str
+) -> TrackingIssue | None:
+    """The remembered issue if it is still open and labelled; else forget it and return None."""
+    stored = await store.get_value(NAMESPACE, key)
+    if stored is None:
+        return None
+    if stored.isdigit():
+        try:
+            data = await gh.getitem(
+                "/repos/{owner}/{repo}/issues/{number}", {**url_vars, "number": stored}
+            )
+        except BadRequest as error:
+            # 404: gone or transferred; 410: deleted (https://docs.github.com/rest/issues/issues#get-an-issue)
+            if isinstance(error, RateLimitExceeded) or int(error.status_code) not in (404, 410):
+                raise
+        else:
+            if _usable(data, label):
+                return _found(data, created=False)
+    await store.delete_value(NAMESPACE, key)
+    return None
+
+
+async def _search(
+    gh: GitHubAPI, *, url_vars: Mapping[str, str], label: str, bot_login: str
+) -> TrackingIssue | None:
+    """The oldest open issue with the label, preferring one the bot opened; None if none."""
+    url = (
+        "/repos/{owner}/{repo}/issues"
+        "?labels={label}&state=open&sort=created&direction=asc&per_page=100"
+    )
+    first: Mapping[str, Any] | None = None
+    async for data in gh.getiter(url, {**url_vars, "label": label}):
+        # The issues list includes pull requests: https://docs.github.com/rest/issues/issues#list-repository-issues
+        if not _usable(data, label):
+            continue
+        user = data.get("user")
+        if isinstance(user, Mapping) and str(user.get("login", "")).lower() == bot_login.lower():
+            return _found(data, created=False)
+        if first is None:
+            first = data
+    return None if first is None else _found(first, created=False)
+
+
+async def _ensure_label(gh: GitHubAPI, *, url_vars: Mapping[str, str], label: str) -> None:
+    """Create the label; one that already exists (422 ``already_exists``) is fine."""
+    try:
+        await gh.post(
+            "/repos/{owner}/{repo}/labels",
+            url_vars,
+            data={"name": label, "color": _LABEL_COLOR, "description": _LABEL_DESCRIPTION},
+        )
+    except InvalidField as error:
+        errors = error.errors if isinstance(error.errors, list) else []
+        if not any(isinstance(e, Mapping) and e.get("code") == "already_exists" for e in errors):
+            raise

@@ -1,0 +1,139 @@
+"""Check-run endpoints: create, update, get, and list for a ref."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox.errors import ApiError, invalid_field, missing_field
+from sandbox.pagination import paginate
+from sandbox.records import CheckConclusion, CheckOutput, CheckRun, CheckStatus
+from sandbox.routing import (
+    Call,
+    Need,
+    Reply,
+    RouteTable,
+    optional_str,
+    optional_time,
+    parse_enum,
+    required_str,
+)
+
+routes = RouteTable()
+READ = Need("checks", "read")
+WRITE = Need("checks", "write")
+RESOURCE = "CheckRun"
+
+
+def _output(
+    body: Mapping[str, Any], *, previous: CheckOutput | None, title_required: bool
+) -> CheckOutput | None:
+    raw = body.get("output")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise invalid_field(RESOURCE, "output")
+    if title_required and raw.get("title") is None:
+        raise missing_field(RESOURCE, "title")
+    if raw.get("summary") is None:
+        raise missing_field(RESOURCE, "summary")
+    annotations = raw.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise invalid_field(RESOURCE, "annotations")
+    # GitHub appends annotations on every update; the count is cumulative.
+    earlier = previous.annotations_count if previous else 0
+    return CheckOutput(
+        title=optional_str(raw, "title", resource=RESOURCE)
+        or (previous.title if previous else None),
+        summary=optional_str(raw, "summary", resource=RESOURCE),
+        text=optional_str(raw, "text", resource=RESOURCE),
+        annotations_count=earlier + len(annotations),
+    )
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/check-runs", need=WRITE)
+async def create_check_run(call: Call) -> Reply:
+    """``POST /repos/{o}/{r}/check-runs``: a check run on an existing commit."""
+    repo = call.repo()
+    body = call.json_object()
+    run = call.state.create_check_run(
+        repo,
+        name=required_str(body, "name", resource=RESOURCE),
+        head_sha=required_str(body, "head_sha", resource=RESOURCE),
+        status=parse_enum(CheckStatus, body, "status", resource=RESOURCE),
+        conclusion=parse_enum(CheckConclusion, body, "conclusion", resource=RESOURCE),
+        started_at=optional_time(body, "started_at", resource=RESOURCE),
+        completed_at=optional_time(body, "completed_at", resource=RESOURCE),
+        output=_output(body, previous=None, title_required=True),
+        external_id=optional_str(body, "external_id", resource=RESOURCE),
+        details_url=optional_str(body, "details_url", resource=RESOURCE),
+    )
+    return Reply(status=201, body=call.render.check_run(repo, run))
+
+
+@routes.route("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}", need=READ)
+async def get_check_run(call: Call) -> Reply:
+    """``GET /repos/{o}/{r}/check-runs/{id}``."""
+    repo = call.repo()
+    run = call.state.check_run(call.int_param("check_run_id"), repo=repo)
+    return Reply(body=call.render.check_run(repo, run))
+
+
+@routes.route("PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}", need=WRITE)
+async def update_check_run(call: Call) -> Reply:
+    """``PATCH /repos/{o}/{r}/check-runs/{id}``: progress, output, conclusion."""
+    repo = call.repo()
+    run_id = call.int_param("check_run_id")
+    current = call.state.check_run(run_id, repo=repo)
+    body = call.json_object()
+    run = call.state.update_check_run(
+        repo,
+        run_id,
+        name=optional_str(body, "name", resource=RESOURCE),
+        status=parse_enum(CheckStatus, body, "status", resource=RESOURCE),
+        conclusion=parse_enum(CheckConclusion, body, "conclusion", resource=RESOURCE),
+        started_at=optional_time(body, "started_at", resource=RESOURCE),
+        completed_at=optional_time(body, "completed_at", resource=RESOURCE),
+        output=_output(body, previous=current.output, title_required=False),
+        external_id=optional_str(body, "external_id", resource=RESOURCE),
+        details_url=optional_str(body, "details_url", resource=RESOURCE),
+    )
+    return Reply(body=call.render.check_run(repo, run))
+
+
+def _latest_per_name(runs: list[CheckRun]) -> list[CheckRun]:
+    seen: set[str] = set()
+    latest = []
+    for run in runs:  # newest first
+        if run.name not in seen:
+            seen.add(run.name)
+            latest.append(run)
+    return latest
+
+
+@routes.route("GET", "/repos/{owner}/{repo}/commits/{ref:.+}/check-runs", need=READ)
+async def list_check_runs(call: Call) -> Reply:
+    """``GET /repos/{o}/{r}/commits/{ref}/check-runs``: ``check_name``/``status``/``filter``."""
+    repo = call.repo()
+    ref = call.params["ref"]
+    sha = call.state.resolve_ref(repo, ref)
+    if sha is None:
+        raise ApiError(422, f"No commit found for SHA: {ref}")
+    runs = call.state.check_runs_for(repo, sha)
+    if call.query.get("filter", "latest") == "latest":
+        runs = _latest_per_name(runs)
+    name = call.query.get("check_name")
+    if name is not None:
+        runs = [r for r in runs if r.name == name]
+    status = call.query.get("status")
+    if status is not None:
+        runs = [r for r in runs if r.status.value == status]
+    app_id = call.query.get("app_id")
+    if app_id is not None:
+        runs = [r for r in runs if str(r.app_id) == app_id]
+    page = paginate(runs, call.url)
+    body = {
+        "total_count": page.total,
+        "check_runs": [call.render.check_run(repo, r) for r in page.items],
+    }
+    return Reply(body=body, headers=page.headers)

@@ -1,0 +1,763 @@
+"""End-to-end tests of the nightly job: the real App over HTTP on loopback against the sandbox.
+
+Every test runs the real pieces (SqliteStore in tmp_path, WorkerPool, EnginePool, GitHubClient,
+NightlyHandler) against the shared GitHub sandbox and asserts on what the sandbox recorded and
+on what a maintainer sees there: the tracking comment and the check run. Most tests assemble the
+pieces as ``create_app`` does, with an injected clock and sleep, so the client's retries and
+rate-limit waits cost no wall time; the scheduler and webhook tests run ``create_app`` itself.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from gidgethub import sansio
+
+from bot.app import STORE, create_app
+from bot.github import GitHubClient
+from bot.github.repofiles import RepoFiles, blob_sha
+from bot.handlers.nightly import KIND, NightlyHandler, plan_rerun
+from bot.handlers.nightly_view import NIGHTLY_PURPOSE
+from bot.jobs.scheduler import ScheduledRepo, latest_fire_time
+from bot.jobs.worker import WorkerOptions, WorkerPool
+from bot.judging.bisect_run import TimelineJudge
+from bot.judging.pool import EnginePool
+from bot.repoconfig import default_config
+from bot.settings import Settings
+from bot.store import Job, JobSpec, JobState, SqliteStore, Store
+from bot.surfaces.checks import NIGHTLY_CHECK
+from bot.surfaces.sticky import marker
+from sandbox import Sandbox
+from sandbox.records import (
+    CheckConclusion,
+    CheckRun,
+    CheckStatus,
+    Comment,
+    Issue,
+    IssueState,
+    Repo,
+)
+from sandbox.webhooks import load_example
+from tests.conftest import seed_repo
+
+ROOT = Path(__file__).resolve().parents[3]
+BISECT = ROOT / "testdata" / "bisect"
+CONFIG_PATH = ".github/model-guard.yml"
+CONFIG = b"""\
+version: 1
+registry: models/registry.json
+features: golden/features.parquet
+gate:
+  min_plcc: 0.9
+"""
+LABELLED_CONFIG = CONFIG + b"tracking_issue:\n  label: video-quality\n"
+DAY = "2026-12-01"
+DEFAULT_CRON = default_config().schedule
+TAG = marker(NIGHTLY_PURPOSE)
+# The bisect of the regression timeline (10 models, first bad v06) visits these, and only these.
+REGRESSION_VISITED = ("fr-mlp-v00", "fr-mlp-v04", "fr-mlp-v05", "fr-mlp-v06", "fr-mlp-v09")
+
+
+def repo_files(timeline: str = "regression", *, config: bytes | None = CONFIG) -> dict[str, bytes]:
+    """A repository holding the bundled ``timeline`` under models/ and the golden cache."""
+    files = {"golden/features.parquet": (BISECT / "features.parquet").read_bytes()}
+    if config is not None:
+        files[CONFIG_PATH] = config
+    for path in sorted((BISECT / timeline).iterdir()):
+        files[f"models/{path.name}"] = path.read_bytes()
+    return files
+
+
+class FakeTime:
+    """The GitHub client's clock and sleep: time moves on (by the slept amount) without waiting."""
+
+    def __init__(self) -> None:
+        """Start at the real time, so the sandbox accepts the App's JWTs and tokens."""
+        self.offset = 0.0
+        self.jobs_offset = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        """The real time plus everything slept so far."""
+        return time.time() + self.offset
+
+    def jobs_now(self) -> datetime:
+        """The worker pool's clock: real time plus ``advance_jobs`` (never sent to GitHub)."""
+        return datetime.now(UTC) + timedelta(seconds=self.jobs_offset)
+
+    def advance_jobs(self, seconds: float) -> None:
+        """Let a job's retry backoff pass; GitHub's clock (JWTs, tokens) does not move."""
+        self.jobs_offset += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the wait and let other tasks run; no wall time passes."""
+        self.slept.append(seconds)
+        self.offset += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Service:
+    """The App's job side, assembled as ``create_app`` does; ``run`` runs one nightly job."""
+
+    store: Store
+    workers: WorkerPool
+    data: Path
+    time: FakeTime
+
+    async def run(self, repo: Repo, *, installation_id: int, key: str | None = None) -> JobState:
+        """Enqueue the nightly job of ``repo`` for DAY, run the workers until idle, return its state."""
+        job = await self.enqueue(repo, installation_id=installation_id, key=key)
+        return await self.run_due(job)
+
+    async def enqueue(self, repo: Repo, *, installation_id: int, key: str | None = None) -> Job:
+        """Enqueue the nightly job of ``repo`` for DAY (two attempts), as the scheduler does."""
+        spec = JobSpec(
+            kind=KIND,
+            key=key or f"{KIND}:{repo.full_name}:{DAY}",
+            payload={"installation_id": installation_id, "repo": repo.full_name, "day": DAY},
+            max_attempts=2,
+        )
+        job = await self.store.enqueue(spec)
+        assert job is not None, f"job {spec.key} already exists"
+        return job
+
+    async def run_due(self, job: Job) -> JobState:
+        """Run the workers until no job is due; return the state ``job`` is left in."""
+        await self.workers.run_until_idle()
+        found = await self.store.get_job(job.id)
+        assert found is not None
+        return found.state
+
+
+@asynccontextmanager
+async def service(
+    sandbox: Sandbox, root: Path, *, evaluations: Path, pool: EnginePool
+) -> AsyncIterator[Service]:
+    """Start the job side of the App on ``root`` (store, blobs), judging with ``evaluations``."""
+    fake = FakeTime()
+    state = sandbox.state
+    data = root / "data"
+    async with aiohttp.ClientSession() as session, SqliteStore(root / "store.sqlite3") as store:
+        client = GitHubClient(
+            session,
+            app_id=str(state.app.id),
+            private_key=state.private_key_pem,
+            api_url=sandbox.url,
+            clock=fake.clock,
+            sleep=fake.sleep,
+        )
+        files = RepoFiles(data / "blobs")
+        judge = TimelineJudge(
+            files=files, pool=pool, workdir=data / "work", evaluations=evaluations
+        )
+        nightly = NightlyHandler(client=client, store=store, files=files, judge=judge)
+        workers = WorkerPool(
+            store, {KIND: nightly}, options=WorkerOptions(workers=1), clock=fake.jobs_now
+        )
+        try:
+            yield Service(store=store, workers=workers, data=data, time=fake)
+        finally:
+            await client.close()
+
+
+@pytest.fixture(scope="module")
+def engine_pool() -> Iterator[EnginePool]:
+    """One engine pool for the module, as the service keeps one for its life.
+
+    Its process pays the interpreter start and the onnxruntime import once, not per test; each
+    run still gets its own working folder, so nothing a test judged leaks into another.
+    """
+    pool = EnginePool(processes=1, timeout=120.0)
+    yield pool
+    asyncio.run(pool.close())
+
+
+@pytest.fixture(scope="module")
+def shared_evaluations(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One evaluation store for the module: a model scored once is read back in later tests."""
+    return tmp_path_factory.mktemp("evaluations")
+
+
+@pytest.fixture
+async def app_service(
+    sandbox: Sandbox, tmp_path: Path, shared_evaluations: Path, engine_pool: EnginePool
+) -> AsyncIterator[Service]:
+    """The App's job side over the test's sandbox, sharing the module's evaluation store."""
+    async with service(
+        sandbox, tmp_path, evaluations=shared_evaluations, pool=engine_pool
+    ) as running:
+        yield running
+
+
+# ---- what a maintainer sees --------------------------------------------------------------
+
+
+def nightly_checks(sandbox: Sandbox, repo: Repo) -> list[CheckRun]:
+    """The nightly check runs on ``repo``, oldest first."""
+    runs = [
+        run
+        for run in sandbox.state.check_runs.values()
+        if run.repo_id == repo.id and run.name == NIGHTLY_CHECK
+    ]
+    return sorted(runs, key=lambda run: run.id)
+
+
+def only_check(sandbox: Sandbox, repo: Repo) -> CheckRun:
+    """The one nightly check run on ``repo``, completed."""
+    runs = nightly_checks(sandbox, repo)
+    assert len(runs) == 1, runs
+    assert runs[0].status is CheckStatus.COMPLETED
+    return runs[0]
+
+
+def app_comments(sandbox: Sandbox, repo: Repo) -> list[Comment]:
+    """Every live comment the App wrote on ``repo``."""
+    return [
+        c
+        for c in sandbox.state.comments.values()
+        if c.repo_id == repo.id and c.via_app and not c.deleted
+    ]
+
+
+def only_comment(sandbox: Sandbox, repo: Repo) -> Comment:
+    """The App's one tracking comment on ``repo``."""
+    comments = app_comments(sandbox, repo)
+    assert len(comments) == 1, [c.body[:80] for c in comments]
+    assert TAG in comments[0].body
+    return comments[0]
+
+
+def issues_of(sandbox: Sandbox, repo: Repo) -> list[Issue]:
+    """The repository's issues, by number."""
+    return sorted(
+        (i for (rid, _), i in sandbox.state.issues.items() if rid == repo.id),
+        key=lambda i: i.number,
+    )
+
+
+def head_sha(sandbox: Sandbox, repo: Repo) -> str:
+    """The commit the default branch points at."""
+    sha = sandbox.state.resolve_ref(repo, repo.default_branch)
+    assert sha is not None
+    return sha
+
+
+def blob_requests(sandbox: Sandbox, repo: Repo) -> list[str]:
+    """The shas of every blob the App downloaded from ``repo``, answered or not, in order."""
+    pattern = f"/repos/{re.escape(repo.full_name)}/git/blobs/([0-9a-f]{{40}})"
+    return [
+        r.path.rsplit("/", 1)[-1] for r in sandbox.requests_to("GET", pattern) if r.status == 200
+    ]
+
+
+def table_rows(body: str) -> list[str]:
+    """The model names of the bisect table's rows, in order."""
+    return re.findall(r"^\| \d+ \| `([^`]+)` \|", body, flags=re.MULTILINE)
+
+
+def normalised(text: str) -> str:
+    """``text`` without what differs between two identical runs: shas, clock times, durations."""
+    text = re.sub(r"\b[0-9a-f]{7,64}\b", "<sha>", text)
+    text = re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}( UTC)?", "<when>", text)
+    text = re.sub(r"/repos?/acme/[a-z-]+|acme/[a-z-]+", "<repo>", text)
+    text = re.sub(r"issues/\d+#issuecomment-\d+", "<comment>", text)
+    return re.sub(r"\d+(\.\d+)? s\b", "<seconds>", text)
+
+
+def seeded(
+    sandbox: Sandbox, files: Mapping[str, bytes], *, name: str = "models"
+) -> tuple[int, Repo]:
+    """Seed ``acme/<name>`` and return its installation id and the repo."""
+    installation, repo = seed_repo(sandbox.state, files, name=name)
+    return installation.id, repo
+
+
+# ---- the real app ------------------------------------------------------------------------
+
+
+def app_settings(sandbox: Sandbox, root: Path) -> Settings:
+    """The service's settings for the sandbox's App, with its database and data under ``root``."""
+    state = sandbox.state
+    return Settings(
+        webhook_secret=state.app.webhook_secret,
+        app_id=str(state.app.id),
+        private_key=state.private_key_pem,
+        api_url=sandbox.url,
+        database=root / "store.sqlite3",
+        data_dir=root / "data",
+        workers=1,
+        poll_s=0.05,
+    )
+
+
+def scheduled_key(repo: Repo, *, cron: str = DEFAULT_CRON) -> str:
+    """The job key (and so the check's external id) of the scheduler's latest run of ``repo``."""
+    day = latest_fire_time(cron, datetime.now(UTC)).date().isoformat()
+    return f"{KIND}:{repo.full_name}:{day}"
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    """The started app, its webhook URL and its store."""
+
+    app: web.Application
+    webhook_url: str
+
+    @property
+    def store(self) -> Store:
+        """The store the app opened."""
+        return self.app[STORE]
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, **options: Any) -> AsyncIterator[RunningApp]:
+    """``create_app(settings, **options)`` started on loopback, as the service runs it."""
+    runner = web.AppRunner(create_app(settings, **options), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield RunningApp(runner.app, f"http://127.0.0.1:{runner.addresses[0][1]}/webhook")
+    finally:
+        await runner.cleanup()
+
+
+async def wait_for_jobs(store: Store, *, done: int, timeout: float = 60.0) -> None:
+    """Poll the store until ``done`` jobs are done and none is queued or running."""
+    deadline = time.monotonic() + timeout
+    counts: dict[JobState, int] = {}
+    while time.monotonic() < deadline:
+        counts = await store.job_counts()
+        idle = not counts.get(JobState.QUEUED) and not counts.get(JobState.RUNNING)
+        if idle and counts.get(JobState.DONE, 0) + counts.get(JobState.FAILED, 0) >= done:
+            assert counts.get(JobState.DONE, 0) == done, counts
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"jobs did not finish within {timeout:.0f} s: {counts}")
+
+
+# ---- the verdicts ----------------------------------------------------------------------
+
+
+async def test_scheduled_nightly_on_regression_fails_check_and_opens_labelled_issue(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The real app: the scheduler fires, the worker bisects, the maintainer sees the table."""
+    installation_id, repo = seeded(sandbox, repo_files(config=LABELLED_CONFIG))
+    settings = app_settings(sandbox, tmp_path)
+
+    async def source() -> list[ScheduledRepo]:
+        return [ScheduledRepo(installation_id, repo.full_name, "0 0 * * *")]
+
+    async with running_app(settings, schedule_source=source) as running:
+        await wait_for_jobs(running.store, done=1)
+    check = only_check(sandbox, repo)
+    assert check.head_sha == head_sha(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert check.external_id == scheduled_key(repo, cron="0 0 * * *")
+    assert check.output.title is not None and "regression" in check.output.title
+    assert "fr-mlp-v06 (index 6) is the first model that fails" in (check.output.summary or "")
+    assert table_rows(check.output.text or "") == list(REGRESSION_VISITED)
+    (issue,) = issues_of(sandbox, repo)
+    assert issue.labels == ("video-quality",)
+    assert issue.user == sandbox.state.app.bot
+    comment = only_comment(sandbox, repo)
+    assert comment.issue_number == issue.number
+    assert "## model-guard nightly: ❌ regression" in comment.body
+    assert "fr-mlp-v06 (index 6) is the first model that fails plcc >= 0.9" in comment.body
+    assert table_rows(comment.body) == list(REGRESSION_VISITED)
+    assert "| 6 | `fr-mlp-v06` | ❌ fail |" in comment.body
+    assert f"issuecomment-{comment.id}" in (check.output.summary or "")
+
+
+async def test_allgood_timeline_passes_and_says_no_regression(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    first = head_sha(sandbox, repo)
+    sandbox.state.commit(repo, {"README.md": b"# models\n"}, message="Docs")
+    sandbox.state.create_branch(repo, "experiment")
+    sandbox.state.commit(repo, {"notes.txt": b"wip\n"}, message="WIP", branch="experiment")
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    # The default branch's head: not its first commit, not another branch's newer one.
+    assert check.head_sha == head_sha(sandbox, repo) != first
+    assert "No regression" in (check.output.summary or "")
+    comment = only_comment(sandbox, repo)
+    assert "## model-guard nightly: ✅ no regression" in comment.body
+    assert "No regression" in comment.body
+    (issue,) = issues_of(sandbox, repo)
+    assert issue.labels == ("model-guard",) and comment.issue_number == issue.number
+
+
+async def test_existing_labelled_issue_is_reused_for_the_comment(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood", config=LABELLED_CONFIG))
+    other = sandbox.state.add_issue(repo, "Unrelated bug", labels=["bug"])
+    closed = sandbox.state.add_issue(
+        repo, "Old quality report", labels=["video-quality"], state=IssueState.CLOSED
+    )
+    ours = sandbox.state.add_issue(repo, "Model quality", labels=["video-quality"], user="alice")
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    numbers = [other.number, closed.number, ours.number]
+    assert [i.number for i in issues_of(sandbox, repo)] == numbers
+    assert only_comment(sandbox, repo).issue_number == ours.number
+    assert sandbox.requests_to("POST", f"/repos/{repo.full_name}/issues") == []
+
+
+# ---- lazy fetching, the evaluation store and a second run ---------------------------------
+
+
+async def test_regression_bisect_downloads_only_the_models_it_visits(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    files = repo_files()
+    installation_id, repo = seeded(sandbox, files)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    wanted = [CONFIG_PATH, "models/registry.json", "golden/features.parquet"] + [
+        f"models/{name}.onnx" for name in REGRESSION_VISITED
+    ]
+    fetched = blob_requests(sandbox, repo)
+    assert len(fetched) == 3 + 5
+    assert sorted(fetched) == sorted(blob_sha(files[path]) for path in wanted)
+
+
+async def test_allgood_bisect_downloads_only_the_head_model(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    files = repo_files("allgood")
+    installation_id, repo = seeded(sandbox, files)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    wanted = [CONFIG_PATH, "models/registry.json", "golden/features.parquet"]
+    wanted.append("models/fr-mlp-good-v07.onnx")
+    assert sorted(blob_requests(sandbox, repo)) == sorted(blob_sha(files[p]) for p in wanted)
+
+
+async def test_second_run_same_day_edits_the_comment_and_rescores_nothing(
+    sandbox: Sandbox, tmp_path: Path, engine_pool: EnginePool
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files())
+    # Its own evaluation store: the first run must score, the second must not.
+    evaluations = tmp_path / "evaluations"
+    async with service(sandbox, tmp_path, evaluations=evaluations, pool=engine_pool) as app:
+        assert await app.run(repo, installation_id=installation_id) is JobState.DONE
+        first = only_comment(sandbox, repo)
+        assert "5 scored, 0 from the evaluation store" in first.body
+        assert "### History (the last 1 run)" in first.body
+        blobs = len(blob_requests(sandbox, repo))
+        again = f"{KIND}:{repo.full_name}:{DAY}:again"
+        assert await app.run(repo, installation_id=installation_id, key=again) is JobState.DONE
+    second = only_comment(sandbox, repo)
+    assert second.id == first.id
+    assert [edit.previous_body for edit in second.edits] == [first.body]
+    assert "0 scored, 5 from the evaluation store" in second.body
+    assert "### History (the last 2 runs)" in second.body
+    assert second.body.count("| ❌ regression |") == 2
+    assert table_rows(second.body) == list(REGRESSION_VISITED)
+    assert len(issues_of(sandbox, repo)) == 1
+    # The blobs come from the disk cache the second time.
+    assert len(blob_requests(sandbox, repo)) == blobs
+    runs = nightly_checks(sandbox, repo)
+    assert [run.conclusion for run in runs] == [CheckConclusion.FAILURE] * 2
+
+
+# ---- GitHub failing and recovering ----------------------------------------------------------
+
+
+async def test_502s_and_secondary_rate_limit_are_retried_to_the_same_result(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    files = repo_files()
+    clean_id, clean = seeded(sandbox, files, name="clean")
+    faulty_id, faulty = seeded(sandbox, files, name="faulty")
+    assert await app_service.run(clean, installation_id=clean_id) is JobState.DONE
+    # The same blobs would come from the disk cache: the faulted run must download them again.
+    shutil.rmtree(app_service.data / "blobs")
+    base = "/repos/acme/faulty"
+    faults = sandbox.faults
+    faults.fail_next("GET", f"^{base}/git/blobs/", status=502, times=2)
+    faults.fail_next("GET", f"^{base}/git/trees/", status=502, times=2)
+    faults.fail_next("POST", f"^{base}/issues/\\d+/comments$", status=502, times=2)
+    faults.fail_next("PATCH", f"^{base}/check-runs/\\d+$", status=502, times=2)
+    faults.secondary_rate_limit("POST", f"^{base}/check-runs$", retry_after=1)
+    assert await app_service.run(faulty, installation_id=faulty_id) is JobState.DONE
+    assert faults.pending == []
+    assert len(faults.fired) == 9
+    assert 1.0 in app_service.time.slept  # the secondary limit's retry-after was honoured
+    got, want = only_check(sandbox, faulty), only_check(sandbox, clean)
+    assert got.head_sha == head_sha(sandbox, faulty)
+    assert got.conclusion is want.conclusion is CheckConclusion.FAILURE
+    for part in ("title", "summary", "text"):
+        assert normalised(getattr(got.output, part)) == normalised(getattr(want.output, part))
+    assert normalised(only_comment(sandbox, faulty).body) == normalised(
+        only_comment(sandbox, clean).body
+    )
+    assert len(issues_of(sandbox, faulty)) == len(issues_of(sandbox, clean)) == 1
+    assert len(blob_requests(sandbox, faulty)) == len(blob_requests(sandbox, clean)) == 8
+
+
+# ---- what the repository gets wrong ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "explained"),
+    [
+        (
+            CONFIG.replace(b"min_plcc: 0.9", b"min_plcc: 2"),
+            "line 5, gate.min_plcc: must be at most 1, not `2`",
+        ),
+        (
+            CONFIG.replace(b"gate:", b"gatee:"),
+            "line 4, gatee: is not a known key; did you mean `gate`?",
+        ),
+    ],
+    ids=["out-of-range", "typo-key"],
+)
+async def test_invalid_config_fails_the_check_and_explains_line_and_key(
+    sandbox: Sandbox, app_service: Service, config: bytes, explained: str
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files(config=config))
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert explained in (check.output.summary or "")
+    assert CONFIG_PATH in (check.output.text or "")
+    body = only_comment(sandbox, repo).body
+    assert "## model-guard nightly: ⚠️ could not judge" in body
+    assert explained in body
+    # Nothing was judged, and the configured paths are unknown: the built-in defaults are not
+    # what this repository asked for, so the comment must not name them.
+    assert "Could not judge [`" in body and "Judged [`" not in body
+    assert "model/registry.json" not in body and "testdata/bisect" not in body
+    # Nothing was judged, so no model was downloaded.
+    assert blob_requests(sandbox, repo) == [blob_sha(config)]
+
+
+async def test_missing_registry_gives_one_line_reason_in_check_and_comment(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    config = CONFIG.replace(b"models/registry.json", b"models/nope.json")
+    installation_id, repo = seeded(sandbox, repo_files(config=config))
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    summary = (check.output.summary or "").split("\n\n")[0]
+    assert "models/nope.json" in summary and "missing" in summary
+    assert "\n" not in summary and "Traceback" not in (check.output.text or "")
+    body = only_comment(sandbox, repo).body
+    assert f"**{summary}**" in body
+    assert "Could not judge [`" in body and "registry `models/nope.json`" in body
+
+
+async def test_model_that_is_not_onnx_shows_as_broken_in_the_table(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    files = repo_files()
+    garbage = b"this is not an ONNX model\n"
+    files["models/fr-mlp-v09.onnx"] = garbage
+    # The registry vouches for the file's bytes, so it is the ONNX parse that fails, not the sha.
+    registry = json.loads(files["models/registry.json"])
+    for entry in registry["models"]:
+        if entry["id"] == "fr-mlp-v09":
+            entry["sha256"] = hashlib.sha256(garbage).hexdigest()
+    files["models/registry.json"] = json.dumps(registry).encode()
+    installation_id, repo = seeded(sandbox, files)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    body = only_comment(sandbox, repo).body
+    (row,) = [line for line in body.splitlines() if line.startswith("| 9 | `fr-mlp-v09` |")]
+    assert "| ❌ fail |" in row and "broken: not a valid ONNX file" in row
+    assert "Traceback" not in body
+    assert "fr-mlp-v06 (index 6) is the first model that fails" in body
+
+
+# ---- the tracking issue as people leave it ---------------------------------------------------
+
+
+async def test_locked_tracking_issue_still_completes_the_check_and_logs_why(
+    sandbox: Sandbox, app_service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    issue = sandbox.state.add_issue(repo, "Model quality", labels=["model-guard"], locked=True)
+    with caplog.at_level(logging.WARNING):
+        assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    # The maintainer looking at the check learns why there is no comment to follow.
+    summary = check.output.summary or ""
+    assert "Tracking comment:" not in summary
+    assert f"{repo.full_name}#{issue.number} is locked, so the App cannot comment" in summary
+    assert app_comments(sandbox, repo) == []
+    assert len(issues_of(sandbox, repo)) == 1
+    lines = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert any(f"#{issue.number}" in line and "locked" in line for line in lines), lines
+
+
+async def test_human_comment_with_the_marker_is_never_edited(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    issue = sandbox.state.add_issue(repo, "Model quality", labels=["model-guard"])
+    pasted = f"{TAG}\nI copied the bot's comment here to discuss it."
+    human = sandbox.state.add_comment(repo, issue.number, pasted, user="alice")
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    again = f"{KIND}:{repo.full_name}:{DAY}:again"
+    assert await app_service.run(repo, installation_id=installation_id, key=again) is JobState.DONE
+    kept = sandbox.state.comments[human.id]
+    assert kept.body == pasted and kept.edits == () and not kept.deleted
+    ours = only_comment(sandbox, repo)
+    assert ours.id != human.id and ours.issue_number == issue.number
+    assert sandbox.requests_to("PATCH", f".*/issues/comments/{human.id}") == []
+    assert sandbox.requests_to("DELETE", f".*/issues/comments/{human.id}") == []
+
+
+# ---- Re-run on the check ---------------------------------------------------------------------
+
+
+def rerequested(repo: Repo, *, installation_id: int, sha: str) -> dict[str, Any]:
+    """octokit's real ``check_run.rerequested`` example, pointed at the sandbox's nightly check."""
+    payload = load_example("check_run", "rerequested")
+    payload["repository"].update(
+        id=repo.id, name=repo.name, full_name=repo.full_name, default_branch=repo.default_branch
+    )
+    payload["repository"]["owner"].update(login=repo.owner.login, id=repo.owner.id)
+    payload["installation"]["id"] = installation_id
+    payload["check_run"].update(name=NIGHTLY_CHECK, head_sha=sha)
+    payload["check_run"]["check_suite"]["head_branch"] = repo.default_branch
+    return payload
+
+
+def test_rerun_plan_judges_the_checked_commit_and_names_its_branch() -> None:
+    payload = load_example("check_run", "rerequested")
+    payload["check_run"].update(name=NIGHTLY_CHECK, head_sha="d" * 40)
+    payload["check_run"]["check_suite"]["head_branch"] = "release/2.1"
+    jobs: list[JobSpec] = []
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="abc-1"), jobs)
+    (job,) = jobs
+    assert (job.kind, job.key) == ("nightly", "nightly-rerun:abc-1")
+    assert job.payload["ref"] == "d" * 40 and job.payload["branch"] == "release/2.1"
+    assert job.payload["repo"] == payload["repository"]["full_name"]
+    # Another App's check run (or a check of another name) plans nothing.
+    payload["check_run"]["name"] = "ci/build"
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="abc-2"), jobs)
+    assert len(jobs) == 1
+
+
+async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_runs_nothing(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sha = head_sha(sandbox, repo)
+    settings = app_settings(sandbox, tmp_path)
+    # The real scheduler source: the installed repositories and the cron of each one's config.
+    async with running_app(settings) as running:
+        await wait_for_jobs(running.store, done=1)
+        before = only_comment(sandbox, repo)
+        payload = rerequested(repo, installation_id=installation_id, sha=sha)
+        guid = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        delivery = await sandbox.deliver(running.webhook_url, "check_run", payload, guid=guid)
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=2)
+        after = only_comment(sandbox, repo)
+        checks = nightly_checks(sandbox, repo)
+        again = await sandbox.deliver(running.webhook_url, "check_run", payload, guid=guid)
+        assert again.status_code == 202
+        # The ingress stored (or refused) the delivery before answering: nothing new is queued.
+        counts = await running.store.job_counts()
+        deliveries = await running.store.delivery_count()
+    assert {state: n for state, n in counts.items() if n} == {JobState.DONE: 2}
+    assert deliveries == 1
+    assert after.id == before.id
+    assert [edit.previous_body for edit in after.edits] == [before.body]
+    assert "### History (the last 2 runs)" in after.body
+    assert f"on `{repo.default_branch}`" in after.body
+    assert len(issues_of(sandbox, repo)) == 1
+    assert [run.external_id for run in checks] == [scheduled_key(repo), f"nightly-rerun:{guid}"]
+    assert {run.head_sha for run in checks} == {sha}
+    assert all(run.conclusion is CheckConclusion.SUCCESS for run in checks)
+    assert nightly_checks(sandbox, repo) == checks
+    assert only_comment(sandbox, repo) == after
+
+
+# ---- GitHub down for longer than the client retries --------------------------------------------
+
+
+async def test_github_down_past_client_retries_notes_retry_then_next_attempt_finishes_same_check(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    # Five 502s: every attempt the client makes for the first blob fails.
+    sandbox.faults.fail_next("GET", "/git/blobs/", status=502, times=5)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    (running,) = nightly_checks(sandbox, repo)
+    assert running.status is CheckStatus.IN_PROGRESS
+    assert running.output.title == "Retrying: GitHub did not answer"
+    assert "Attempt 1 of 2 failed" in (running.output.summary or "")
+    assert app_comments(sandbox, repo) == []
+    app_service.time.advance_jobs(3600)  # the job's backoff passes
+    assert await app_service.run_due(job) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.id == running.id  # found again by its external id, not opened twice
+    assert check.conclusion is CheckConclusion.SUCCESS
+    assert "No regression" in only_comment(sandbox, repo).body
+
+
+async def test_github_down_on_the_last_attempt_reports_the_error_in_check_and_comment(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.fail_next("GET", "/git/blobs/", status=502, times=None)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    app_service.time.advance_jobs(3600)
+    assert await app_service.run_due(job) is JobState.DONE
+    sandbox.faults.clear()
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    summary = (check.output.summary or "").split("\n\n")[0]
+    assert summary == (
+        "The timeline could not be judged: GitHub kept failing (Bad Gateway) on every attempt"
+    )
+    assert "This is GitHub failing, not the repository" in (check.output.text or "")
+    assert f"**{summary}**" in only_comment(sandbox, repo).body
+
+
+async def test_comment_writes_failing_on_every_attempt_still_complete_the_check(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.fail_next("POST", "/issues/\\d+/comments$", status=502, times=None)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    (running,) = nightly_checks(sandbox, repo)
+    assert running.status is CheckStatus.IN_PROGRESS
+    assert running.output.title == "Retrying: GitHub did not answer"
+    app_service.time.advance_jobs(3600)
+    assert await app_service.run_due(job) is JobState.DONE
+    sandbox.faults.clear()
+    # The verdict reaches the maintainer on the check, with the reason the comment is missing.
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    summary = check.output.summary or ""
+    assert summary.startswith("No regression")
+    assert "Tracking comment not written: GitHub kept failing (Bad Gateway)" in summary
+    assert app_comments(sandbox, repo) == []
+    assert len(issues_of(sandbox, repo)) == 1  # the second attempt found the issue it opened

@@ -1,0 +1,115 @@
+"""Webhook deliveries are signed like GitHub's, recorded, listed and redelivered on request."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from gidgethub import sansio
+from multidict import CIMultiDict
+
+from sandbox import Sandbox
+from sandbox.webhooks import load_example
+from tests.conftest import app_jwt
+
+
+@dataclass
+class Receiver:
+    """A stand-in App endpoint that stores what it was sent and answers ``status``."""
+
+    url: str = ""
+    status: int = 202
+    received: list[tuple[CIMultiDict[str], bytes]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((request.headers.copy(), await request.read()))
+        self.arrived.set()
+        return web.Response(status=self.status)
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Callable[[web.Application], Awaitable[TestServer]]) -> Receiver:
+    """A receiver listening on loopback at ``/webhook``."""
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/webhook", found.handle)
+    server = await aiohttp_server(app)
+    found.url = str(server.make_url("/webhook"))
+    return found
+
+
+async def test_delivery_is_signed_with_sha256_and_the_apps_secret(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    payload = load_example("issue_comment", "created")
+    delivery = await sandbox.deliver(receiver.url, "issue_comment", payload, guid="guid-1")
+    headers, body = receiver.received[0]
+    secret = sandbox.state.app.webhook_secret
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Hub-Signature-256"] == expected
+    assert headers["X-GitHub-Event"] == "issue_comment"
+    assert headers["X-GitHub-Delivery"] == "guid-1"
+    assert json.loads(body) == payload
+    event = sansio.Event.from_http(headers, body, secret=secret)
+    assert (event.event, event.data["action"]) == ("issue_comment", "created")
+    assert (delivery.status_code, delivery.ok, delivery.action) == (202, True, "created")
+
+
+async def test_delivery_with_a_wrong_secret_fails_the_apps_check(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    await sandbox.deliver(
+        receiver.url, "ping", b'{"zen": "Keep it logically awesome."}', secret="x"
+    )
+    headers, body = receiver.received[0]
+    with pytest.raises(Exception, match="signature"):
+        sansio.Event.from_http(headers, body, secret=sandbox.state.app.webhook_secret)
+
+
+async def test_unreachable_app_is_recorded_as_a_failed_delivery(sandbox: Sandbox) -> None:
+    delivery = await sandbox.deliver(f"{sandbox.url}/_sandbox/nowhere", "ping", {"zen": "z"})
+    assert not delivery.ok
+    assert sandbox.state.deliveries[delivery.id] == delivery
+
+
+async def test_deliveries_are_listed_and_redelivered_through_the_api(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    first = await sandbox.deliver(receiver.url, "ping", {"zen": "z", "hook_id": 1})
+    receiver.status = 202
+    receiver.arrived.clear()
+    headers = {"Authorization": f"Bearer {app_jwt(sandbox.state)}"}
+    base = f"{sandbox.url}/app/hook/deliveries"
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(base, params={"status": "failure"}) as response:
+            failed: list[dict[str, Any]] = await response.json()
+        assert [d["guid"] for d in failed] == [first.guid]
+        assert failed[0]["status_code"] == 500
+        async with session.post(f"{base}/{first.id}/attempts") as response:
+            assert response.status == 202
+        await asyncio.wait_for(receiver.arrived.wait(), timeout=10)
+        async with session.get(base) as response:
+            listed: list[dict[str, Any]] = await response.json()
+    # Redelivery runs in the background; the listing may or may not include it yet.
+    assert receiver.received[1][0]["X-GitHub-Delivery"] == first.guid
+    assert receiver.received[1][1] == receiver.received[0][1]
+    assert listed[-1]["guid"] == first.guid
+
+
+async def test_broken_payload_is_still_sent_byte_for_byte(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    delivery = await sandbox.deliver(receiver.url, "issues", b"{truncated")
+    assert receiver.received[0][1] == b"{truncated"
+    assert (delivery.action, delivery.installation_id) == (None, None)
