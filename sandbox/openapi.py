@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from jsonschema.exceptions import ValidationError
@@ -127,9 +127,9 @@ class OpenApiValidator:
         self.operations = tuple(self._operations())
 
     @classmethod
-    def from_path(cls, path: Path | str) -> OpenApiValidator:
-        """Load the description from a JSON file."""
-        return cls(json.loads(Path(path).read_text()))
+    def from_file(cls, source: Traversable) -> OpenApiValidator:
+        """Load the description from a JSON file (a ``Path`` or a package resource)."""
+        return cls(json.loads(source.read_text(encoding="utf-8")))
 
     @cached_property
     def operation_ids(self) -> frozenset[str]:

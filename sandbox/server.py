@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import json
 import re
 import secrets
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,8 +29,9 @@ from sandbox.render import Renderer
 from sandbox.routing import Call, Route, check_access, merge_routes
 from sandbox.state import SandboxState
 
-DEFAULT_OPENAPI_PATH = (
-    Path(__file__).resolve().parents[1] / "testdata" / "github" / "openapi-subset.json"
+# Package data: GitHub's description of the operations the App uses (README.md beside it).
+PACKAGED_OPENAPI: Traversable = (
+    resources.files("sandbox") / "data" / "github" / "openapi-subset.json"
 )
 # https://docs.github.com/rest/about-the-rest-api/api-versions
 API_VERSION = "2022-11-28"
@@ -84,10 +86,15 @@ def _compile_path(path: str) -> re.Pattern[str]:
     return re.compile(out)
 
 
-@functools.cache
-def _load_validator(path: str) -> OpenApiValidator:
-    # The description is 600 kB; parse it once per process, the validator is read-only after.
-    return OpenApiValidator.from_path(path)
+# The description is 800 kB; parse it once per process, the validator is read-only after.
+_VALIDATORS: dict[str, OpenApiValidator] = {}
+
+
+def _load_validator(source: Traversable) -> OpenApiValidator:
+    key = str(source)
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = OpenApiValidator.from_file(source)
+    return _VALIDATORS[key]
 
 
 def _request_id() -> str:
@@ -121,16 +128,16 @@ class Sandbox:
         self,
         state: SandboxState | None = None,
         *,
-        openapi_path: Path = DEFAULT_OPENAPI_PATH,
+        openapi_path: Path | None = None,
         validate: bool = True,
     ) -> None:
-        """Wrap ``state`` (a fresh world if None); validate traffic against ``openapi_path``."""
+        """Wrap ``state`` (new if None); validate against ``openapi_path`` (None: PACKAGED_OPENAPI)."""
         self.state = state if state is not None else SandboxState()
         self.faults = Faults(clock=self.state.clock)
-        description = Path(openapi_path).resolve()
+        description = PACKAGED_OPENAPI if openapi_path is None else Path(openapi_path).resolve()
         if not description.is_file():
             raise SandboxError(f"OpenAPI description not found: {description}")
-        self.validator = _load_validator(str(description))
+        self.validator = _load_validator(description)
         self.validate = validate
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []

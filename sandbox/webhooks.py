@@ -6,13 +6,12 @@ import hashlib
 import hmac
 import json
 import uuid
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
-# The committed copy of GitHub's material (testdata/github/README.md says where it comes from).
-GITHUB_TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "github"
-OPENAPI_PATH = GITHUB_TESTDATA / "openapi-subset.json"
-EXAMPLES_DIR = GITHUB_TESTDATA / "webhooks" / "examples"
+# Package data: a copy of octokit's examples (data/github/README.md says where it comes from).
+EXAMPLES: Traversable = resources.files("sandbox") / "data" / "github" / "webhooks" / "examples"
 
 
 def sign_payload(body: bytes, secret: str) -> str:
@@ -40,16 +39,20 @@ def webhook_headers(
     return headers
 
 
-def example_path(event: str, action_or_name: str, *, root: Path | None = None) -> Path:
+def example_path(
+    event: str, action_or_name: str, *, root: Traversable | None = None
+) -> Traversable:
     """Where ``examples/<event>/<action_or_name>.json`` lives."""
     name = action_or_name.removesuffix(".json")
-    return (root or EXAMPLES_DIR) / event / f"{name}.json"
+    return (root or EXAMPLES) / event / f"{name}.json"
 
 
-def load_example(event: str, action_or_name: str, *, root: Path | None = None) -> dict[str, Any]:
+def load_example(
+    event: str, action_or_name: str, *, root: Traversable | None = None
+) -> dict[str, Any]:
     """Parse a shared webhook example, e.g. ``load_example("issue_comment", "created")``."""
     path = example_path(event, action_or_name, root=root)
     if not path.is_file():
         raise FileNotFoundError(f"no webhook example {event}/{action_or_name} at {path}")
-    payload: dict[str, Any] = json.loads(path.read_text())
+    payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return payload

@@ -1,7 +1,9 @@
 """The App manifest and the container image stay in step with what the App does."""
 
 import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -62,3 +64,17 @@ def test_dockerfile_installs_dependencies_before_copying_the_source() -> None:
     first_install = next(i for i, line in enumerate(lines) if "pip install ." in line)
     copy_source = next(i for i, line in enumerate(lines) if line.startswith("COPY engine"))
     assert first_install < copy_source
+
+
+def _pyproject() -> dict[str, Any]:
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def test_every_file_of_the_sandbox_data_is_declared_package_data() -> None:
+    # The sandbox reads them with importlib.resources; an undeclared file is missing from a wheel.
+    patterns = _pyproject()["tool"]["setuptools"]["package-data"]["sandbox"]
+    package = ROOT / "sandbox"
+    files = sorted(p.relative_to(package) for p in (package / "data").rglob("*") if p.is_file())
+    assert any(f.name == "openapi-subset.json" for f in files)
+    assert [f for f in files if not any(f.match(pattern) for pattern in patterns)] == []

@@ -12,7 +12,7 @@ import pytest
 
 from sandbox import Sandbox, SandboxState
 from sandbox.errors import SandboxError
-from sandbox.server import DEFAULT_OPENAPI_PATH
+from sandbox.server import PACKAGED_OPENAPI
 from tests.conftest import app_jwt, installation_token, seed_repo
 
 
@@ -88,7 +88,7 @@ async def test_unknown_endpoint_is_404_and_a_violation(
 
 
 async def test_response_off_schema_is_a_violation(tmp_path: Path) -> None:
-    document = json.loads(DEFAULT_OPENAPI_PATH.read_text())
+    document = json.loads(PACKAGED_OPENAPI.read_text(encoding="utf-8"))
     schema = document["paths"]["/app"]["get"]["responses"]["200"]["content"]["application/json"]
     schema["schema"] = {"type": "object", "required": ["sandbox_never_sends_this"]}
     stricter = tmp_path / "openapi.json"

@@ -13,13 +13,13 @@ from gidgethub import routing, sansio
 from bot.app import STORE, create_app
 from bot.settings import Settings
 from bot.store import JobSpec, JobState
+from sandbox.webhooks import example_path
 
 SECRET = "s3cret-for-tests"
-EXAMPLES = Path(__file__).resolve().parents[3] / "testdata" / "github" / "webhooks" / "examples"
 
 
 def example(event: str, name: str) -> bytes:
-    return (EXAMPLES / event / f"{name}.json").read_bytes()
+    return example_path(event, name).read_bytes()
 
 
 def headers(
