@@ -97,6 +97,11 @@ def _load_validator(source: Traversable) -> OpenApiValidator:
     return _VALIDATORS[key]
 
 
+def _template(route_path: str) -> str:
+    # The OpenAPI template of an aiohttp-style route: ``{ref:.+}`` becomes ``{ref}``.
+    return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route_path)
+
+
 def _request_id() -> str:
     # GitHub's look: five hex groups, e.g. "C4F2:3B4A:1D2E3F:2A3B4C:6565F00D"
     sizes = (4, 4, 6, 6, 8)
@@ -304,8 +309,23 @@ class Sandbox:
                 continue
             found = compiled.pattern.fullmatch(path)
             if found is not None:
+                if self._unserved(method, path, compiled.route) is not None:
+                    return None
                 return compiled.route, {k: v or "" for k, v in found.groupdict().items()}
         return None
+
+    def _unserved(self, method: str, path: str, route: Route | None) -> str | None:
+        """The documented operation ``method path`` is, when ``route`` is not its endpoint.
+
+        A route whose parameter spans segments (``commits/{ref:.+}``) would otherwise answer
+        for a documented operation the sandbox does not serve (``commits/{sha}/pulls``).
+        """
+        documented = self.validator.match(method, path)
+        if documented is None:
+            return None
+        if route is not None and _template(route.path) == documented.operation.template:
+            return None
+        return documented.operation.operation_id
 
     async def _dispatch(self, request: web.Request, body: Any, principal: Principal) -> _Outcome:
         counted = request.path not in UNCOUNTED_PATHS
@@ -440,6 +460,13 @@ class Sandbox:
     ) -> None:
         if request.path.startswith(INTERNAL_PREFIX):
             return
+        if self._match(request.method, request.path) is None:
+            unserved = self._unserved(request.method, request.path, None)
+            if unserved is not None:
+                self.violations.append(
+                    f"{request.method} {request.path}: operation: {unserved} is documented "
+                    "but the sandbox does not serve it"
+                )
         self.violations += self.validator.check_request(
             request.method, request.path, request.query, body
         )

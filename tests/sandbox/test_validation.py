@@ -121,17 +121,56 @@ def concrete(template: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: samples.get(m.group(1), "x1"), template)
 
 
-def test_every_operation_in_the_openapi_subset_has_a_route() -> None:
+# Documented in the refreshed subset (50 operations) for what the App is about to call, and
+# not served yet: a request to one is a 404 and a violation. Serving one removes it here.
+NOT_SERVED_YET = {
+    "PATCH /repos/{owner}/{repo}/issues/{issue_number}",
+    "GET /repos/{owner}/{repo}/commits/{commit_sha}/pulls",
+    "GET /repos/{owner}/{repo}/pulls",
+    "POST /repos/{owner}/{repo}/pulls",
+    "GET /repos/{owner}/{repo}/git/ref/{ref}",
+    "POST /repos/{owner}/{repo}/git/refs",
+    "POST /repos/{owner}/{repo}/git/blobs",
+    "POST /repos/{owner}/{repo}/git/trees",
+    "POST /repos/{owner}/{repo}/git/commits",
+    "GET /repos/{owner}/{repo}/git/commits/{commit_sha}",
+    "POST /repos/{owner}/{repo}/issues/{issue_number}/reactions",
+    "GET /repos/{owner}/{repo}/issues/comments/{comment_id}/reactions",
+    "POST /repos/{owner}/{repo}/check-suites/{check_suite_id}/rerequest",
+    "GET /repos/{owner}/{repo}/commits/{ref}/status",
+}
+
+
+def test_every_operation_in_the_openapi_subset_has_a_route_but_the_ones_not_served_yet() -> None:
     sandbox = Sandbox(SandboxState())
     operations = sandbox.validator.operations
-    assert len(operations) == 36
-    unserved = []
+    assert len(operations) == 50
+    unserved = set()
     for op in operations:
         route = sandbox.route_for(op.method, concrete(op.template))
         served = None if route is None else re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.path)
         if served != op.template:
-            unserved.append(f"{op.method} {op.template} (answered by {served})")
-    assert unserved == []
+            assert served is None, f"{op.method} {op.template} answered by {served}"
+            unserved.add(f"{op.method} {op.template}")
+    assert unserved == NOT_SERVED_YET
+
+
+async def test_documented_operation_not_served_is_404_and_a_violation_not_a_wider_route(
+    sandbox: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    # commits/{ref:.+} would take "<sha>/pulls" as a ref; the pulls of a commit are not served.
+    sha = sandbox.state.resolve_ref(sandbox.state.find_repo("acme", "models"), "main")
+    async with session.get(f"{sandbox.url}/repos/acme/models/commits/{sha}/pulls") as response:
+        body = await response.json()
+    assert (response.status, body["message"]) == (404, "Not Found")
+    async with session.get(f"{sandbox.url}/repos/acme/models/commits/{sha}") as response:
+        assert response.status == 200  # the wider route still answers its own operation
+    assert sandbox.violations == [
+        f"GET /repos/acme/models/commits/{sha}/pulls: operation: "
+        "repos/list-pull-requests-associated-with-commit is documented but the sandbox does not "
+        "serve it"
+    ]
+    sandbox.violations.clear()
 
 
 def test_missing_openapi_description_is_a_one_line_error(tmp_path: Path) -> None:
