@@ -62,10 +62,23 @@ def run_serve(args: argparse.Namespace) -> int:
 _LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
+# What the demo needs beyond the service: the sandbox package and the `demo` extra's modules.
+_DEMO_MODULES = frozenset({"sandbox", "openapi_schema_validator"})
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Start the sandbox and the App on loopback, fire the nightly job, show the result."""
-    from bot.demo import main_demo
-
+    # Imported here, not at the top: the service image has neither the sandbox nor its
+    # dependencies, and `serve` must not need them.
+    try:
+        from bot.demo import main_demo
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in _DEMO_MODULES:
+            raise
+        raise UsageError(
+            f"the demo needs the local GitHub sandbox, and this install has no {error.name!r}: "
+            "install the demo extra, pip install 'model-guard[demo]' (in a checkout: -e '.[demo]')"
+        ) from None
     return main_demo(registry=args.registry, features=args.features)
 
 

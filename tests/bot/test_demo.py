@@ -61,6 +61,26 @@ def test_model_guard_demo_command_exits_0_and_prints_the_red_check() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("missing", ["sandbox", "openapi_schema_validator"])
+def test_demo_without_the_sandbox_or_the_demo_extra_says_to_install_it_in_one_line(
+    missing: str,
+) -> None:
+    # As in the service image, which has neither: None in sys.modules makes the import fail.
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None; "
+        "from bot.cli import main; sys.exit(main(['demo']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("model-guard: error: the demo needs the local GitHub sandbox")
+    assert repr(missing) in line and "pip install 'model-guard[demo]'" in line
+
+
 def test_demo_with_a_missing_registry_is_a_one_line_error_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
