@@ -1,5 +1,7 @@
 # model-guard GitHub App: the webhook service with its workers and nightly scheduler.
 # The image runs no training: it installs the package without the `train` extra (no torch).
+# Nor the demo: the local GitHub sandbox (sandbox/, for tests and `model-guard demo`) is not
+# copied and the `demo` extra not installed; `model-guard demo` says so in one line here.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -78,3 +78,31 @@ def test_every_file_of_the_sandbox_data_is_declared_package_data() -> None:
     files = sorted(p.relative_to(package) for p in (package / "data").rglob("*") if p.is_file())
     assert any(f.name == "openapi-subset.json" for f in files)
     assert [f for f in files if not any(f.match(pattern) for pattern in patterns)] == []
+
+
+def _copy_sources(dockerfile: str) -> list[str]:
+    sources = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"]:
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+def test_service_image_copies_engine_and_bot_but_never_the_sandbox() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert sorted(_copy_sources(text)) == ["README.md", "bot", "engine", "pyproject.toml"]
+    assert "[demo]" not in text
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert "sandbox" in ignored and "tests" in ignored and "testdata" in ignored
+    assert not {"engine", "bot", "pyproject.toml", "README.md"} & set(ignored)
+
+
+def test_core_dependencies_leave_the_sandbox_validator_to_the_demo_extra() -> None:
+    project = _pyproject()["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=~!; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    assert "openapi-schema-validator" not in names(project["dependencies"])
+    assert "openapi-schema-validator" in names(project["optional-dependencies"]["demo"])
