@@ -47,6 +47,7 @@ async def test_demo_of_the_allgood_timeline_shows_a_green_check() -> None:
     assert "conclusion success" in out.getvalue()
 
 
+@pytest.mark.slow  # runs the console script
 def test_model_guard_demo_command_exits_0_and_prints_the_red_check() -> None:
     done = subprocess.run(
         [str(MODEL_GUARD), "demo"],
@@ -61,6 +62,7 @@ def test_model_guard_demo_command_exits_0_and_prints_the_red_check() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a Python process each
 @pytest.mark.parametrize("missing", ["sandbox", "openapi_schema_validator"])
 def test_demo_without_the_sandbox_or_the_demo_extra_says_to_install_it_in_one_line(
     missing: str,

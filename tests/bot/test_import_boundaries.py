@@ -107,6 +107,7 @@ def test_sandbox_imports_are_found_in_every_spelling(
     assert sandbox_imports(BOT / "probe.py", source) == expected
 
 
+@pytest.mark.slow  # imports every bot module in a Python process of its own
 def test_every_bot_module_but_the_demo_imports_with_the_sandbox_and_extra_missing() -> None:
     # What the AST walk cannot see (importlib, a dependency's dependency), an import run can.
     modules = sorted(
