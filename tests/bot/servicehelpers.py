@@ -102,7 +102,7 @@ async def wait_until(
     *,
     what: str,
     timeout: float = 60.0,
-    interval: float = 0.1,
+    interval: float = 0.05,
     details: Callable[[], str] | None = None,
 ) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` (and ``details()``) on timeout."""
@@ -277,7 +277,7 @@ class ServiceProcess:
                     async with session.get(f"{self.url}/healthz") as response:
                         if response.status == 200:
                             return
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
         raise AssertionError(f"service not ready after {timeout:.0f} s:\n{self.logs()}")
 
     async def kill(self) -> None:

@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from bot.app import SERVICES, STORE
 from bot.github.policy import ClientPolicy
 from bot.handlers.nightly import HISTORY_RUNS
 from bot.jobs.worker import WorkerPool
-from bot.store import JobSpec, JobState, SqliteStore, Store
+from bot.store import Job, JobSpec, JobState, SqliteStore, Store
 from bot.surfaces.checks import NIGHTLY_CHECK
 from sandbox import Sandbox, SandboxState
 from sandbox.faults import FaultKind
@@ -35,6 +36,7 @@ from tests.bot.servicehelpers import (
     REPO,
     ROOT,
     UNSCHEDULED_CONFIG,
+    Seen,
     ServiceProcess,
     any_completed,
     app_settings,
@@ -50,7 +52,12 @@ from tests.bot.servicehelpers import (
     wait_until,
 )
 
+# Real service processes, engine process pools and races of 50 jobs: out of the quick run.
+pytestmark = pytest.mark.slow
+
 RACERS = 50
+# How often a service process's workers look for a job: often, the tests wait on it.
+POLL_S = "0.05"
 REGRESSION = "fr-mlp-v06"
 # 50 jobs write ~120 times; GitHub's 80 content writes a minute (which the client paces to,
 # tested in test_github) would make the test wait a minute. The sandbox has no such limit.
@@ -251,69 +258,133 @@ STALLS = {
 }
 
 
-@pytest.mark.parametrize("point", sorted(STALLS))
-async def test_service_killed_mid_job_and_restarted_finishes_it_once(
-    sandbox: Sandbox, tmp_path: Path, evaluations: Path, point: str
-) -> None:
-    _, repo = seed_nightly_repo(sandbox.state)
-    database, data = tmp_path / "store.sqlite3", data_dir_with(evaluations, tmp_path)
-    method, path = STALLS[point]
-    sandbox.faults.slow(method, path, seconds=300, times=1)
-    env = service_env(
-        sandbox,
-        database=database,
-        data_dir=data,
-        port=free_port(),
-        MODEL_GUARD_LEASE_S="3",
-        MODEL_GUARD_POLL_S="0.2",
-    )
-    first = ServiceProcess(env, log_path=tmp_path / "first.log")
-    second = ServiceProcess({**env, "PORT": str(free_port())}, log_path=tmp_path / "second.log")
-    try:
-        await first.start()
-        await wait_until(
-            lambda: any(f.kind is FaultKind.SLOW for f in sandbox.faults.fired),
-            what=f"the first process to reach {method} {path}",
-            details=first.logs,
-        )
-        at_kill = seen(sandbox.state, repo)
-        await first.kill()
-        sandbox.faults.clear()
-        assert len(at_kill.checks) == 1
-        assert at_kill.checks[0].status is CheckStatus.IN_PROGRESS
-        assert len(at_kill.comments) == (0 if method == "GET" else 1)
+@dataclass(frozen=True)
+class Restarted:
+    """What a service killed at one stall and then restarted left behind."""
 
-        await second.start()
-        await wait_until(
-            lambda: any_completed(seen(sandbox.state, repo).checks),
-            what="the restarted process to complete a check run",
-            details=second.logs,
+    state: SandboxState
+    repo: Repo
+    at_kill: Seen
+    jobs_done_on_health: int
+    metrics: Mapping[str, float]
+    exit_status: int
+    job: Job | None
+    counts: Mapping[JobState, int]
+    runs: int
+
+
+async def kill_and_restart(point: str, tmp_path: Path, evaluations: Path) -> Restarted:
+    """Start the service, SIGKILL it where ``point`` stalls, start another on the same store."""
+    async with Sandbox(SandboxState()) as sandbox:
+        _, repo = seed_nightly_repo(sandbox.state)
+        database, data = tmp_path / "store.sqlite3", data_dir_with(evaluations, tmp_path)
+        method, path = STALLS[point]
+        sandbox.faults.slow(method, path, seconds=300, times=1)
+        env = service_env(
+            sandbox,
+            database=database,
+            data_dir=data,
+            port=free_port(),
+            MODEL_GUARD_LEASE_S="3",  # the least Settings takes: the restart waits it out
+            MODEL_GUARD_POLL_S=POLL_S,
         )
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{second.url}/healthz") as health:
-                assert health.status == 200
-                assert (await health.json())["jobs"]["done"] == 1
-            async with session.get(f"{second.url}/metrics") as response:
-                assert response.status == 200
-                metrics = parse_metrics(await response.text())
-        assert metrics['model_guard_jobs{state="done"}'] == 1
-        assert metric_total(metrics, "model_guard_github_requests_total") > 0
-        # The restarted process wrote (or found unchanged) the one sticky comment.
-        assert metric_total(metrics, "model_guard_sticky_comments_total") == 1
-        assert await second.stop() == 0, second.logs()
-    finally:
-        await first.kill()
-        await second.stop()
+        first = ServiceProcess(env, log_path=tmp_path / "first.log")
+        second = ServiceProcess({**env, "PORT": str(free_port())}, log_path=tmp_path / "second.log")
+        try:
+            await first.start()
+            await wait_until(
+                lambda: any(f.kind is FaultKind.SLOW for f in sandbox.faults.fired),
+                what=f"the first process to reach {method} {path}",
+                details=first.logs,
+            )
+            at_kill = seen(sandbox.state, repo)
+            await first.kill()
+            sandbox.faults.clear()
+
+            await second.start()
+            await wait_until(
+                lambda: any_completed(seen(sandbox.state, repo).checks),
+                what="the restarted process to complete a check run",
+                details=second.logs,
+            )
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{second.url}/healthz") as health:
+                    assert health.status == 200
+                    done = (await health.json())["jobs"]["done"]
+                async with session.get(f"{second.url}/metrics") as response:
+                    assert response.status == 200
+                    metrics = parse_metrics(await response.text())
+            exit_status = await second.stop()
+            assert exit_status == 0, second.logs()
+        finally:
+            await first.kill()
+            await second.stop()
+        sandbox.assert_valid()
 
     async with SqliteStore(database) as store:
         job = await store.get_job(1)
         counts = await store.job_counts()
         runs = await store.recent_runs(REPO)
+    return Restarted(
+        state=sandbox.state,
+        repo=repo,
+        at_kill=at_kill,
+        jobs_done_on_health=done,
+        metrics=metrics,
+        exit_status=exit_status,
+        job=job,
+        counts=counts,
+        runs=len(runs),
+    )
+
+
+@pytest.fixture(scope="module")
+def restarted(
+    tmp_path_factory: pytest.TempPathFactory, evaluations: Path
+) -> Mapping[str, Restarted]:
+    """Both kills and restarts, run at the same time: each has its own sandbox, store and
+    processes, so neither sees the other, and the module waits for the slower one only."""
+
+    async def both() -> list[Restarted]:
+        return await asyncio.gather(
+            *(
+                kill_and_restart(point, tmp_path_factory.mktemp(point), evaluations)
+                for point in sorted(STALLS)
+            )
+        )
+
+    return dict(zip(sorted(STALLS), asyncio.run(both()), strict=True))
+
+
+@pytest.mark.parametrize("point", sorted(STALLS))
+def test_service_killed_mid_job_and_restarted_finishes_it_once(
+    restarted: Mapping[str, Restarted], point: str
+) -> None:
+    outcome = restarted[point]
+    method, _ = STALLS[point]
+    assert len(outcome.at_kill.checks) == 1
+    assert outcome.at_kill.checks[0].status is CheckStatus.IN_PROGRESS
+    assert len(outcome.at_kill.comments) == (0 if method == "GET" else 1)
+
+    assert outcome.jobs_done_on_health == 1
+    metrics = outcome.metrics
+    assert metrics['model_guard_jobs{state="done"}'] == 1
+    assert metric_total(metrics, "model_guard_github_requests_total") > 0
+    # The restarted process wrote (or found unchanged) the one sticky comment.
+    assert metric_total(metrics, "model_guard_sticky_comments_total") == 1
+    assert outcome.exit_status == 0
+
+    job = outcome.job
     assert job is not None and job.state is JobState.DONE
     assert job.attempts == 2  # the killed attempt, then the one that finished
-    assert counts == {JobState.QUEUED: 0, JobState.RUNNING: 0, JobState.DONE: 1, JobState.FAILED: 0}
-    assert len(runs) == 1
-    view = seen(sandbox.state, repo)
+    assert outcome.counts == {
+        JobState.QUEUED: 0,
+        JobState.RUNNING: 0,
+        JobState.DONE: 1,
+        JobState.FAILED: 0,
+    }
+    assert outcome.runs == 1
+    view = seen(outcome.state, outcome.repo)
     assert len(view.issues) == 1
     assert len(view.comments) == 1 and REGRESSION in view.comments[0].body
     (check,) = view.checks_for(job.key)
@@ -348,7 +419,7 @@ async def test_running_service_takes_only_the_signed_delivery(
         database=database,
         data_dir=data_dir_with(evaluations, tmp_path),
         port=free_port(),
-        MODEL_GUARD_POLL_S="0.2",
+        MODEL_GUARD_POLL_S=POLL_S,
     )
     service = ServiceProcess(env, log_path=tmp_path / "service.log")
     signed = webhook_headers("check_run", str(uuid.uuid4()), body, secret)
