@@ -62,25 +62,41 @@ def test_model_guard_demo_command_exits_0_and_prints_the_red_check() -> None:
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.slow  # a Python process each
+def assert_install_the_demo_extra(stderr: str, missing: str) -> None:
+    """One line, no traceback, naming the missing module and the extra to install."""
+    assert "Traceback" not in stderr
+    (line,) = stderr.splitlines()
+    assert line.startswith("model-guard: error: the demo needs the local GitHub sandbox")
+    assert repr(missing) in line and "pip install 'model-guard[demo]'" in line
+
+
 @pytest.mark.parametrize("missing", ["sandbox", "openapi_schema_validator"])
 def test_demo_without_the_sandbox_or_the_demo_extra_says_to_install_it_in_one_line(
-    missing: str,
+    missing: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # As in the service image, which has neither: None in sys.modules makes the import fail.
-    code = (
-        f"import sys; sys.modules[{missing!r}] = None; "
-        "from bot.cli import main; sys.exit(main(['demo']))"
-    )
+    # Forget the demo and the sandbox (monkeypatch puts them back), then make `missing`
+    # unimportable: None in sys.modules makes its import fail, as if it were not installed.
+    for name in [
+        n for n in sys.modules if n in {"bot.demo", "sandbox"} or n.startswith("sandbox.")
+    ]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)
+    assert main(["demo"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_install_the_demo_extra(captured.err, missing)
+
+
+@pytest.mark.slow  # a Python process
+def test_demo_in_a_python_without_the_sandbox_says_to_install_the_extra_in_one_line() -> None:
+    # As in the service image, whose Python has no sandbox: the same, in a process of its own.
+    code = "import sys; sys.modules['sandbox'] = None; from bot.cli import main; sys.exit(main(['demo']))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 1
     assert done.stdout == ""
-    assert "Traceback" not in done.stderr
-    (line,) = done.stderr.splitlines()
-    assert line.startswith("model-guard: error: the demo needs the local GitHub sandbox")
-    assert repr(missing) in line and "pip install 'model-guard[demo]'" in line
+    assert_install_the_demo_extra(done.stderr, "sandbox")
 
 
 def test_demo_with_a_missing_registry_is_a_one_line_error_and_exit_1(
