@@ -20,13 +20,14 @@ from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
 from bot.handlers import ROUTERS
-from bot.handlers.nightly import KIND as NIGHTLY
-from bot.handlers.nightly import NightlyHandler
+from bot.handlers.nightly import nightly_runner
+from bot.handlers.run import RunServices
 from bot.intake.ingress import receive
 from bot.intake.planner import Planner
+from bot.jobs.parking import Resumer
 from bot.jobs.scheduler import Scheduler, ScheduleSource
 from bot.jobs.schedules import InstalledSchedules
-from bot.jobs.worker import WorkerPool
+from bot.jobs.worker import JobHandler, WorkerPool
 from bot.judging.bisect_run import TimelineJudge
 from bot.judging.pool import EnginePool
 from bot.settings import Settings
@@ -38,12 +39,19 @@ log = logging.getLogger("model_guard.app")
 
 @dataclass(frozen=True)
 class Services:
-    """What the running service holds besides the store: client, pool, workers, scheduler."""
+    """What the running service holds besides the store: client, pool, workers, scheduler, resumer.
+
+    ``runs`` is what every job kind's runs share (the client, the store, the bot identity and
+    the one sticky-comment service); a new job kind's runner is built on it in
+    ``_handlers`` and registered under its kind.
+    """
 
     client: GitHubClient
     pool: EnginePool
     workers: WorkerPool
     scheduler: Scheduler | None
+    resumer: Resumer
+    runs: RunServices
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -134,11 +142,12 @@ async def _services_context(
         evaluations=data / "evaluations",
         time_limit=settings.job_timeout_s,
     )
-    nightly = NightlyHandler(
-        client=client, store=store, files=files, judge=judge, telemetry=telemetry
-    )
+    runs = RunServices(client=client, store=store, telemetry=telemetry)
     workers = WorkerPool(
-        store, {NIGHTLY: nightly}, options=settings.worker_options(), telemetry=telemetry
+        store,
+        _handlers(runs, files=files, judge=judge),
+        options=settings.worker_options(),
+        telemetry=telemetry,
     )
     scheduler = (
         Scheduler(
@@ -149,8 +158,17 @@ async def _services_context(
         if schedule
         else None
     )
-    app[SERVICES] = Services(client=client, pool=pool, workers=workers, scheduler=scheduler)
+    resumer = Resumer(store, partial(client.app_api().getitem, "/app"), on_enqueued=workers.wake)
+    app[SERVICES] = Services(
+        client=client,
+        pool=pool,
+        workers=workers,
+        scheduler=scheduler,
+        resumer=resumer,
+        runs=runs,
+    )
     await workers.start()
+    await resumer.start()
     if scheduler is not None:
         await scheduler.start()
     try:
@@ -158,10 +176,19 @@ async def _services_context(
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await resumer.stop()
         await workers.stop()
         await pool.close()
         await client.close()
         await session.close()
+
+
+def _handlers(
+    runs: RunServices, *, files: RepoFiles, judge: TimelineJudge
+) -> dict[str, JobHandler]:
+    """The worker's handler for each job kind: every kind is a runner on the shared services."""
+    nightly = nightly_runner(runs, files=files, timeline=judge)
+    return {nightly.kind.name: nightly}
 
 
 async def _webhook(request: web.Request) -> web.Response:

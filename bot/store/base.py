@@ -347,3 +347,7 @@ class Store(ABC):
     @abstractmethod
     async def delete_value(self, namespace: str, key: str) -> bool:
         """Delete ``(namespace, key)``; False if it was not there."""
+
+    @abstractmethod
+    async def list_values(self, namespace: str, *, limit: int = 1000) -> dict[str, str]:
+        """Return up to ``limit`` entries of ``namespace`` (key -> text), oldest write first."""

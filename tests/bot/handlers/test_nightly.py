@@ -1,7 +1,7 @@
 """End-to-end tests of the nightly job: the real App over HTTP on loopback against the sandbox.
 
 Every test runs the real pieces (SqliteStore in tmp_path, WorkerPool, EnginePool, GitHubClient,
-NightlyHandler) against the shared GitHub sandbox and asserts on what the sandbox recorded and
+the nightly runner) against the shared GitHub sandbox and asserts on what the sandbox recorded and
 on what a maintainer sees there: the tracking comment and the check run. Most tests assemble the
 pieces as ``create_app`` does, with an injected clock and sleep, so the client's retries and
 rate-limit waits cost no wall time; the scheduler and webhook tests run ``create_app`` itself.
@@ -29,8 +29,9 @@ from gidgethub import sansio
 from bot.app import STORE, create_app
 from bot.github import GitHubClient
 from bot.github.repofiles import RepoFiles, blob_sha
-from bot.handlers.nightly import KIND, NightlyHandler, plan_rerun
-from bot.handlers.nightly_view import NIGHTLY_PURPOSE
+from bot.handlers.nightly import KIND, nightly_runner, plan_rerun
+from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
+from bot.handlers.run import RunServices
 from bot.jobs.scheduler import ScheduledRepo, latest_fire_time
 from bot.jobs.worker import WorkerOptions, WorkerPool
 from bot.judging.bisect_run import TimelineJudge
@@ -38,7 +39,6 @@ from bot.judging.pool import EnginePool
 from bot.repoconfig import default_config
 from bot.settings import Settings
 from bot.store import Job, JobSpec, JobState, SqliteStore, Store
-from bot.surfaces.checks import NIGHTLY_CHECK
 from bot.surfaces.sticky import marker
 from sandbox import Sandbox
 from sandbox.records import (
@@ -164,7 +164,9 @@ async def service(
         judge = TimelineJudge(
             files=files, pool=pool, workdir=data / "work", evaluations=evaluations
         )
-        nightly = NightlyHandler(client=client, store=store, files=files, judge=judge)
+        nightly = nightly_runner(
+            RunServices(client=client, store=store), files=files, timeline=judge
+        )
         workers = WorkerPool(
             store, {KIND: nightly}, options=WorkerOptions(workers=1), clock=fake.jobs_now
         )
