@@ -153,7 +153,8 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
             outcome=stored_outcome(view.outcome),
             summary=view.summary,
             finished_at=view.finished_at,
-            key=ctx.origin_key,
+            # Once per job: a crashed job run again adds no row, a resumed run adds its own.
+            key=ctx.job.key,
         )
         history = await store.recent_runs(view.repo, limit=HISTORY_RUNS)
         sticky = await ctx.services.sticky()

@@ -542,6 +542,21 @@ async def test_key_value_cache_sets_replaces_and_deletes_values(store: SqliteSto
     assert await store.get_value("etag", REPO) == 'W/"abc"'
 
 
+async def test_list_values_returns_one_namespace_oldest_write_first_up_to_a_limit(
+    store: SqliteStore, clock: DateClock
+) -> None:
+    await store.set_value("parked", "b", "2")
+    clock.now += timedelta(seconds=1)
+    await store.set_value("parked", "a", "1")
+    await store.set_value("tracking", "c", "3")
+    assert await store.list_values("parked") == {"b": "2", "a": "1"}
+    assert list(await store.list_values("parked")) == ["b", "a"]
+    assert await store.list_values("parked", limit=1) == {"b": "2"}
+    assert await store.list_values("nothing") == {}
+    with pytest.raises(InvalidValueError):
+        await store.list_values("parked", limit=0)
+
+
 async def test_times_come_back_in_utc_and_naive_times_are_refused(store: SqliteStore) -> None:
     tokyo = timezone(timedelta(hours=9))
     job = await store.enqueue(make_spec("tz", run_at=datetime(2026, 11, 22, 12, 0, tzinfo=tokyo)))
