@@ -1,9 +1,9 @@
 """The app factory: settings in, an aiohttp application out; everything started and stopped via cleanup_ctx.
 
 Start order (and the reverse on shutdown): the store, the GitHub client with its HTTP
-session, the engine pool, the job workers, the nightly scheduler. Shutting down therefore
-stops scheduling first, lets running jobs finish (up to a grace period), and closes the
-store last.
+session, the engine pool, the job workers, the resumer of parked runs, the scheduler.
+Shutting down therefore stops scheduling first, lets running jobs finish (up to a grace
+period), and closes the store last.
 """
 
 import logging
@@ -19,15 +19,14 @@ from bot.github import GitHubClient, GitHubClientError
 from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
-from bot.handlers import ROUTERS
-from bot.handlers.nightly import nightly_runner
+from bot.handlers import ROUTERS, SCHEDULED_KIND, job_handlers
 from bot.handlers.run import RunServices
 from bot.intake.ingress import receive
 from bot.intake.planner import Planner
 from bot.jobs.parking import Resumer
 from bot.jobs.scheduler import Scheduler, ScheduleSource
 from bot.jobs.schedules import InstalledSchedules
-from bot.jobs.worker import JobHandler, WorkerPool
+from bot.jobs.worker import WorkerPool
 from bot.judging.bisect_run import TimelineJudge
 from bot.judging.pool import EnginePool
 from bot.settings import Settings
@@ -42,8 +41,8 @@ class Services:
     """What the running service holds besides the store: client, pool, workers, scheduler, resumer.
 
     ``runs`` is what every job kind's runs share (the client, the store, the bot identity and
-    the one sticky-comment service); a new job kind's runner is built on it in
-    ``_handlers`` and registered under its kind.
+    the one sticky-comment service); each job kind's runner is built on it
+    (``bot.handlers.job_handlers``).
     """
 
     client: GitHubClient
@@ -145,7 +144,7 @@ async def _services_context(
     runs = RunServices(client=client, store=store, telemetry=telemetry)
     workers = WorkerPool(
         store,
-        _handlers(runs, files=files, judge=judge),
+        job_handlers(runs, files=files, judge=judge),
         options=settings.worker_options(),
         telemetry=telemetry,
     )
@@ -153,6 +152,7 @@ async def _services_context(
         Scheduler(
             store,
             source if source is not None else InstalledSchedules(client),
+            kind=SCHEDULED_KIND,
             on_enqueued=workers.wake,
         )
         if schedule
@@ -181,14 +181,6 @@ async def _services_context(
         await pool.close()
         await client.close()
         await session.close()
-
-
-def _handlers(
-    runs: RunServices, *, files: RepoFiles, judge: TimelineJudge
-) -> dict[str, JobHandler]:
-    """The worker's handler for each job kind: every kind is a runner on the shared services."""
-    nightly = nightly_runner(runs, files=files, timeline=judge)
-    return {nightly.kind.name: nightly}
 
 
 async def _webhook(request: web.Request) -> web.Response:

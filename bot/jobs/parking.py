@@ -1,8 +1,8 @@
 """Runs that GitHub kept from finishing: parked on their last attempt, resumed once GitHub answers.
 
-A nightly whose five attempts all met a GitHub outage used to end there: its (repository,
-day) claim was spent, so the day was never judged, and its check run could stay in
-progress. Now the run skeleton parks such a job (store KV namespace ``parked``, keyed by the
+A scheduled run whose five attempts all met a GitHub outage used to end there: its
+(repository, day) claim was spent, so the day was never judged, and its check run could
+stay in progress. Now the run skeleton parks such a job (store KV namespace ``parked``, keyed by the
 job's origin key) and ``Resumer`` probes GitHub while anything is parked; once GitHub
 answers it enqueues each parked run again as a new job carrying the origin key, which finds
 the same check run and writes the same records. A run is resumed at most ``MAX_RESUMES``

@@ -152,7 +152,7 @@ class Job:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One finished nightly (or manual) run of a repository, for the history table."""
+    """One finished scheduled (or re-run) run of a repository, for the history table."""
 
     repo: str
     day: str
@@ -289,7 +289,7 @@ class Store(ABC):
         repo: str,
         day: str,
         *,
-        kind: str = "nightly",
+        kind: str,
         job: JobSpec | None = None,
     ) -> bool:
         """Claim the ``(kind, repo, day)`` run; True for exactly one caller, ever.
@@ -299,7 +299,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def last_schedule_run(self, repo: str, *, kind: str = "nightly") -> str | None:
+    async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:
         """Return the latest claimed day (``YYYY-MM-DD``) for ``repo`` and ``kind``, or None."""
 
     @abstractmethod

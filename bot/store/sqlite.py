@@ -439,14 +439,14 @@ class SqliteStore(Store):
         repo: str,
         day: str,
         *,
-        kind: str = "nightly",
+        kind: str,
         job: JobSpec | None = None,
     ) -> bool:
         """Claim the ``(kind, repo, day)`` run, enqueueing ``job`` with it; True for one caller."""
         require_day(day)
         return await self._call(_claim_schedule_run, kind, repo, day, job, self._now())
 
-    async def last_schedule_run(self, repo: str, *, kind: str = "nightly") -> str | None:
+    async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:
         """Return the latest claimed day (``YYYY-MM-DD``) for ``repo`` and ``kind``, or None."""
         return await self._call(_last_schedule_run, kind, repo)
 

@@ -1,6 +1,6 @@
 """The tracking issue: the open issue with the configured label, opened with that label if none.
 
-A job kind keeps its sticky comments on it (the nightly: its bisect). Its number is
+A job kind keeps its sticky comments on it, opened with the kind's ``TrackingSpec``. Its number is
 remembered in the store (KV namespace ``tracking``) and verified on every use, so a closed
 or relabelled issue is replaced by looking again rather than written to.
 """
