@@ -158,7 +158,12 @@ async def _services_context(
         if schedule
         else None
     )
-    resumer = Resumer(store, partial(client.app_api().getitem, "/app"), on_enqueued=workers.wake)
+    resumer = Resumer(
+        store,
+        partial(client.app_api().getitem, "/app"),
+        interval_seconds=settings.resume_s,
+        on_enqueued=workers.wake,
+    )
     app[SERVICES] = Services(
         client=client,
         pool=pool,
