@@ -288,6 +288,10 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             log.error("comment not written: GitHub kept failing: %s", one_line(error))
             published = Published(None, problem=f"GitHub kept failing ({one_line(error)})")
             finished = False
+        except Exception as error:  # a bug must not leave the check in progress
+            log.exception("%s job %s: the comment failed", self.kind.name, opened.ctx.job.key)
+            problem = f"model-guard failed: {type(error).__name__}: {one_line(error)}"
+            published = Published(None, problem=problem)
         try:
             await finish_check_run(
                 opened.ctx.gh,

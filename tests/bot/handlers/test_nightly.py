@@ -852,3 +852,20 @@ async def test_github_failing_the_judging_on_the_last_attempt_reports_it_then_ru
     # The history tells both: GitHub failing the first run, then the verdict.
     runs = await app_service.store.recent_runs(repo.full_name)
     assert [run.outcome for run in runs] == ["no_regression", "error"]
+
+
+async def test_a_bug_while_writing_the_comment_still_completes_the_check_saying_why(
+    sandbox: Sandbox, app_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise KeyError("history")
+
+    monkeypatch.setattr("bot.handlers.nightly.render_tracking_comment", broken)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    assert "Tracking comment not written: model-guard failed: KeyError: 'history'" in (
+        check.output.summary or ""
+    )
