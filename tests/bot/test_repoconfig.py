@@ -2,7 +2,10 @@
 
 import ast
 import dataclasses
+import json
+import tomllib
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -541,17 +544,12 @@ def test_packaged_schema_is_a_byte_identical_copy_of_config() -> None:
     assert packaged == source, "copy config/model-guard.schema.json to bot/schemas/"
 
 
-def test_installed_package_loads_the_packaged_schema_without_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = config_schema()
-    monkeypatch.setattr(repoconfig, "_REPO_ROOT", tmp_path)  # as in site-packages: no config/
-    repoconfig._schema.cache_clear()
-    try:
-        assert config_schema() == source
-        assert parse_repo_config("gate: {max_rmse: 3}\n").max_rmse == 3.0
-    finally:
-        repoconfig._schema.cache_clear()
+def test_schema_is_read_from_the_package_data_an_installed_app_ships() -> None:
+    packaged = resources.files("bot.schemas").joinpath("model-guard.schema.json")
+    assert config_schema() == json.loads(packaged.read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "schemas/*.json" in pyproject["tool"]["setuptools"]["package-data"]["bot"]
+    assert parse_repo_config("gate: {max_rmse: 3}\n").max_rmse == 3.0
 
 
 def test_schema_is_valid_draft_2020_12_and_handed_out_as_a_copy() -> None:
