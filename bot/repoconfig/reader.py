@@ -91,35 +91,14 @@ def _load(text: str) -> Document:
     except yaml.reader.ReaderError as error:
         raise Unreadable(_reader_problem(text, error)) from None
     try:
-        try:
-            node = loader.get_single_node()
-        except _AliasRefused as error:
-            line = error.problem_mark.line + 1
-            message = (
-                f"uses the YAML alias {code_span(error.problem)}; aliases are not allowed here"
-            )
-            raise Unreadable(ConfigProblem("", message + ": write the value out", line)) from None
-        except yaml.MarkedYAMLError as error:
-            raise Unreadable(_syntax_problem(error)) from None
-        except yaml.reader.ReaderError as error:
-            raise Unreadable(_reader_problem(text, error)) from None
-        except RecursionError:
-            message = "is nested too deeply to be a configuration"
-            raise Unreadable(ConfigProblem("", message)) from None
+        node = _compose(loader, text)
         if node is None:  # empty, or only comments: every default applies
             return Document({}, {})
         lines: dict[str, int] = {}
         problems = list(_check_nodes(node, "", lines))
         if problems:
             raise Unreadable(*problems)
-        try:
-            data = loader.construct_document(node)
-        except ValueError:  # Python refuses to convert integers of more than 4300 digits
-            raise Unreadable(ConfigProblem("", "has a number with too many digits")) from None
-        except yaml.YAMLError as error:
-            raise Unreadable(
-                ConfigProblem("", f"cannot be read: {code_span(one_line(error))}")
-            ) from None
+        data = _construct(loader, node)
     finally:
         loader.dispose()
     if data is None:  # a document of only "---": every default applies
@@ -131,6 +110,34 @@ def _load(text: str) -> Document:
         )
         raise Unreadable(ConfigProblem("", message, node.start_mark.line + 1))
     return Document(data, lines)
+
+
+def _compose(loader: _StrictLoader, text: str) -> Any:
+    """Return the document's node tree (None when empty), refusing aliases and bad syntax."""
+    try:
+        return loader.get_single_node()
+    except _AliasRefused as error:
+        line = error.problem_mark.line + 1
+        message = f"uses the YAML alias {code_span(error.problem)}; aliases are not allowed here"
+        raise Unreadable(ConfigProblem("", message + ": write the value out", line)) from None
+    except yaml.MarkedYAMLError as error:
+        raise Unreadable(_syntax_problem(error)) from None
+    except yaml.reader.ReaderError as error:
+        raise Unreadable(_reader_problem(text, error)) from None
+    except RecursionError:
+        message = "is nested too deeply to be a configuration"
+        raise Unreadable(ConfigProblem("", message)) from None
+
+
+def _construct(loader: _StrictLoader, node: Any) -> Any:
+    """Build plain Python values from a checked node tree."""
+    try:
+        return loader.construct_document(node)
+    except ValueError:  # Python refuses to convert integers of more than 4300 digits
+        raise Unreadable(ConfigProblem("", "has a number with too many digits")) from None
+    except yaml.YAMLError as error:
+        message = f"cannot be read: {code_span(one_line(error))}"
+        raise Unreadable(ConfigProblem("", message)) from None
 
 
 def _reader_problem(text: str, error: Any) -> ConfigProblem:
@@ -155,39 +162,47 @@ def _syntax_problem(error: Any) -> ConfigProblem:
 
 def _check_nodes(node: Any, pointer: str, lines: dict[str, int]) -> Iterator[ConfigProblem]:
     """Yield YAML the configuration refuses (duplicate keys, merges, tags); record key lines."""
-    line = node.start_mark.line + 1
     if node.tag not in _PLAIN_TAGS:
-        yield ConfigProblem(pointer, _tag_message(node), line)
-        return
-    if isinstance(node, yaml.SequenceNode):
+        yield ConfigProblem(pointer, _tag_message(node), node.start_mark.line + 1)
+    elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = f"{pointer}/{index}"
             lines.setdefault(child, item.start_mark.line + 1)
             yield from _check_nodes(item, child, lines)
     elif isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
-            if key_node.tag == _YAML_TAG + "merge":
-                message = "uses a YAML merge key (<<); write the keys out instead"
-                yield ConfigProblem(pointer, message, key_line)
-                continue
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _YAML_TAG + "str":
-                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list"
-                message = f"has the key {code_span(shown)}, which is not a name; keys are names"
-                yield ConfigProblem(pointer, message + " such as registry or gate", key_line)
-                continue
-            child = f"{pointer}/{escape_segment(key_node.value)}"
-            if key_node.value in seen:
-                message = (
-                    f"is given twice (first at line {seen[key_node.value]}); "
-                    "YAML would keep only the last one, so remove one"
-                )
-                yield ConfigProblem(child, message, key_line)
-                continue
-            seen[key_node.value] = key_line
-            lines[child] = key_line
-            yield from _check_nodes(value_node, child, lines)
+        yield from _check_mapping(node, pointer, lines)
+
+
+def _check_mapping(node: Any, pointer: str, lines: dict[str, int]) -> Iterator[ConfigProblem]:
+    """Yield the refused keys of one mapping, record the line of each other key, check values."""
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        problem = _key_problem(key_node, pointer, seen)
+        if problem is not None:
+            yield problem
+            continue
+        child = f"{pointer}/{escape_segment(key_node.value)}"
+        seen[key_node.value] = lines[child] = key_node.start_mark.line + 1
+        yield from _check_nodes(value_node, child, lines)
+
+
+def _key_problem(key_node: Any, pointer: str, seen: Mapping[str, int]) -> ConfigProblem | None:
+    """Return why a mapping key is refused (a merge, not a name, given twice), or None."""
+    line = key_node.start_mark.line + 1
+    if key_node.tag == _YAML_TAG + "merge":
+        message = "uses a YAML merge key (<<); write the keys out instead"
+        return ConfigProblem(pointer, message, line)
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _YAML_TAG + "str":
+        shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list"
+        message = f"has the key {code_span(shown)}, which is not a name; keys are names"
+        return ConfigProblem(pointer, message + " such as registry or gate", line)
+    if key_node.value in seen:
+        message = (
+            f"is given twice (first at line {seen[key_node.value]}); "
+            "YAML would keep only the last one, so remove one"
+        )
+        return ConfigProblem(f"{pointer}/{escape_segment(key_node.value)}", message, line)
+    return None
 
 
 def _tag_message(node: Any) -> str:

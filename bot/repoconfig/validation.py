@@ -84,20 +84,9 @@ def _schema_message(error: ValidationError) -> str:
         return str(schema["errorMessage"])
     shown = code_span(show_value(value))
     if keyword == "type":
-        types = [limit] if isinstance(limit, str) else list(limit)
-        message = f"must be {name_types(types)}, not {name_kind(value)}"
-        if not isinstance(value, dict | list | None):
-            message += f" ({shown})"
-        if "string" in types and not isinstance(value, dict | list | str | None):
-            message += "; quote it to keep it text"
-        if "object" in types and value is None:
-            message += "; write its keys indented below it, or leave it out"
-        return message
+        return _type_message([limit] if isinstance(limit, str) else list(limit), value)
     if keyword == "enum":
-        allowed = ", ".join(str(item) for item in limit)
-        message = f"must be one of {allowed}, not {shown}"
-        close = difflib.get_close_matches(str(value), [str(item) for item in limit], n=1)
-        return message + (f" (did you mean {code_span(close[0])}?)" if close else "")
+        return _enum_message([str(item) for item in limit], value)
     if keyword == "const":
         return f"must be {code_span(show_value(limit))}, not {shown}"
     if keyword in BOUNDS:
@@ -107,6 +96,25 @@ def _schema_message(error: ValidationError) -> str:
     if keyword == "maxLength":
         return f"must be at most {limit} characters long, not {len(value)}"
     return f"is not valid: {code_span(one_line(error.message))}"
+
+
+def _type_message(types: Sequence[str], value: Any) -> str:
+    """Explain a value of the wrong type, with how to write the right one where it helps."""
+    message = f"must be {name_types(types)}, not {name_kind(value)}"
+    if not isinstance(value, dict | list | None):
+        message += f" ({code_span(show_value(value))})"
+    if "string" in types and not isinstance(value, dict | list | str | None):
+        message += "; quote it to keep it text"
+    if "object" in types and value is None:
+        message += "; write its keys indented below it, or leave it out"
+    return message
+
+
+def _enum_message(allowed: Sequence[str], value: Any) -> str:
+    """Explain a value outside a closed set, suggesting the allowed one it most likely means."""
+    message = f"must be one of {', '.join(allowed)}, not {code_span(show_value(value))}"
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    return message + (f" (did you mean {code_span(close[0])}?)" if close else "")
 
 
 def _unknown_key(key: Any, known: Sequence[str]) -> str:
