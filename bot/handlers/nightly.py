@@ -68,18 +68,17 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
         """The default branch's head, or ``ref`` for a re-run (named by its ``branch``)."""
         payload = ctx.job.payload
         repo = str(payload["repo"])
-        ref, branch = payload.get("ref"), payload.get("branch")
+        ref = payload.get("ref") if isinstance(payload.get("ref"), str) else None
+        branch = payload.get("branch")
         info: dict[str, Any] = await ctx.gh.getitem(
             "/repos/{owner}/{repo}", url_vars=repo_vars(repo)
         )
         default = str(info["default_branch"])
-        ref = ref if isinstance(ref, str) else None
         snapshot = await self.files.snapshot(ctx.gh, repo, ref or default)
-        shown = (
-            default
-            if ref is None
-            else (branch if isinstance(branch, str) and branch else f"commit {ref[:7]}")
-        )
+        if ref is None:
+            shown = default
+        else:
+            shown = branch if isinstance(branch, str) and branch else f"commit {ref[:7]}"
         return NightlyTarget(repo, shown, str(info.get("html_url") or ""), snapshot)
 
     def check_site(self, target: NightlyTarget) -> CheckSite:
