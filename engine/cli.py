@@ -289,8 +289,9 @@ def run_ensemble_validate(args: argparse.Namespace) -> int:
 
 def run_ensemble_eval(args: argparse.Namespace) -> int:
     """Score an ensemble on a feature cache: coverage of its intervals and metrics of the mean."""
+    from engine.evidence import write_json
     from engine.manifest import evaluate_ensemble, render_evaluation
-    from engine.provenance import build_provenance, utc_now, write_json
+    from engine.provenance import build_provenance, utc_now
 
     started = utc_now()
     evaluation = evaluate_ensemble(
@@ -390,8 +391,9 @@ def run_bisect(args: argparse.Namespace) -> int:
         refs_from_paths,
         refs_from_registry,
     )
+    from engine.evidence import write_json
     from engine.features import load_features
-    from engine.provenance import build_provenance, utc_now, write_json
+    from engine.provenance import build_provenance, utc_now
     from engine.registry import load_registry
     from engine.report import SCHEMA, SCHEMA_VERSION, TableFormat, build_report, render_table
     from engine.scoring import ScoringLimits

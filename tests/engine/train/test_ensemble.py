@@ -10,8 +10,8 @@ pytest.importorskip("torch")  # the whole tests/engine/train folder needs torch
 
 from engine.conformal import ScoreKind
 from engine.errors import FeatureCacheError, UsageError
+from engine.evidence import schema_problems
 from engine.features import features_from_frame
-from engine.gate import schema_problems
 from engine.hashing import sha256_file
 from engine.manifest import (
     ManifestError,
@@ -69,7 +69,7 @@ def test_manifest_records_members_seeds_hashes_and_conformal_calibration(
     ensemble: TrainedEnsemble,
 ) -> None:
     document = json.loads(ensemble.manifest_path.read_text())
-    assert schema_problems(document, "ensemble-manifest.schema.json") == ()
+    assert schema_problems(document, "ensemble-manifest.schema.json") == []
     assert validate_manifest(ensemble.manifest_path) == []
     assert [m["seed"] for m in document["members"]] == [7, 8, 9]
     assert [m["id"] for m in document["members"]] == ["fr-ens-t-m0", "fr-ens-t-m1", "fr-ens-t-m2"]
