@@ -1,25 +1,16 @@
 """The promotion gate: per-seed leave-one-source-out (LOSO) PLCC reports judged over seeds."""
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from engine.errors import EvidenceError, UsageError
 from engine.evidence import encode_float
-from engine.loso_report import LosoReport, exact_mean, load_loso_reports
+from engine.loso_report import LosoReport, exact_mean
 
-# `model-guard gate --json` writes GateReport.to_dict() under this schema name.
-GATE_SCHEMA = "model-guard/gate-report"
-GATE_SCHEMA_VERSION = 1
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
-# Exit codes of `model-guard gate` (the CLI maps EngineError to EXIT_BAD_INPUT).
-EXIT_PASS = 0
-EXIT_FAIL = 1
-EXIT_BAD_INPUT = 2
 # Comparisons against thresholds forgive float rounding of this size (sums of fold PLCCs).
 TOLERANCE = 1e-12
 
@@ -228,60 +219,6 @@ def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> 
         thresholds=thresholds,
         corpus_hash=corpus_hash,
     )
-
-
-def run_gate_command(
-    directory: Path,
-    thresholds: GateThresholds,
-    *,
-    json_out: Path | None = None,
-    argv: Sequence[str] = (),
-) -> int:
-    """Run ``model-guard gate``: print the table, optionally write the JSON; 0 pass, 1 fail.
-
-    Bad input raises (EvidenceError, UsageError, ...); the CLI turns that into its exit code.
-    """
-    from engine.evidence import write_json
-    from engine.provenance import build_provenance, utc_now
-
-    started = utc_now()
-    reports = load_loso_reports(directory)
-    report = evaluate_gate(reports, thresholds)
-    print(report.render_text(), end="")
-    if json_out is not None:
-        document = {
-            "schema": GATE_SCHEMA,
-            "schema_version": GATE_SCHEMA_VERSION,
-            **report.to_dict(),
-            "run_provenance": build_provenance(
-                schema=GATE_SCHEMA,
-                schema_version=GATE_SCHEMA_VERSION,
-                entrypoint="model-guard gate",
-                argv=list(argv),
-                inputs=[r.path for r in reports],
-                outputs=[json_out],
-                started=started,
-                finished=utc_now(),
-            ),
-        }
-        write_json(json_out, document)
-    return EXIT_PASS if report.passed else EXIT_FAIL
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """Parse a ``--seeds`` value such as ``0,1,2,3,4`` (``0-4`` is accepted as a range)."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        item = part.strip()
-        bounds = re.fullmatch(r"([0-9]+)-([0-9]+)", item)
-        if bounds is not None and int(bounds.group(1)) <= int(bounds.group(2)):
-            seeds.extend(range(int(bounds.group(1)), int(bounds.group(2)) + 1))
-        elif item.isdigit():
-            seeds.append(int(item))
-        else:
-            raise UsageError(f"--seeds must be a comma-separated list like 0,1,2,3,4, not {text!r}")
-    GateThresholds(seeds=tuple(seeds))  # one place for the seed rules (unique, non-negative)
-    return tuple(seeds)
 
 
 class _Findings:
