@@ -22,8 +22,9 @@ from engine.manifest import (
 )
 from engine.train.ensemble import TrainedEnsemble, train_ensemble
 from engine.train.network import TrainConfig
-from tests.engine.train.tables import small_frame, small_table
+from tests.engine.tables import small_frame, small_table
 
+pytestmark = pytest.mark.slow  # every test here trains
 FAST = TrainConfig(epochs=10)
 
 

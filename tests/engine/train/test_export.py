@@ -22,7 +22,9 @@ from engine.onnxbuild import IR_VERSION, OPSET, Activation
 from engine.scoring import inspect_model, score_model
 from engine.train.export import CODEC_INPUT_NAME, export_network
 from engine.train.network import TrainConfig, TrainedNetwork, train_network
-from tests.engine.train.tables import small_table
+from tests.engine.tables import small_table
+
+pytestmark = pytest.mark.slow  # every test here trains
 
 
 def _tolerance(network: TrainedNetwork) -> dict[str, float]:

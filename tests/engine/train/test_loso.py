@@ -16,8 +16,9 @@ from engine.gate import GateThresholds, evaluate_gate
 from engine.loso_report import load_loso_reports
 from engine.train.loso import DRY_RUN_EPOCHS, evaluate_loso, run_loso
 from engine.train.network import TrainConfig
-from tests.engine.train.tables import small_frame, small_table
+from tests.engine.tables import small_frame, small_table
 
+pytestmark = pytest.mark.slow  # every test here trains
 SMALL = TrainConfig(epochs=20)
 
 
