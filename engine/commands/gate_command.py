@@ -3,11 +3,12 @@
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.commands.options import add_gate_flags, gate_thresholds
-from engine.gate import GateThresholds, evaluate_gate
-from engine.loso_report import load_loso_reports
+
+if TYPE_CHECKING:
+    from engine.gate import GateThresholds
 
 # `model-guard gate --json` writes GateReport.to_dict() under this schema name.
 GATE_SCHEMA = "model-guard/gate-report"
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_gate_command(
     directory: Path,
-    thresholds: GateThresholds,
+    thresholds: "GateThresholds",
     *,
     json_out: Path | None = None,
     argv: Sequence[str] = (),
@@ -46,6 +47,8 @@ def run_gate_command(
     Bad input raises (EvidenceError, UsageError, ...); the CLI turns that into its exit code.
     """
     from engine.evidence import write_json
+    from engine.gate import evaluate_gate
+    from engine.loso_report import load_loso_reports
     from engine.provenance import build_provenance, utc_now
 
     started = utc_now()

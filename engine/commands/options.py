@@ -4,10 +4,12 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from engine.errors import UsageError
-from engine.gate import GateThresholds
+
+if TYPE_CHECKING:  # imported when a command runs: `model-guard --help` stays light
+    from engine.gate import GateThresholds
 
 # Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere but the
 # promotion flow, where 1 means "gate fails / HOLD" and bad input is 2).
@@ -41,6 +43,8 @@ def unit_interval(text: str) -> float:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """Parse a ``--seeds`` value such as ``0,1,2,3,4`` (``0-4`` is accepted as a range)."""
+    from engine.gate import GateThresholds
+
     seeds: list[int] = []
     for part in text.split(","):
         item = part.strip()
@@ -70,8 +74,10 @@ def add_gate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)")
 
 
-def gate_thresholds(args: argparse.Namespace) -> GateThresholds:
+def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
     """Build the promotion gate from the shared flags."""
+    from engine.gate import GateThresholds
+
     return GateThresholds(
         mean_plcc=args.mean_plcc,
         max_spread=args.max_spread,
