@@ -219,7 +219,9 @@ def decode_float(value: Any) -> float:
     if value == NEGATIVE_INFINITE:
         return -math.inf
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, null or {INFINITE!r}, got {value!r}")
+        raise ValueError(
+            f"expected a number, null, {INFINITE!r} or {NEGATIVE_INFINITE!r}, got {value!r}"
+        )
     return float(value)
 
 
