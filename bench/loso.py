@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from engine.features import load_features
-from engine.train.loso import SeedResult, evaluate_loso
+from engine.loso_report import SeedResult
+from engine.train.loso import evaluate_loso
 from engine.train.network import DEFAULT_CONFIG
 
 GOLDEN = Path(__file__).resolve().parents[1] / "testdata" / "bisect" / "features.parquet"

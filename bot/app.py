@@ -1,9 +1,9 @@
 """The app factory: settings in, an aiohttp application out; everything started and stopped via cleanup_ctx.
 
 Start order (and the reverse on shutdown): the store, the GitHub client with its HTTP
-session, the engine pool, the job workers, the nightly scheduler. Shutting down therefore
-stops scheduling first, lets running jobs finish (up to a grace period), and closes the
-store last.
+session, the engine pool, the job workers, the resumer of parked runs, the scheduler.
+Shutting down therefore stops scheduling first, lets running jobs finish (up to a grace
+period), and closes the store last.
 """
 
 import logging
@@ -19,11 +19,11 @@ from bot.github import GitHubClient, GitHubClientError
 from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
-from bot.handlers import ROUTERS
-from bot.handlers.nightly import KIND as NIGHTLY
-from bot.handlers.nightly import NightlyHandler
+from bot.handlers import ROUTERS, SCHEDULED_KIND, job_handlers
+from bot.handlers.run import RunServices
 from bot.intake.ingress import receive
 from bot.intake.planner import Planner
+from bot.jobs.parking import Resumer
 from bot.jobs.scheduler import Scheduler, ScheduleSource
 from bot.jobs.schedules import InstalledSchedules
 from bot.jobs.worker import WorkerPool
@@ -38,12 +38,19 @@ log = logging.getLogger("model_guard.app")
 
 @dataclass(frozen=True)
 class Services:
-    """What the running service holds besides the store: client, pool, workers, scheduler."""
+    """What the running service holds besides the store: client, pool, workers, scheduler, resumer.
+
+    ``runs`` is what every job kind's runs share (the client, the store, the bot identity and
+    the one sticky-comment service); each job kind's runner is built on it
+    (``bot.handlers.job_handlers``).
+    """
 
     client: GitHubClient
     pool: EnginePool
     workers: WorkerPool
     scheduler: Scheduler | None
+    resumer: Resumer
+    runs: RunServices
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -134,23 +141,39 @@ async def _services_context(
         evaluations=data / "evaluations",
         time_limit=settings.job_timeout_s,
     )
-    nightly = NightlyHandler(
-        client=client, store=store, files=files, judge=judge, telemetry=telemetry
-    )
+    runs = RunServices(client=client, store=store, telemetry=telemetry)
     workers = WorkerPool(
-        store, {NIGHTLY: nightly}, options=settings.worker_options(), telemetry=telemetry
+        store,
+        job_handlers(runs, files=files, judge=judge),
+        options=settings.worker_options(),
+        telemetry=telemetry,
     )
     scheduler = (
         Scheduler(
             store,
             source if source is not None else InstalledSchedules(client),
+            kind=SCHEDULED_KIND,
             on_enqueued=workers.wake,
         )
         if schedule
         else None
     )
-    app[SERVICES] = Services(client=client, pool=pool, workers=workers, scheduler=scheduler)
+    resumer = Resumer(
+        store,
+        partial(client.app_api().getitem, "/app"),
+        interval_seconds=settings.resume_s,
+        on_enqueued=workers.wake,
+    )
+    app[SERVICES] = Services(
+        client=client,
+        pool=pool,
+        workers=workers,
+        scheduler=scheduler,
+        resumer=resumer,
+        runs=runs,
+    )
     await workers.start()
+    await resumer.start()
     if scheduler is not None:
         await scheduler.start()
     try:
@@ -158,6 +181,7 @@ async def _services_context(
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await resumer.stop()
         await workers.stop()
         await pool.close()
         await client.close()

@@ -19,9 +19,8 @@ import yaml
 from aiohttp import web
 
 from bot.app import create_app
-from bot.handlers.nightly_view import NIGHTLY_PURPOSE
+from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
 from bot.settings import Settings
-from bot.surfaces.checks import NIGHTLY_CHECK
 from bot.surfaces.sticky import marker
 from engine.errors import RegistryError
 from engine.registry import load_registry

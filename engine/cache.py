@@ -8,7 +8,6 @@ value comes out of BLAS. The parquet file is compared by decoded content (its fo
 the pyarrow version that wrote it); ONNX and JSON files must be byte-identical.
 """
 
-import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import FeatureCacheError, RegistryError, UsageError
+from engine.errors import EvidenceError, FeatureCacheError, RegistryError, UsageError
+from engine.evidence import read_json, write_json
 from engine.features import FEATURES, SOURCE, TARGET, FeatureTable, describe_difference
 from engine.hashing import sha256_bytes
 from engine.onnxbuild import OPSET, Activation, Dense, build_mlp
@@ -182,7 +182,7 @@ def build_synthetic_cache(out: Path, *, seed: int) -> list[Path]:
         written.extend(_write_timeline(out / folder, specs))
     names = sorted(path.relative_to(out).as_posix() for path in written)
     manifest = out / MANIFEST
-    manifest.write_bytes(_json_bytes(_manifest(seed, names)))
+    write_json(manifest, _manifest(seed, names))
     written.append(manifest)
     return written
 
@@ -215,9 +215,11 @@ def measure_timeline(
 ) -> list[ModelPlcc]:
     """Return each model's PLCC on ``table``, oldest first; ``predict(onnx_path, matrix)`` scores."""
     try:
-        document = json.loads(Path(registry).read_text(encoding="utf-8"))
+        document = read_json(registry).value
         models = sorted(document["models"], key=lambda model: int(model["timeline"]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except EvidenceError as error:
+        raise RegistryError(f"cannot read registry: {error}") from None
+    except (ValueError, KeyError, TypeError) as error:
         raise RegistryError(f"{registry}: cannot read registry: {error}") from None
     matrix, target = table.matrix(), table.target()
     results = []
@@ -435,7 +437,7 @@ def _write_timeline(folder: Path, specs: Sequence[_ModelSpec]) -> list[Path]:
             }
         )
     registry = folder / REGISTRY_FILE
-    registry.write_bytes(_json_bytes({"schema_version": 1, "models": entries}))
+    write_json(registry, {"schema_version": 1, "models": entries})
     written.append(registry)
     return written
 
@@ -465,11 +467,6 @@ def _manifest(seed: int, files: list[str]) -> dict[str, Any]:
     }
 
 
-def _json_bytes(value: Any) -> bytes:
-    """Serialise JSON the one stable way: two-space indent, insertion order, trailing newline."""
-    return (json.dumps(value, indent=2, sort_keys=False) + "\n").encode("utf-8")
-
-
 def _read_manifest(directory: Path) -> int:
     """Return the seed recorded in a cache folder's cache.json, or raise a one-line error."""
     path = directory / MANIFEST
@@ -478,9 +475,9 @@ def _read_manifest(directory: Path) -> int:
     if not path.is_file():
         raise FeatureCacheError(f"{path}: not found; is {directory} a golden cache?")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise FeatureCacheError(f"{path}: not valid JSON: {error}") from None
+        document = read_json(path).value
+    except EvidenceError as error:
+        raise FeatureCacheError(str(error)) from None
     if not isinstance(document, dict) or document.get("generator") != GENERATOR:
         raise FeatureCacheError(f"{path}: not written by the {GENERATOR!r} generator")
     seed = document.get("seed")

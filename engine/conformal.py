@@ -31,6 +31,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from engine.errors import ReportError, UsageError
+from engine.evidence import decode_float, encode_float
 from engine.metrics import group_labels
 
 FloatArray = npt.NDArray[np.float64]
@@ -43,7 +44,6 @@ DEFAULT_FLOOR = 1e-6
 DEFAULT_NOMINALS = (0.5, 0.8, 0.95)
 """The nominal coverages ``evaluate_intervals`` reports by default."""
 
-INFINITE = "inf"
 """How an infinite q or width is written to JSON (strict JSON has no Infinity)."""
 
 _MAX_DENOMINATOR = 1_000_000  # alpha is read as the nearest fraction with this denominator
@@ -124,7 +124,7 @@ class ConformalCalibration:
             "floor": self.floor,
             "n_calibration": self.n_calibration,
             "k": self.k,
-            "q": _json_float(self.q),
+            "q": encode_float(self.q),
             "finite": self.finite,
             "message": self.message,
         }
@@ -133,7 +133,7 @@ class ConformalCalibration:
     def from_dict(cls, data: Mapping[str, Any]) -> "ConformalCalibration":
         """Rebuild a calibration written by ``to_dict``; raise ReportError when it is malformed."""
         try:
-            q = _from_json_float(data["q"])
+            q = decode_float(data["q"])
             rebuilt = _calibration(
                 alpha=float(data["alpha"]),
                 score=ScoreKind(data["score"]),
@@ -194,7 +194,7 @@ class MethodCoverage:
         """Return a JSON-ready dict; an infinite width is written as ``"inf"``."""
         return {
             "method": self.method.value,
-            "mean_width": _json_float(self.mean_width),
+            "mean_width": encode_float(self.mean_width),
             **self.test.to_dict(),
         }
 
@@ -604,17 +604,3 @@ def _frozen_index(array: npt.NDArray[np.intp]) -> IntArray:
     copy = np.array(array, dtype=np.int64)
     copy.setflags(write=False)
     return copy
-
-
-def _json_float(value: float) -> float | str:
-    """Return ``value`` for strict JSON: +inf as the string ``"inf"``."""
-    return INFINITE if value == math.inf else value
-
-
-def _from_json_float(value: Any) -> float:
-    """Return a JSON number or the string ``"inf"`` as a float."""
-    if value == INFINITE:
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number or {INFINITE!r}, got {value!r}")
-    return float(value)

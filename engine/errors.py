@@ -21,6 +21,10 @@ class ModelRejected(EngineError):
     """A model failed a safety or interface check, or produced unusable output."""
 
 
+class EvidenceError(EngineError):
+    """Evidence JSON (LOSO reports, a verdict, a manifest) is missing, malformed or self-contradictory."""
+
+
 class ReportError(EngineError):
     """A report cannot be written or read."""
 

@@ -6,9 +6,6 @@ hash, the gate, the metric settings, the safety limits and the evaluation code's
 Re-running over an unchanged timeline therefore evaluates no model at all.
 """
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.codec import codec_block, codec_vocabulary
-from engine.errors import EngineError, ModelRejected, UsageError
+from engine.errors import EngineError, EvidenceError, ModelRejected, UsageError
+from engine.evidence import read_json, write_json
 from engine.features import FeatureTable
 from engine.hashing import sha256_file, sha256_json
 from engine.metrics import MetricReport, compute_metrics
@@ -124,24 +122,14 @@ class EvaluationStore:
     def get(self, key: str) -> dict[str, Any] | None:
         """Return the stored record for ``key``, or None when absent or unreadable."""
         try:
-            data = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(self._path(key)).value
+        except EvidenceError:
             return None
         return data if isinstance(data, dict) and data.get("key") == key else None
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
-        """Store ``record`` under ``key`` atomically (temporary file, then rename)."""
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"key": key, **record}, sort_keys=True, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Store ``record`` under ``key`` atomically (temporary file, fsync, rename)."""
+        write_json(self._path(key), {"key": key, **record}, sort_keys=True)
 
 
 def refs_from_registry(registry: "Registry") -> list[ModelRef]:

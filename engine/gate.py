@@ -1,88 +1,18 @@
-"""The promotion gate: per-seed leave-one-source-out (LOSO) PLCC reports, read and judged over seeds."""
+"""The promotion gate: per-seed leave-one-source-out (LOSO) PLCC reports judged over seeds."""
 
-import functools
-import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from engine.errors import EvidenceError, UsageError
+from engine.evidence import encode_float
+from engine.loso_report import LosoReport, exact_mean
 
-from engine.errors import EngineError, UsageError, one_line
-from engine.hashing import sha256_bytes
-
-LOSO_SCHEMA = "model-guard/loso-report"
-LOSO_SCHEMA_VERSION = 1
-LOSO_SCHEMA_FILE = "loso-report.schema.json"
-LOSO_GLOB = "loso_seed*.json"
-# `model-guard gate --json` writes GateReport.to_dict() under this schema name.
-GATE_SCHEMA = "model-guard/gate-report"
-GATE_SCHEMA_VERSION = 1
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
-# Exit codes of `model-guard gate` (the CLI maps EngineError to EXIT_BAD_INPUT).
-EXIT_PASS = 0
-EXIT_FAIL = 1
-EXIT_BAD_INPUT = 2
 # Comparisons against thresholds forgive float rounding of this size (sums of fold PLCCs).
 TOLERANCE = 1e-12
-# A report's own summary must agree with its folds to this many PLCC units.
-_SUMMARY_TOLERANCE = 1e-6
-_MAX_JSON_BYTES = 16 * 1024 * 1024
-_NAME = re.compile(r"loso_seed(0|[1-9][0-9]*)\.json")
-
-
-class EvidenceError(EngineError):
-    """Promotion evidence (LOSO reports, a verdict) is missing, malformed or self-contradictory."""
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """The feature table a seed was trained and evaluated on, bound by decoded-content hash."""
-
-    path: str
-    content_hash: str
-    rows: int
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One LOSO fold: a source held out, and the metrics on it (NaN where the report has null)."""
-
-    held_out: str
-    n_train: int
-    n_val: int
-    plcc: float
-    srocc: float
-    rmse: float
-
-
-@dataclass(frozen=True)
-class LosoReport:
-    """One validated ``loso_seed<N>.json``; ``sha256`` is of the exact bytes that were parsed."""
-
-    path: Path
-    sha256: str
-    seed: int
-    dry_run: bool
-    corpus: Corpus
-    folds: tuple[Fold, ...]
-    hyperparameters: Mapping[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def nan_folds(self) -> tuple[str, ...]:
-        """Return the held-out names of folds whose PLCC is NaN, in report order."""
-        return tuple(fold.held_out for fold in self.folds if math.isnan(fold.plcc))
-
-    @property
-    def mean_plcc(self) -> float:
-        """Return the mean fold PLCC; NaN when any fold is NaN (a NaN fold is never dropped)."""
-        return _mean([fold.plcc for fold in self.folds])
 
 
 @dataclass(frozen=True)
@@ -151,10 +81,10 @@ class SeedRow:
         """Return the row as a JSON-ready dict (NaN as null)."""
         return {
             "seed": self.seed,
-            "mean_plcc": _json_number(self.mean_plcc),
-            "min_plcc": _json_number(self.min_plcc),
+            "mean_plcc": encode_float(self.mean_plcc),
+            "min_plcc": encode_float(self.min_plcc),
             "min_fold": self.min_fold,
-            "max_plcc": _json_number(self.max_plcc),
+            "max_plcc": encode_float(self.max_plcc),
             "max_fold": self.max_fold,
             "n_folds": self.n_folds,
             "nan_folds": list(self.nan_folds),
@@ -193,8 +123,8 @@ class GateReport:
             "passed": self.passed,
             "reasons": list(self.reasons),
             "thresholds": self.thresholds.to_dict(),
-            "mean_plcc": _json_number(self.mean_plcc),
-            "spread": _json_number(self.spread),
+            "mean_plcc": encode_float(self.mean_plcc),
+            "spread": encode_float(self.spread),
             "corpus_hash": self.corpus_hash,
             "per_seed": [row.to_dict() for row in self.per_seed],
             "failing_seeds": list(self.failing_seeds),
@@ -238,61 +168,6 @@ class GateReport:
         return "\n".join(lines) + "\n"
 
 
-def load_loso_reports(directory: Path) -> tuple[LosoReport, ...]:
-    """Read and validate every ``loso_seed<N>.json`` in a folder, sorted by seed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EvidenceError(f"{directory}: LOSO report folder not found")
-    paths = sorted(directory.glob(LOSO_GLOB))
-    if not paths:
-        raise EvidenceError(
-            f"{directory}: no LOSO reports (loso_seed<N>.json) found; run 'model-guard loso' first"
-        )
-    reports = [load_loso_report(path) for path in paths]
-    seen: dict[int, Path] = {}
-    for report in reports:
-        if report.seed in seen:
-            raise EvidenceError(
-                f"{report.path}: seed {report.seed} is also reported by {seen[report.seed].name}"
-            )
-        seen[report.seed] = report.path
-    return tuple(sorted(reports, key=lambda report: report.seed))
-
-
-def load_loso_report(path: Path) -> LosoReport:
-    """Read one LOSO report: schema-valid, named for its seed, and consistent with its own summary."""
-    path = Path(path)
-    match = _NAME.fullmatch(path.name)
-    if match is None:
-        raise EvidenceError(
-            f"{path}: a LOSO report must be named loso_seed<N>.json (N without leading zeros)"
-        )
-    raw, document = read_json(path)
-    problems = schema_problems(document, LOSO_SCHEMA_FILE)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise EvidenceError(f"{path}: {problems[0]}{more}")
-    seed = int(document["seed"])
-    if seed != int(match.group(1)):
-        raise EvidenceError(f"{path}: /seed is {seed} but the file name says seed {match.group(1)}")
-    corpus = document["corpus"]
-    report = LosoReport(
-        path=path,
-        sha256=sha256_bytes(raw),
-        seed=seed,
-        dry_run=bool(document["dry_run"]),
-        corpus=Corpus(
-            path=str(corpus["path"]),
-            content_hash=str(corpus["content_hash"]),
-            rows=int(corpus["rows"]),
-        ),
-        folds=tuple(_fold(entry) for entry in document["folds"]),
-        hyperparameters=dict(document["hyperparameters"]),
-    )
-    _check_summary(report, document["summary"])
-    return report
-
-
 def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> GateReport:
     """Judge LOSO reports over seeds; every failed condition gives one one-line reason.
 
@@ -328,7 +203,7 @@ def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> 
             )
     rows = tuple(_seed_row(report) for report in ordered)
     means = [row.mean_plcc for row in rows]
-    mean = _mean(means)
+    mean = exact_mean(means)
     spread = math.nan if math.isnan(mean) else max(means) - min(means)
     _check_thresholds(ordered, rows, mean=mean, spread=spread, thresholds=thresholds, found=found)
     return GateReport(
@@ -344,175 +219,6 @@ def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> 
         thresholds=thresholds,
         corpus_hash=corpus_hash,
     )
-
-
-def run_gate_command(
-    directory: Path,
-    thresholds: GateThresholds,
-    *,
-    json_out: Path | None = None,
-    argv: Sequence[str] = (),
-) -> int:
-    """Run ``model-guard gate``: print the table, optionally write the JSON; 0 pass, 1 fail.
-
-    Bad input raises (EvidenceError, UsageError, ...); the CLI turns that into its exit code.
-    """
-    from engine.provenance import build_provenance, utc_now, write_json
-
-    started = utc_now()
-    reports = load_loso_reports(directory)
-    report = evaluate_gate(reports, thresholds)
-    print(report.render_text(), end="")
-    if json_out is not None:
-        document = {
-            "schema": GATE_SCHEMA,
-            "schema_version": GATE_SCHEMA_VERSION,
-            **report.to_dict(),
-            "run_provenance": build_provenance(
-                schema=GATE_SCHEMA,
-                schema_version=GATE_SCHEMA_VERSION,
-                entrypoint="model-guard gate",
-                argv=list(argv),
-                inputs=[r.path for r in reports],
-                outputs=[json_out],
-                started=started,
-                finished=utc_now(),
-            ),
-        }
-        write_json(json_out, document)
-    return EXIT_PASS if report.passed else EXIT_FAIL
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """Parse a ``--seeds`` value such as ``0,1,2,3,4`` (``0-4`` is accepted as a range)."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        item = part.strip()
-        bounds = re.fullmatch(r"([0-9]+)-([0-9]+)", item)
-        if bounds is not None and int(bounds.group(1)) <= int(bounds.group(2)):
-            seeds.extend(range(int(bounds.group(1)), int(bounds.group(2)) + 1))
-        elif item.isdigit():
-            seeds.append(int(item))
-        else:
-            raise UsageError(f"--seeds must be a comma-separated list like 0,1,2,3,4, not {text!r}")
-    GateThresholds(seeds=tuple(seeds))  # one place for the seed rules (unique, non-negative)
-    return tuple(seeds)
-
-
-def read_json(path: Path, *, max_bytes: int = _MAX_JSON_BYTES) -> tuple[bytes, Any]:
-    """Read a strict JSON document: size-capped, UTF-8, no NaN/Infinity, no repeated keys."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise EvidenceError(
-                f"{path}: {size} bytes, over the {max_bytes}-byte cap for evidence JSON"
-            )
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise EvidenceError(f"{path}: not found") from None
-    except IsADirectoryError:
-        raise EvidenceError(f"{path}: is a folder, not a JSON file") from None
-    except OSError as error:
-        raise EvidenceError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        document = json.loads(
-            raw.decode("utf-8"),
-            parse_constant=_reject_constant,
-            object_pairs_hook=_unique_keys,
-        )
-    except (UnicodeDecodeError, ValueError) as error:
-        raise EvidenceError(f"{path}: not valid JSON: {one_line(error)}") from None
-    return raw, document
-
-
-def schema_problems(document: Any, schema_file: str) -> tuple[str, ...]:
-    """Validate a document against one of ``engine/schemas``; one line per error, JSON pointer first."""
-    validator = _validator(schema_file)
-    errors = sorted(validator.iter_errors(document), key=lambda error: _pointer(error))
-    return tuple(f"{_pointer(error) or '/'}: {_one_line_message(error)}" for error in errors)
-
-
-@functools.cache
-def _validator(schema_file: str) -> Draft202012Validator:
-    """Load (once) and return a validator for a schema file shipped in ``engine/schemas``."""
-    text = resources.files("engine").joinpath("schemas", schema_file).read_text(encoding="utf-8")
-    schema = json.loads(text)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
-
-
-def _pointer(error: ValidationError) -> str:
-    """Return the RFC 6901 JSON pointer of the failing instance."""
-    parts = (str(part).replace("~", "~0").replace("/", "~1") for part in error.absolute_path)
-    return "".join("/" + part for part in parts)
-
-
-def _one_line_message(error: ValidationError) -> str:
-    """Return a validation message on one line, at most 200 characters (instances can be huge)."""
-    return one_line(error.message)
-
-
-def _reject_constant(name: str) -> Any:
-    """Refuse NaN and Infinity, which are not JSON (a NaN metric is written as null)."""
-    raise ValueError(f"{name} is not valid JSON (write a non-finite metric as null)")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build an object, refusing a key that appears twice (readers would disagree on its value)."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        result[key] = value
-    return result
-
-
-def _fold(entry: Mapping[str, Any]) -> Fold:
-    """Build a Fold from a schema-valid JSON object (null metrics become NaN)."""
-    return Fold(
-        held_out=str(entry["held_out"]),
-        n_train=int(entry["n_train"]),
-        n_val=int(entry["n_val"]),
-        plcc=_number(entry["plcc"]),
-        srocc=_number(entry["srocc"]),
-        rmse=_number(entry["rmse"]),
-    )
-
-
-def _check_summary(report: LosoReport, summary: Mapping[str, Any]) -> None:
-    """Refuse a report whose summary contradicts its folds (a dropped or hidden NaN fold above all)."""
-    prefix = f"{report.path}: /summary"
-    names = [fold.held_out for fold in report.folds]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise EvidenceError(f"{report.path}: /folds holds out {', '.join(repeated)} more than once")
-    if summary["n_folds"] != len(report.folds):
-        raise EvidenceError(
-            f"{prefix}/n_folds is {summary['n_folds']} but /folds has {len(report.folds)}"
-        )
-    nan = set(report.nan_folds)
-    listed = set(summary["nan_folds"])
-    if listed != nan:
-        raise EvidenceError(
-            f"{prefix}/nan_folds lists {_names(listed)} but the folds with null plcc are {_names(nan)}"
-        )
-    recorded = summary["mean_plcc"]
-    if nan:
-        if recorded is not None:
-            raise EvidenceError(
-                f"{prefix}/mean_plcc must be null when any fold is NaN, not {recorded}"
-            )
-        return
-    checks = {
-        "mean_plcc": report.mean_plcc,
-        "min_plcc": min(fold.plcc for fold in report.folds),
-        "max_plcc": max(fold.plcc for fold in report.folds),
-    }
-    for name, value in checks.items():
-        given = summary[name]
-        if given is None or abs(float(given) - value) > _SUMMARY_TOLERANCE:
-            raise EvidenceError(f"{prefix}/{name} is {given} but the folds give {value:.6g}")
 
 
 class _Findings:
@@ -645,23 +351,6 @@ def _seed_row(report: LosoReport) -> SeedRow:
         dry_run=report.dry_run,
         corpus_hash=report.corpus.content_hash,
     )
-
-
-def _mean(values: Sequence[float]) -> float:
-    """Return the exactly rounded mean; NaN when any value is NaN or there are none."""
-    if not values or any(math.isnan(value) for value in values):
-        return math.nan
-    return math.fsum(values) / len(values)
-
-
-def _number(value: Any) -> float:
-    """Return a JSON number as float, null as NaN."""
-    return math.nan if value is None else float(value)
-
-
-def _json_number(value: float) -> float | None:
-    """Return a float for JSON: NaN (and infinities) as null."""
-    return value if math.isfinite(value) else None
 
 
 def _finite(value: object) -> bool:

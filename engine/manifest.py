@@ -28,11 +28,10 @@ from engine.conformal import (
     evaluate_intervals,
 )
 from engine.errors import EngineError, ReportError, UsageError
+from engine.evidence import read_json, schema_problems, write_json
 from engine.features import FEATURES, TARGET, load_features
-from engine.gate import read_json, schema_problems
 from engine.hashing import sha256_bytes, sha256_file
 from engine.metrics import MetricReport, compute_metrics
-from engine.provenance import write_json
 from engine.registry import load_registry
 from engine.scoring import inspect_model, score_model
 
@@ -190,7 +189,7 @@ def validate_manifest(manifest_path: Path, *, registry_path: Path | None = None)
     """
     manifest_path = Path(manifest_path)
     try:
-        _, document = read_json(manifest_path)
+        document = read_json(manifest_path).value
     except EngineError as error:
         return [str(error)]
     name = manifest_path.name
@@ -214,7 +213,8 @@ def load_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> 
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ManifestError(f"{problems[0]}{more}")
-    raw, document = read_json(manifest_path)
+    loaded = read_json(manifest_path)
+    raw, document = loaded.raw, loaded.value
     confidence = document["confidence"]
     try:
         calibration = ConformalCalibration.from_dict(confidence["calibration"])

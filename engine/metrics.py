@@ -38,6 +38,7 @@ import numpy.typing as npt
 from scipy import optimize, special, stats
 
 from engine.errors import ReportError, UsageError
+from engine.evidence import decode_float, encode_float
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -167,13 +168,13 @@ class MetricReport:
         data: dict[str, Any] = {
             "n": self.n,
             "n_dropped": self.n_dropped,
-            "plcc": _json_float(self.plcc),
-            "srocc": _json_float(self.srocc),
-            "krocc": _json_float(self.krocc),
-            "rmse": _json_float(self.rmse),
+            "plcc": encode_float(self.plcc),
+            "srocc": encode_float(self.srocc),
+            "krocc": encode_float(self.krocc),
+            "rmse": encode_float(self.rmse),
         }
         if self.plcc_logistic is not None:
-            data["plcc_logistic"] = _json_float(self.plcc_logistic)
+            data["plcc_logistic"] = encode_float(self.plcc_logistic)
         data["ci"] = {key: interval.to_dict() for key, interval in self.ci.items()}
         data["confidence"] = self.confidence
         data["n_resamples"] = self.n_resamples
@@ -188,12 +189,12 @@ class MetricReport:
             return cls(
                 n=int(data["n"]),
                 n_dropped=int(data["n_dropped"]),
-                plcc=_from_json_float(data["plcc"]),
-                srocc=_from_json_float(data["srocc"]),
-                krocc=_from_json_float(data["krocc"]),
-                rmse=_from_json_float(data["rmse"]),
+                plcc=decode_float(data["plcc"]),
+                srocc=decode_float(data["srocc"]),
+                krocc=decode_float(data["krocc"]),
+                rmse=decode_float(data["rmse"]),
                 plcc_logistic=(
-                    _from_json_float(data["plcc_logistic"]) if "plcc_logistic" in data else None
+                    decode_float(data["plcc_logistic"]) if "plcc_logistic" in data else None
                 ),
                 ci={
                     str(key): Interval(float(value["low"]), float(value["high"]))
@@ -457,16 +458,6 @@ def _plain_float(value: float) -> float:
     """Return ``value`` as a Python float with every NaN as ``math.nan``."""
     number = float(value)
     return math.nan if math.isnan(number) else number
-
-
-def _json_float(value: float) -> float | None:
-    """Return ``value`` for JSON: NaN as None."""
-    return None if math.isnan(value) else value
-
-
-def _from_json_float(value: Any) -> float:
-    """Return a JSON number as a float: None as NaN."""
-    return math.nan if value is None else float(value)
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Run provenance: the block every JSON the engine writes carries, and the atomic JSON writer.
+"""Run provenance: the block every JSON the engine writes carries.
 
 Paths in the block (``argv``, ``inputs``, ``outputs``) are written so that a report does
 not leak the user's home directory: a path inside the git top-level (or, outside a
@@ -8,14 +8,10 @@ given. In ``argv``, an argument is treated as a path when it exists or is absolu
 and ``--option=value`` arguments have their value treated the same way.
 """
 
-import json
-import math
-import os
 import platform
-import secrets
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -23,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ReportError
 from engine.hashing import sha256_file
 
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "pyarrow", "onnx", "onnxruntime", "jsonschema", "torch")
@@ -105,39 +100,6 @@ def build_provenance(
         "finished": _iso(finished),
         "duration_s": round((finished - started).total_seconds(), 3),
     }
-
-
-def write_json(path: Path, document: Mapping[str, Any]) -> None:
-    """Write a JSON document atomically (temporary file, fsync, rename); NaN is refused."""
-    path = Path(path)
-    try:
-        text = json.dumps(dict(document), indent=2, allow_nan=False) + "\n"
-    except ValueError as error:
-        where = _non_finite(document, "")
-        if where is None:
-            raise ReportError(f"cannot write {path}: {error}") from error
-        raise ReportError(
-            f"cannot write {path}: the value at {where or '/'} is NaN or infinite, "
-            "which JSON cannot hold"
-        ) from error
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Our own O_EXCL open rather than mkstemp: mkstemp's files are 0600, this one
-        # gets the usual umask-derived mode, like any other file the user writes.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-    except OSError as error:
-        raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
-    _fsync_folder(path.parent)
 
 
 def _git(args: Sequence[str], cwd: Path) -> str | None:
@@ -242,34 +204,3 @@ def _describe_file(path: Path) -> dict[str, Any]:
         return {"size": info.st_size, "sha256": sha256_file(path)}
     except OSError as error:
         return {"size": info.st_size, "sha256": None, "error": str(error.strerror or error)}
-
-
-def _non_finite(value: Any, pointer: str) -> str | None:
-    """Return the JSON pointer of the first NaN or infinite float in ``value``, if any."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else pointer
-    if isinstance(value, Mapping):
-        items: Any = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        escaped = str(key).replace("~", "~0").replace("/", "~1")
-        if (found := _non_finite(item, f"{pointer}/{escaped}")) is not None:
-            return found
-    return None
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Flush the folder entry of a renamed file to disk (best effort; not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

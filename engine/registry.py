@@ -1,28 +1,19 @@
 """The model registry (``registry.json``): schema, safe paths, hashes and timeline order."""
 
-import json
-import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError
-from jsonschema.protocols import Validator
-
-from engine.errors import RegistryError, one_line
+from engine.errors import EvidenceError, RegistryError, one_line
+from engine.evidence import document_order, load_schema, read_json, schema_problems
 from engine.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 MAX_REGISTRY_BYTES = 4 * 1024 * 1024
-_MESSAGE_LIMIT = 300
-# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -145,126 +136,22 @@ def validate_registry(path: Path) -> list[Problem]:
     return _sorted(problems)
 
 
-@cache
 def registry_schema() -> dict[str, Any]:
     """Return the registry JSON Schema shipped inside the package."""
-    text = resources.files("engine.schemas").joinpath("registry.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def _ecma_pattern(
-    validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
-) -> Iterator[ValidationError]:
-    """``pattern`` as JSON Schema means it (ECMA-262): a final ``$`` is the end of the string.
-
-    Python's ``$`` also matches before a trailing newline, so ``"m1\\n"`` would pass
-    ``^[a-z0-9]+$``; ``\\Z`` is ECMA's ``$``.
-    """
-    if not validator.is_type(instance, "string"):
-        return
-    anchored = (
-        pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
-    )
-    if re.search(anchored, instance) is None:
-        hint = schema.get("description")
-        suffix = f" ({hint.rstrip('.')})" if isinstance(hint, str) else ""
-        yield ValidationError(f"{instance!r} does not match {pattern!r}{suffix}")
-
-
-_RegistryValidator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
-)
-
-
-@cache
-def _validator() -> Validator:
-    """Return the (cached) validator for the registry schema."""
-    validator: Validator = _RegistryValidator(registry_schema())
-    return validator
-
-
-class _DuplicateKey(ValueError):
-    """A JSON object names the same key twice (``json`` would silently keep the last)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build a JSON object, refusing duplicate keys."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"key {key!r} appears twice in one object")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    """Refuse NaN and Infinity, which Python's ``json`` accepts but JSON does not."""
-    raise ValueError(f"{name} is not a JSON value")
+    return load_schema(_SCHEMA_FILE)
 
 
 def _read(path: Path) -> Any:
-    """Read and parse the registry file, refusing what is not a small JSON file."""
-
-    def refuse(message: str) -> RegistryInvalid:
-        return RegistryInvalid([Problem("", f"{path}: {message}")])
-
+    """Read and parse the registry file, refusing what is not a small, strict JSON file."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise refuse("no such file") from None
-    except OSError as error:
-        raise refuse(f"cannot read ({error.strerror or error})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REGISTRY_BYTES:
-        os.close(fd)
-        raise refuse(
-            "not a regular file" if not stat.S_ISREG(info.st_mode) else _too_large(info.st_size)
-        )
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            data = handle.read(MAX_REGISTRY_BYTES + 1)
-        except OSError as error:
-            raise refuse(f"cannot read ({error.strerror or error})") from None
-    if len(data) > MAX_REGISTRY_BYTES:  # the file grew after fstat
-        raise refuse(_too_large(len(data)))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise refuse(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise refuse(
-            f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    except (ValueError, RecursionError) as error:  # duplicate keys, NaN, 5000-digit integers
-        raise refuse(f"invalid JSON: {one_line(error, limit=_MESSAGE_LIMIT)}") from None
-
-
-def _too_large(size: int) -> str:
-    """Say that a registry is over the size cap."""
-    return f"{size} bytes, over the {MAX_REGISTRY_BYTES} byte limit for a registry"
-
-
-def _pointer(parts: Iterable[str | int]) -> str:
-    """Turn a path of keys and indices into an RFC 6901 JSON pointer."""
-    escaped = (str(part).replace("~", "~0").replace("/", "~1") for part in parts)
-    return "".join(f"/{part}" for part in escaped)
-
-
-def _pointer_key(problem: Problem) -> tuple[tuple[tuple[int, int, str], ...], str]:
-    """Sort key: pointer segments with array indices compared as numbers, then the message."""
-    segments = problem.pointer.split("/")[1:] if problem.pointer else []
-    return (
-        tuple((0, int(s), "") if s.isascii() and s.isdigit() else (1, 0, s) for s in segments),
-        problem.message,
-    )
+        return read_json(path, max_bytes=MAX_REGISTRY_BYTES).value
+    except EvidenceError as error:
+        raise RegistryInvalid([Problem("", str(error))]) from None
 
 
 def _sorted(problems: Iterable[Problem]) -> list[Problem]:
     """Return problems without repeats, in document order of their pointers."""
-    return sorted(set(problems), key=_pointer_key)
+    return sorted(set(problems), key=lambda p: (document_order(p.pointer), p.message))
 
 
 def _printable(text: str) -> str:
@@ -275,27 +162,16 @@ def _printable(text: str) -> str:
 def _schema_problems(document: Any) -> list[Problem]:
     """Return one problem per schema violation, located where it is."""
     problems: list[Problem] = []
-    for error in _validator().iter_errors(document):
-        where = list(error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = error.schema.get("properties", {})
-            for extra in sorted(set(error.instance) - set(allowed)):
-                problems.append(
-                    Problem(
-                        _pointer([*where, extra]),
-                        f"unexpected property {extra!r}; allowed: {', '.join(allowed)}",
-                    )
-                )
-        elif where == ["schema_version"] and error.validator == "const":
-            problems.append(
-                Problem(
-                    "/schema_version",
-                    f"unsupported schema_version {one_line(repr(error.instance), limit=40)}: "
-                    f"this model-guard reads schema_version {SCHEMA_VERSION}",
-                )
+    for found in schema_problems(document, _SCHEMA_FILE):
+        if found.pointer == "/schema_version" and found.keyword == "const":
+            version = document["schema_version"]
+            message = (
+                f"unsupported schema_version {one_line(repr(version), limit=40)}: "
+                f"this model-guard reads schema_version {SCHEMA_VERSION}"
             )
+            problems.append(Problem(found.pointer, message))
         else:
-            problems.append(Problem(_pointer(where), one_line(error.message, limit=_MESSAGE_LIMIT)))
+            problems.append(Problem(found.pointer, found.message))
     return problems
 
 

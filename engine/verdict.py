@@ -17,20 +17,12 @@ from typing import Any
 import onnx
 from google.protobuf.message import DecodeError
 
-from engine.errors import EngineError, UsageError
+from engine.errors import EngineError, EvidenceError, UsageError
+from engine.evidence import read_json, schema_problems
 from engine.features import FeatureTable, load_features
-from engine.gate import (
-    EvidenceError,
-    GateReport,
-    GateThresholds,
-    LosoReport,
-    evaluate_gate,
-    load_loso_report,
-    load_loso_reports,
-    read_json,
-    schema_problems,
-)
+from engine.gate import GateReport, GateThresholds, evaluate_gate
 from engine.hashing import sha256_bytes, sha256_file
+from engine.loso_report import LosoReport, load_loso_report, load_loso_reports
 
 SCHEMA = "model-guard/verdict"
 SCHEMA_VERSION = 1
@@ -150,7 +142,8 @@ def decide(
     content hash, every source held out). Bad input raises an EngineError and writes nothing.
     The file of the other kind is removed first, so a crash can leave no verdict, never two.
     """
-    from engine.provenance import build_provenance, utc_now, write_json
+    from engine.evidence import write_json
+    from engine.provenance import build_provenance, utc_now
 
     started = utc_now()
     thresholds = GateThresholds() if thresholds is None else thresholds
@@ -223,7 +216,7 @@ def verify_verdict(
     JSON, or a registry that cannot be loaded, raises an EngineError (bad input).
     """
     path = Path(verdict_path)
-    _raw, document = read_json(path)
+    document = read_json(path).value
     schema = schema_problems(document, VERDICT_SCHEMA_FILE)
     if schema:
         return _result([f"verdict {path.name} {problem}" for problem in schema], None)

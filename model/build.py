@@ -19,11 +19,12 @@ os.chdir(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, ".")
 ROOT = Path("model")
 
+from engine.evidence import write_bytes  # noqa: E402
 from engine.features import load_features  # noqa: E402
 from engine.gate import GateThresholds  # noqa: E402
 from engine.hashing import sha256_file  # noqa: E402
 from engine.train.ensemble import train_ensemble  # noqa: E402
-from engine.train.export import export_network, write_onnx  # noqa: E402
+from engine.train.export import export_network  # noqa: E402
 from engine.train.loso import run_loso  # noqa: E402
 from engine.train.network import DEFAULT_CONFIG, train_network  # noqa: E402
 from engine.verdict import Verdict, decide, verify_verdict  # noqa: E402
@@ -54,7 +55,7 @@ def build() -> None:
             table.matrix(), table.target(), seed=seed, config=replace(DEFAULT_CONFIG, epochs=epochs)
         )
         path = ROOT / f"{model_id}.onnx"
-        write_onnx(path, export_network(network, name=model_id, doc=notes))
+        write_bytes(path, export_network(network, name=model_id, doc=notes))
         rows.append(_row(model_id, path, position, notes, kind="fr"))
     trained = train_ensemble(table, ensemble_id=ENSEMBLE, out_dir=ROOT, argv=["model/build.py"])
     members = list(trained.member_paths)

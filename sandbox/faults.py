@@ -24,6 +24,9 @@ class FaultKind(Enum):
     PRIMARY_RATE_LIMIT = "primary_rate_limit"
     SLOW = "slow"
     DROP = "drop"
+    # The request is done (a check run, a comment is created), then answered with an error:
+    # what a client sees when GitHub's answer is lost after the write.
+    LOST_ANSWER = "lost_answer"
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,19 @@ class Faults:
     ) -> Fault:
         """Close the connection of matching requests without answering."""
         return self._add(Fault(FaultKind.DROP, method.upper(), _compile(path_regex), times))
+
+    def lose_answer(
+        self,
+        method: str,
+        path_regex: str | re.Pattern[str],
+        *,
+        status: int = 502,
+        times: int | None = 1,
+    ) -> Fault:
+        """Carry out matching requests, then answer ``status`` as if the real answer was lost."""
+        return self._add(
+            Fault(FaultKind.LOST_ANSWER, method.upper(), _compile(path_regex), times, status)
+        )
 
     def clear(self) -> None:
         """Remove every pending fault."""

@@ -22,7 +22,7 @@ from sandbox import endpoints_apps, endpoints_checks, endpoints_issues, endpoint
 from sandbox.auth import ANONYMOUS, AuthKind, Principal, authenticate
 from sandbox.delivery import deliver_webhook
 from sandbox.errors import ApiError, SandboxError, not_found
-from sandbox.faults import RATE_LIMIT_DOCS, Faults
+from sandbox.faults import RATE_LIMIT_DOCS, FaultKind, Faults
 from sandbox.openapi import NO_BODY, OpenApiValidator
 from sandbox.records import Delivery, RateBucket
 from sandbox.render import Renderer
@@ -272,6 +272,8 @@ class Sandbox:
             injected = self.faults.error_for(
                 plan.failure, request_id=request_id, installation_id=installation
             )
+            if plan.failure.kind is FaultKind.LOST_ANSWER and body_error is None:
+                await self._dispatch(request, body, principal)  # done, then the answer is lost
             outcome = self._error(injected, counted=False)
         elif body_error is not None:
             outcome = self._error(body_error)

@@ -42,8 +42,10 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
 
     gidgethub builds the request and deciphers the final response (raising its BadRequest,
     GitHubBroken, ... and filling its ETag cache); everything between is ours, per attempt.
-    POSTs are retried too: a 502 can hide a write that happened, so a retried "create comment"
-    may leave a duplicate, which the sticky-comment module finds and removes by its marker.
+    A POST that creates something is never sent again blind: a 5xx, a timeout or a connection
+    lost after sending can hide a create that happened, so the caller looks for what it made
+    first (``bot.github.writes.create_once``). It is resent only when GitHub surely did
+    nothing: a rate-limit refusal, or a connection that never opened.
     """
 
     def __init__(
@@ -105,6 +107,11 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
                     if isinstance(error, TimeoutError)
                     else RetryReason.CONNECTION
                 )
+                if _creates(method, url) and not isinstance(error, aiohttp.ClientConnectorError):
+                    raise GitHubUnavailable(
+                        f"{method} {_path(url)}: no answer from GitHub ({reason.value}: "
+                        f"{type(error).__name__}); not resent, it may have been done"
+                    ) from error
                 if attempt >= self._policy.max_attempts:
                     raise GitHubUnavailable(
                         f"{method} {_path(url)}: no answer from GitHub after {attempt} attempts "
@@ -123,6 +130,8 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
             answer = (exchange.status, exchange.headers, exchange.body)
             if retry is None:
                 return answer
+            if retry.reason is RetryReason.SERVER_ERROR and _creates(method, url):
+                return answer  # GitHub may have created it: gidgethub raises GitHubBroken
             if retry.reason is RetryReason.BAD_CREDENTIALS:
                 # A token revoked or expired early: drop it and try once more with a fresh one.
                 if refreshed or exchange.authorization is None:
@@ -198,6 +207,15 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
                 }
             },
         )
+
+
+def _creates(method: str, url: str) -> bool:
+    """True for a request that creates something on GitHub, so is not safe to resend blind.
+
+    Installation tokens are the exception: a second token is harmless, the first is unused.
+    https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app
+    """
+    return method.upper() == "POST" and not _path(url).endswith("/access_tokens")
 
 
 def _path(url: str) -> str:

@@ -1,9 +1,28 @@
-"""The App's event handlers: one gidgethub Router per concern, merged where the app is assembled."""
+"""The job kinds: one gidgethub Router per concern and one runner per kind, registered here.
+
+A new job kind adds its module beside ``nightly`` (a ``JobKind`` on the run skeleton in
+``bot.handlers.run``, its view, its router) and one line in each of ``ROUTERS``,
+``HANDLED_EVENTS`` and ``job_handlers``; see docs/app-architecture.md.
+"""
 
 from gidgethub import routing
 
+from bot.github.repofiles import RepoFiles
 from bot.handlers import nightly
+from bot.handlers.run import RunServices
+from bot.jobs.worker import JobHandler
+from bot.judging.bisect_run import TimelineJudge
 
 ROUTERS: tuple[routing.Router, ...] = (nightly.router,)
 # The webhook events some router plans jobs for; app.yml subscribes to exactly these.
 HANDLED_EVENTS: frozenset[str] = frozenset({"check_run"})
+# The kind the per-repository cron schedules.
+SCHEDULED_KIND = nightly.KIND
+
+
+def job_handlers(
+    runs: RunServices, *, files: RepoFiles, judge: TimelineJudge
+) -> dict[str, JobHandler]:
+    """The worker's handler for each job kind: every kind is a runner on the shared services."""
+    runners = [nightly.nightly_runner(runs, files=files, timeline=judge)]
+    return {runner.kind.name: runner for runner in runners}

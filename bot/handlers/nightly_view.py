@@ -1,24 +1,71 @@
-"""The markdown the App writes for a nightly run: the sticky tracking comment and the check output."""
+"""What a nightly run shows: the sticky tracking comment, the check output and its conclusion."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.handlers.run import Published
 from bot.store import RunRecord
-from bot.surfaces.checks import CheckOutput
+from bot.surfaces.checks import CheckOutput, Conclusion
 from bot.surfaces.sticky import Section, fit_sections
+from bot.surfaces.tracking import TrackingSpec
 from engine.bisection import Outcome
 from engine.errors import one_line
 
+NIGHTLY_CHECK = "model-guard/nightly"
 NIGHTLY_PURPOSE = "nightly"
+# How the run history stores a run that could not judge (the engine's outcomes are the rest).
 ERROR_OUTCOME = "error"
 _BADGES = {
-    Outcome.NO_REGRESSION.value: "✅ no regression",
-    Outcome.REGRESSION.value: "❌ regression",
-    Outcome.ALREADY_BAD.value: "❌ already bad",
-    Outcome.INCONCLUSIVE.value: "⚠️ inconclusive",
-    ERROR_OUTCOME: "⚠️ could not judge",
+    Outcome.NO_REGRESSION: "✅ no regression",
+    Outcome.REGRESSION: "❌ regression",
+    Outcome.ALREADY_BAD: "❌ already bad",
+    Outcome.INCONCLUSIVE: "⚠️ inconclusive",
+    None: "⚠️ could not judge",
 }
+NIGHTLY_TRACKING = TrackingSpec(
+    title="model-guard: nightly model-quality bisect",
+    body="""\
+This issue is where **model-guard** reports the nightly model-quality bisect of this \
+repository's model registry.
+
+The App keeps one comment below up to date: which model version first regressed on the \
+golden feature cache, by how much, and the recent history of runs. It edits that comment \
+instead of posting a new one each night, so subscribing to this issue does not mean a \
+notification every day.
+
+Configure it in `.github/model-guard.yml` (schedule, registry and cache paths, thresholds, \
+and the label that marks this issue). Closing this issue is fine: the next run opens a new \
+one with the same label.
+""",
+    label_description="The issue model-guard reports its nightly bisect on",
+)
+
+
+def conclusion_for(outcome: Outcome | None) -> Conclusion:
+    """Red for a regression or an already-bad timeline (and for a run that could not judge)."""
+    if outcome is Outcome.NO_REGRESSION:
+        return Conclusion.SUCCESS
+    if outcome is Outcome.INCONCLUSIVE:
+        return Conclusion.NEUTRAL
+    return Conclusion.FAILURE
+
+
+def stored_outcome(outcome: Outcome | None) -> str:
+    """The outcome as the run history stores it."""
+    return ERROR_OUTCOME if outcome is None else outcome.value
+
+
+def badge(outcome: Outcome | str | None) -> str:
+    """The outcome as a short badge; a stored text is read back first (unknown ones pass through)."""
+    if not isinstance(outcome, str):
+        return _BADGES[outcome]
+    if outcome == ERROR_OUTCOME:
+        return _BADGES[None]
+    try:
+        return _BADGES[Outcome(outcome)]
+    except ValueError:
+        return outcome
 
 
 @dataclass(frozen=True)
@@ -28,7 +75,7 @@ class NightlyView:
     repo: str
     branch: str
     commit_sha: str | None
-    outcome: str
+    outcome: Outcome | None  # None: the run could not judge
     summary: str
     details: str
     finished_at: datetime
@@ -37,10 +84,16 @@ class NightlyView:
     repo_url: str = ""
     check_url: str | None = None
 
+    @property
+    def conclusion(self) -> Conclusion:
+        """The check run's conclusion for this run."""
+        return conclusion_for(self.outcome)
 
-def badge(outcome: str) -> str:
-    """The outcome as a short badge (emoji and words)."""
-    return _BADGES.get(outcome, outcome)
+    def check_output(self, published: Published) -> CheckOutput:
+        """The check run's output, linking the tracking comment (or saying why it is missing)."""
+        return render_check_output(
+            self, comment_url=published.url, comment_problem=published.problem
+        )
 
 
 def _commit(view: NightlyView) -> str:
@@ -75,7 +128,7 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
     check = f" · [check run]({view.check_url})" if view.check_url else ""
     # The verdict always sits in the part that is never left out: the engine's markdown opens
     # with it (a heading line), and a run that could not judge states it here.
-    failed = view.outcome == ERROR_OUTCOME
+    failed = view.outcome is None
     details = view.details
     if failed:
         verdict = [f"**{view.summary}**", ""]

@@ -21,7 +21,7 @@ from bot.store import JobSpec, Store, StoreError
 
 log = logging.getLogger("model_guard.scheduler")
 
-# Minute 37, not 0: off the hour, when every other nightly job on shared runners starts.
+# Minute 37, not 0: off the hour, when every other scheduled job on shared runners starts.
 DEFAULT_CRON = "37 4 * * *"
 
 
@@ -31,7 +31,7 @@ class ScheduleError(BotError):
 
 @dataclass(frozen=True)
 class ScheduledRepo:
-    """One installed repository and the cron (UTC) of its nightly run."""
+    """One installed repository and the cron (UTC) of its scheduled run."""
 
     installation_id: int
     repo: str
@@ -67,7 +67,7 @@ class Scheduler:
         store: Store,
         source: ScheduleSource,
         *,
-        kind: str = "nightly",
+        kind: str,
         interval_seconds: float = 60.0,
         clock: Callable[[], datetime] = now_utc,
         on_enqueued: Callable[[], None] | None = None,

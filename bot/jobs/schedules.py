@@ -1,4 +1,4 @@
-"""The scheduler's view of the installed repositories: each one with its configured nightly cron."""
+"""The scheduler's view of the installed repositories: each one with its configured cron."""
 
 import base64
 import logging
@@ -21,7 +21,7 @@ class InstalledSchedules:
 
     The config is read from the default branch through the contents API with conditional
     GETs, so an unchanged file costs a 304 that does not count against the rate limit. A
-    missing or invalid file schedules the default cron: the nightly run then explains the
+    missing or invalid file schedules the default cron: the scheduled run then explains the
     problem in the tracking comment instead of the repository silently never running.
     """
 

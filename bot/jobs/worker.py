@@ -433,7 +433,9 @@ class WorkerPool:
             }
             message = "job failed, no attempts left" if final else "job failed, will retry"
             if isinstance(error, RetryableJobError):
-                log.warning("%s: %s", message, text, extra={"fields": detail})
+                # A job out of attempts did not happen: an error, not a passing warning.
+                level = logging.ERROR if final else logging.WARNING
+                log.log(level, "%s: %s", message, text, extra={"fields": detail})
             else:
                 # The JSON formatter keeps only the exception's one line, so send the
                 # traceback as a field: an unexpected error needs it to be fixed.

@@ -1,5 +1,8 @@
 """Bisect a repository's model timeline at one commit: fetch files lazily, judge in the engine pool.
 
+The engine work is ``engine.timeline``'s three steps, each one call into the pool: read the
+timeline (the registry is parsed there, once), judge one model, assemble the report.
+
 The search itself is the engine's pure ``find_first_regression``. It runs here, on the event
 loop, over a memo of finished evaluations: when it asks for a model not judged yet, the
 model's blob (and only that one) is fetched and judged in the engine pool, and the search
@@ -19,12 +22,12 @@ from gidgethub.abc import GitHubAPI
 
 from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from bot.judging.pool import EnginePool, EngineTimeout
-from bot.judging.tasks import Timeline, assemble_report, evaluate_model, read_timeline
 from bot.repoconfig import RepoConfig
 from engine.bisection import BisectResult, Outcome, find_first_regression
 from engine.evaluation import MetricSettings, StepRecord, broken_step
-from engine.report import summarise
+from engine.report import TableFormat, render_table, summarise
 from engine.threshold import Thresholds
+from engine.timeline import Timeline, assemble_report, judge_model, read_timeline
 
 MAX_REGISTRY_BYTES = 1024 * 1024
 MAX_FEATURES_BYTES = 256 * 1024 * 1024
@@ -107,35 +110,30 @@ class TimelineJudge:
         gh, snapshot, root = run.gh, run.snapshot, run.root
         await self.files.fetch_to(gh, snapshot, config.registry, root, max_bytes=MAX_REGISTRY_BYTES)
         await self.files.fetch_to(gh, snapshot, config.features, root, max_bytes=MAX_FEATURES_BYTES)
-        timeline = await self._engine(
-            run, read_timeline, str(root), config.registry, config.features
-        )
+        timeline = await self._engine(run, read_timeline, root, config.registry, config.features)
         thresholds, settings = config.thresholds(), config.metric_settings()
         memo: dict[int, StepRecord] = {}
         while not isinstance(found := _search(len(timeline.models), memo, full=full), BisectResult):
             memo[found] = await self._evaluate(
                 run, timeline, found, thresholds=thresholds, settings=settings
             )
-        scored = sum(1 for record in memo.values() if not record.cached)
-        rendered = await self._engine(
+        report = await self._engine(
             run,
             assemble_report,
-            str(root),
+            root,
             timeline,
             found,
             thresholds=thresholds,
             settings=settings,
-            scored=scored,
-            from_store=len(memo) - scored,
-            started=started,
+            wall_time_s=time.time() - started,
         )
         return TimelineRun(
             repo=snapshot.repo,
             commit_sha=snapshot.commit_sha,
             outcome=found.outcome,
-            summary=summarise(rendered.report),
-            markdown=rendered.markdown,
-            report=rendered.report,
+            summary=summarise(report),
+            markdown=render_table(report, fmt=TableFormat.MARKDOWN),
+            report=report,
             fetched_models=len(memo),
         )
 
@@ -158,16 +156,16 @@ class TimelineJudge:
         except RepoFileError as error:
             # A model the App cannot fetch counts as broken (failing), like an unloadable one.
             return broken_step(model.name, model.onnx, str(error))
+        # The parsed timeline travels with the call: no worker re-reads the registry.
         record: StepRecord = await self._engine(
             run,
-            evaluate_model,
-            str(run.root),
-            timeline.registry,
-            timeline.features,
+            judge_model,
+            run.root,
+            timeline,
             index,
             thresholds=thresholds,
             settings=settings,
-            cache_dir=str(self.evaluations),
+            store_dir=self.evaluations,
         )
         return record
 

@@ -152,7 +152,7 @@ class Job:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One finished nightly (or manual) run of a repository, for the history table."""
+    """One finished scheduled (or re-run) run of a repository, for the history table."""
 
     repo: str
     day: str
@@ -289,7 +289,7 @@ class Store(ABC):
         repo: str,
         day: str,
         *,
-        kind: str = "nightly",
+        kind: str,
         job: JobSpec | None = None,
     ) -> bool:
         """Claim the ``(kind, repo, day)`` run; True for exactly one caller, ever.
@@ -299,7 +299,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def last_schedule_run(self, repo: str, *, kind: str = "nightly") -> str | None:
+    async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:
         """Return the latest claimed day (``YYYY-MM-DD``) for ``repo`` and ``kind``, or None."""
 
     @abstractmethod
@@ -347,3 +347,7 @@ class Store(ABC):
     @abstractmethod
     async def delete_value(self, namespace: str, key: str) -> bool:
         """Delete ``(namespace, key)``; False if it was not there."""
+
+    @abstractmethod
+    async def list_values(self, namespace: str, *, limit: int = 1000) -> dict[str, str]:
+        """Return up to ``limit`` entries of ``namespace`` (key -> text), oldest write first."""

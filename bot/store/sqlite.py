@@ -439,14 +439,14 @@ class SqliteStore(Store):
         repo: str,
         day: str,
         *,
-        kind: str = "nightly",
+        kind: str,
         job: JobSpec | None = None,
     ) -> bool:
         """Claim the ``(kind, repo, day)`` run, enqueueing ``job`` with it; True for one caller."""
         require_day(day)
         return await self._call(_claim_schedule_run, kind, repo, day, job, self._now())
 
-    async def last_schedule_run(self, repo: str, *, kind: str = "nightly") -> str | None:
+    async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:
         """Return the latest claimed day (``YYYY-MM-DD``) for ``repo`` and ``kind``, or None."""
         return await self._call(_last_schedule_run, kind, repo)
 
@@ -502,6 +502,12 @@ class SqliteStore(Store):
     async def delete_value(self, namespace: str, key: str) -> bool:
         """Delete ``(namespace, key)``; False if it was not there."""
         return await self._call(_delete_value, namespace, key)
+
+    async def list_values(self, namespace: str, *, limit: int = 1000) -> dict[str, str]:
+        """Return up to ``limit`` entries of ``namespace`` (key -> text), oldest write first."""
+        if limit < 1:
+            raise InvalidValueError(f"limit must be >= 1, got {limit}")
+        return await self._call(_list_values, namespace, limit)
 
 
 # -- the SQL, each run on the store's thread with its connection ------------------------
@@ -759,6 +765,14 @@ def _set_value(conn: sqlite3.Connection, namespace: str, key: str, value: str, s
                DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
             (namespace, key, value, stamp),
         )
+
+
+def _list_values(conn: sqlite3.Connection, namespace: str, limit: int) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT key, value FROM kv WHERE namespace = ? ORDER BY updated_at, key LIMIT ?",
+        (namespace, limit),
+    ).fetchall()
+    return {str(row["key"]): str(row["value"]) for row in rows}
 
 
 def _delete_value(conn: sqlite3.Connection, namespace: str, key: str) -> bool:

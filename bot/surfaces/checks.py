@@ -14,31 +14,21 @@ from typing import Any
 from gidgethub.abc import GitHubAPI
 
 from bot.github.repos import repo_vars
-from engine.bisection import Outcome
+from bot.github.writes import create_once
 
 # GitHub documents 65,535 characters for a check-run summary or text, but counts UTF-8 bytes:
 # "summary exceeds a maximum bytesize of 65535" (https://github.com/github/docs/issues/35252),
 # and the table's emoji badges take four bytes each.
 MAX_OUTPUT_BYTES = 65_535
 CLIP_NOTE = "\n\n_Cut here: GitHub allows 65,535 bytes._"
-NIGHTLY_CHECK = "model-guard/nightly"
 
 
 class Conclusion(Enum):
-    """The check-run conclusions the App uses."""
+    """The check-run conclusions the App uses (each job kind decides which one a run gets)."""
 
     SUCCESS = "success"
     FAILURE = "failure"
     NEUTRAL = "neutral"
-
-
-def conclusion_for(outcome: Outcome | None) -> Conclusion:
-    """Red for a regression or an already-bad timeline (and for a run that could not judge)."""
-    if outcome is Outcome.NO_REGRESSION:
-        return Conclusion.SUCCESS
-    if outcome is Outcome.INCONCLUSIVE:
-        return Conclusion.NEUTRAL
-    return Conclusion.FAILURE
 
 
 @dataclass(frozen=True)
@@ -74,7 +64,40 @@ def _now() -> str:
 async def open_check_run(
     gh: GitHubAPI, repo: str, head_sha: str, *, name: str, external_id: str, title: str
 ) -> int:
-    """Return the id of this job's check run on ``head_sha``, creating it in progress if new."""
+    """Return the id of this job's check run on ``head_sha``, creating it in progress if new.
+
+    A create whose answer was lost is looked for again by ``external_id`` before a second
+    POST, so a 502 after GitHub made the run never leaves two runs (one stuck in progress).
+    """
+
+    async def find() -> int | None:
+        return await find_check_run(gh, repo, head_sha, name=name, external_id=external_id)
+
+    async def create() -> int:
+        created: dict[str, Any] = await gh.post(
+            "/repos/{owner}/{repo}/check-runs",
+            url_vars=repo_vars(repo),
+            data={
+                "name": name,
+                "head_sha": head_sha,
+                "external_id": external_id,
+                "status": "in_progress",
+                "started_at": _now(),
+                "output": {"title": title, "summary": title},
+            },
+        )
+        return int(created["id"])
+
+    found = await find()
+    if found is not None:
+        return found
+    return await create_once(create, find, what=f"check run {name} ({external_id})")
+
+
+async def find_check_run(
+    gh: GitHubAPI, repo: str, head_sha: str, *, name: str, external_id: str
+) -> int | None:
+    """The id of the check run ``name`` on ``head_sha`` with ``external_id``, or None."""
     url_vars = {**repo_vars(repo), "ref": head_sha}
     # Every page: a commit judged every night (and re-run) gathers more than 100 runs.
     async for run in gh.getiter(
@@ -84,19 +107,7 @@ async def open_check_run(
     ):
         if run.get("external_id") == external_id:
             return int(run["id"])
-    created: dict[str, Any] = await gh.post(
-        "/repos/{owner}/{repo}/check-runs",
-        url_vars=repo_vars(repo),
-        data={
-            "name": name,
-            "head_sha": head_sha,
-            "external_id": external_id,
-            "status": "in_progress",
-            "started_at": _now(),
-            "output": {"title": title, "summary": title},
-        },
-    )
-    return int(created["id"])
+    return None
 
 
 async def note_check_run(gh: GitHubAPI, repo: str, check_id: int, *, output: CheckOutput) -> None:

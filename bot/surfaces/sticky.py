@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from bot.errors import BotError
 from bot.github.repos import is_full_name, repo_vars
+from bot.github.writes import create_once
 from bot.store import Store
 from bot.surfaces.locks import KeyedLocks
 
@@ -434,13 +435,26 @@ class StickyComments:
     async def _create(
         self, gh: GitHubAPI, target: _Target, body: str, removed: tuple[int, ...], *, retry: bool
     ) -> StickyResult:
-        """POST a new comment, then re-scan: another process may have created one too."""
-        try:
-            data = await gh.post(_COMMENTS, target.url_vars, data={"body": body})
-        except BadRequest as error:
-            await self._write_refused(gh, target, error)
-            raise
-        created = _Comment.parse(data)
+        """POST a new comment, then re-scan: another process may have created one too.
+
+        A POST whose answer was lost is looked for by its marker before it is sent again.
+        """
+
+        async def create() -> _Comment:
+            try:
+                data = await gh.post(_COMMENTS, target.url_vars, data={"body": body})
+            except BadRequest as error:
+                await self._write_refused(gh, target, error)
+                raise
+            return _Comment.parse(data)
+
+        async def find() -> _Comment | None:
+            own = await self._scan(gh, target)
+            return own[0] if own else None
+
+        created = await create_once(
+            create, find, what=f"{target.purpose} comment on {target.repo}#{target.issue_number}"
+        )
         await self._store.set_sticky(target.repo, target.issue_number, target.marker, created.id)
         own = await self._scan(gh, target)
         keep = own[0] if own else created

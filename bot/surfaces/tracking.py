@@ -1,13 +1,13 @@
 """The tracking issue: the open issue with the configured label, opened with that label if none.
 
-The App keeps one sticky comment on it up to date with the nightly bisect. Its number is
+A job kind keeps its sticky comments on it, opened with the kind's ``TrackingSpec``. Its number is
 remembered in the store (KV namespace ``tracking``) and verified on every use, so a closed
 or relabelled issue is replaced by looking again rather than written to.
 """
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gidgethub import BadRequest, InvalidField, RateLimitExceeded
@@ -15,28 +15,14 @@ from gidgethub.abc import GitHubAPI
 
 from bot.errors import BotError
 from bot.github.repos import is_full_name, repo_vars
+from bot.github.writes import AMBIGUOUS_FAILURES, create_once
 from bot.store import Store
 from bot.surfaces.locks import KeyedLocks
 
 NAMESPACE = "tracking"
-DEFAULT_TITLE = "model-guard: nightly model-quality bisect"
-DEFAULT_BODY = """\
-This issue is where **model-guard** reports the nightly model-quality bisect of this \
-repository's model registry.
-
-The App keeps one comment below up to date: which model version first regressed on the \
-golden feature cache, by how much, and the recent history of runs. It edits that comment \
-instead of posting a new one each night, so subscribing to this issue does not mean a \
-notification every day.
-
-Configure it in `.github/model-guard.yml` (schedule, registry and cache paths, thresholds, \
-and the label that marks this issue). Closing this issue is fine: the next run opens a new \
-one with the same label.
-"""
 # https://docs.github.com/rest/issues/labels#create-a-label: names are at most 50 characters
 _MAX_LABEL = 50
 _LABEL_COLOR = "5319e7"
-_LABEL_DESCRIPTION = "The issue model-guard reports its nightly bisect on"
 
 log = logging.getLogger("model_guard.tracking")
 _locks = KeyedLocks()
@@ -44,6 +30,15 @@ _locks = KeyedLocks()
 
 class TrackingError(BotError):
     """The tracking issue cannot be found or opened as configured."""
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """What a job kind's tracking issue is opened with: its title, body and label description."""
+
+    title: str
+    body: str
+    label_description: str
 
 
 @dataclass(frozen=True)
@@ -89,11 +84,13 @@ async def ensure_tracking_issue(
     *,
     repo: str,
     label: str,
-    title: str = DEFAULT_TITLE,
-    body: str = DEFAULT_BODY,
+    spec: TrackingSpec,
     bot_login: str,
 ) -> TrackingIssue:
-    """Return the open issue labelled ``label`` (the bot's, oldest first), opening it if none."""
+    """Return the open issue labelled ``label`` (the bot's, oldest first), opening it if none.
+
+    An issue whose creation GitHub did not confirm is looked for again before a second POST.
+    """
     url_vars = _check(repo, label)
     key = f"{repo.lower()}:{label}"
     async with _locks.lock(repo.lower(), label.lower()):
@@ -102,13 +99,21 @@ async def ensure_tracking_issue(
             return remembered
         issue = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
         if issue is None:
-            await _ensure_label(gh, url_vars=url_vars, label=label)
-            data = await gh.post(
-                "/repos/{owner}/{repo}/issues",
-                url_vars,
-                data={"title": title, "body": body, "labels": [label]},
-            )
-            issue = _found(data, created=True)
+            await _ensure_label(gh, url_vars=url_vars, label=label, spec=spec)
+
+            async def create() -> TrackingIssue:
+                data = await gh.post(
+                    "/repos/{owner}/{repo}/issues",
+                    url_vars,
+                    data={"title": spec.title, "body": spec.body, "labels": [label]},
+                )
+                return _found(data, created=True)
+
+            async def find() -> TrackingIssue | None:
+                found = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
+                return None if found is None else replace(found, created=True)
+
+            issue = await create_once(create, find, what=f"tracking issue of {repo}")
             log.info(
                 "opened the tracking issue",
                 extra={"fields": {"repo": repo, "issue": issue.number, "label": label}},
@@ -137,14 +142,27 @@ async def _settle(
         "another replica opened the tracking issue first; using it",
         extra={"fields": {"kept": winner.number, "duplicate": ours.number}},
     )
-    await gh.post(
-        "/repos/{owner}/{repo}/issues/{number}/comments",
-        {**url_vars, "number": str(ours.number)},
-        data={
-            "body": f"model-guard opened this issue at the same moment as #{winner.number} and "
-            f"reports on #{winner.number}; this one can be closed."
-        },
+    pointer = (
+        f"model-guard opened this issue at the same moment as #{winner.number} and "
+        f"reports on #{winner.number}; this one can be closed."
     )
+    comments = {**url_vars, "number": str(ours.number)}
+
+    async def create() -> bool:
+        await gh.post(
+            "/repos/{owner}/{repo}/issues/{number}/comments", comments, data={"body": pointer}
+        )
+        return True
+
+    async def find() -> bool | None:
+        async for data in gh.getiter(
+            "/repos/{owner}/{repo}/issues/{number}/comments?per_page=100", comments
+        ):
+            if data.get("body") == pointer:
+                return True
+        return None
+
+    await create_once(create, find, what=f"pointer comment on #{ours.number}")
     return TrackingIssue(winner.number, winner.html_url, created=False)
 
 
@@ -192,15 +210,31 @@ async def _search(
     return None if first is None else _found(first, created=False)
 
 
-async def _ensure_label(gh: GitHubAPI, *, url_vars: Mapping[str, str], label: str) -> None:
-    """Create the label; one that already exists (422 ``already_exists``) is fine."""
-    try:
-        await gh.post(
-            "/repos/{owner}/{repo}/labels",
-            url_vars,
-            data={"name": label, "color": _LABEL_COLOR, "description": _LABEL_DESCRIPTION},
-        )
-    except InvalidField as error:
-        errors = error.errors if isinstance(error.errors, list) else []
-        if not any(isinstance(e, Mapping) and e.get("code") == "already_exists" for e in errors):
+async def _ensure_label(
+    gh: GitHubAPI, *, url_vars: Mapping[str, str], label: str, spec: TrackingSpec
+) -> None:
+    """Create the label; one that already exists (422 ``already_exists``) is fine.
+
+    A create whose answer was lost is sent once more: a label is unique by name, so a second
+    POST cannot make a duplicate (GitHub answers ``already_exists`` if the first was done).
+    """
+    for attempt in (1, 2):
+        try:
+            await gh.post(
+                "/repos/{owner}/{repo}/labels",
+                url_vars,
+                data={"name": label, "color": _LABEL_COLOR, "description": spec.label_description},
+            )
+            return
+        except InvalidField as error:
+            if _already_exists(error):
+                return
             raise
+        except AMBIGUOUS_FAILURES:
+            if attempt == 2:
+                raise
+
+
+def _already_exists(error: InvalidField) -> bool:
+    errors = error.errors if isinstance(error.errors, list) else []
+    return any(isinstance(e, Mapping) and e.get("code") == "already_exists" for e in errors)

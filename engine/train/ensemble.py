@@ -26,12 +26,13 @@ from engine.conformal import (
     split_calibration,
 )
 from engine.errors import FeatureCacheError, UsageError
+from engine.evidence import write_bytes
 from engine.features import SOURCE, FeatureTable
 from engine.hashing import sha256_bytes
 from engine.manifest import Confidence, ManifestMember, build_manifest, write_manifest
 from engine.metrics import compute_metrics
 from engine.provenance import build_provenance, utc_now
-from engine.train.export import export_network, write_onnx
+from engine.train.export import export_network
 from engine.train.network import DEFAULT_CONFIG, TrainConfig, TrainedNetwork, train_network
 
 DEFAULT_MEMBERS = 5
@@ -176,7 +177,7 @@ def _export_members(
             doc=f"model-guard ensemble {ensemble_id} member {k}, seed {network.seed}",
         )
         path = out_dir / f"{member_id}.onnx"
-        write_onnx(path, data)
+        write_bytes(path, data)
         member = ManifestMember(
             id=member_id, onnx=path.name, seed=network.seed, sha256=sha256_bytes(data)
         )

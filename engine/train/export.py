@@ -8,15 +8,10 @@ timestamps, paths or versions go into the file, so the same weights give the sam
 on every machine and checkout.
 """
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.errors import ReportError
 from engine.features import FEATURES
 from engine.onnxbuild import (
     CODEC_INPUT_NAME,
@@ -28,7 +23,7 @@ from engine.onnxbuild import (
 )
 from engine.train.network import TrainedNetwork
 
-__all__ = ["CODEC_INPUT_NAME", "export_network", "write_onnx"]
+__all__ = ["CODEC_INPUT_NAME", "export_network"]
 
 
 def export_network(network: TrainedNetwork, *, name: str, doc: str = "") -> bytes:
@@ -46,25 +41,6 @@ def export_network(network: TrainedNetwork, *, name: str, doc: str = "") -> byte
             doc=doc,
         )
     return _build_codec_mlp(network, name=name, doc=doc)
-
-
-def write_onnx(path: Path, data: bytes) -> None:
-    """Write ONNX bytes atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def _build_codec_mlp(network: TrainedNetwork, *, name: str, doc: str) -> bytes:

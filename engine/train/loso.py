@@ -8,12 +8,11 @@ are exactly those of a separate training on its own rows. ``batched=False`` is t
 reference: a Python loop of separate ``train_network`` calls with the same seeds. The
 two give the same fold metrics up to float32 summation order (well under 1e-4 PLCC).
 
-Each seed's result is written to ``loso_seed<N>.json`` (schema
-``engine/schemas/loso-report.schema.json``), which ``engine.gate`` reads.
+Each seed's result is written to ``loso_seed<N>.json`` by ``engine.loso_report``, which
+``engine.gate`` reads back.
 """
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,12 +21,20 @@ from typing import Any
 import numpy as np
 
 from engine.codec import codec_block, codec_vocabulary
-from engine.errors import FeatureCacheError, ReportError, UsageError
+from engine.errors import FeatureCacheError, UsageError
 from engine.features import SOURCE, FeatureTable
-from engine.gate import LOSO_SCHEMA, LOSO_SCHEMA_FILE, LOSO_SCHEMA_VERSION, schema_problems
+from engine.loso_report import (
+    LOSO_SCHEMA,
+    LOSO_SCHEMA_VERSION,
+    Corpus,
+    Fold,
+    SeedResult,
+    loso_document,
+    write_loso_report,
+)
 from engine.metrics import plcc, rmse, srocc
 from engine.onnxbuild import Dense
-from engine.provenance import build_provenance, utc_now, write_json
+from engine.provenance import build_provenance, utc_now
 from engine.train.network import (
     DEFAULT_CONFIG,
     Float32Array,
@@ -53,51 +60,6 @@ about 8.7 million) train as one stack, using about 200 MB of buffers; larger run
 split into equal chunks, each still one stacked computation (the results do not depend
 on the split beyond float32 rounding).
 """
-
-
-@dataclass(frozen=True)
-class FoldResult:
-    """One fold: the source held out, row counts, and the metrics on it (NaN when undefined)."""
-
-    held_out: str
-    n_train: int
-    n_val: int
-    plcc: float
-    srocc: float
-    rmse: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fold as the report writes it: NaN as null."""
-        return {
-            "held_out": self.held_out,
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "plcc": _json_number(self.plcc),
-            "srocc": _json_number(self.srocc),
-            "rmse": _json_number(self.rmse),
-        }
-
-
-@dataclass(frozen=True)
-class SeedResult:
-    """Every fold of one seed, in held-out source order."""
-
-    seed: int
-    folds: tuple[FoldResult, ...]
-
-    def summary(self) -> dict[str, Any]:
-        """Return the report summary: mean/std null when any fold is NaN; min/max over finite folds."""
-        values = [fold.plcc for fold in self.folds]
-        nan_folds = [fold.held_out for fold in self.folds if math.isnan(fold.plcc)]
-        finite = [value for value in values if not math.isnan(value)]
-        return {
-            "mean_plcc": None if nan_folds else math.fsum(values) / len(values),
-            "std_plcc": None if nan_folds else statistics.pstdev(values),
-            "min_plcc": min(finite) if finite else None,
-            "max_plcc": max(finite) if finite else None,
-            "n_folds": len(self.folds),
-            "nan_folds": nan_folds,
-        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,23 +136,23 @@ def run_loso(
         started=started,
         finished=finished,
     )
-    paths = []
-    for result in results:
-        document = loso_document(
-            result,
-            features=features,
-            config=config,
-            dry_run=dry_run,
-            batched=batched,
-            provenance=provenance,
+    return [
+        write_loso_report(
+            out_dir,
+            _document(
+                result,
+                features=features,
+                config=config,
+                dry_run=dry_run,
+                batched=batched,
+                provenance=provenance,
+            ),
         )
-        path = Path(out_dir) / f"loso_seed{result.seed}.json"
-        write_json(path, document)
-        paths.append(path)
-    return paths
+        for result in results
+    ]
 
 
-def loso_document(
+def _document(
     result: SeedResult,
     *,
     features: FeatureTable,
@@ -199,32 +161,25 @@ def loso_document(
     batched: bool,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    """Return one seed's ``model-guard/loso-report`` document, checked against its schema."""
+    """Return one seed's report document: the run's corpus and hyperparameters around its folds."""
     hyperparameters = {
         **config.to_dict(),
         "evaluation": "leave-one-source-out",
         "training_path": "batched" if batched else "sequential",
         "codec_vocabulary": codec_vocabulary().version if config.codec else None,
     }
-    document = {
-        "schema": LOSO_SCHEMA,
-        "schema_version": LOSO_SCHEMA_VERSION,
-        "seed": result.seed,
-        "dry_run": dry_run,
-        "corpus": {
-            "path": str(features.path) if features.path is not None else "(in memory)",
-            "content_hash": features.content_hash,
-            "rows": features.n_rows,
-        },
-        "hyperparameters": hyperparameters,
-        "folds": [fold.to_dict() for fold in result.folds],
-        "summary": result.summary(),
-        "run_provenance": provenance,
-    }
-    problems = schema_problems(document, LOSO_SCHEMA_FILE)
-    if problems:
-        raise ReportError(f"LOSO report for seed {result.seed} breaks its schema: {problems[0]}")
-    return document
+    corpus = Corpus(
+        path=str(features.path) if features.path is not None else "(in memory)",
+        content_hash=features.content_hash,
+        rows=features.n_rows,
+    )
+    return loso_document(
+        result,
+        corpus=corpus,
+        dry_run=dry_run,
+        hyperparameters=hyperparameters,
+        provenance=provenance,
+    )
 
 
 def _train_batched(
@@ -316,12 +271,12 @@ def _score_fold(
     matrix: Float32Array,
     target: Float32Array,
     codec: Float32Array | None,
-) -> FoldResult:
+) -> Fold:
     """Score one network on its held-out rows."""
     held_codec = None if codec is None else codec[fold.held]
     pred = network.predict(matrix[fold.held], held_codec).astype(np.float64)
     truth = target[fold.held].astype(np.float64)
-    return FoldResult(
+    return Fold(
         held_out=fold.held_out,
         n_train=int(fold.train.sum()),
         n_val=int(fold.held.sum()),
@@ -359,8 +314,3 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     if len(set(values)) != len(values):
         raise UsageError(f"seeds must not repeat: {values!r}")
     return values
-
-
-def _json_number(value: float) -> float | None:
-    """Return a float for JSON, NaN (and infinities) as null."""
-    return value if math.isfinite(value) else None

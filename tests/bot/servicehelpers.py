@@ -23,9 +23,8 @@ from aiohttp import web
 
 from bot.app import SERVICES, create_app
 from bot.demo import DEFAULT_FEATURES, DEFAULT_REGISTRY, demo_files, manifest_permissions
-from bot.handlers.nightly_view import NIGHTLY_PURPOSE
+from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
 from bot.settings import Settings
-from bot.surfaces.checks import NIGHTLY_CHECK
 from bot.surfaces.sticky import marker
 from sandbox import Sandbox
 from sandbox.records import CheckRun, CheckStatus, Comment, Installation, Issue, Repo

@@ -25,9 +25,9 @@ import pytest
 from bot.app import SERVICES, STORE
 from bot.github.policy import ClientPolicy
 from bot.handlers.nightly import HISTORY_RUNS
+from bot.handlers.nightly_view import NIGHTLY_CHECK
 from bot.jobs.worker import WorkerPool
 from bot.store import Job, JobSpec, JobState, SqliteStore, Store
-from bot.surfaces.checks import NIGHTLY_CHECK
 from sandbox import Sandbox, SandboxState
 from sandbox.faults import FaultKind
 from sandbox.records import CheckConclusion, CheckStatus, Installation, Repo

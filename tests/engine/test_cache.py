@@ -125,7 +125,7 @@ def test_check_without_manifest_is_a_clear_error(copy: Path) -> None:
     with pytest.raises(FeatureCacheError, match=r"cache\.json: not found"):
         check_cache(copy)
     (copy / "cache.json").write_text("{not json")
-    with pytest.raises(FeatureCacheError, match="not valid JSON"):
+    with pytest.raises(FeatureCacheError, match="invalid JSON"):
         check_cache(copy)
 
 

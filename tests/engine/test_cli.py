@@ -190,6 +190,7 @@ def test_cache_check_passes_on_bundled_cache_and_reports_drift_after_one_value_c
     assert "DRIFT features.parquet" in out and "17" in out
 
 
+@pytest.mark.slow
 def test_loso_dry_run_writes_reports_that_the_gate_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

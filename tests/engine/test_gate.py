@@ -11,20 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from engine.errors import UsageError
-from engine.gate import (
-    Corpus,
-    EvidenceError,
-    Fold,
-    GateReport,
-    GateThresholds,
-    LosoReport,
-    evaluate_gate,
-    load_loso_report,
-    load_loso_reports,
-    parse_seeds,
-    run_gate_command,
-)
+from engine.commands.gate_command import run_gate_command
+from engine.commands.options import parse_seeds
+from engine.errors import EvidenceError, UsageError
+from engine.gate import GateReport, GateThresholds, evaluate_gate
+from engine.loso_report import Corpus, Fold, LosoReport, load_loso_report, load_loso_reports
 
 CORPUS = "a" * 64
 OTHER_CORPUS = "b" * 64

@@ -1,9 +1,6 @@
-"""Tests for run provenance and the atomic JSON writer."""
+"""Tests for run provenance."""
 
 import json
-import math
-import os
-import stat
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,9 +10,8 @@ from typing import Any
 import pytest
 
 from engine import __version__
-from engine.errors import ReportError
 from engine.hashing import sha256_bytes
-from engine.provenance import build_provenance, git_state, utc_now, write_json
+from engine.provenance import build_provenance, git_state, utc_now
 
 STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -229,44 +225,3 @@ def test_paths_are_made_relative_to_the_git_top_level_from_a_subfolder(checkout:
     block = provenance(checkout / "sub", [Path("in.bin")], argv=["in.bin"])
     assert block["argv"] == ["sub/in.bin"]
     assert block["inputs"][0]["path"] == "sub/in.bin"
-
-
-def test_write_json_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    target = tmp_path / "out" / "doc.json"
-    write_json(target, {"b": 1, "a": [1.5, None]})
-    write_json(target, {"b": 2, "a": "é"})
-    assert target.read_text(encoding="utf-8") == '{\n  "b": 2,\n  "a": "\\u00e9"\n}\n'
-    assert [p.name for p in target.parent.iterdir()] == ["doc.json"]
-
-
-def test_write_json_keeps_insertion_order(tmp_path: Path) -> None:
-    write_json(tmp_path / "doc.json", {"z": 1, "a": 2})
-    assert list(json.loads((tmp_path / "doc.json").read_text())) == ["z", "a"]
-
-
-def test_write_json_file_is_not_private_to_its_owner(tmp_path: Path) -> None:
-    old = os.umask(0o022)
-    try:
-        write_json(tmp_path / "doc.json", {"a": 1})
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "doc.json").stat().st_mode) == 0o644
-
-
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_write_json_refuses_nan_and_names_where_it_is(tmp_path: Path, bad: float) -> None:
-    target = tmp_path / "doc.json"
-    target.write_text("old\n")
-    with pytest.raises(ReportError, match=r"/models/1/plcc is NaN or infinite"):
-        write_json(target, {"models": [{"plcc": 0.5}, {"plcc": bad}]})
-    assert target.read_text() == "old\n", "the previous file is untouched"
-    assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]
-
-
-def test_write_json_failure_is_a_report_error_and_leaves_no_temporary_file(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "doc.json").mkdir()
-    with pytest.raises(ReportError, match="cannot write"):
-        write_json(tmp_path / "doc.json", {"a": 1})
-    assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]

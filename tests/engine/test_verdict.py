@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import UsageError
+from engine.errors import EvidenceError, UsageError
 from engine.features import FEATURES, SOURCE, TARGET, load_features
-from engine.gate import EvidenceError, GateThresholds
+from engine.gate import GateThresholds
 from engine.hashing import sha256_file
 from engine.verdict import Verdict, decide, verify_verdict
 from tests.engine import onnx_factory

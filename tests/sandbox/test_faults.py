@@ -104,3 +104,16 @@ async def test_dropped_connection_gives_the_client_a_disconnect(
         assert response.status == 201
     recorded = sandbox.requests_to("POST", r"/repos/acme/models/issues/1/comments")
     assert [(r.status, r.body) for r in recorded] == [(0, {"body": "hi"}), (201, {"body": "hi"})]
+
+
+async def test_lost_answer_does_the_write_then_answers_an_error(
+    sandbox: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    sandbox.faults.lose_answer("POST", r"/comments$", status=502)
+    url = f"{sandbox.url}/repos/acme/models/issues/1/comments"
+    async with session.post(url, json={"body": "made"}) as lost:
+        assert lost.status == 502
+    async with session.get(url) as listed:
+        bodies = [c["body"] for c in await listed.json()]
+    assert bodies == ["made"]  # GitHub did it; only the answer was lost
+    assert sandbox.faults.pending == []

@@ -296,18 +296,35 @@ async def test_client_gives_up_with_gidgethubs_error_after_max_attempts(world: W
     assert len(world.time.sleeps) == 4
 
 
-async def test_posts_are_retried_after_a_502(world: World) -> None:
+async def test_a_post_answered_502_is_not_resent_blind_since_github_may_have_done_it(
+    world: World,
+) -> None:
     issue = world.sandbox.state.add_issue(world.repo, "Regression")
     client = world.client()
     api = await client.installation_api(world.installation.id)
     world.sandbox.faults.fail_next("POST", "/comments$", status=502)
+    with pytest.raises(gidgethub.GitHubBroken):
+        await api.post(
+            REPO_PATH + "/issues/{number}/comments",
+            url_vars={**repo_vars(world), "number": issue.number},
+            data={"body": "verdict"},
+        )
+    assert len(world.sandbox.requests_to("POST", r".*/comments")) == 1
+    assert world.time.sleeps == []
+
+
+async def test_a_post_refused_by_a_secondary_rate_limit_is_sent_again(world: World) -> None:
+    issue = world.sandbox.state.add_issue(world.repo, "Regression")
+    client = world.client()
+    api = await client.installation_api(world.installation.id)
+    world.sandbox.faults.secondary_rate_limit("POST", "/comments$", retry_after=2)
     created = await api.post(
         REPO_PATH + "/issues/{number}/comments",
         url_vars={**repo_vars(world), "number": issue.number},
         data={"body": "verdict"},
     )
     assert created["body"] == "verdict"
-    assert len(world.sandbox.requests_to("POST", r".*/comments")) == 2
+    assert [r.status for r in world.sandbox.requests_to("POST", r".*/comments")] == [403, 201]
 
 
 async def test_other_client_errors_are_returned_at_once(world: World) -> None:
@@ -320,20 +337,20 @@ async def test_other_client_errors_are_returned_at_once(world: World) -> None:
     assert world.time.sleeps == []
 
 
-async def test_dropped_connection_on_a_post_is_retried(world: World) -> None:
+async def test_dropped_connection_on_a_post_is_not_resent_blind(world: World) -> None:
     issue = world.sandbox.state.add_issue(world.repo, "Regression")
     client = world.client()
     api = await client.installation_api(world.installation.id)
     world.sandbox.faults.drop_connection("POST", "/comments$")
-    await api.post(
-        REPO_PATH + "/issues/{number}/comments",
-        url_vars={**repo_vars(world), "number": issue.number},
-        data={"body": "verdict"},
-    )
-    assert [r.status for r in world.sandbox.requests_to("POST", r".*/comments")] == [0, 201]
-    assert len(world.time.sleeps) == 1
+    with pytest.raises(GitHubUnavailable, match="not resent, it may have been done"):
+        await api.post(
+            REPO_PATH + "/issues/{number}/comments",
+            url_vars={**repo_vars(world), "number": issue.number},
+            data={"body": "verdict"},
+        )
+    assert [r.status for r in world.sandbox.requests_to("POST", r".*/comments")] == [0]
+    assert world.time.sleeps == []
     assert world.count("github_requests", status="error") == 1
-    assert world.count("github_retries", reason="connection") == 1
 
 
 async def test_dropped_connections_on_a_get_are_retried(world: World) -> None:

@@ -1,7 +1,7 @@
 """End-to-end tests of the nightly job: the real App over HTTP on loopback against the sandbox.
 
 Every test runs the real pieces (SqliteStore in tmp_path, WorkerPool, EnginePool, GitHubClient,
-NightlyHandler) against the shared GitHub sandbox and asserts on what the sandbox recorded and
+the nightly runner) against the shared GitHub sandbox and asserts on what the sandbox recorded and
 on what a maintainer sees there: the tracking comment and the check run. Most tests assemble the
 pieces as ``create_app`` does, with an injected clock and sleep, so the client's retries and
 rate-limit waits cost no wall time; the scheduler and webhook tests run ``create_app`` itself.
@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ from gidgethub import sansio
 from bot.app import STORE, create_app
 from bot.github import GitHubClient
 from bot.github.repofiles import RepoFiles, blob_sha
-from bot.handlers.nightly import KIND, NightlyHandler, plan_rerun
-from bot.handlers.nightly_view import NIGHTLY_PURPOSE
+from bot.handlers.nightly import KIND, nightly_runner, plan_rerun
+from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
+from bot.handlers.run import RunServices
+from bot.jobs.parking import NAMESPACE as PARKED
+from bot.jobs.parking import Resumer
 from bot.jobs.scheduler import ScheduledRepo, latest_fire_time
 from bot.jobs.worker import WorkerOptions, WorkerPool
 from bot.judging.bisect_run import TimelineJudge
@@ -38,7 +42,6 @@ from bot.judging.pool import EnginePool
 from bot.repoconfig import default_config
 from bot.settings import Settings
 from bot.store import Job, JobSpec, JobState, SqliteStore, Store
-from bot.surfaces.checks import NIGHTLY_CHECK
 from bot.surfaces.sticky import marker
 from sandbox import Sandbox
 from sandbox.records import (
@@ -117,6 +120,7 @@ class Service:
     workers: WorkerPool
     data: Path
     time: FakeTime
+    resumer: Resumer
 
     async def run(self, repo: Repo, *, installation_id: int, key: str | None = None) -> JobState:
         """Enqueue the nightly job of ``repo`` for DAY, run the workers until idle, return its state."""
@@ -164,12 +168,15 @@ async def service(
         judge = TimelineJudge(
             files=files, pool=pool, workdir=data / "work", evaluations=evaluations
         )
-        nightly = NightlyHandler(client=client, store=store, files=files, judge=judge)
+        nightly = nightly_runner(
+            RunServices(client=client, store=store), files=files, timeline=judge
+        )
         workers = WorkerPool(
             store, {KIND: nightly}, options=WorkerOptions(workers=1), clock=fake.jobs_now
         )
+        resumer = Resumer(store, partial(client.app_api().getitem, "/app"))
         try:
-            yield Service(store=store, workers=workers, data=data, time=fake)
+            yield Service(store=store, workers=workers, data=data, time=fake, resumer=resumer)
         finally:
             await client.close()
 
@@ -761,3 +768,104 @@ async def test_comment_writes_failing_on_every_attempt_still_complete_the_check(
     assert "Tracking comment not written: GitHub kept failing (Bad Gateway)" in summary
     assert app_comments(sandbox, repo) == []
     assert len(issues_of(sandbox, repo)) == 1  # the second attempt found the issue it opened
+
+
+# ---- what the run skeleton guarantees ----------------------------------------------------------
+
+
+async def test_a_502_after_github_created_the_check_run_leaves_one_check_run(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.lose_answer("POST", "/check-runs$", status=502)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    # The create was not resent blind: the run GitHub made was found by its external id.
+    assert len(sandbox.requests_to("POST", r".*/check-runs")) == 1
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    assert "No regression" in only_comment(sandbox, repo).body
+
+
+async def test_a_502_after_github_created_the_comment_and_the_issue_leaves_one_of_each(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.lose_answer("POST", r"/issues$", status=502)
+    sandbox.faults.lose_answer("POST", r"/issues/\d+/comments$", status=504)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    assert len(sandbox.requests_to("POST", r".*/issues")) == 1
+    assert len(sandbox.requests_to("POST", r".*/issues/\d+/comments")) == 1
+    assert len(issues_of(sandbox, repo)) == 1
+    assert "No regression" in only_comment(sandbox, repo).body
+    check = only_check(sandbox, repo)
+    assert f"#issuecomment-{only_comment(sandbox, repo).id}" in (check.output.summary or "")
+
+
+async def test_an_outage_longer_than_every_attempt_is_run_again_once_github_answers(
+    sandbox: Sandbox, app_service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("regression"))
+    sandbox.faults.fail_next("*", ".*", status=502, times=None)  # GitHub is down
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    app_service.time.advance_jobs(600)  # ten minutes: the retry is due, GitHub is still down
+    with caplog.at_level(logging.INFO):
+        assert await app_service.run_due(job) is JobState.FAILED
+    assert nightly_checks(sandbox, repo) == [] and app_comments(sandbox, repo) == []
+    parked = [r for r in caplog.records if "runs again once GitHub answers" in r.getMessage()]
+    assert [r.levelno for r in parked] == [logging.ERROR]
+    assert list(await app_service.store.list_values(PARKED)) == [job.key]
+    # While GitHub is down the resumer only asks; nothing is enqueued.
+    assert await app_service.resumer.resume() == []
+    sandbox.faults.clear()  # GitHub answers again
+    (resumed,) = await app_service.resumer.resume()
+    assert resumed == f"{job.key}~resume1"
+    assert await app_service.store.list_values(PARKED) == {}
+    await app_service.workers.run_until_idle()
+    check = only_check(sandbox, repo)
+    assert check.external_id == job.key  # the day's own check run
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert "fr-mlp-v06" in only_comment(sandbox, repo).body
+    (run,) = await app_service.store.recent_runs(repo.full_name)
+    assert run.day == DAY and run.outcome == "regression"
+    assert await app_service.resumer.resume() == []  # nothing left parked
+
+
+async def test_github_failing_the_judging_on_the_last_attempt_reports_it_then_runs_again(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    sandbox.faults.fail_next("GET", "/git/blobs/", status=502, times=None)
+    job = await app_service.enqueue(repo, installation_id=installation_id)
+    assert await app_service.run_due(job) is JobState.QUEUED
+    app_service.time.advance_jobs(3600)
+    assert await app_service.run_due(job) is JobState.DONE
+    reported = only_check(sandbox, repo)
+    assert reported.conclusion is CheckConclusion.FAILURE  # the user sees why, at once
+    sandbox.faults.clear()
+    assert len(await app_service.resumer.resume()) == 1
+    await app_service.workers.run_until_idle()
+    check = only_check(sandbox, repo)
+    assert check.id == reported.id
+    assert check.conclusion is CheckConclusion.SUCCESS
+    assert "No regression" in only_comment(sandbox, repo).body
+    # The history tells both: GitHub failing the first run, then the verdict.
+    runs = await app_service.store.recent_runs(repo.full_name)
+    assert [run.outcome for run in runs] == ["no_regression", "error"]
+
+
+async def test_a_bug_while_writing_the_comment_still_completes_the_check_saying_why(
+    sandbox: Sandbox, app_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise KeyError("history")
+
+    monkeypatch.setattr("bot.handlers.nightly.render_tracking_comment", broken)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    assert "Tracking comment not written: model-guard failed: KeyError: 'history'" in (
+        check.output.summary or ""
+    )

@@ -11,13 +11,15 @@ import pytest
 from bot.handlers.nightly_view import (
     ERROR_OUTCOME,
     NIGHTLY_PURPOSE,
+    NIGHTLY_TRACKING,
     NightlyView,
     badge,
+    conclusion_for,
     render_check_output,
     render_tracking_comment,
 )
 from bot.store import RunRecord, SqliteStore
-from bot.surfaces.checks import MAX_OUTPUT_BYTES
+from bot.surfaces.checks import MAX_OUTPUT_BYTES, Conclusion
 from bot.surfaces.sticky import MAX_COMMENT_CHARS, marker
 from engine.bisection import BisectResult, Outcome, Visit
 from engine.evaluation import MetricSettings, ModelRef, StepRecord
@@ -86,7 +88,7 @@ def regression_report(features: FeatureTable, *, n_models: int, first_bad: int) 
     )
 
 
-def view_of(outcome: str, **changes: Any) -> NightlyView:
+def view_of(outcome: Outcome | None, **changes: Any) -> NightlyView:
     fields: dict[str, Any] = {
         "repo": "acme/video-models",
         "branch": "main",
@@ -106,7 +108,7 @@ def view_of(outcome: str, **changes: Any) -> NightlyView:
 def report_view(report: dict[str, Any]) -> NightlyView:
     """The view of a finished run: the engine's verdict and markdown table."""
     return view_of(
-        report["outcome"],
+        Outcome(report["outcome"]),
         summary=summarise(report),
         details=render_table(report, fmt=TableFormat.MARKDOWN),
     )
@@ -169,7 +171,7 @@ def test_thousand_model_comment_fits_githubs_limit_and_keeps_verdict_and_commit(
 def test_details_far_over_the_limit_are_left_out_with_a_note_not_the_verdict() -> None:
     details = "\n".join(f"| {i} | `model-{i}` | ✅ pass |" for i in range(20_000))
     view = view_of(
-        Outcome.NO_REGRESSION.value,
+        Outcome.NO_REGRESSION,
         summary="No regression: the newest model model-19999 passes plcc >= 0.9.",
         details=details,
     )
@@ -183,7 +185,7 @@ def test_details_far_over_the_limit_are_left_out_with_a_note_not_the_verdict() -
 
 def test_history_that_fits_once_an_oversized_table_is_left_out_is_kept() -> None:
     details = "\n".join(f"| {i} | `model-{i}` | ✅ pass |" for i in range(20_000))
-    view = view_of(Outcome.NO_REGRESSION.value, details=details)
+    view = view_of(Outcome.NO_REGRESSION, details=details)
     comment = render_tracking_comment(view, history_of(14))
     assert "The bisect table left out" in comment
     assert len(history_rows(comment)) == 14
@@ -206,7 +208,7 @@ async def test_history_of_fourteen_runs_from_the_store_renders_newest_first(
                 finished_at=finished,
             )
         history = await store.recent_runs("acme/video-models", limit=14)
-    comment = render_tracking_comment(view_of("no_regression"), history)
+    comment = render_tracking_comment(view_of(Outcome.NO_REGRESSION), history)
     rows = history_rows(comment)
     assert "### History (the last 14 runs)" in comment
     assert len(rows) == 14
@@ -217,19 +219,19 @@ async def test_history_of_fourteen_runs_from_the_store_renders_newest_first(
 
 
 def test_one_run_of_history_says_run_not_runs() -> None:
-    comment = render_tracking_comment(view_of("no_regression"), history_of(1))
+    comment = render_tracking_comment(view_of(Outcome.NO_REGRESSION), history_of(1))
     assert "### History (the last 1 run)" in comment
 
 
 def test_no_history_leaves_the_history_section_out() -> None:
-    comment = render_tracking_comment(view_of("no_regression"), [])
+    comment = render_tracking_comment(view_of(Outcome.NO_REGRESSION), [])
     assert "### History" not in comment
 
 
 def test_error_view_states_the_summary_and_says_it_could_not_judge() -> None:
     summary = "The timeline could not be judged: models/registry.json at e6638d5: missing"
     view = view_of(
-        ERROR_OUTCOME,
+        None,
         summary=summary,
         details="Nothing was judged, so nothing is known to be good.",
     )
@@ -242,7 +244,7 @@ def test_error_view_states_the_summary_and_says_it_could_not_judge() -> None:
 
 def test_error_view_without_a_commit_says_the_branch_could_not_be_read() -> None:
     view = view_of(
-        ERROR_OUTCOME,
+        None,
         commit_sha=None,
         summary="The timeline could not be judged: no commit found for this ref",
         details="",
@@ -254,7 +256,9 @@ def test_error_view_without_a_commit_says_the_branch_could_not_be_read() -> None
 
 def test_pipes_and_newlines_in_a_summary_do_not_break_the_history_table() -> None:
     summary = "gate | plcc >= 0.9 | failed\nsecond line"
-    comment = render_tracking_comment(view_of("no_regression"), history_of(3, summary=summary))
+    comment = render_tracking_comment(
+        view_of(Outcome.NO_REGRESSION), history_of(3, summary=summary)
+    )
     rows = history_rows(comment)
     assert len(rows) == 3
     for row in rows:
@@ -264,7 +268,9 @@ def test_pipes_and_newlines_in_a_summary_do_not_break_the_history_table() -> Non
 
 
 def test_a_very_long_summary_is_shortened_in_the_history_table() -> None:
-    comment = render_tracking_comment(view_of("no_regression"), history_of(1, summary="y" * 1000))
+    comment = render_tracking_comment(
+        view_of(Outcome.NO_REGRESSION), history_of(1, summary="y" * 1000)
+    )
     (row,) = history_rows(comment)
     cell = row.split(" | ")[-1].rstrip(" |")
     assert cell == "y" * 157 + "..."
@@ -277,7 +283,8 @@ def test_badge_names_every_outcome_and_passes_an_unknown_one_through() -> None:
         "❌ already bad",
         "⚠️ inconclusive",
     }
-    assert badge(ERROR_OUTCOME) == "⚠️ could not judge"
+    assert badge(ERROR_OUTCOME) == badge(None) == "⚠️ could not judge"
+    assert {badge(o) for o in Outcome} == {badge(o.value) for o in Outcome}
     assert badge("surprise") == "surprise"
 
 
@@ -307,9 +314,31 @@ def test_check_output_of_a_thousand_model_report_fits_githubs_byte_limit(
 def test_verdict_heading_stays_when_an_oversized_table_is_left_out() -> None:
     verdict = "### ❌ Regression: `m-06` (index 6) is the first model that fails plcc >= 0.9."
     rows = "\n".join(f"| {i} | `model-{i}` | ❌ fail |" for i in range(20_000))
-    view = view_of(Outcome.REGRESSION.value, details=f"{verdict}\n\n{rows}")
+    view = view_of(Outcome.REGRESSION, details=f"{verdict}\n\n{rows}")
     comment = render_tracking_comment(view, history_of(3))
     assert len(comment) <= 65_536
     assert "The bisect table left out" in comment
     assert verdict in comment
     assert comment.index(verdict) < comment.index("Judged")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "conclusion"),
+    [
+        (Outcome.NO_REGRESSION, Conclusion.SUCCESS),
+        (Outcome.REGRESSION, Conclusion.FAILURE),
+        (Outcome.ALREADY_BAD, Conclusion.FAILURE),
+        (Outcome.INCONCLUSIVE, Conclusion.NEUTRAL),
+        (None, Conclusion.FAILURE),
+    ],
+)
+def test_conclusion_for_maps_each_engine_outcome(
+    outcome: Outcome | None, conclusion: Conclusion
+) -> None:
+    assert conclusion_for(outcome) is conclusion
+
+
+def test_nightly_tracking_issue_explains_where_it_is_configured() -> None:
+    assert NIGHTLY_TRACKING.title == "model-guard: nightly model-quality bisect"
+    assert ".github/model-guard.yml" in NIGHTLY_TRACKING.body
+    assert len(NIGHTLY_TRACKING.label_description) <= 100  # GitHub's limit for a description

@@ -19,6 +19,7 @@ from bot.store import Job, JobState, SqliteStore
 from tests.conftest import DateClock
 
 REPO = "octo-org/vqm-registry"
+KIND = "nightly"
 OTHER = "octo-org/other-models"
 # The store stamps run_at with its own (real) clock; claim as if long after that.
 FAR_FUTURE = datetime(2999, 1, 1, tzinfo=UTC)
@@ -72,7 +73,7 @@ async def test_repo_fires_once_per_day_however_many_ticks(
     store: SqliteStore, db_path: Path
 ) -> None:
     clock = DateClock(at(22, 4, 40))
-    scheduler = Scheduler(store, listing(nightly()), clock=clock)
+    scheduler = Scheduler(store, listing(nightly()), clock=clock, kind=KIND)
     assert await scheduler.tick() == [REPO]
     for minutes in (0, 1, 30, 600):
         clock.now = at(22, 4, 40) + timedelta(minutes=minutes)
@@ -92,27 +93,29 @@ async def test_fire_time_not_reached_yet_does_nothing_until_it_is(
     store: SqliteStore, db_path: Path
 ) -> None:
     clock = DateClock(at(21, 4, 37))  # exactly at the fire time counts as reached
-    scheduler = Scheduler(store, listing(nightly()), clock=clock)
+    scheduler = Scheduler(store, listing(nightly()), clock=clock, kind=KIND)
     assert await scheduler.tick() == [REPO]
     clock.now = at(22, 4, 36)
     assert await scheduler.tick() == []
-    assert await store.last_schedule_run(REPO) == "2026-11-21"
+    assert await store.last_schedule_run(REPO, kind=KIND) == "2026-11-21"
     clock.now = at(22, 4, 37)
     assert await scheduler.tick() == [REPO]
-    assert await store.last_schedule_run(REPO) == "2026-11-22"
+    assert await store.last_schedule_run(REPO, kind=KIND) == "2026-11-22"
 
 
 async def test_run_missed_during_downtime_happens_at_the_next_start(
     store: SqliteStore, db_path: Path
 ) -> None:
     source = listing(nightly())
-    before = Scheduler(store, source, clock=DateClock(at(21, 4, 40)))
+    before = Scheduler(store, source, clock=DateClock(at(21, 4, 40)), kind=KIND)
     assert await before.tick() == [REPO]
-    last = Scheduler(store, source, clock=DateClock(at(22, 3, 0)))
+    last = Scheduler(store, source, clock=DateClock(at(22, 3, 0)), kind=KIND)
     assert await last.tick() == []  # the last tick before going down: today's fire time not yet
     # Restarted today, after the fire time: the first tick at start enqueues today's run.
     enqueued = asyncio.Event()
-    restarted = Scheduler(store, source, clock=DateClock(at(22, 9, 15)), on_enqueued=enqueued.set)
+    restarted = Scheduler(
+        store, source, clock=DateClock(at(22, 9, 15)), on_enqueued=enqueued.set, kind=KIND
+    )
     await restarted.start()
     try:
         await asyncio.wait_for(enqueued.wait(), 10)
@@ -126,8 +129,8 @@ async def test_after_several_days_down_only_the_latest_day_runs(
     store: SqliteStore, db_path: Path
 ) -> None:
     source = listing(nightly())
-    assert await Scheduler(store, source, clock=DateClock(at(20, 5))).tick() == [REPO]
-    assert await Scheduler(store, source, clock=DateClock(at(24, 12))).tick() == [REPO]
+    assert await Scheduler(store, source, clock=DateClock(at(20, 5)), kind=KIND).tick() == [REPO]
+    assert await Scheduler(store, source, clock=DateClock(at(24, 12)), kind=KIND).tick() == [REPO]
     days = [job.payload["day"] for job in await jobs_in(db_path)]
     assert days == ["2026-11-20", "2026-11-24"]
 
@@ -138,7 +141,7 @@ async def test_day_is_the_utc_date_of_the_fire_time_not_of_the_tick(
     late = nightly(cron="30 23 * * *")
     # 00:10 UTC on the 23rd, given in UTC+2: the 23:30 fire time belongs to the 22nd.
     clock = DateClock(datetime(2026, 11, 23, 2, 10, tzinfo=timezone(timedelta(hours=2))))
-    scheduler = Scheduler(store, listing(late), clock=clock)
+    scheduler = Scheduler(store, listing(late), clock=clock, kind=KIND)
     assert await scheduler.tick() == [REPO]
     [job] = await jobs_in(db_path)
     assert job.key == f"nightly:{REPO}:2026-11-22"
@@ -153,7 +156,7 @@ async def test_several_schedulers_on_one_store_enqueue_one_job(
         await replica.open()
     try:
         schedulers = [
-            Scheduler(replica, listing(nightly()), clock=DateClock(at(22, 5)))
+            Scheduler(replica, listing(nightly()), clock=DateClock(at(22, 5)), kind=KIND)
             for replica in replicas
         ]
         results = await asyncio.gather(*(scheduler.tick() for scheduler in schedulers))
@@ -168,7 +171,7 @@ async def test_repository_names_differing_in_case_are_one_repository(
     store: SqliteStore, db_path: Path
 ) -> None:
     scheduler = Scheduler(
-        store, listing(nightly(REPO), nightly(REPO.upper())), clock=DateClock(at(22, 5))
+        store, listing(nightly(REPO), nightly(REPO.upper())), clock=DateClock(at(22, 5)), kind=KIND
     )
     assert await scheduler.tick() == [REPO]
     assert len(await jobs_in(db_path)) == 1
@@ -181,7 +184,7 @@ async def test_bad_cron_is_skipped_with_one_log_line_while_other_repos_still_run
     store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = listing(nightly(OTHER, cron="61 4 * * *"), nightly(REPO))
-    scheduler = Scheduler(store, source, clock=DateClock(at(22, 5)))
+    scheduler = Scheduler(store, source, clock=DateClock(at(22, 5)), kind=KIND)
     with caplog.at_level(logging.WARNING, logger="model_guard.scheduler"):
         assert await scheduler.tick() == [REPO]
     [record] = caplog.records
@@ -194,8 +197,8 @@ async def test_bad_cron_is_skipped_with_one_log_line_while_other_repos_still_run
 
 async def test_disabled_repositories_are_skipped(store: SqliteStore, db_path: Path) -> None:
     source = listing(nightly(OTHER, enabled=False), nightly(REPO))
-    assert await Scheduler(store, source, clock=DateClock(at(22, 5))).tick() == [REPO]
-    assert await store.last_schedule_run(OTHER) is None
+    assert await Scheduler(store, source, clock=DateClock(at(22, 5)), kind=KIND).tick() == [REPO]
+    assert await store.last_schedule_run(OTHER, kind=KIND) is None
 
 
 async def test_on_enqueued_is_called_only_when_a_tick_enqueued_something(
@@ -204,7 +207,11 @@ async def test_on_enqueued_is_called_only_when_a_tick_enqueued_something(
     calls: list[int] = []
     clock = DateClock(at(22, 5))
     scheduler = Scheduler(
-        store, listing(nightly(), nightly(OTHER)), clock=clock, on_enqueued=lambda: calls.append(1)
+        store,
+        listing(nightly(), nightly(OTHER)),
+        clock=clock,
+        on_enqueued=lambda: calls.append(1),
+        kind=KIND,
     )
     assert sorted(await scheduler.tick()) == sorted([REPO, OTHER])
     assert calls == [1]
@@ -234,6 +241,7 @@ async def test_a_failing_source_is_logged_and_the_loop_keeps_ticking(
         interval_seconds=0.01,
         clock=DateClock(at(22, 5)),
         on_enqueued=enqueued.set,
+        kind=KIND,
     )
     with caplog.at_level(logging.ERROR, logger="model_guard.scheduler"):
         await scheduler.start()
@@ -248,11 +256,11 @@ async def test_a_failing_source_is_logged_and_the_loop_keeps_ticking(
         == ["schedule source failed, retrying next tick: ConnectionError: GitHub API unreachable"]
         * 2
     )
-    assert await store.last_schedule_run(REPO) == "2026-11-22"
+    assert await store.last_schedule_run(REPO, kind=KIND) == "2026-11-22"
 
 
 async def test_starting_twice_is_refused_and_stop_is_idempotent(store: SqliteStore) -> None:
-    scheduler = Scheduler(store, listing(), clock=DateClock(at(22, 5)))
+    scheduler = Scheduler(store, listing(), clock=DateClock(at(22, 5)), kind=KIND)
     await scheduler.start()
     try:
         with pytest.raises(ScheduleError, match="already started"):
@@ -286,6 +294,6 @@ def test_latest_fire_time_refuses_a_naive_now() -> None:
 async def test_jobs_enqueued_by_the_scheduler_are_queued_for_now(
     store: SqliteStore,
 ) -> None:
-    await Scheduler(store, listing(nightly()), clock=DateClock(at(22, 5))).tick()
+    await Scheduler(store, listing(nightly()), clock=DateClock(at(22, 5)), kind=KIND).tick()
     counts = await store.job_counts()
     assert counts[JobState.QUEUED] == 1

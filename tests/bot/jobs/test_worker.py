@@ -197,6 +197,23 @@ async def test_retryable_job_error_is_requeued_and_logged_as_a_warning(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+async def test_retryable_error_on_the_last_attempt_fails_the_job_at_error_level(
+    store: SqliteStore, clock: DateClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = JobSpec(kind="bisect", key="bisect:down-for-good", payload={}, max_attempts=1)
+    job = await store.enqueue(spec)
+    assert job is not None
+    pool = WorkerPool(
+        store, {"bisect": failing(RetryableJobError("GitHub is down"))}, options=FAST, clock=clock
+    )
+    with caplog.at_level(logging.INFO, logger="model_guard.worker"):
+        await pool.run_once()
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.state is JobState.FAILED
+    (error,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert error.getMessage() == "job failed, no attempts left: RetryableJobError: GitHub is down"
+
+
 async def test_permanent_job_error_fails_the_job_at_once_with_its_message(
     store: SqliteStore, clock: DateClock
 ) -> None:

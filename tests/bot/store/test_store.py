@@ -413,7 +413,7 @@ async def test_two_store_instances_racing_for_one_schedule_run_get_exactly_one_t
     async with SqliteStore(db_path) as first, SqliteStore(db_path) as second:
         outcomes = await asyncio.gather(
             *(
-                instance.claim_schedule_run(REPO, "2026-11-22")
+                instance.claim_schedule_run(REPO, "2026-11-22", kind="nightly")
                 for _ in range(5)
                 for instance in (first, second)
             )
@@ -425,14 +425,14 @@ async def test_two_store_instances_racing_for_one_schedule_run_get_exactly_one_t
 async def test_claim_schedule_run_enqueues_its_job_only_for_the_winner(
     store: SqliteStore,
 ) -> None:
-    assert await store.last_schedule_run(REPO) is None
+    assert await store.last_schedule_run(REPO, kind="nightly") is None
     spec = JobSpec("nightly", f"nightly:{REPO}:2026-11-21", {"repo": REPO})
-    assert await store.claim_schedule_run(REPO, "2026-11-21", job=spec)
+    assert await store.claim_schedule_run(REPO, "2026-11-21", job=spec, kind="nightly")
     other = JobSpec("nightly", "some-other-key", {"repo": REPO})
-    assert not await store.claim_schedule_run(REPO, "2026-11-21", job=other)
-    assert await store.claim_schedule_run(REPO, "2026-11-22")
+    assert not await store.claim_schedule_run(REPO, "2026-11-21", job=other, kind="nightly")
+    assert await store.claim_schedule_run(REPO, "2026-11-22", kind="nightly")
     assert (await store.job_counts())[JobState.QUEUED] == 1
-    assert await store.last_schedule_run(REPO) == "2026-11-22"
+    assert await store.last_schedule_run(REPO, kind="nightly") == "2026-11-22"
     assert await store.last_schedule_run(REPO, kind="weekly") is None
 
 
@@ -440,9 +440,9 @@ async def test_claim_schedule_run_refuses_a_day_that_is_not_yyyy_mm_dd(
     store: SqliteStore,
 ) -> None:
     with pytest.raises(InvalidValueError):
-        await store.claim_schedule_run(REPO, "22/11/2026")
+        await store.claim_schedule_run(REPO, "22/11/2026", kind="nightly")
     with pytest.raises(InvalidValueError):
-        await store.claim_schedule_run(REPO, "2026-02-30")
+        await store.claim_schedule_run(REPO, "2026-02-30", kind="nightly")
 
 
 async def test_sticky_comment_is_set_replaced_read_and_forgotten(store: SqliteStore) -> None:
@@ -540,6 +540,21 @@ async def test_key_value_cache_sets_replaces_and_deletes_values(store: SqliteSto
     assert await store.delete_value("tracking-issue", REPO)
     assert not await store.delete_value("tracking-issue", REPO)
     assert await store.get_value("etag", REPO) == 'W/"abc"'
+
+
+async def test_list_values_returns_one_namespace_oldest_write_first_up_to_a_limit(
+    store: SqliteStore, clock: DateClock
+) -> None:
+    await store.set_value("parked", "b", "2")
+    clock.now += timedelta(seconds=1)
+    await store.set_value("parked", "a", "1")
+    await store.set_value("tracking", "c", "3")
+    assert await store.list_values("parked") == {"b": "2", "a": "1"}
+    assert list(await store.list_values("parked")) == ["b", "a"]
+    assert await store.list_values("parked", limit=1) == {"b": "2"}
+    assert await store.list_values("nothing") == {}
+    with pytest.raises(InvalidValueError):
+        await store.list_values("parked", limit=0)
 
 
 async def test_times_come_back_in_utc_and_naive_times_are_refused(store: SqliteStore) -> None:

@@ -10,20 +10,18 @@ from gidgethub.aiohttp import GitHubAPI
 from bot.surfaces.checks import (
     CLIP_NOTE,
     MAX_OUTPUT_BYTES,
-    NIGHTLY_CHECK,
     CheckOutput,
     Conclusion,
-    conclusion_for,
     finish_check_run,
     note_check_run,
     open_check_run,
 )
-from engine.bisection import Outcome
 from sandbox import Sandbox
 from sandbox.records import CheckConclusion, CheckStatus, Repo
 from tests.conftest import installation_token, seed_repo
 
 REPO = "acme/models"
+CHECK = "model-guard/nightly"
 CREATE = r"/repos/acme/models/check-runs"
 
 
@@ -41,7 +39,7 @@ class World:
             self.gh,
             REPO,
             head or self.head,
-            name=NIGHTLY_CHECK,
+            name=CHECK,
             external_id=external_id,
             title="Judging the timeline",
         )
@@ -64,7 +62,7 @@ async def test_open_check_run_creates_an_in_progress_run_carrying_the_external_i
     run = world.sandbox.state.check_run(check_id, repo=world.repo)
     assert run.status is CheckStatus.IN_PROGRESS and run.conclusion is None
     assert run.external_id == "nightly:acme/models:2026-12-01"
-    assert run.name == NIGHTLY_CHECK and run.head_sha == world.head
+    assert run.name == CHECK and run.head_sha == world.head
     assert run.started_at is not None
     assert run.output.title == "Judging the timeline"
 
@@ -156,27 +154,11 @@ def test_output_within_the_limit_is_sent_unchanged_and_text_left_out_when_empty(
     assert body == {"title": "t" * 1000, "summary": "s", "text": "table"}
 
 
-@pytest.mark.parametrize(
-    ("outcome", "conclusion"),
-    [
-        (Outcome.NO_REGRESSION, Conclusion.SUCCESS),
-        (Outcome.REGRESSION, Conclusion.FAILURE),
-        (Outcome.ALREADY_BAD, Conclusion.FAILURE),
-        (Outcome.INCONCLUSIVE, Conclusion.NEUTRAL),
-        (None, Conclusion.FAILURE),
-    ],
-)
-def test_conclusion_for_maps_each_engine_outcome(
-    outcome: Outcome | None, conclusion: Conclusion
-) -> None:
-    assert conclusion_for(outcome) is conclusion
-
-
 async def test_run_is_found_again_past_the_first_page_of_a_busy_commit(world: World) -> None:
     first = await world.open("nightly:acme/models:2026-01-01")
     for day in range(2, 122):  # 120 more runs of the same check on the same commit
         world.sandbox.state.create_check_run(
-            world.repo, name=NIGHTLY_CHECK, head_sha=world.head, external_id=f"day-{day}"
+            world.repo, name=CHECK, head_sha=world.head, external_id=f"day-{day}"
         )
     posts = len(world.sandbox.requests_to("POST", CREATE))
     assert await world.open("nightly:acme/models:2026-01-01") == first

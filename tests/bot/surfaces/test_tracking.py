@@ -11,10 +11,10 @@ from gidgethub.aiohttp import GitHubAPI
 
 from bot.store import SqliteStore
 from bot.surfaces.tracking import (
-    DEFAULT_TITLE,
     NAMESPACE,
     TrackingError,
     TrackingIssue,
+    TrackingSpec,
     ensure_tracking_issue,
 )
 from sandbox import Sandbox
@@ -23,6 +23,11 @@ from tests.conftest import installation_token, seed_repo
 
 REPO = "acme/models"
 LABEL = "model-guard"
+SPEC = TrackingSpec(
+    title="model-guard: nightly model-quality bisect",
+    body="Where model-guard reports.",
+    label_description="The issue model-guard reports on",
+)
 
 
 @dataclass
@@ -40,7 +45,7 @@ class World:
 
     async def ensure(self, label: str = LABEL) -> TrackingIssue:
         return await ensure_tracking_issue(
-            self.gh, self.store, repo=REPO, label=label, bot_login=self.bot
+            self.gh, self.store, repo=REPO, label=label, spec=SPEC, bot_login=self.bot
         )
 
     def issue_posts(self) -> int:
@@ -85,7 +90,7 @@ async def test_ignores_closed_issues_and_pull_requests_with_the_label(world: Wor
 async def test_prefers_the_bots_issue_over_an_older_one_by_a_person(world: World) -> None:
     state = world.sandbox.state
     state.add_issue(world.repo, "A person's note", labels=[LABEL], user="maintainer")
-    ours = state.add_issue(world.repo, DEFAULT_TITLE, labels=[LABEL], user=world.bot)
+    ours = state.add_issue(world.repo, SPEC.title, labels=[LABEL], user=world.bot)
     found = await world.ensure()
     assert (found.number, found.created) == (ours.number, False)
 
@@ -101,10 +106,10 @@ async def test_creates_issue_and_label_when_none_exists(world: World) -> None:
     found = await world.ensure()
     assert found.created
     issue = world.sandbox.state.issues[(world.repo.id, found.number)]
-    assert issue.title == DEFAULT_TITLE
+    assert issue.title == SPEC.title
     assert issue.labels == (LABEL,)
     assert issue.user.login == world.bot
-    assert issue.body is not None and ".github/model-guard.yml" in issue.body
+    assert issue.body == SPEC.body
     assert len(world.sandbox.requests_to("POST", r"/repos/acme/models/labels")) == 1
     again = await world.ensure()
     assert (again.number, again.created) == (found.number, False)
@@ -171,7 +176,7 @@ async def test_issue_opened_at_the_same_moment_by_another_replica_wins_when_olde
     class OtherReplicaFirst(GitHubAPI):
         async def post(self, url: str, *args: object, **kwargs: object) -> object:
             if url == "/repos/{owner}/{repo}/issues" and not opened_elsewhere:
-                other = state.add_issue(world.repo, DEFAULT_TITLE, labels=[LABEL], user=world.bot)
+                other = state.add_issue(world.repo, SPEC.title, labels=[LABEL], user=world.bot)
                 opened_elsewhere.append(other.number)
             return await super().post(url, *args, **kwargs)  # type: ignore[arg-type]
 

@@ -10,8 +10,8 @@ pytest.importorskip("torch")  # the whole tests/engine/train folder needs torch
 
 from engine.conformal import ScoreKind
 from engine.errors import FeatureCacheError, UsageError
+from engine.evidence import schema_problems
 from engine.features import features_from_frame
-from engine.gate import schema_problems
 from engine.hashing import sha256_file
 from engine.manifest import (
     ManifestError,
@@ -22,8 +22,9 @@ from engine.manifest import (
 )
 from engine.train.ensemble import TrainedEnsemble, train_ensemble
 from engine.train.network import TrainConfig
-from tests.engine.train.tables import small_frame, small_table
+from tests.engine.tables import small_frame, small_table
 
+pytestmark = pytest.mark.slow  # every test here trains
 FAST = TrainConfig(epochs=10)
 
 
@@ -69,7 +70,7 @@ def test_manifest_records_members_seeds_hashes_and_conformal_calibration(
     ensemble: TrainedEnsemble,
 ) -> None:
     document = json.loads(ensemble.manifest_path.read_text())
-    assert schema_problems(document, "ensemble-manifest.schema.json") == ()
+    assert schema_problems(document, "ensemble-manifest.schema.json") == []
     assert validate_manifest(ensemble.manifest_path) == []
     assert [m["seed"] for m in document["members"]] == [7, 8, 9]
     assert [m["id"] for m in document["members"]] == ["fr-ens-t-m0", "fr-ens-t-m1", "fr-ens-t-m2"]
@@ -165,14 +166,6 @@ def test_validate_cross_checks_the_registry_rows(ensemble: TrainedEnsemble, tmp_
         f"but the manifest records {document['members'][1]['sha256'][:12]}…",
         "member fr-ens-t-m2: no row with this id in registry.json",
     ]
-
-
-def test_validate_reports_schema_problems_and_unreadable_files(tmp_path: Path) -> None:
-    missing = validate_manifest(tmp_path / "nope.json")
-    assert len(missing) == 1 and "not found" in missing[0]
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"schema": "model-guard/ensemble-manifest"}))
-    assert validate_manifest(bad)[0].startswith("bad.json#/: ")
 
 
 def test_validate_refuses_member_paths_outside_the_folder(

@@ -17,11 +17,14 @@ import pytest
 pytest.importorskip("torch")  # the whole tests/engine/train folder needs torch
 
 from engine.codec import codec_block
+from engine.evidence import write_bytes
 from engine.onnxbuild import IR_VERSION, OPSET, Activation
 from engine.scoring import inspect_model, score_model
-from engine.train.export import CODEC_INPUT_NAME, export_network, write_onnx
+from engine.train.export import CODEC_INPUT_NAME, export_network
 from engine.train.network import TrainConfig, TrainedNetwork, train_network
-from tests.engine.train.tables import small_table
+from tests.engine.tables import small_table
+
+pytestmark = pytest.mark.slow  # every test here trains
 
 
 def _tolerance(network: TrainedNetwork) -> dict[str, float]:
@@ -38,7 +41,7 @@ def test_six_feature_export_passes_inspect_model_and_matches_torch(
         table.matrix(), table.target(), seed=1, config=TrainConfig(epochs=30, activation=activation)
     )
     path = tmp_path / "m.onnx"
-    write_onnx(path, export_network(network, name="m"))
+    write_bytes(path, export_network(network, name="m"))
     checked = inspect_model(path)
     assert (checked.ir_version, checked.opset) == (IR_VERSION, OPSET)
     assert checked.input_name == "features"

@@ -10,17 +10,15 @@ import pytest
 pytest.importorskip("torch")  # the whole tests/engine/train folder needs torch
 
 from engine.errors import FeatureCacheError, UsageError
+from engine.evidence import schema_problems
 from engine.features import features_from_frame
-from engine.gate import (
-    GateThresholds,
-    evaluate_gate,
-    load_loso_reports,
-    schema_problems,
-)
+from engine.gate import GateThresholds, evaluate_gate
+from engine.loso_report import load_loso_reports
 from engine.train.loso import DRY_RUN_EPOCHS, evaluate_loso, run_loso
 from engine.train.network import TrainConfig
-from tests.engine.train.tables import small_frame, small_table
+from tests.engine.tables import small_frame, small_table
 
+pytestmark = pytest.mark.slow  # every test here trains
 SMALL = TrainConfig(epochs=20)
 
 
@@ -59,7 +57,7 @@ def test_run_loso_writes_one_report_per_seed_that_the_gate_reads(tmp_path: Path)
     paths = run_loso(table, seeds=[0, 2], out_dir=tmp_path, epochs=20, argv=["loso"])
     assert paths == [tmp_path / "loso_seed0.json", tmp_path / "loso_seed2.json"]
     document = json.loads(paths[1].read_text())
-    assert schema_problems(document, "loso-report.schema.json") == ()
+    assert schema_problems(document, "loso-report.schema.json") == []
     assert document["seed"] == 2
     assert document["dry_run"] is False
     assert document["corpus"] == {

@@ -18,11 +18,12 @@ from engine.train.network import (  # noqa: E402
     fit_standardisation,
     train_network,
 )
-from tests.engine.train.tables import small_table  # noqa: E402
+from tests.engine.tables import small_table  # noqa: E402
 
 FAST = TrainConfig(epochs=15)
 
 
+@pytest.mark.slow
 def test_training_twice_gives_identical_weights_and_onnx_bytes() -> None:
     table = small_table()
     first = train_network(table.matrix(), table.target(), seed=3, config=FAST)
@@ -33,6 +34,7 @@ def test_training_twice_gives_identical_weights_and_onnx_bytes() -> None:
     assert export_network(first, name="m") == export_network(second, name="m")
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_weights() -> None:
     table = small_table()
     first = train_network(table.matrix(), table.target(), seed=0, config=FAST)
@@ -40,6 +42,7 @@ def test_other_seed_gives_other_weights() -> None:
     assert first.layers[0].weight.tobytes() != second.layers[0].weight.tobytes()
 
 
+@pytest.mark.slow
 def test_training_restores_torch_global_settings() -> None:
     threads = torch.get_num_threads()
     mode = torch.are_deterministic_algorithms_enabled()
@@ -49,6 +52,7 @@ def test_training_restores_torch_global_settings() -> None:
     assert torch.are_deterministic_algorithms_enabled() == mode
 
 
+@pytest.mark.slow
 def test_standardisation_is_fitted_on_the_rows_given_only() -> None:
     table = small_table()
     matrix, target = table.matrix(), table.target()
@@ -73,6 +77,7 @@ def test_constant_feature_gets_unit_scale_and_constant_target_is_refused() -> No
         fit_standardisation(matrix, np.full(matrix.shape[0], 50.0, dtype=np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", list(Activation))
 def test_stacked_training_matches_separate_trainings(activation: Activation) -> None:
     """Hand-written stacked gradients with masked rows == autograd on each network's own rows."""
@@ -97,6 +102,7 @@ def test_stacked_training_matches_separate_trainings(activation: Activation) -> 
             np.testing.assert_allclose(a.bias, b.bias, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stacked_training_twice_is_bitwise_identical() -> None:
     table = small_table()
     stats = fit_standardisation(table.matrix(), table.target())
@@ -120,6 +126,7 @@ def test_stack_refuses_float64_and_empty_networks() -> None:
         fit_stack(x, y, y, seeds=[0, 1], config=FAST)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_predicts_on_the_mos_scale() -> None:
     table = small_table()
     short = train_network(table.matrix(), table.target(), seed=0, config=TrainConfig(epochs=2))

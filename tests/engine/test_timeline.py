@@ -1,4 +1,4 @@
-"""The engine-pool functions called in-process on a folder laid out like a repository."""
+"""A timeline read once, judged one model at a time and reported, on a folder laid out like a repository."""
 
 import json
 import pickle
@@ -8,20 +8,22 @@ from typing import Any
 
 import pytest
 
-from bot.judging.tasks import (
-    Timeline,
-    assemble_report,
-    evaluate_model,
-    read_timeline,
-    repo_path,
-)
 from engine.bisection import Outcome, find_first_regression
 from engine.errors import EngineError, RegistryError
 from engine.evaluation import MetricSettings, StepRecord
-from engine.registry import CodecSpec
+from engine.registry import CodecSpec, ExternalData
+from engine.report import TableFormat, render_table
 from engine.threshold import StepStatus, Thresholds
+from engine.timeline import (
+    Timeline,
+    assemble_report,
+    judge_model,
+    read_timeline,
+    repo_path,
+    timeline_of_files,
+)
 
-TESTDATA = Path(__file__).resolve().parents[3] / "testdata" / "bisect"
+TESTDATA = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
 REGISTRY = "ml/models/registry.json"
 FEATURES = "golden/features.parquet"
 GATE = Thresholds(min_plcc=0.9)
@@ -59,16 +61,8 @@ def entry(index: int, onnx: str, **extra: Any) -> dict[str, Any]:
 
 
 def judge(root: Path, index: int, cache: Path) -> StepRecord:
-    record: StepRecord = evaluate_model(
-        str(root),
-        REGISTRY,
-        FEATURES,
-        index,
-        thresholds=GATE,
-        settings=SETTINGS,
-        cache_dir=str(cache),
-    )
-    return record
+    timeline = read_timeline(root, REGISTRY, FEATURES)
+    return judge_model(root, timeline, index, thresholds=GATE, settings=SETTINGS, store_dir=cache)
 
 
 def test_repo_path_joins_a_registry_relative_name_onto_the_registry_folder() -> None:
@@ -78,7 +72,7 @@ def test_repo_path_joins_a_registry_relative_name_onto_the_registry_folder() -> 
 
 
 def test_read_timeline_lists_models_oldest_first_by_repository_path(root: Path) -> None:
-    timeline = read_timeline(str(root), REGISTRY, FEATURES)
+    timeline = read_timeline(root, REGISTRY, FEATURES)
     assert (timeline.registry, timeline.features) == (REGISTRY, FEATURES)
     assert [m.name for m in timeline.models] == [f"fr-mlp-v{i:02d}" for i in range(10)]
     assert [m.onnx for m in timeline.models] == [
@@ -99,12 +93,13 @@ def test_read_timeline_names_external_data_and_codec_by_repository_path(root: Pa
             entry(0, "v0.onnx", codec={"vocabulary_version": 1, "width": 6}),
         ],
     )
-    timeline: Timeline = read_timeline(str(root), REGISTRY, FEATURES)
+    timeline: Timeline = read_timeline(root, REGISTRY, FEATURES)
     old, new = timeline.models
     assert (old.name, old.onnx, old.external) == ("m0", "ml/models/v0.onnx", ())
     assert old.codec == CodecSpec(vocabulary_version=1, width=6)
     assert new.onnx == "ml/models/v1/model.onnx"
     assert new.external == ("ml/models/v1/model.onnx.data",)
+    assert new.external_data == (ExternalData(path="model.onnx.data", sha256=SHA),)
     assert new.codec is None
 
 
@@ -120,7 +115,7 @@ def test_read_timeline_refuses_a_model_path_leaving_the_registry_folder_in_one_l
 ) -> None:
     write_registry(root, [entry(0, onnx)])
     with pytest.raises(RegistryError) as raised:
-        read_timeline(str(root), REGISTRY, FEATURES)
+        read_timeline(root, REGISTRY, FEATURES)
     text = str(raised.value)
     assert "\n" not in text and message in text and repr(onnx) in text
     # The engine pool pickles the error back to the parent: the message must survive that.
@@ -132,7 +127,7 @@ def test_read_timeline_with_a_missing_feature_cache_is_a_one_line_engine_error(
     root: Path,
 ) -> None:
     with pytest.raises(EngineError) as raised:
-        read_timeline(str(root), REGISTRY, "golden/absent.parquet")
+        read_timeline(root, REGISTRY, "golden/absent.parquet")
     assert "\n" not in str(raised.value) and "absent.parquet" in str(raised.value)
 
 
@@ -171,21 +166,14 @@ def test_evaluate_model_whose_file_differs_from_its_hash_is_a_failing_broken_ste
 def test_assemble_report_names_repository_paths_and_renders_the_verdict(
     root: Path, tmp_path: Path
 ) -> None:
-    timeline = read_timeline(str(root), REGISTRY, FEATURES)
+    timeline = read_timeline(root, REGISTRY, FEATURES)
     result = find_first_regression(
         len(timeline.models), lambda index: judge(root, index, tmp_path / "store")
     )
-    rendered = assemble_report(
-        str(root),
-        timeline,
-        result,
-        thresholds=GATE,
-        settings=SETTINGS,
-        scored=result.evaluations,
-        from_store=0,
-        started=0.0,
+    report = assemble_report(
+        root, timeline, result, thresholds=GATE, settings=SETTINGS, wall_time_s=0.0
     )
-    report = rendered.report
+    markdown = render_table(report, fmt=TableFormat.MARKDOWN)
     assert report["outcome"] == Outcome.REGRESSION.value
     assert report["first_bad_model"] == "fr-mlp-v06"
     assert report["timeline"]["registry"] == REGISTRY
@@ -197,6 +185,41 @@ def test_assemble_report_names_repository_paths_and_renders_the_verdict(
         "from_store": 0,
         "bound": 6,
     }
-    assert str(tmp_path) not in json.dumps(report) and str(tmp_path) not in rendered.markdown
-    assert "fr-mlp-v06" in rendered.markdown
-    assert pickle.loads(pickle.dumps(rendered)) == rendered
+    assert str(tmp_path) not in json.dumps(report) and str(tmp_path) not in markdown
+    assert "fr-mlp-v06" in markdown
+    assert pickle.loads(pickle.dumps(report)) == report
+
+
+def test_a_second_run_counts_every_model_as_from_the_store(root: Path, tmp_path: Path) -> None:
+    timeline = read_timeline(root, REGISTRY, FEATURES)
+    for _ in range(2):
+        result = find_first_regression(
+            len(timeline.models), lambda index: judge(root, index, tmp_path / "store")
+        )
+    report = assemble_report(
+        root, timeline, result, thresholds=GATE, settings=SETTINGS, wall_time_s=0.0
+    )
+    visited = result.evaluations
+    assert report["evaluations"]["scored"] == 0
+    assert report["evaluations"]["from_store"] == visited
+
+
+def test_a_timeline_of_plain_files_names_them_as_given_and_expects_no_hash(root: Path) -> None:
+    files = ["ml/models/fr-mlp-v00.onnx", "ml/models/fr-mlp-v01.onnx"]
+    timeline = timeline_of_files(root, files, FEATURES)
+    assert timeline.registry is None
+    assert [(m.name, m.onnx, m.sha256) for m in timeline.models] == [
+        ("fr-mlp-v00", files[0], None),
+        ("fr-mlp-v01", files[1], None),
+    ]
+    record = judge_model(root, timeline, 1, thresholds=GATE, settings=SETTINGS)
+    assert record.status is StepStatus.PASS and record.path == files[1]
+
+
+def test_judging_a_model_needs_the_timeline_not_the_registry(root: Path, tmp_path: Path) -> None:
+    timeline = read_timeline(root, REGISTRY, FEATURES)
+    (root / REGISTRY).unlink()  # the App's pool tasks get the parsed timeline, not the file
+    record = judge_model(
+        root, timeline, 6, thresholds=GATE, settings=SETTINGS, store_dir=tmp_path / "store"
+    )
+    assert record.status is StepStatus.FAIL and record.path == "ml/models/fr-mlp-v06.onnx"

@@ -4,8 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")  # the whole tests/engine/train folder needs the training extra
-
 from engine.codec import (
     CODEC_VOCABULARY_VERSION,
     codec_block,
@@ -15,7 +13,7 @@ from engine.codec import (
 )
 from engine.errors import FeatureCacheError, UsageError
 from engine.features import features_from_frame
-from tests.engine.train.tables import small_frame
+from tests.engine.tables import small_frame
 
 
 def test_vocabulary_v1_layout_is_six_columns_in_documented_order() -> None:

@@ -1,4 +1,4 @@
-"""Small feature tables cut from the golden cache, shared by the training tests."""
+"""Small feature tables cut from the golden cache, shared by the codec and training tests."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pandas as pd
 
 from engine.features import FeatureTable, features_from_frame
 
-GOLDEN = Path(__file__).resolve().parents[3] / "testdata" / "bisect" / "features.parquet"
+GOLDEN = Path(__file__).resolve().parents[2] / "testdata" / "bisect" / "features.parquet"
 
 
 def golden_frame() -> pd.DataFrame:

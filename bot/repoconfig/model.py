@@ -1,0 +1,123 @@
+"""The configuration itself: ``RepoConfig`` with every key filled in, and how it is built."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot.github.permissions import Permission
+from bot.repoconfig.schema import load_schema, section_properties
+from engine.threshold import Thresholds
+
+if TYPE_CHECKING:  # engine.evaluation pulls in numpy and onnxruntime; import it only when asked
+    from engine.evaluation import MetricSettings
+
+CONFIG_PATH = ".github/model-guard.yml"
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """One repository's settings, every key filled in (the schema's defaults where not given)."""
+
+    version: int = 1
+    registry: str = "model/registry.json"
+    features: str = "testdata/bisect/features.parquet"
+    min_plcc: float | None = 0.9
+    min_srocc: float | None = None
+    max_rmse: float | None = None
+    statistical: bool = False
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    logistic: bool = False
+    tracking_label: str = "model-guard"
+    nightly_enabled: bool = True
+    schedule: str = "37 4 * * *"
+    min_permission: Permission = Permission.WRITE
+
+    def thresholds(self) -> Thresholds:
+        """Return the quality gate as the engine takes it."""
+        return Thresholds(min_plcc=self.min_plcc, min_srocc=self.min_srocc, max_rmse=self.max_rmse)
+
+    def metric_settings(self) -> "MetricSettings":
+        """Return how metrics are computed and judged, as the engine takes it."""
+        from engine.evaluation import MetricSettings
+
+        # Like `model-guard bisect`: no resampling unless judging by intervals.
+        return MetricSettings(
+            statistical=self.statistical,
+            bootstrap=self.bootstrap if self.statistical else 0,
+            confidence=self.confidence,
+            seed=self.seed,
+            logistic=self.logistic,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration in the file's own shape (a valid file when dumped as YAML)."""
+        return {
+            "version": self.version,
+            "registry": self.registry,
+            "features": self.features,
+            "gate": {
+                "min_plcc": self.min_plcc,
+                "min_srocc": self.min_srocc,
+                "max_rmse": self.max_rmse,
+            },
+            "statistical": {
+                "enabled": self.statistical,
+                "bootstrap": self.bootstrap,
+                "confidence": self.confidence,
+                "seed": self.seed,
+            },
+            "report": {"logistic": self.logistic},
+            "tracking_issue": {"label": self.tracking_label},
+            "nightly": {"enabled": self.nightly_enabled, "schedule": self.schedule},
+            "commands": {"min_permission": self.min_permission.value},
+        }
+
+
+def default_config() -> RepoConfig:
+    """Return the configuration of a repository without .github/model-guard.yml."""
+    return build_config({})
+
+
+def build_config(data: Mapping[str, Any]) -> RepoConfig:
+    """Build the configuration from validated data, taking the schema's defaults for the rest."""
+    top = load_schema()["properties"]
+
+    def value(name: str) -> Any:
+        return data.get(name, top[name]["default"])
+
+    def section(name: str) -> dict[str, Any]:
+        given = data.get(name)
+        # A section that is given replaces the default section: keys left out take their
+        # own defaults (a gate of only max_rmse has no PLCC threshold).
+        base = given if isinstance(given, dict) else top[name]["default"]
+        return {
+            key: base.get(key, spec.get("default"))
+            for key, spec in section_properties(name).items()
+        }
+
+    gate, statistical, report = section("gate"), section("statistical"), section("report")
+    nightly, commands = section("nightly"), section("commands")
+    return RepoConfig(
+        version=int(value("version")),
+        registry=str(value("registry")),
+        features=str(value("features")),
+        min_plcc=_optional_float(gate["min_plcc"]),
+        min_srocc=_optional_float(gate["min_srocc"]),
+        max_rmse=_optional_float(gate["max_rmse"]),
+        statistical=bool(statistical["enabled"]),
+        bootstrap=int(statistical["bootstrap"]),
+        confidence=float(statistical["confidence"]),
+        seed=int(statistical["seed"]),
+        logistic=bool(report["logistic"]),
+        tracking_label=str(section("tracking_issue")["label"]),
+        nightly_enabled=bool(nightly["enabled"]),
+        schedule=" ".join(str(nightly["schedule"]).split()),
+        min_permission=Permission(commands["min_permission"]),
+    )
+
+
+def _optional_float(value: Any) -> float | None:
+    """Return a threshold as a float, keeping null as None."""
+    return None if value is None else float(value)

@@ -1,0 +1,1 @@
+"""The model-guard commands, one module each: ``add_parser(subparsers)`` and ``run(args) -> int``."""

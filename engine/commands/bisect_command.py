@@ -1,0 +1,162 @@
+"""``model-guard bisect``: find the first model in a timeline that fails the quality gate."""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.commands.options import (
+    EXIT_INCONCLUSIVE,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    default_cache_dir,
+    unit_interval,
+)
+from engine.errors import UsageError
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``bisect``."""
+    bisect = commands.add_parser(
+        "bisect", help="find the first model in a timeline that fails the quality gate"
+    )
+    source = bisect.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--registry", type=Path, help="registry.json whose models form the timeline"
+    )
+    source.add_argument("--models", type=Path, nargs="+", help="ONNX files, oldest first")
+    bisect.add_argument("--features", type=Path, required=True, help="feature cache (parquet)")
+    bisect.add_argument("--min-plcc", type=float, help="gate: PLCC must be at least this")
+    bisect.add_argument("--min-srocc", type=float, help="gate: SROCC must be at least this")
+    bisect.add_argument("--max-rmse", type=float, help="gate: RMSE must be at most this")
+    bisect.add_argument(
+        "--statistical", action="store_true", help="judge by bootstrap confidence intervals"
+    )
+    bisect.add_argument(
+        "--full", action="store_true", help="evaluate every model; report non-monotonic timelines"
+    )
+    bisect.add_argument(
+        "--bootstrap",
+        type=int,
+        help="bootstrap resamples (default 1000 with --statistical, else 0)",
+    )
+    bisect.add_argument(
+        "--confidence", type=unit_interval, default=0.95, help="interval confidence (default 0.95)"
+    )
+    bisect.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    bisect.add_argument(
+        "--logistic", action="store_true", help="also report PLCC after a 4-parameter logistic fit"
+    )
+    bisect.add_argument(
+        "--cache-dir", type=Path, help=f"evaluation store (default {default_cache_dir()})"
+    )
+    bisect.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the evaluation store"
+    )
+    bisect.add_argument(
+        "--max-model-mib", type=float, default=16.0, help="size cap per model in MiB (default 16)"
+    )
+    bisect.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)"
+    )
+    bisect.add_argument("--json", type=Path, help="write the JSON report here")
+    bisect.add_argument("--markdown", type=Path, help="write the GitHub-markdown report here")
+    bisect.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Bisect a timeline, print the table, write the reports; exit by outcome."""
+    from engine.bisection import Outcome, find_first_regression
+    from engine.evaluation import EvaluationStore, MetricSettings
+    from engine.evidence import write_json
+    from engine.provenance import build_provenance, utc_now
+    from engine.report import SCHEMA, SCHEMA_VERSION, TableFormat, render_table
+    from engine.scoring import ScoringLimits
+    from engine.threshold import Thresholds
+    from engine.timeline import (
+        assemble_report,
+        name_record,
+        read_timeline,
+        timeline_evaluator,
+        timeline_of_files,
+    )
+
+    started, clock = utc_now(), time.perf_counter()
+    thresholds = Thresholds(
+        min_plcc=args.min_plcc, min_srocc=args.min_srocc, max_rmse=args.max_rmse
+    )
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if args.max_model_mib <= 0:
+        raise UsageError("--max-model-mib must be positive")
+    bootstrap = args.bootstrap if args.bootstrap is not None else (1000 if args.statistical else 0)
+    if bootstrap < 0 or (args.statistical and bootstrap < 100):
+        raise UsageError("--bootstrap must be >= 0, and at least 100 with --statistical")
+    settings = MetricSettings(
+        statistical=args.statistical,
+        bootstrap=bootstrap,
+        confidence=args.confidence,
+        seed=args.seed,
+        logistic=args.logistic,
+    )
+    limits = ScoringLimits(
+        max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
+    )
+    root, features = Path("."), str(args.features)
+    if args.registry is not None:
+        timeline = read_timeline(root, str(args.registry), features)
+        inputs = [args.registry]
+    else:
+        timeline = timeline_of_files(root, [str(path) for path in args.models], features)
+        inputs = list(args.models)
+    store = None if args.no_cache else EvaluationStore(args.cache_dir or default_cache_dir())
+    evaluator = timeline_evaluator(
+        root, timeline, thresholds=thresholds, settings=settings, limits=limits, store=store
+    )
+    result = find_first_regression(
+        len(timeline.models),
+        lambda index: name_record(evaluator(index), timeline, index),
+        full=args.full,
+    )
+    report = assemble_report(
+        root,
+        timeline,
+        result,
+        thresholds=thresholds,
+        settings=settings,
+        wall_time_s=time.perf_counter() - clock,
+    )
+    sys.stdout.write(render_table(report, fmt=TableFormat.TEXT))
+    outputs: list[Path] = []
+    if args.markdown is not None:
+        _write_text(args.markdown, render_table(report, fmt=TableFormat.MARKDOWN))
+        outputs.append(args.markdown)
+    if args.json is not None:
+        visited = [root / timeline.models[visit.index].onnx for visit in result.visits]
+        report["run_provenance"] = build_provenance(
+            schema=SCHEMA,
+            schema_version=SCHEMA_VERSION,
+            entrypoint="model-guard bisect",
+            argv=args.argv,
+            inputs=[*inputs, args.features, *visited],
+            outputs=outputs,
+            started=started,
+            finished=utc_now(),
+        )
+        write_json(args.json, report)
+    outcome = Outcome(report["outcome"])
+    if outcome is Outcome.NO_REGRESSION:
+        return EXIT_OK
+    if outcome is Outcome.INCONCLUSIVE:
+        return EXIT_INCONCLUSIVE
+    return EXIT_REGRESSION
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a text output, turning OS errors into a one-line user error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from error

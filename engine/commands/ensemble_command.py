@@ -1,0 +1,119 @@
+"""``model-guard ensemble train|validate|eval``: deep ensembles with calibrated intervals."""
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.commands.options import EXIT_BAD_INPUT, EXIT_OK, CommandParser, unit_interval
+
+if TYPE_CHECKING:
+    from engine.train.network import TrainConfig
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``ensemble train``, ``ensemble validate`` and ``ensemble eval``."""
+    ensemble = commands.add_parser("ensemble", help="deep-ensemble commands")
+    ensemble_commands = ensemble.add_subparsers(
+        dest="ensemble_command", required=True, parser_class=CommandParser
+    )
+    train = ensemble_commands.add_parser("train", help="train, calibrate and export an ensemble")
+    train.add_argument("--features", type=Path, required=True)
+    train.add_argument("--id", required=True, help="ensemble id (names the manifest and members)")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--members", type=int, default=5)
+    train.add_argument("--base-seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, help="training epochs (default 200)")
+    train.add_argument(
+        "--codec", action="store_true", help="append the codec block (encoder, preset, crf)"
+    )
+    train.add_argument(
+        "--nominal", type=unit_interval, default=0.9, help="conformal nominal coverage"
+    )
+    train.add_argument("--method", choices=["conformal", "gaussian"], default="conformal")
+    train.add_argument("--score", choices=["normalised", "absolute"], default="normalised")
+    train.set_defaults(run=run_train)
+    validate = ensemble_commands.add_parser("validate", help="cross-check a manifest's members")
+    validate.add_argument("--manifest", type=Path, required=True)
+    validate.add_argument("--registry", type=Path)
+    validate.set_defaults(run=run_validate)
+    evaluate = ensemble_commands.add_parser(
+        "eval", help="interval coverage and metrics on a feature cache"
+    )
+    evaluate.add_argument("--manifest", type=Path, required=True)
+    evaluate.add_argument("--features", type=Path, required=True)
+    evaluate.add_argument("--registry", type=Path)
+    evaluate.add_argument("--json", type=Path)
+    evaluate.set_defaults(run=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train an ensemble and write its members and manifest."""
+    from engine.conformal import IntervalMethod, ScoreKind
+    from engine.features import load_features
+    from engine.train.ensemble import train_ensemble
+
+    trained = train_ensemble(
+        load_features(args.features),
+        ensemble_id=args.id,
+        out_dir=args.out,
+        members=args.members,
+        base_seed=args.base_seed,
+        config=_train_config(args.epochs, codec=args.codec),
+        method=IntervalMethod(args.method),
+        nominal_coverage=args.nominal,
+        score=ScoreKind(args.score),
+        progress=True,
+        argv=args.argv,
+    )
+    print(f"wrote {trained.manifest_path} and {len(trained.member_paths)} members")
+    return EXIT_OK
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Print every problem of a manifest (member hashes, registry rows, codec width); exit 1 on any."""
+    from engine.manifest import validate_manifest
+
+    problems = validate_manifest(args.manifest, registry_path=args.registry)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_BAD_INPUT
+    print(f"{args.manifest}: ok")
+    return EXIT_OK
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Score an ensemble on a feature cache: coverage of its intervals and metrics of the mean."""
+    from engine.evidence import write_json
+    from engine.manifest import evaluate_ensemble, render_evaluation
+    from engine.provenance import build_provenance, utc_now
+
+    started = utc_now()
+    evaluation = evaluate_ensemble(
+        args.manifest, features_path=args.features, registry_path=args.registry
+    )
+    print(render_evaluation(evaluation), end="")
+    if args.json is not None:
+        document = evaluation.to_dict()
+        document["run_provenance"] = build_provenance(
+            schema="model-guard/ensemble-evaluation",
+            schema_version=1,
+            entrypoint="model-guard ensemble eval",
+            argv=args.argv,
+            inputs=[args.manifest, args.features],
+            outputs=[],
+            started=started,
+            finished=utc_now(),
+        )
+        write_json(args.json, document)
+    return EXIT_OK
+
+
+def _train_config(epochs: int | None, *, codec: bool = False) -> "TrainConfig":
+    """Return the default training settings with optional epochs and codec block."""
+    from dataclasses import replace
+
+    from engine.train.network import DEFAULT_CONFIG
+
+    config = DEFAULT_CONFIG if epochs is None else replace(DEFAULT_CONFIG, epochs=epochs)
+    return replace(config, codec=True) if codec else config

@@ -1,0 +1,87 @@
+"""What the commands share: the parser class, argument types, gate flags and exit codes."""
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from engine.errors import UsageError
+
+if TYPE_CHECKING:  # imported when a command runs: `model-guard --help` stays light
+    from engine.gate import GateThresholds
+
+# Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere but the
+# promotion flow, where 1 means "gate fails / HOLD" and bad input is 2).
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_REGRESSION = 2
+EXIT_INCONCLUSIVE = 3
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are UsageErrors (exit 1), not SystemExit(2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise instead of printing usage and exiting 2 (2 means 'regression' here)."""
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def default_cache_dir() -> Path:
+    """Return the evaluation store's default folder ($XDG_CACHE_HOME/model-guard/evaluations)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "model-guard" / "evaluations"
+
+
+def unit_interval(text: str) -> float:
+    """Parse a number in (0, 1)."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Parse a ``--seeds`` value such as ``0,1,2,3,4`` (``0-4`` is accepted as a range)."""
+    from engine.gate import GateThresholds
+
+    seeds: list[int] = []
+    for part in text.split(","):
+        item = part.strip()
+        bounds = re.fullmatch(r"([0-9]+)-([0-9]+)", item)
+        if bounds is not None and int(bounds.group(1)) <= int(bounds.group(2)):
+            seeds.extend(range(int(bounds.group(1)), int(bounds.group(2)) + 1))
+        elif item.isdigit():
+            seeds.append(int(item))
+        else:
+            raise UsageError(f"--seeds must be a comma-separated list like 0,1,2,3,4, not {text!r}")
+    GateThresholds(seeds=tuple(seeds))  # one place for the seed rules (unique, non-negative)
+    return tuple(seeds)
+
+
+def add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the promotion-gate thresholds shared by `gate` and `verdict`."""
+    parser.add_argument(
+        "--mean-plcc", type=float, default=0.95, help="mean of per-seed PLCCs must reach this"
+    )
+    parser.add_argument(
+        "--max-spread", type=float, default=0.005, help="max - min of per-seed PLCCs at most this"
+    )
+    parser.add_argument(
+        "--per-seed-min", type=float, default=0.95, help="every seed's PLCC at least this"
+    )
+    parser.add_argument("--per-fold-min", type=float, help="every fold's PLCC at least this")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)")
+
+
+def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
+    """Build the promotion gate from the shared flags."""
+    from engine.gate import GateThresholds
+
+    return GateThresholds(
+        mean_plcc=args.mean_plcc,
+        max_spread=args.max_spread,
+        per_seed_min=args.per_seed_min,
+        per_fold_min=args.per_fold_min,
+        seeds=parse_seeds(args.seeds),
+    )

@@ -1,0 +1,65 @@
+"""``model-guard verdict DIR`` writes PROMOTE.json or HOLD.json; ``verdict verify`` re-checks one."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.commands.options import add_gate_flags, gate_thresholds
+
+# `verdict verify VERDICT` shares its first word with `verdict DIR`; cli.main routes it here.
+VERIFY = "verdict-verify"
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``verdict DIRECTORY`` and ``verdict verify VERDICT``."""
+    verdict = commands.add_parser(
+        "verdict",
+        help="write PROMOTE.json or HOLD.json (exit 0 PROMOTE, 1 HOLD, 2 bad input); "
+        "'verdict verify VERDICT [--registry R]' re-checks one",
+    )
+    verdict.add_argument("directory", type=Path, help="folder holding loso_seed{N}.json")
+    verdict.add_argument(
+        "--features", type=Path, required=True, help="the feature table the LOSO ran on"
+    )
+    verdict.add_argument(
+        "--models", type=Path, nargs="+", required=True, help="every model the verdict promotes"
+    )
+    verdict.add_argument(
+        "--out", type=Path, help="where the verdict goes (default: the LOSO folder)"
+    )
+    add_gate_flags(verdict)
+    verdict.set_defaults(run=run)
+    verify = commands.add_parser(VERIFY)
+    verify.prog = "model-guard verdict verify"
+    verify.add_argument("verdict", type=Path, help="PROMOTE.json (or HOLD.json)")
+    verify.add_argument(
+        "--registry",
+        type=Path,
+        help="fail if this registry promotes a model the verdict does not cover",
+    )
+    verify.set_defaults(run=run_verify)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write exactly one of PROMOTE.json / HOLD.json, bound by hash to what it judged."""
+    from engine.verdict import decide
+
+    outcome = decide(
+        args.directory,
+        features=args.features,
+        models=args.models,
+        out=args.out or args.directory,
+        thresholds=gate_thresholds(args),
+        argv=args.argv,
+    )
+    print(outcome.render_text(), end="")
+    return outcome.exit_code
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Re-hash everything a verdict names; exit 0 only when all of it still matches."""
+    from engine.verdict import verify_verdict
+
+    result = verify_verdict(args.verdict, registry=args.registry)
+    print(result.render_text(), end="")
+    return result.exit_code

@@ -1,0 +1,308 @@
+"""Evidence JSON: the engine's one strict reader, schema check, atomic writer and float rule.
+
+Every JSON file the engine reads as evidence (registry, LOSO reports, verdicts, manifests)
+goes through ``read_json``; every file it writes goes through ``write_json`` or
+``write_bytes``.
+
+The float rule (``encode_float`` / ``decode_float``): JSON has no NaN or infinity, and
+Python's ``json`` writes and reads them as bare ``NaN``/``Infinity`` tokens that other
+readers refuse. So a non-finite float is never written as a number: NaN (an undefined
+metric) is written as ``null``, and an infinity (a conformal quantile with k > n, an
+unbounded interval) as the string ``"inf"`` or ``"-inf"``. This keeps the three cases
+apart, round-trips exactly, and leaves each schema to say where ``null`` or ``"inf"``
+may stand: where a schema requires a finite number, the encoded value breaks it and the
+writer's schema check refuses the document. A raw NaN or infinity left in a document is
+refused by ``write_json`` with its JSON pointer.
+"""
+
+import functools
+import json
+import math
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
+
+from engine.errors import EvidenceError, ReportError, one_line
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+INFINITE = "inf"
+NEGATIVE_INFINITE = "-inf"
+_MESSAGE_LIMIT = 300
+# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+@dataclass(frozen=True)
+class JsonDocument:
+    """A parsed JSON file: the exact bytes read (to hash) and the value they hold."""
+
+    raw: bytes
+    value: Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One schema violation: where (RFC 6901 pointer, "" = the whole document), which keyword, why."""
+
+    pointer: str
+    message: str
+    keyword: str = ""
+
+    def __str__(self) -> str:
+        """Return ``/folds/1/plcc: message`` on one line."""
+        return f"{self.pointer or '/'}: {self.message}"
+
+
+def read_json(path: Path, *, max_bytes: int = MAX_JSON_BYTES) -> JsonDocument:
+    """Read a strict JSON file: regular, size-capped, UTF-8, no NaN/Infinity, no repeated keys.
+
+    Raises ``EvidenceError`` with a one-line ``<path>: <reason>`` message.
+    """
+    path = Path(path)
+
+    def refuse(reason: str) -> EvidenceError:
+        return EvidenceError(f"{path}: {reason}")
+
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise refuse("not found (no such file)") from None
+    except OSError as error:
+        raise refuse(f"cannot read ({error.strerror or error})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        os.close(fd)
+        raise refuse(
+            "not a regular file"
+            if not stat.S_ISREG(info.st_mode)
+            else _too_large(info.st_size, max_bytes)
+        )
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            raw = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise refuse(f"cannot read ({error.strerror or error})") from None
+    if len(raw) > max_bytes:  # the file grew after fstat
+        raise refuse(_too_large(len(raw), max_bytes))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise refuse(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    try:
+        return JsonDocument(raw=raw, value=parse_json(text))
+    except json.JSONDecodeError as error:
+        raise refuse(
+            f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except (ValueError, RecursionError) as error:  # repeated keys, NaN, 5000-digit integers
+        raise refuse(f"invalid JSON: {one_line(error, limit=_MESSAGE_LIMIT)}") from None
+
+
+def parse_json(text: str) -> Any:
+    """Parse strict JSON text; raises ``ValueError`` on repeated keys and NaN/Infinity."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return a JSON Schema shipped in ``engine/schemas`` (e.g. ``loso-report.schema.json``)."""
+    text = resources.files("engine.schemas").joinpath(name).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def schema_problems(instance: Any, schema: str) -> list[Problem]:
+    """Validate against a shipped schema; every problem, in document order of its pointer."""
+    problems: list[Problem] = []
+    for error in _validator(schema).iter_errors(instance):
+        where = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            problems.extend(
+                Problem(
+                    pointer_of([*where, extra]),
+                    f"unexpected property {extra!r}; allowed: {', '.join(allowed)}",
+                    "additionalProperties",
+                )
+                for extra in sorted(set(error.instance) - set(allowed))
+            )
+        else:
+            problems.append(
+                Problem(
+                    pointer_of(where),
+                    one_line(error.message, limit=_MESSAGE_LIMIT),
+                    str(error.validator),
+                )
+            )
+    return sorted(problems, key=lambda problem: (document_order(problem.pointer), problem.message))
+
+
+def pointer_of(parts: Iterable[str | int]) -> str:
+    """Turn a path of keys and indices into an RFC 6901 JSON pointer."""
+    escaped = (str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    return "".join(f"/{part}" for part in escaped)
+
+
+def document_order(pointer: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key of a JSON pointer: its segments, array indices compared as numbers."""
+    segments = pointer.split("/")[1:] if pointer else []
+    return tuple((0, int(s), "") if s.isascii() and s.isdigit() else (1, 0, s) for s in segments)
+
+
+def write_json(path: Path, document: Mapping[str, Any], *, sort_keys: bool = False) -> None:
+    """Write a JSON document atomically, two-space indented; a raw NaN or infinity is refused."""
+    path = Path(path)
+    try:
+        text = json.dumps(dict(document), indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    except ValueError as error:
+        where = _non_finite(document, "")
+        if where is None:
+            raise ReportError(f"cannot write {path}: {error}") from error
+        raise ReportError(
+            f"cannot write {path}: the value at {where or '/'} is NaN or infinite, "
+            "which JSON cannot hold"
+        ) from error
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically: a temporary file in the same folder, fsync, rename, fsync folder.
+
+    Readers see the old file or the new one, never half of one. Raises ``ReportError``.
+    """
+    path = Path(path)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Our own O_EXCL open rather than mkstemp: mkstemp's files are 0600, this one
+        # gets the usual umask-derived mode, like any other file the user writes.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
+    _fsync_folder(path.parent)
+
+
+def encode_float(value: float) -> float | str | None:
+    """Return a float for strict JSON: NaN as null, infinities as ``"inf"`` / ``"-inf"``."""
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return INFINITE if value > 0 else NEGATIVE_INFINITE
+    return float(value)
+
+
+def decode_float(value: Any) -> float:
+    """Return what ``encode_float`` wrote as a float; raises ``ValueError`` on anything else."""
+    if value is None:
+        return math.nan
+    if value == INFINITE:
+        return math.inf
+    if value == NEGATIVE_INFINITE:
+        return -math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(
+            f"expected a number, null, {INFINITE!r} or {NEGATIVE_INFINITE!r}, got {value!r}"
+        )
+    return float(value)
+
+
+def _too_large(size: int, limit: int) -> str:
+    """Say that a file is over the size cap."""
+    return f"{size} bytes, over the {limit}-byte limit for evidence JSON"
+
+
+def _reject_constant(name: str) -> Any:
+    """Refuse NaN and Infinity, which Python's ``json`` accepts but JSON does not."""
+    raise ValueError(f"{name} is not valid JSON (a non-finite number is written as null)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build an object, refusing a key that appears twice (readers would disagree on its value)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _ecma_pattern(
+    validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """``pattern`` as JSON Schema means it (ECMA-262): a final ``$`` is the end of the string.
+
+    Python's ``$`` also matches before a trailing newline, so ``"m1\\n"`` would pass
+    ``^[a-z0-9]+$``; ``\\Z`` is ECMA's ``$``.
+    """
+    if not validator.is_type(instance, "string"):
+        return
+    anchored = (
+        pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    )
+    if re.search(anchored, instance) is None:
+        hint = schema.get("description")
+        suffix = f" ({hint.rstrip('.')})" if isinstance(hint, str) else ""
+        yield ValidationError(f"{instance!r} does not match {pattern!r}{suffix}")
+
+
+_StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+)
+
+
+@functools.cache
+def _validator(name: str) -> Validator:
+    """Return the (cached) validator of a shipped schema, the schema itself checked first."""
+    schema = load_schema(name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator: Validator = _StrictValidator(schema)
+    return validator
+
+
+def _non_finite(value: Any, pointer: str) -> str | None:
+    """Return the JSON pointer of the first NaN or infinite float in ``value``, if any."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else pointer
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if (found := _non_finite(item, pointer + pointer_of([key]))) is not None:
+            return found
+    return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush the folder entry of a renamed file to disk (best effort; not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,203 @@
+"""A model timeline to bisect: read it once, judge one model of it, assemble the report.
+
+The CLI's ``bisect`` and the App's lazy, pooled bisect both go through these three steps.
+Each takes and returns plain picklable values, so each can run in another process: the
+registry is parsed once, in ``read_timeline``, and the ``Timeline`` it returns is all a
+later step needs. Files are named by '/'-paths relative to a ``root`` folder (the App's
+working copy of a repository, or the CLI's working folder), so what comes back never
+names a temporary folder.
+"""
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from engine.bisection import BisectResult
+from engine.evaluation import (
+    DEFAULT_LIMITS,
+    EvaluationStore,
+    Evaluator,
+    MetricSettings,
+    ModelRef,
+    StepRecord,
+)
+from engine.features import FeatureTable, load_features
+from engine.registry import CodecSpec, ExternalData, load_registry
+from engine.report import build_report
+from engine.scoring import ScoringLimits
+from engine.threshold import Thresholds
+
+
+@dataclass(frozen=True)
+class TimelineModel:
+    """One model of a timeline, named by paths under the root so it can be fetched lazily.
+
+    ``external`` lists the external-data files' paths; ``external_data`` is what the
+    registry expects of them (None for a model given without a registry).
+    """
+
+    name: str
+    onnx: str
+    sha256: str | None
+    external: tuple[str, ...]
+    codec: CodecSpec | None
+    external_data: tuple[ExternalData, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A timeline (oldest first) and the feature cache it is judged on, both under one root."""
+
+    registry: str | None
+    features: str
+    models: tuple[TimelineModel, ...]
+    feature_rows: int
+    features_hash: str
+
+
+def repo_path(registry: str, relative: str) -> str:
+    """The root-relative path of a file the registry names relative to its own folder."""
+    return posixpath.normpath(posixpath.join(posixpath.dirname(registry), relative))
+
+
+def read_timeline(root: Path, registry: str, features: str) -> Timeline:
+    """Check the registry's structure and the feature cache's schema; list the timeline."""
+    loaded = load_registry(Path(root) / registry)
+    models = tuple(
+        TimelineModel(
+            name=entry.id,
+            onnx=repo_path(registry, entry.onnx),
+            sha256=entry.sha256,
+            external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
+            codec=entry.codec,
+            external_data=entry.external_data,
+        )
+        for entry in loaded.models
+    )
+    return _timeline(root, registry, features, models)
+
+
+def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
+    """List plain ONNX files (oldest first, named by file stem) as a timeline without a registry."""
+    listed = tuple(
+        TimelineModel(name=Path(path).stem, onnx=path, sha256=None, external=(), codec=None)
+        for path in models
+    )
+    return _timeline(root, None, features, listed)
+
+
+def timeline_evaluator(
+    root: Path,
+    timeline: Timeline,
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+    store: EvaluationStore | None = None,
+) -> Evaluator:
+    """Return an evaluator of the timeline's models (files read under ``root``)."""
+    return Evaluator(
+        [_reference(root, model) for model in timeline.models],
+        cached_features(Path(root) / timeline.features),
+        thresholds,
+        settings=settings,
+        limits=limits,
+        store=store,
+    )
+
+
+def judge_model(
+    root: Path,
+    timeline: Timeline,
+    index: int,
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+    store_dir: Path | None = None,
+) -> StepRecord:
+    """Judge the model at timeline ``index`` (its files must be under ``root``)."""
+    evaluator = timeline_evaluator(
+        root,
+        timeline,
+        thresholds=thresholds,
+        settings=settings,
+        limits=limits,
+        store=None if store_dir is None else EvaluationStore(Path(store_dir)),
+    )
+    return name_record(evaluator(index), timeline, index)
+
+
+def name_record(record: StepRecord, timeline: Timeline, index: int) -> StepRecord:
+    """Name a record's model by its root-relative path (not where the evaluator opened it)."""
+    return replace(record, path=timeline.models[index].onnx)
+
+
+def assemble_report(
+    root: Path,
+    timeline: Timeline,
+    result: BisectResult[StepRecord],
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """Build the versioned JSON report of a bisect, naming root-relative paths."""
+    cached = sum(1 for visit in result.visits if visit.result.cached)
+    report = build_report(
+        result,
+        models=[_reference(root, model) for model in timeline.models],
+        features=cached_features(Path(root) / timeline.features),
+        thresholds=thresholds,
+        settings=settings,
+        scored=result.evaluations - cached,
+        from_store=cached,
+        wall_time_s=wall_time_s,
+        registry=timeline.registry,
+    )
+    report["features"]["path"] = timeline.features
+    return report
+
+
+def cached_features(path: Path) -> FeatureTable:
+    """Load a feature cache, parsed once per process while its size and mtime stay the same."""
+    stat = path.stat() if path.is_file() else None
+    if stat is None:
+        return load_features(path)  # raises the engine's one-line "not found" error
+    return _features(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _features(path: str, size: int, mtime_ns: int) -> FeatureTable:
+    """Parse a feature cache (keyed by path, size and mtime, so a changed file is re-read)."""
+    return load_features(Path(path))
+
+
+def _timeline(
+    root: Path, registry: str | None, features: str, models: tuple[TimelineModel, ...]
+) -> Timeline:
+    """Check the feature cache and wrap the models into a timeline."""
+    table = cached_features(Path(root) / features)
+    return Timeline(
+        registry=registry,
+        features=features,
+        models=models,
+        feature_rows=table.n_rows,
+        features_hash=table.content_hash,
+    )
+
+
+def _reference(root: Path, model: TimelineModel) -> ModelRef:
+    """Return the evaluator's reference to a timeline model under ``root``."""
+    return ModelRef(
+        name=model.name,
+        path=Path(root) / model.onnx,
+        expected_sha256=model.sha256,
+        external_data=None
+        if model.external_data is None
+        else {item.path: item.sha256 for item in model.external_data},
+        codec=model.codec,
+    )

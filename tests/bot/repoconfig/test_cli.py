@@ -1,0 +1,39 @@
+"""``python -m bot.repoconfig``: --docs prints the docs, --check exits 0, 1 or 2."""
+
+from pathlib import Path
+
+import pytest
+
+from bot.repoconfig import (
+    render_configuration_docs,
+)
+from bot.repoconfig.cli import main
+from tests.bot.repoconfig.confighelpers import EXAMPLE
+
+
+def test_main_docs_prints_the_generated_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--docs"]) == 0
+    assert capsys.readouterr().out == render_configuration_docs()
+
+
+def test_main_check_reports_each_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model-guard.yml"
+    path.write_text("gate:\n  min_plcc: 3\nbogus: 1\n", encoding="utf-8")
+    assert main(["--check", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}:3: bogus: is not a known key; the keys here are "
+        "commands, features, gate, nightly, registry, report, statistical, tracking_issue, version",
+        f"{path}:2: gate.min_plcc: must be at most 1, not `3`",
+    ]
+
+
+def test_main_check_accepts_the_example_and_refuses_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--check", str(EXAMPLE)]) == 0
+    assert "valid; gate plcc >= 0.9" in capsys.readouterr().out
+    assert main(["--check", str(tmp_path / "absent.yml")]) == 2
+    assert "No such file" in capsys.readouterr().err
