@@ -14,8 +14,12 @@ from bot.jobs.worker import JobHandler
 from bot.judging.bisect_run import TimelineJudge
 
 ROUTERS: tuple[routing.Router, ...] = (nightly.router,)
-# The webhook events some router plans jobs for; app.yml subscribes to exactly these.
-HANDLED_EVENTS: frozenset[str] = frozenset({"check_run"})
+# Sent to every App without a subscription (so not in app.yml's default_events):
+# https://docs.github.com/webhooks/webhook-events-and-payloads#installation
+ALWAYS_SENT_EVENTS: frozenset[str] = frozenset({"installation", "installation_repositories"})
+# The webhook events some router plans jobs for; app.yml subscribes to these but the
+# always-sent ones.
+HANDLED_EVENTS: frozenset[str] = frozenset({"check_run"}) | ALWAYS_SENT_EVENTS
 # The kind the per-repository cron schedules.
 SCHEDULED_KIND = nightly.KIND
 

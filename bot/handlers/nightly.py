@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from gidgethub import routing, sansio
 
 from bot.github.repofiles import RepoFiles, RepoSnapshot
-from bot.github.repos import repo_vars
+from bot.github.repos import is_full_name, repo_vars
 from bot.handlers.nightly_view import (
     NIGHTLY_CHECK,
     NIGHTLY_PURPOSE,
@@ -247,7 +247,50 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     )
 
 
+# An installation on a large organisation lists hundreds of repositories: the first
+# judgement is for the maintainer watching; the scheduler reaches the rest tonight.
+FIRST_RUNS_PER_EVENT = 50
+
+
+def plan_first_runs(event: sansio.Event, jobs: list[JobSpec]) -> None:
+    """The App was installed on repositories: judge each once now, not at the next cron.
+
+    A maintainer who installs the App sees the tracking issue and its first comment within
+    a minute instead of waiting for the night (``installation.created`` lists the
+    repositories, ``installation_repositories.added`` the added ones).
+    """
+    data = event.data
+    installation = data.get("installation")
+    listed = data.get("repositories") if event.event == "installation" else None
+    listed = data.get("repositories_added") if listed is None else listed
+    installation_id = installation.get("id") if isinstance(installation, dict) else None
+    if not isinstance(installation_id, int) or not isinstance(listed, list):
+        return
+    names = [r.get("full_name") for r in listed if isinstance(r, dict)]
+    day = datetime.now(UTC).date().isoformat()
+    for repo in [n for n in names if isinstance(n, str) and is_full_name(n)][:FIRST_RUNS_PER_EVENT]:
+        jobs.append(
+            JobSpec(
+                kind=KIND,
+                key=f"nightly-installed:{event.delivery_id}:{repo}",
+                payload={
+                    "installation_id": installation_id,
+                    "repo": repo,
+                    "day": day,
+                    "reason": "installed",
+                },
+            )
+        )
+
+
 router = routing.Router()
+
+
+@router.register("installation", action="created")
+@router.register("installation_repositories", action="added")
+async def _on_installed(event: sansio.Event, jobs: list[JobSpec]) -> None:
+    """Plan a first run for each repository the App was just installed on."""
+    plan_first_runs(event, jobs)
 
 
 @router.register("check_run", action="rerequested")

@@ -30,7 +30,13 @@ from gidgethub import sansio
 from bot.app import STORE, create_app
 from bot.github import GitHubClient
 from bot.github.repofiles import RepoFiles, blob_sha
-from bot.handlers.nightly import KIND, nightly_runner, plan_rerun
+from bot.handlers.nightly import (
+    FIRST_RUNS_PER_EVENT,
+    KIND,
+    nightly_runner,
+    plan_first_runs,
+    plan_rerun,
+)
 from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
 from bot.handlers.run import RunServices
 from bot.jobs.parking import NAMESPACE as PARKED
@@ -701,6 +707,59 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
     assert all(run.conclusion is CheckConclusion.SUCCESS for run in checks)
     assert nightly_checks(sandbox, repo) == checks
     assert only_comment(sandbox, repo) == after
+
+
+# ---- onboarding: a repository the App was just installed on is judged at once -----------------
+
+
+def installed(repo: Repo, *, installation_id: int) -> dict[str, Any]:
+    """octokit's real ``installation_repositories.added`` example, adding ``repo``."""
+    payload = load_example("installation_repositories", "added")
+    payload["installation"]["id"] = installation_id
+    payload["repositories_added"] = [
+        {"id": repo.id, "name": repo.name, "full_name": repo.full_name, "private": False}
+    ]
+    return payload
+
+
+def test_first_run_plan_judges_each_installed_repository_once_now() -> None:
+    created = load_example("installation", "created")
+    jobs: list[JobSpec] = []
+    plan_first_runs(sansio.Event(created, event="installation", delivery_id="d-1"), jobs)
+    names = [r["full_name"] for r in created["repositories"]]
+    assert [job.payload["repo"] for job in jobs] == names
+    assert {job.kind for job in jobs} == {KIND}
+    assert jobs[0].key == f"nightly-installed:d-1:{names[0]}"
+    assert "ref" not in jobs[0].payload  # the default branch's head
+    added = load_example("installation_repositories", "added")
+    added["repositories_added"] += [{"full_name": "../escape"}, {"full_name": 7}, "junk"]
+    jobs.clear()
+    plan_first_runs(sansio.Event(added, event="installation_repositories", delivery_id="d-2"), jobs)
+    assert [job.payload["repo"] for job in jobs] == ["Codertocat/Space"]
+
+
+def test_first_runs_are_capped_per_event_the_scheduler_reaches_the_rest() -> None:
+    added = load_example("installation_repositories", "added")
+    added["repositories_added"] = [{"full_name": f"org/repo-{i}"} for i in range(500)]
+    jobs: list[JobSpec] = []
+    plan_first_runs(sansio.Event(added, event="installation_repositories", delivery_id="d"), jobs)
+    assert len(jobs) == FIRST_RUNS_PER_EVENT
+
+
+async def test_installing_on_a_repository_shows_the_tracking_comment_without_waiting_for_night(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("regression"))
+    async with running_app(app_settings(sandbox, tmp_path), schedule=False) as running:
+        payload = installed(repo, installation_id=installation_id)
+        delivery = await sandbox.deliver(running.webhook_url, "installation_repositories", payload)
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=1)
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert check.external_id is not None and check.external_id.startswith("nightly-installed:")
+    assert "fr-mlp-v06" in only_comment(sandbox, repo).body
+    assert len(issues_of(sandbox, repo)) == 1
 
 
 # ---- GitHub down for longer than the client retries --------------------------------------------
