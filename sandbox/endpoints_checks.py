@@ -7,7 +7,7 @@ from typing import Any
 
 from sandbox.errors import ApiError, invalid_field, missing_field
 from sandbox.pagination import paginate
-from sandbox.records import CheckConclusion, CheckOutput, CheckRun, CheckStatus
+from sandbox.records import CheckAction, CheckConclusion, CheckOutput, CheckRun, CheckStatus
 from sandbox.routing import (
     Call,
     Need,
@@ -51,6 +51,34 @@ def _output(
     )
 
 
+# https://docs.github.com/rest/guides/using-the-rest-api-to-interact-with-checks#check-runs-and-requested-actions
+_MAX_ACTIONS = 3
+_ACTION_LIMITS = {"label": 20, "description": 40, "identifier": 20}
+
+
+def _actions(body: Mapping[str, Any]) -> tuple[CheckAction, ...] | None:
+    """The ``actions`` (buttons) of a create or update; GitHub's limits are refused with 422."""
+    raw = body.get("actions")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > _MAX_ACTIONS:
+        raise invalid_field(RESOURCE, "actions")
+    actions = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise invalid_field(RESOURCE, "actions")
+        values = {}
+        for key, limit in _ACTION_LIMITS.items():
+            value = item.get(key)
+            if not isinstance(value, str):
+                raise missing_field(RESOURCE, key)
+            if not value or len(value) > limit:
+                raise invalid_field(RESOURCE, key)
+            values[key] = value
+        actions.append(CheckAction(**values))
+    return tuple(actions)
+
+
 @routes.route("POST", "/repos/{owner}/{repo}/check-runs", need=WRITE)
 async def create_check_run(call: Call) -> Reply:
     """``POST /repos/{o}/{r}/check-runs``: a check run on an existing commit."""
@@ -67,6 +95,7 @@ async def create_check_run(call: Call) -> Reply:
         output=_output(body, previous=None, title_required=True),
         external_id=optional_str(body, "external_id", resource=RESOURCE),
         details_url=optional_str(body, "details_url", resource=RESOURCE),
+        actions=_actions(body) or (),
     )
     return Reply(status=201, body=call.render.check_run(repo, run))
 
@@ -97,6 +126,7 @@ async def update_check_run(call: Call) -> Reply:
         output=_output(body, previous=current.output, title_required=False),
         external_id=optional_str(body, "external_id", resource=RESOURCE),
         details_url=optional_str(body, "details_url", resource=RESOURCE),
+        actions=_actions(body),
     )
     return Reply(body=call.render.check_run(repo, run))
 

@@ -240,6 +240,15 @@ class CheckOutput:
 
 
 @dataclass(frozen=True)
+class CheckAction:
+    """A button on a check run (``requested_action`` names its identifier)."""
+
+    label: str
+    description: str
+    identifier: str
+
+
+@dataclass(frozen=True)
 class CheckRun:
     """A check run created by the App."""
 
@@ -256,6 +265,7 @@ class CheckRun:
     details_url: str | None
     check_suite_id: int
     app_id: int
+    actions: tuple[CheckAction, ...] = ()
 
 
 @dataclass(frozen=True)

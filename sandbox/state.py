@@ -18,6 +18,7 @@ from sandbox.gitobjects import GitCommit, ObjectStore, Signature
 from sandbox.records import (
     DEFAULT_APP_EVENTS,
     DEFAULT_APP_PERMISSIONS,
+    CheckAction,
     CheckConclusion,
     CheckOutput,
     CheckRun,
@@ -573,6 +574,7 @@ class SandboxState:
         output: CheckOutput | None = None,
         external_id: str | None = None,
         details_url: str | None = None,
+        actions: tuple[CheckAction, ...] = (),
     ) -> CheckRun:
         """Create a check run for the App on an existing commit of ``repo``."""
         if head_sha not in self.objects[repo.id].commits:
@@ -598,6 +600,7 @@ class SandboxState:
             details_url=details_url,
             check_suite_id=suite,
             app_id=self.app.id,
+            actions=actions,
         )
         self.check_runs[run.id] = run
         return run
@@ -615,6 +618,7 @@ class SandboxState:
         output: CheckOutput | None = None,
         external_id: str | None = None,
         details_url: str | None = None,
+        actions: tuple[CheckAction, ...] | None = None,
     ) -> CheckRun:
         """Update a check run; a conclusion completes it (``completed_at`` defaults to now)."""
         run = self.check_run(check_run_id, repo=repo)
@@ -633,6 +637,7 @@ class SandboxState:
             output=output if output is not None else run.output,
             external_id=external_id if external_id is not None else run.external_id,
             details_url=details_url if details_url is not None else run.details_url,
+            actions=actions if actions is not None else run.actions,
         )
         self.check_runs[run.id] = run
         return run

@@ -35,6 +35,7 @@ from bot.handlers.run import (
 from bot.judging.bisect_run import TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
+from bot.surfaces.checks import CheckAction
 from bot.surfaces.sticky import IssueUnavailable
 from bot.surfaces.tracking import TrackingError, ensure_tracking_issue
 from engine.bisection import Outcome
@@ -42,6 +43,9 @@ from engine.errors import one_line
 
 KIND = "nightly"
 HISTORY_RUNS = 14
+# The identifiers of the nightly check's buttons (``check_run.requested_action``).
+FULL_SCAN = "full-scan"
+RERUN = "rerun"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
     name: ClassVar[str] = KIND
     check_name: ClassVar[str] = NIGHTLY_CHECK
     opening_title: ClassVar[str] = "Bisecting the model timeline"
+    actions: ClassVar[tuple[CheckAction, ...]] = (
+        CheckAction("Full scan", "Judge every model of this commit", FULL_SCAN),
+        CheckAction("Re-run", "Bisect this commit again", RERUN),
+    )
     files: RepoFiles
     timeline: TimelineJudge
 
@@ -92,8 +100,9 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
     async def judge(
         self, ctx: RunContext, target: NightlyTarget, config: RepoConfig
     ) -> TimelineRun:
-        """Bisect the timeline at the judged commit."""
-        return await self.timeline.judge(ctx.gh, target.snapshot, config)
+        """Bisect the timeline at the judged commit (every model for a full scan)."""
+        full = ctx.job.payload.get("full") is True
+        return await self.timeline.judge(ctx.gh, target.snapshot, config, full=full)
 
     def render(self, target: NightlyTarget, config: RepoConfig, result: TimelineRun) -> NightlyView:
         """The engine's verdict and table."""
@@ -209,11 +218,15 @@ def nightly_runner(
 
 
 def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
-    """A maintainer pressed "Re-run" on the nightly check: judge that commit again now."""
+    """A maintainer pressed "Re-run" (or a button) on the nightly check: judge that commit now.
+
+    ``check_run.rerequested`` and the "Re-run" button bisect it again; the "Full scan"
+    button judges every model. Another App's check, or another check's button, plans nothing.
+    """
     data = event.data
-    run = data.get("check_run")
-    installation = data.get("installation")
-    repository = data.get("repository")
+    run, installation, repository = (
+        data.get(k) for k in ("check_run", "installation", "repository")
+    )
     if not (
         isinstance(run, dict) and isinstance(installation, dict) and isinstance(repository, dict)
     ):
@@ -229,22 +242,33 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
         isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
     ):
         return
+    button = _button(data) if data.get("action") == "requested_action" else RERUN
+    if button is None:
+        return
     suite = run.get("check_suite")
     branch = suite.get("head_branch") if isinstance(suite, dict) else None
     jobs.append(
         JobSpec(
             kind=KIND,
-            key=f"nightly-rerun:{event.delivery_id}",
+            key=f"nightly-{button}:{event.delivery_id}",
             payload={
                 "installation_id": installation_id,
                 "repo": repo,
                 "ref": head_sha,
                 **({"branch": branch} if isinstance(branch, str) and branch else {}),
                 "day": datetime.now(UTC).date().isoformat(),
-                "reason": "re-run requested",
+                "reason": "full scan requested" if button == FULL_SCAN else "re-run requested",
+                **({"full": True} if button == FULL_SCAN else {}),
             },
         )
     )
+
+
+def _button(data: dict[str, Any]) -> str | None:
+    """The nightly button a ``requested_action`` names, or None for anything else."""
+    action = data.get("requested_action")
+    identifier = action.get("identifier") if isinstance(action, dict) else None
+    return identifier if identifier in (FULL_SCAN, RERUN) else None
 
 
 # An installation on a large organisation lists hundreds of repositories: the first
@@ -294,6 +318,7 @@ async def _on_installed(event: sansio.Event, jobs: list[JobSpec]) -> None:
 
 
 @router.register("check_run", action="rerequested")
+@router.register("check_run", action="requested_action")
 async def _on_check_rerequested(event: sansio.Event, jobs: list[JobSpec]) -> None:
-    """Plan a re-run of the nightly bisect when its check run is re-requested."""
+    """Plan a re-run (or a full scan) when the nightly check is re-requested or a button pressed."""
     plan_rerun(event, jobs)

@@ -35,7 +35,13 @@ from bot.jobs.worker import PermanentJobError, RetryableJobError
 from bot.judging.pool import EnginePoolError
 from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config, parse_repo_config
 from bot.store import Job, Store
-from bot.surfaces.checks import CheckOutput, Conclusion, finish_check_run, note_check_run
+from bot.surfaces.checks import (
+    CheckAction,
+    CheckOutput,
+    Conclusion,
+    finish_check_run,
+    note_check_run,
+)
 from bot.surfaces.checks import open_check_run as open_check
 from bot.surfaces.sticky import StickyComments
 from bot.telemetry import Telemetry
@@ -152,6 +158,7 @@ class JobKind(ABC, Generic[TargetT, ResultT, ViewT]):
     name: ClassVar[str]  # the stored job kind
     check_name: ClassVar[str]
     opening_title: ClassVar[str]  # the check run's title while it runs
+    actions: ClassVar[tuple[CheckAction, ...]] = ()  # buttons on the completed check run
 
     @abstractmethod
     async def target(self, ctx: RunContext) -> TargetT:
@@ -299,6 +306,7 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
                 opened.check_id,
                 conclusion=view.conclusion,
                 output=view.check_output(published),
+                actions=self.kind.actions,
             )
         except TRANSIENT_ERRORS as error:
             await self._give_up_if_last(opened.ctx.job, error)

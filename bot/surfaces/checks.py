@@ -6,6 +6,7 @@ re-run finds it among the commit's check runs of that name and updates it instea
 https://docs.github.com/rest/checks/runs
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -29,6 +30,31 @@ class Conclusion(Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     NEUTRAL = "neutral"
+
+
+# https://docs.github.com/rest/guides/using-the-rest-api-to-interact-with-checks#check-runs-and-requested-actions
+MAX_ACTIONS = 3
+_ACTION_LIMITS = {"label": 20, "description": 40, "identifier": 20}
+
+
+@dataclass(frozen=True)
+class CheckAction:
+    """A button on a completed check run; pressing it sends ``check_run.requested_action``."""
+
+    label: str
+    description: str
+    identifier: str
+
+    def __post_init__(self) -> None:
+        """Refuse what GitHub refuses (20, 40 and 20 characters)."""
+        for name, limit in _ACTION_LIMITS.items():
+            value = getattr(self, name)
+            if not value or len(value) > limit:
+                raise ValueError(f"check action {name} must be 1-{limit} characters: {value!r}")
+
+    def to_json(self) -> dict[str, str]:
+        """The REST API's ``actions`` item."""
+        return {"label": self.label, "description": self.description, "identifier": self.identifier}
 
 
 @dataclass(frozen=True)
@@ -120,16 +146,27 @@ async def note_check_run(gh: GitHubAPI, repo: str, check_id: int, *, output: Che
 
 
 async def finish_check_run(
-    gh: GitHubAPI, repo: str, check_id: int, *, conclusion: Conclusion, output: CheckOutput
+    gh: GitHubAPI,
+    repo: str,
+    check_id: int,
+    *,
+    conclusion: Conclusion,
+    output: CheckOutput,
+    actions: Sequence[CheckAction] = (),
 ) -> None:
-    """Complete a check run with its conclusion and output."""
+    """Complete a check run with its conclusion, output and buttons (at most three)."""
+    if len(actions) > MAX_ACTIONS:
+        raise ValueError(f"a check run has at most {MAX_ACTIONS} actions, not {len(actions)}")
+    data: dict[str, Any] = {
+        "status": "completed",
+        "conclusion": conclusion.value,
+        "completed_at": _now(),
+        "output": output.to_json(),
+    }
+    if actions:
+        data["actions"] = [action.to_json() for action in actions]
     await gh.patch(
         "/repos/{owner}/{repo}/check-runs/{check_run_id}",
         url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
-        data={
-            "status": "completed",
-            "conclusion": conclusion.value,
-            "completed_at": _now(),
-            "output": output.to_json(),
-        },
+        data=data,
     )

@@ -709,6 +709,60 @@ async def test_rerequested_check_reruns_into_the_same_comment_and_redelivery_run
     assert only_comment(sandbox, repo) == after
 
 
+# ---- buttons on the nightly check --------------------------------------------------------------
+
+
+def pressed(
+    repo: Repo, *, installation_id: int, sha: str, identifier: str, name: str = NIGHTLY_CHECK
+) -> dict[str, Any]:
+    """octokit's real ``check_run.requested_action`` example: ``identifier`` pressed."""
+    payload = rerequested(repo, installation_id=installation_id, sha=sha)
+    example = load_example("check_run", "requested_action")
+    payload.update(action="requested_action", requested_action={"identifier": identifier})
+    payload["check_run"]["name"] = name
+    assert example["action"] == "requested_action"
+    return payload
+
+
+def test_button_plans_a_full_scan_or_a_rerun_of_the_checked_commit_and_nothing_else() -> None:
+    payload = load_example("check_run", "requested_action")
+    payload["check_run"].update(name=NIGHTLY_CHECK, head_sha="e" * 40)
+    jobs: list[JobSpec] = []
+    for identifier in ("full-scan", "rerun", "lgtm|26764"):
+        payload["requested_action"] = {"identifier": identifier}
+        plan_rerun(sansio.Event(payload, event="check_run", delivery_id=identifier), jobs)
+    full, rerun = jobs
+    assert (full.key, full.payload["full"], full.payload["ref"]) == (
+        "nightly-full-scan:full-scan",
+        True,
+        "e" * 40,
+    )
+    assert rerun.key == "nightly-rerun:rerun" and "full" not in rerun.payload
+
+
+async def test_nightly_check_offers_full_scan_and_rerun_and_a_full_scan_judges_every_model(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("regression"))
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    (first,) = nightly_checks(sandbox, repo)
+    assert [a.identifier for a in first.actions] == ["full-scan", "rerun"]
+    assert len(table_rows(only_comment(sandbox, repo).body)) < 10  # the bisect visits 5
+    jobs: list[JobSpec] = []
+    payload = pressed(
+        repo, installation_id=installation_id, sha=head_sha(sandbox, repo), identifier="full-scan"
+    )
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="press-1"), jobs)
+    (spec,) = jobs
+    job = await app_service.store.enqueue(spec)
+    assert job is not None
+    assert await app_service.run_due(job) is JobState.DONE
+    full = next(c for c in nightly_checks(sandbox, repo) if c.external_id == spec.key)
+    assert full.conclusion is CheckConclusion.FAILURE
+    assert len(table_rows(full.output.text or "")) == 10  # every model judged
+    assert "fr-mlp-v06" in (full.output.summary or "")
+
+
 # ---- onboarding: a repository the App was just installed on is judged at once -----------------
 
 

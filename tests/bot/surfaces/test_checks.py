@@ -10,6 +10,7 @@ from gidgethub.aiohttp import GitHubAPI
 from bot.surfaces.checks import (
     CLIP_NOTE,
     MAX_OUTPUT_BYTES,
+    CheckAction,
     CheckOutput,
     Conclusion,
     finish_check_run,
@@ -165,3 +166,33 @@ async def test_run_is_found_again_past_the_first_page_of_a_busy_commit(world: Wo
     assert len(world.sandbox.requests_to("POST", CREATE)) == posts
     pages = world.sandbox.requests_to("GET", r"/repos/acme/models/commits/[0-9a-f]+/check-runs")
     assert any(r.query.get("page") == "2" for r in pages)
+
+
+async def test_finished_check_carries_its_buttons_and_github_limits_are_refused_before_sending(
+    world: World,
+) -> None:
+    check_id = await world.open("nightly:acme/models:2026-12-03")
+    buttons = (
+        CheckAction("Full scan", "Judge every model of this commit", "full-scan"),
+        CheckAction("Re-run", "Bisect this commit again", "rerun"),
+    )
+    output = CheckOutput(title="ok", summary="ok")
+    await finish_check_run(
+        world.gh, REPO, check_id, conclusion=Conclusion.SUCCESS, output=output, actions=buttons
+    )
+    run = world.sandbox.state.check_runs[check_id]
+    assert [(a.label, a.identifier) for a in run.actions] == [
+        ("Full scan", "full-scan"),
+        ("Re-run", "rerun"),
+    ]
+    with pytest.raises(ValueError, match="label must be 1-20 characters"):
+        CheckAction("A label far too long for GitHub", "d", "x")
+    with pytest.raises(ValueError, match="at most 3 actions"):
+        await finish_check_run(
+            world.gh,
+            REPO,
+            check_id,
+            conclusion=Conclusion.SUCCESS,
+            output=output,
+            actions=buttons * 2,
+        )
