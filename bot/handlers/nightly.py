@@ -19,6 +19,7 @@ from bot.handlers.nightly_view import (
     NIGHTLY_PURPOSE,
     NIGHTLY_TRACKING,
     NightlyView,
+    render_alert,
     render_tracking_comment,
     stored_outcome,
 )
@@ -36,6 +37,7 @@ from bot.judging.bisect_run import TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
 from bot.surfaces.checks import CheckAction
+from bot.surfaces.notices import post_notice_once
 from bot.surfaces.sticky import IssueUnavailable
 from bot.surfaces.tracking import TrackingError, ensure_tracking_issue
 from engine.bisection import Outcome
@@ -184,6 +186,20 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
                 purpose=NIGHTLY_PURPOSE,
                 body=render_tracking_comment(view, history),
             )
+            alert = render_alert(
+                view,
+                history[1] if len(history) > 1 else None,
+                comment_url=result.html_url,
+            )
+            if alert is not None:
+                await post_notice_once(
+                    ctx.gh,
+                    repo=view.repo,
+                    issue_number=issue.number,
+                    key=f"nightly-alert:{ctx.job.key}",
+                    body=alert,
+                    bot_login=identity.login,
+                )
         except (IssueUnavailable, TrackingError) as error:
             return Published(None, problem=one_line(error))
         return Published(result.html_url)

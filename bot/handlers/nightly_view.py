@@ -180,3 +180,37 @@ def render_check_output(
         summary=f"{view.summary}{link}",
         text=view.details,
     )
+
+
+def _state(outcome: str) -> str:
+    """The colour a stored outcome shows: what an alert compares."""
+    if outcome == Outcome.NO_REGRESSION.value:
+        return "green"
+    if outcome in (Outcome.REGRESSION.value, Outcome.ALREADY_BAD.value):
+        return "red"
+    if outcome == Outcome.INCONCLUSIVE.value:
+        return "inconclusive"
+    return "could not judge"
+
+
+def render_alert(
+    view: NightlyView,
+    previous: RunRecord | None,
+    *,
+    comment_url: str | None,
+    mentions: Sequence[str] = (),
+) -> str | None:
+    """A short new comment when the outcome changed since the last run, else None.
+
+    The tracking comment is edited silently (GitHub notifies nobody of an edit); this one
+    notifies the issue's subscribers and the configured ``mentions``.
+    """
+    now = _state(stored_outcome(view.outcome))
+    if previous is None or _state(previous.outcome) == now:
+        return None
+    link = f" · [the tracking comment]({comment_url})" if comment_url else ""
+    who = f"\n\ncc {' '.join(mentions)}" if mentions else ""
+    return (
+        f"**model-guard nightly: {_state(previous.outcome)} → {now}** on `{view.branch}` "
+        f"({_commit(view)}): {_cell(view.summary)}{link}{who}"
+    )

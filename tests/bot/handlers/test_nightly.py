@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ from bot.handlers.nightly import (
     plan_first_runs,
     plan_rerun,
 )
-from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
+from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE, NightlyView, render_alert
 from bot.handlers.run import RunServices
 from bot.jobs.parking import NAMESPACE as PARKED
 from bot.jobs.parking import Resumer
@@ -47,8 +47,9 @@ from bot.judging.bisect_run import TimelineJudge
 from bot.judging.pool import EnginePool
 from bot.repoconfig import default_config
 from bot.settings import Settings
-from bot.store import Job, JobSpec, JobState, SqliteStore, Store
+from bot.store import Job, JobSpec, JobState, RunRecord, SqliteStore, Store
 from bot.surfaces.sticky import marker
+from engine.bisection import Outcome
 from sandbox import Sandbox
 from sandbox.records import (
     CheckConclusion,
@@ -982,3 +983,64 @@ async def test_a_bug_while_writing_the_comment_still_completes_the_check_saying_
     assert "Tracking comment not written: model-guard failed: KeyError: 'history'" in (
         check.output.summary or ""
     )
+
+
+# ---- alerts when the outcome changes ----------------------------------------------------------
+
+
+def alerts_of(sandbox: Sandbox, repo: Repo) -> list[Comment]:
+    """The App's alert comments on ``repo`` (new comments, not the sticky one)."""
+    return [c for c in app_comments(sandbox, repo) if "model-guard:notice:" in c.body]
+
+
+async def test_a_green_to_red_night_posts_exactly_one_alert_and_a_steady_night_none(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    green = await app_service.run(repo, installation_id=installation_id, key="nightly:day-1")
+    assert green is JobState.DONE
+    assert alerts_of(sandbox, repo) == []  # the first run changes nothing
+    regression = {f"models/{p.name}": p.read_bytes() for p in (BISECT / "regression").iterdir()}
+    sandbox.state.commit(repo, regression, message="Promote fr-mlp-v06..v09")
+    red = await app_service.run(repo, installation_id=installation_id, key="nightly:day-2")
+    assert red is JobState.DONE
+    (alert,) = alerts_of(sandbox, repo)
+    assert "green → red" in alert.body and "fr-mlp-v06" in alert.body
+    assert "#issuecomment-" in alert.body  # it links the tracking comment
+    # The same run again (a crashed worker's job re-run) and a steady red night add nothing.
+    job = await app_service.store.enqueue(
+        JobSpec(
+            kind=KIND,
+            key="nightly:day-2~again",
+            payload={"installation_id": installation_id, "repo": repo.full_name, "day": DAY},
+        )
+    )
+    assert job is not None and await app_service.run_due(job) is JobState.DONE
+    assert len(alerts_of(sandbox, repo)) == 1
+    assert len(app_comments(sandbox, repo)) == 2  # the sticky comment and the one alert
+
+
+def test_alert_names_the_change_and_mentions_whom_the_repository_configured() -> None:
+    now = datetime(2026, 12, 5, 4, 37, tzinfo=UTC)
+    view = NightlyView(
+        repo="acme/models",
+        branch="main",
+        commit_sha="a" * 40,
+        outcome=Outcome.NO_REGRESSION,
+        summary="No regression | all good",
+        details="",
+        finished_at=now,
+        registry="models/registry.json",
+        features="golden/features.parquet",
+    )
+    red = RunRecord("acme/models", "2026-12-04", "b" * 40, "regression", "Regression", now)
+    green = replace(red, outcome="no_regression")
+    error = replace(red, outcome="error")
+    assert render_alert(view, None, comment_url=None) is None
+    assert render_alert(view, green, comment_url=None) is None
+    text = render_alert(view, red, comment_url="u", mentions=("@acme/vq-team", "@octocat"))
+    assert text is not None
+    assert text.startswith("**model-guard nightly: red → green** on `main`")
+    assert "No regression \\| all good" in text and "[the tracking comment](u)" in text
+    assert text.endswith("cc @acme/vq-team @octocat")
+    assert "could not judge → green" in (render_alert(view, error, comment_url=None) or "")
