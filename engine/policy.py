@@ -26,6 +26,8 @@ _VERDICT_SCHEMA_FILE = "verdict.schema.json"
 # The gate itself asks for no number of sources; two is the least that leaves one out.
 DEFAULT_MIN_SOURCES = 2
 _GATE = GateThresholds()
+# Keys whose null means "not set": no per-fold floor, no named seeds, no seed count.
+_NULLABLE = frozenset({"min_fold_plcc", "seeds", "min_seeds"})
 
 
 class PolicyRule(Enum):
@@ -115,14 +117,14 @@ class PromotionPolicy:
         return max(self.min_seeds or 0, len(self.required_seeds))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the policy block as JSON-ready keys (the form ``policy_from_mapping`` reads)."""
+        """Return the policy block as JSON-ready keys; ``policy_from_mapping`` reads it back equal."""
         return {
             "min_mean_plcc": self.min_mean_plcc,
             "max_spread": self.max_spread,
             "min_seed_plcc": self.min_seed_plcc,
             "min_fold_plcc": self.min_fold_plcc,
-            "seeds": list(self.required_seeds),
-            "min_seeds": self.seed_count,
+            "seeds": None if self.seeds is None else list(self.seeds),
+            "min_seeds": self.min_seeds,
             "min_sources": self.min_sources,
         }
 
@@ -142,10 +144,10 @@ def policy_from_mapping(block: object, *, origin: str = PREFIX) -> PromotionPoli
         )
     values: dict[str, Any] = {}
     for key, value in block.items():
-        if key == PolicyRule.SEEDS.value:
-            values[key] = _seed_list(value, origin=origin)
-        elif key == PolicyRule.MIN_FOLD_PLCC.value and value is None:
+        if value is None and key in _NULLABLE:
             values[key] = None
+        elif key == PolicyRule.SEEDS.value:
+            values[key] = _seed_list(value, origin=origin)
         elif key in (PolicyRule.MIN_SEEDS.value, PolicyRule.MIN_SOURCES.value):
             if not _is_count(value):
                 raise PolicyError(

@@ -149,7 +149,9 @@ def test_policy_block_keys_left_out_keep_their_defaults() -> None:
     assert policy == PromotionPolicy(min_mean_plcc=0.97, min_sources=5)
     assert policy_from_mapping({"min_seeds": 3}).required_seeds == ()
     assert policy_from_mapping({"min_fold_plcc": None}).min_fold_plcc is None
-    assert policy_from_mapping(PromotionPolicy(min_seeds=7).to_dict()).seed_count == 7
+    for policy in (PromotionPolicy(), PromotionPolicy(seeds=(), min_fold_plcc=0.9)):
+        assert policy_from_mapping(json.loads(json.dumps(policy.to_dict()))) == policy
+    assert policy_from_mapping({"seeds": None, "min_seeds": None}) == PromotionPolicy()
 
 
 @pytest.mark.parametrize(
@@ -166,6 +168,7 @@ def test_policy_block_keys_left_out_keep_their_defaults() -> None:
         ({"seeds": "0,1"}, "promotion.seeds must be a list of non-negative integers"),
         ({"seeds": [0, 0]}, "promotion.seeds must not repeat a seed"),
         ({"min_seeds": 0}, "promotion.min_seeds must be a positive integer, not 0"),
+        ({"min_sources": None}, "promotion.min_sources must be a positive integer, not None"),
         ({"min_sources": 2.5}, "promotion.min_sources must be a positive integer, not 2.5"),
     ],
 )

@@ -5,9 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.evidence import schema_problems
-from engine.registry import Registry, load_registry
+from engine.registry import ModelEntry, Registry, load_registry
 from engine.registry_diff import SCHEMA_FILE, Change, diff_registries, row_lines
 
 MODEL = Path(__file__).resolve().parents[2] / "model"
@@ -215,3 +217,40 @@ def test_committed_registry_lines_match_its_rows() -> None:
     assert new.needs_verdict == tuple(f"fr-ens-v1-m{k}" for k in range(5))
     for model_id, line in found.items():
         assert text.splitlines()[line - 1].strip() == f'"id": "{model_id}",'
+
+
+def in_memory(order: list[int]) -> Registry:
+    """Return a registry of smoke models m<i>, in the given timeline order, without files."""
+    entries = tuple(
+        ModelEntry(
+            id=f"m{index}",
+            kind="fr",
+            onnx=f"m{index}.onnx",
+            sha256="0" * 64,
+            smoke=True,
+            opset=17,
+            license="MIT",
+            timeline=timeline,
+            pointer=f"/models/{timeline}",
+        )
+        for timeline, index in enumerate(order)
+    )
+    return Registry(path=Path("registry.json"), root=Path(), schema_version=1, models=entries)
+
+
+@given(st.permutations(list(range(8))))
+def test_reordered_models_are_the_fewest_moves_that_explain_the_new_order(
+    order: list[int],
+) -> None:
+    diff = diff_registries(in_memory(list(range(8))), in_memory(order))
+    moved = set(diff.ids(Change.REORDERED))
+    assert len(moved) == len(diff.items)  # nothing but reorders
+    head = [f"m{i}" for i in order]
+    kept = [model_id for model_id in head if model_id not in moved]
+    assert kept == sorted(kept, key=lambda model_id: int(model_id[1:]))
+    longest = [1] * len(order)  # the reference: an O(n^2) longest increasing run
+    for j in range(len(order)):
+        for i in range(j):
+            if order[i] < order[j]:
+                longest[j] = max(longest[j], longest[i] + 1)
+    assert len(moved) == len(order) - max(longest)
