@@ -139,8 +139,9 @@ def policy_from_mapping(block: object, *, origin: str = PREFIX) -> PromotionPoli
     allowed = [field.name for field in fields(PromotionPolicy)]
     unknown = sorted(str(key) for key in block if key not in allowed)
     if unknown:
+        hint = " (give the block's keys, not a mapping holding it)" if PREFIX in unknown else ""
         raise PolicyError(
-            f"{origin}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+            f"{origin}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}{hint}"
         )
     values: dict[str, Any] = {}
     for key, value in block.items():

@@ -160,6 +160,7 @@ def test_policy_block_keys_left_out_keep_their_defaults() -> None:
         ([], "a promotion policy must be a mapping, not a list"),
         ("strict", "a promotion policy must be a mapping, not a string"),
         ({"mean_plcc": 0.9}, "unknown key(s) mean_plcc; allowed: min_mean_plcc,"),
+        ({"promotion": {}}, "(give the block's keys, not a mapping holding it)"),
         ({"min_mean_plcc": "0.95"}, "promotion.min_mean_plcc must be a finite number, not '0.95'"),
         ({"max_spread": True}, "promotion.max_spread must be a finite number, not True"),
         ({"min_mean_plcc": math.nan}, "promotion.min_mean_plcc must be a finite number, not nan"),
