@@ -9,6 +9,10 @@ class UsageError(EngineError):
     """The caller asked for something that cannot be done as asked (bad flags, missing file)."""
 
 
+class PolicyError(UsageError):
+    """A promotion policy (a file, a configuration block or command-line flags) is malformed."""
+
+
 class FeatureCacheError(EngineError):
     """A feature cache (parquet) is missing, malformed or fails its schema."""
 

@@ -23,6 +23,7 @@ from engine.features import FeatureTable, load_features
 from engine.gate import GateReport, GateThresholds, evaluate_gate
 from engine.hashing import sha256_bytes, sha256_file
 from engine.loso_report import LosoReport, load_loso_report, load_loso_reports
+from engine.policy import PromotionPolicy, check_policy
 
 SCHEMA = "model-guard/verdict"
 SCHEMA_VERSION = 1
@@ -200,7 +201,7 @@ def verify_verdict(
     *,
     registry: Path | None = None,
     model_ids: Collection[str] | None = None,
-    policy: GateThresholds | None = None,
+    policy: PromotionPolicy | None = None,
     root: Path | None = None,
 ) -> VerificationResult:
     """Re-check a verdict against the files it names; every problem is one line naming its item.
@@ -208,8 +209,9 @@ def verify_verdict(
     Checks: schema; PROMOTE (a HOLD never backs a promotion, but its hashes are checked
     too); the feature table's decoded content hash; every LOSO report, model and
     external-data file by sha256; each model's external-data list, re-read from the ONNX
-    file; the gate re-run on the reports under the recorded thresholds (and, with
-    ``policy``, under the caller's own thresholds); the reports' corpus against the table.
+    file; the gate re-run on the reports under the recorded thresholds; the reports' corpus
+    against the table. With ``policy``, the recorded thresholds and evidence must also meet
+    the repository's policy (``engine.policy.check_policy``, each violation one problem).
     With ``registry``, every model with ``smoke: false`` (only those in ``model_ids`` when
     given) must be covered by a verdict model with the same sha256 and external data.
     With ``root``, every named file must resolve inside it. A verdict that cannot be read as
@@ -229,10 +231,12 @@ def verify_verdict(
     for model in bound["models"]:
         _check_model(model, locator, problems)
     if reports is not None:
-        _check_gate(document["gate"], reports, verdict, policy=policy, problems=problems)
+        _check_gate(document["gate"], reports, verdict, problems=problems)
         if table is not None and verdict is Verdict.PROMOTE:
             label = str(bound["features"]["path"])
             problems.extend(f"binding: {r}" for r in _binding_reasons(reports, table, label=label))
+    if policy is not None:
+        problems.extend(f"policy: {violation}" for violation in check_policy(document, policy))
     if registry is not None:
         problems.extend(_coverage_problems(bound["models"], registry, model_ids=model_ids))
     return _result(problems, verdict)
@@ -386,7 +390,6 @@ def _check_gate(
     reports: Sequence[LosoReport],
     verdict: Verdict,
     *,
-    policy: GateThresholds | None,
     problems: list[str],
 ) -> None:
     """Re-run the gate on the bound reports: it must still pass (PROMOTE) and match the record."""
@@ -405,9 +408,6 @@ def _check_gate(
             f"gate: the recorded {', '.join(differing)} differ(s) from a re-run on the bound "
             "LOSO reports (was the verdict edited?)"
         )
-    if policy is not None:
-        judged = evaluate_gate(reports, policy)
-        problems.extend(f"under the policy thresholds: {reason}" for reason in judged.reasons)
 
 
 def _coverage_problems(

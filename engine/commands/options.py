@@ -10,6 +10,7 @@ from engine.errors import UsageError
 
 if TYPE_CHECKING:  # imported when a command runs: `model-guard --help` stays light
     from engine.gate import GateThresholds
+    from engine.policy import PromotionPolicy
 
 # Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere but the
 # promotion flow, where 1 means "gate fails / HOLD" and bad input is 2).
@@ -85,3 +86,39 @@ def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
         per_fold_min=args.per_fold_min,
         seeds=parse_seeds(args.seeds),
     )
+
+
+def add_policy_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--policy FILE`` and the promotion-policy thresholds (the gate's flag names, no defaults)."""
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="JSON file holding a promotion policy block; the flags below override its keys",
+    )
+    parser.add_argument("--mean-plcc", type=float, help="policy: least mean of per-seed PLCCs")
+    parser.add_argument("--max-spread", type=float, help="policy: most max - min of seed PLCCs")
+    parser.add_argument("--per-seed-min", type=float, help="policy: every seed's PLCC at least")
+    parser.add_argument("--per-fold-min", type=float, help="policy: every fold's PLCC at least")
+    parser.add_argument("--seeds", help="policy: seeds the evidence must include (e.g. 0,1,2,3,4)")
+    parser.add_argument("--min-seeds", type=int, help="policy: fewest seeds (alone: a count only)")
+    parser.add_argument("--min-sources", type=int, help="policy: fewest held-out sources")
+
+
+def promotion_policy(args: argparse.Namespace) -> "PromotionPolicy | None":
+    """Build the promotion policy from ``--policy`` and the policy flags; None when none is given."""
+    from engine.policy import load_policy, policy_from_mapping
+
+    given = {
+        "min_mean_plcc": args.mean_plcc,
+        "max_spread": args.max_spread,
+        "min_seed_plcc": args.per_seed_min,
+        "min_fold_plcc": args.per_fold_min,
+        "seeds": None if args.seeds is None else list(parse_seeds(args.seeds)),
+        "min_seeds": args.min_seeds,
+        "min_sources": args.min_sources,
+    }
+    flags = {key: value for key, value in given.items() if value is not None}
+    if args.policy is None and not flags:
+        return None
+    policy = policy_from_mapping(flags, origin="command line")  # flags are checked on their own
+    return policy if args.policy is None else load_policy(args.policy, overrides=flags)

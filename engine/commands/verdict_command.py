@@ -4,7 +4,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.commands.options import add_gate_flags, gate_thresholds
+from engine.commands.options import (
+    add_gate_flags,
+    add_policy_flags,
+    gate_thresholds,
+    promotion_policy,
+)
 
 # `verdict verify VERDICT` shares its first word with `verdict DIR`; cli.main routes it here.
 VERIFY = "verdict-verify"
@@ -15,7 +20,7 @@ def add_parser(commands: Any) -> None:
     verdict = commands.add_parser(
         "verdict",
         help="write PROMOTE.json or HOLD.json (exit 0 PROMOTE, 1 HOLD, 2 bad input); "
-        "'verdict verify VERDICT [--registry R]' re-checks one",
+        "'verdict verify VERDICT [--registry R] [--policy P]' re-checks one",
     )
     verdict.add_argument("directory", type=Path, help="folder holding loso_seed{N}.json")
     verdict.add_argument(
@@ -37,6 +42,7 @@ def add_parser(commands: Any) -> None:
         type=Path,
         help="fail if this registry promotes a model the verdict does not cover",
     )
+    add_policy_flags(verify)
     verify.set_defaults(run=run_verify)
 
 
@@ -57,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Re-hash everything a verdict names; exit 0 only when all of it still matches."""
+    """Re-hash everything a verdict names (and check it against a policy); exit 0 only when all holds."""
     from engine.verdict import verify_verdict
 
-    result = verify_verdict(args.verdict, registry=args.registry)
+    result = verify_verdict(args.verdict, registry=args.registry, policy=promotion_policy(args))
     print(result.render_text(), end="")
     return result.exit_code
