@@ -186,7 +186,8 @@ def _character_problem(text: str) -> str | None:
     for column, char in enumerate(text, start=len(COMMAND_WORD) + 1):
         if char == "\t" or " " <= char <= "~":
             continue
-        name = unicodedata.name(char, "a control character")
+        fallback = "a control character" if unicodedata.category(char) == "Cc" else "no name"
+        name = unicodedata.name(char, fallback)
         hint = "; write options with two ASCII hyphens, `--`" if char in _DASHES else ""
         return (
             f"column {column} holds U+{ord(char):04X} ({name}); the command takes only "

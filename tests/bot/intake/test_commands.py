@@ -60,6 +60,7 @@ def refusal(body: str) -> str:
         "thanks!\n/bisect",
         "- /bisect",
         "**/bisect**",
+        "\ud800/bisect",
     ],
 )
 def test_comment_whose_first_line_does_not_start_with_the_word_is_not_a_command(
@@ -187,6 +188,8 @@ def test_malformed_command_is_refused_with_its_reason(body: str, expected: str) 
         ("/bisect --full\x00", "U+0000 (a control character)"),
         ("/bisect --full\x1b[2J", "U+001B (a control character)"),
         ("/bisect --full\u2028", "U+2028 (LINE SEPARATOR)"),
+        ("/bisect --full\u0378", "U+0378 (no name)"),
+        ("/bisect --full\ud800", "U+D800 (no name)"),
     ],
 )
 def test_non_ascii_after_the_word_is_refused_naming_the_character(
@@ -210,7 +213,7 @@ def test_line_over_the_cap_is_refused_without_reading_it() -> None:
     line = "/bisect " + "--full " * 400_000
     started = time.perf_counter()
     reason = refusal(line)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
     assert f"at most {MAX_LINE_CHARS} are read" in reason
     assert refusal("/bisect" + " " * (MAX_LINE_CHARS - 7) + "x")  # the cap counts the line
     at_cap = "/bisect" + " " * (MAX_LINE_CHARS - 13) + "--full"
@@ -222,7 +225,7 @@ def test_huge_comment_that_is_not_a_command_is_skipped_quickly() -> None:
     body = "\n" * 200_000 + "x" * 1_000_000
     started = time.perf_counter()
     assert parse_command(body) is None
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
 
 
 def test_user_text_in_a_reason_stays_in_a_short_code_span() -> None:
