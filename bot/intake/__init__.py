@@ -1,1 +1,1 @@
-"""intake"""
+"""Intake: webhook deliveries verified and planned into jobs, and comment commands parsed."""

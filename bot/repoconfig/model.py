@@ -1,11 +1,12 @@
 """The configuration itself: ``RepoConfig`` with every key filled in, and how it is built."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.github.permissions import Permission
 from bot.repoconfig.schema import load_schema, section_properties
+from engine.gate import GateThresholds
 from engine.threshold import Thresholds
 
 if TYPE_CHECKING:  # engine.evaluation pulls in numpy and onnxruntime; import it only when asked
@@ -32,7 +33,12 @@ class RepoConfig:
     tracking_label: str = "model-guard"
     nightly_enabled: bool = True
     schedule: str = "37 4 * * *"
+    commands_enabled: bool = True
     min_permission: Permission = Permission.WRITE
+    # The engine's own defaults, so the two cannot drift; a test holds the schema to them.
+    promotion: GateThresholds = field(default_factory=GateThresholds)
+    min_sources: int | None = None
+    mention: tuple[str, ...] = ()
 
     def thresholds(self) -> Thresholds:
         """Return the quality gate as the engine takes it."""
@@ -71,7 +77,19 @@ class RepoConfig:
             "report": {"logistic": self.logistic},
             "tracking_issue": {"label": self.tracking_label},
             "nightly": {"enabled": self.nightly_enabled, "schedule": self.schedule},
-            "commands": {"min_permission": self.min_permission.value},
+            "commands": {
+                "enabled": self.commands_enabled,
+                "min_permission": self.min_permission.value,
+            },
+            "promotion": {
+                "min_mean_plcc": self.promotion.mean_plcc,
+                "max_spread": self.promotion.max_spread,
+                "min_seed_plcc": self.promotion.per_seed_min,
+                "min_fold_plcc": self.promotion.per_fold_min,
+                "seeds": list(self.promotion.seeds),
+                "min_sources": self.min_sources,
+            },
+            "alerts": {"mention": list(self.mention)},
         }
 
 
@@ -98,7 +116,7 @@ def build_config(data: Mapping[str, Any]) -> RepoConfig:
         }
 
     gate, statistical, report = section("gate"), section("statistical"), section("report")
-    nightly, commands = section("nightly"), section("commands")
+    nightly, commands, promotion = section("nightly"), section("commands"), section("promotion")
     return RepoConfig(
         version=int(value("version")),
         registry=str(value("registry")),
@@ -114,7 +132,17 @@ def build_config(data: Mapping[str, Any]) -> RepoConfig:
         tracking_label=str(section("tracking_issue")["label"]),
         nightly_enabled=bool(nightly["enabled"]),
         schedule=" ".join(str(nightly["schedule"]).split()),
+        commands_enabled=bool(commands["enabled"]),
         min_permission=Permission(commands["min_permission"]),
+        promotion=GateThresholds(
+            mean_plcc=float(promotion["min_mean_plcc"]),
+            max_spread=float(promotion["max_spread"]),
+            per_seed_min=float(promotion["min_seed_plcc"]),
+            per_fold_min=_optional_float(promotion["min_fold_plcc"]),
+            seeds=tuple(int(seed) for seed in promotion["seeds"]),
+        ),
+        min_sources=None if promotion["min_sources"] is None else int(promotion["min_sources"]),
+        mention=tuple(str(handle) for handle in section("alerts")["mention"]),
     )
 
 

@@ -157,6 +157,10 @@ def _syntax_problem(error: Any) -> ConfigProblem:
     if error.context == "while scanning an alias":  # a cron schedule written without quotes
         example = code_span('schedule: "0 * * * *"')
         message += f"; quote a value that starts with *, e.g. {example}"
+    elif "character '@' that cannot start any token" in str(error.problem):
+        # YAML reserves @ and ` as indicators; a handle under alerts.mention is the usual case.
+        example = code_span('- "@octocat"')
+        message += f"; quote a value that starts with @, e.g. {example}"
     return ConfigProblem("", message, mark.line + 1)
 
 

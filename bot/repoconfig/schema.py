@@ -91,6 +91,8 @@ def describe_allowed(spec: Mapping[str, Any]) -> str:
         return "one of " + ", ".join(code_span(item) for item in spec["enum"])
     if "const" in spec:
         return f"exactly {code_span(show_value(spec['const']))}"
+    if spec.get("type") == "array":
+        return _describe_list(spec)
     kind = spec.get("type", [])
     words = [name_types([kind] if isinstance(kind, str) else list(kind))]
     for keyword, phrase in BOUNDS.items():
@@ -101,6 +103,24 @@ def describe_allowed(spec: Mapping[str, Any]) -> str:
     elif "maxLength" in spec:
         words.append(f"at most {spec['maxLength']} characters")
     return ", ".join(words)
+
+
+def _describe_list(spec: Mapping[str, Any]) -> str:
+    """Describe a list key: how many items, what each must be, whether one may repeat."""
+    low, high = spec.get("minItems"), spec.get("maxItems")
+    if low is not None and high is not None:
+        text = f"a list of {low} to {high} items"
+    elif high is not None:
+        text = f"a list of at most {high} items"
+    else:
+        text = "a list"
+    items = spec.get("items")
+    if isinstance(items, Mapping):
+        if "errorMessage" in items:
+            text += f", each of which {items['errorMessage']}"
+        else:
+            text += f", each {describe_allowed(items)}"
+    return text + ("; no item twice" if spec.get("uniqueItems") else "")
 
 
 def _resolve(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -95,7 +95,21 @@ def _schema_message(error: ValidationError) -> str:
         return "must not be empty" if limit == 1 else f"must be at least {limit} characters long"
     if keyword == "maxLength":
         return f"must be at most {limit} characters long, not {len(value)}"
+    if keyword == "minItems":
+        return "must not be an empty list" if limit == 1 else f"must list at least {limit} items"
+    if keyword == "maxItems":
+        return f"must list at most {limit} items, not {len(value)}"
+    if keyword == "uniqueItems":
+        return f"lists {code_span(show_value(_first_repeat(value)))} more than once"
     return f"is not valid: {code_span(one_line(error.message))}"
+
+
+def _first_repeat(items: Sequence[Any]) -> Any:
+    """Return the first item of a list that an earlier item equals."""
+    for index, item in enumerate(items):
+        if item in items[:index]:
+            return item
+    return None
 
 
 def _type_message(types: Sequence[str], value: Any) -> str:
