@@ -190,6 +190,7 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
                 view,
                 history[1] if len(history) > 1 else None,
                 comment_url=result.html_url,
+                mentions=(config or default_config()).mention,
             )
             if alert is not None:
                 await post_notice_once(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.github.permissions import Permission
 from bot.repoconfig.schema import load_schema, section_properties
-from engine.gate import GateThresholds
+from engine.policy import PromotionPolicy
 from engine.threshold import Thresholds
 
 if TYPE_CHECKING:  # engine.evaluation pulls in numpy and onnxruntime; import it only when asked
@@ -36,8 +36,10 @@ class RepoConfig:
     commands_enabled: bool = True
     min_permission: Permission = Permission.WRITE
     # The engine's own defaults, so the two cannot drift; a test holds the schema to them.
-    promotion: GateThresholds = field(default_factory=GateThresholds)
-    min_sources: int | None = None
+    # The file names its seeds: the engine's default seed set, spelled out.
+    promotion: PromotionPolicy = field(
+        default_factory=lambda: PromotionPolicy(seeds=(0, 1, 2, 3, 4))
+    )
     mention: tuple[str, ...] = ()
 
     def thresholds(self) -> Thresholds:
@@ -82,12 +84,12 @@ class RepoConfig:
                 "min_permission": self.min_permission.value,
             },
             "promotion": {
-                "min_mean_plcc": self.promotion.mean_plcc,
+                "min_mean_plcc": self.promotion.min_mean_plcc,
                 "max_spread": self.promotion.max_spread,
-                "min_seed_plcc": self.promotion.per_seed_min,
-                "min_fold_plcc": self.promotion.per_fold_min,
-                "seeds": list(self.promotion.seeds),
-                "min_sources": self.min_sources,
+                "min_seed_plcc": self.promotion.min_seed_plcc,
+                "min_fold_plcc": self.promotion.min_fold_plcc,
+                "seeds": list(self.promotion.seeds or ()),
+                "min_sources": self.promotion.min_sources,
             },
             "alerts": {"mention": list(self.mention)},
         }
@@ -134,14 +136,14 @@ def build_config(data: Mapping[str, Any]) -> RepoConfig:
         schedule=" ".join(str(nightly["schedule"]).split()),
         commands_enabled=bool(commands["enabled"]),
         min_permission=Permission(commands["min_permission"]),
-        promotion=GateThresholds(
-            mean_plcc=float(promotion["min_mean_plcc"]),
+        promotion=PromotionPolicy(
+            min_mean_plcc=float(promotion["min_mean_plcc"]),
             max_spread=float(promotion["max_spread"]),
-            per_seed_min=float(promotion["min_seed_plcc"]),
-            per_fold_min=_optional_float(promotion["min_fold_plcc"]),
+            min_seed_plcc=float(promotion["min_seed_plcc"]),
+            min_fold_plcc=_optional_float(promotion["min_fold_plcc"]),
             seeds=tuple(int(seed) for seed in promotion["seeds"]),
+            min_sources=int(promotion["min_sources"]),
         ),
-        min_sources=None if promotion["min_sources"] is None else int(promotion["min_sources"]),
         mention=tuple(str(handle) for handle in section("alerts")["mention"]),
     )
 

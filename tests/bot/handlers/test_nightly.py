@@ -962,7 +962,9 @@ async def test_github_failing_the_judging_on_the_last_attempt_reports_it_then_ru
     check = only_check(sandbox, repo)
     assert check.id == reported.id
     assert check.conclusion is CheckConclusion.SUCCESS
-    assert "No regression" in only_comment(sandbox, repo).body
+    sticky, alert = app_comments(sandbox, repo)
+    assert "No regression" in sticky.body and TAG in sticky.body
+    assert "could not judge → green" in alert.body  # the watchers learn it is judged now
     # The history tells both: GitHub failing the first run, then the verdict.
     runs = await app_service.store.recent_runs(repo.full_name)
     assert [run.outcome for run in runs] == ["no_regression", "error"]
@@ -996,7 +998,8 @@ def alerts_of(sandbox: Sandbox, repo: Repo) -> list[Comment]:
 async def test_a_green_to_red_night_posts_exactly_one_alert_and_a_steady_night_none(
     sandbox: Sandbox, app_service: Service
 ) -> None:
-    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    mentioned = CONFIG + b"alerts:\n  mention: ['@acme/vq-team']\n"
+    installation_id, repo = seeded(sandbox, repo_files("allgood", config=mentioned))
     green = await app_service.run(repo, installation_id=installation_id, key="nightly:day-1")
     assert green is JobState.DONE
     assert alerts_of(sandbox, repo) == []  # the first run changes nothing
@@ -1007,6 +1010,7 @@ async def test_a_green_to_red_night_posts_exactly_one_alert_and_a_steady_night_n
     (alert,) = alerts_of(sandbox, repo)
     assert "green → red" in alert.body and "fr-mlp-v06" in alert.body
     assert "#issuecomment-" in alert.body  # it links the tracking comment
+    assert alert.body.endswith("cc @acme/vq-team")
     # The same run again (a crashed worker's job re-run) and a steady red night add nothing.
     job = await app_service.store.enqueue(
         JobSpec(

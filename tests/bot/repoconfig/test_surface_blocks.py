@@ -7,26 +7,28 @@ import yaml
 
 from bot.repoconfig import Permission, config_schema, default_config, parse_repo_config
 from bot.repoconfig.schema import describe_expected
-from engine.gate import GateThresholds
+from engine.policy import PromotionPolicy
 from tests.bot.repoconfig.confighelpers import only_problem, problems_of
 
-# The file's key for each GateThresholds field.
-PROMOTION_KEYS = {
-    "mean_plcc": "min_mean_plcc",
-    "max_spread": "max_spread",
-    "per_seed_min": "min_seed_plcc",
-    "per_fold_min": "min_fold_plcc",
-    "seeds": "seeds",
-}
+# The file's keys are the engine policy's own field names (min_seeds is not offered: the
+# file names its seeds).
+FILE_KEYS = (
+    "min_mean_plcc",
+    "max_spread",
+    "min_seed_plcc",
+    "min_fold_plcc",
+    "seeds",
+    "min_sources",
+)
+ENGINE_DEFAULT = PromotionPolicy(seeds=(0, 1, 2, 3, 4))  # seeds None means 0-4 in the engine
 
 
 def _engine_defaults() -> dict[str, object]:
-    """Return the engine's promotion-gate defaults under the file's key names (lists as lists)."""
-    defaults = {}
-    for field in dataclasses.fields(GateThresholds):
-        value = field.default
-        defaults[PROMOTION_KEYS[field.name]] = list(value) if isinstance(value, tuple) else value
-    return defaults
+    """Return the engine's promotion-policy defaults under the file's key names."""
+    values = dataclasses.asdict(ENGINE_DEFAULT)
+    return {
+        key: list(v) if isinstance(v, tuple) else v for key, v in values.items() if key in FILE_KEYS
+    }
 
 
 # promotion
@@ -35,24 +37,25 @@ def _engine_defaults() -> dict[str, object]:
 def test_schema_documents_the_engine_promotion_defaults() -> None:
     promotion = config_schema()["properties"]["promotion"]
     documented = {key: spec["default"] for key, spec in promotion["properties"].items()}
-    assert documented == {**_engine_defaults(), "min_sources": None}
+    assert documented == _engine_defaults()
     assert promotion["default"] == documented
+    assert set(FILE_KEYS) <= {f.name for f in dataclasses.fields(PromotionPolicy)}
 
 
-def test_promotion_defaults_are_the_engine_gate() -> None:
+def test_promotion_defaults_are_the_engine_policy() -> None:
     config = default_config()
-    assert config.promotion == GateThresholds()
-    assert config.min_sources is None
-    assert parse_repo_config("promotion: {}\n").promotion == GateThresholds()
+    assert config.promotion == ENGINE_DEFAULT
+    assert parse_repo_config("promotion: {}\n").promotion == ENGINE_DEFAULT
 
 
-def test_promotion_keys_build_the_engine_gate_and_left_out_keys_keep_its_defaults() -> None:
+def test_promotion_keys_build_the_engine_policy_and_left_out_keys_keep_its_defaults() -> None:
     config = parse_repo_config(
         "promotion:\n  min_mean_plcc: 0.9\n  min_fold_plcc: 0.8\n  seeds: [3, 1]\n"
         "  min_sources: 4\n"
     )
-    assert config.promotion == GateThresholds(mean_plcc=0.9, per_fold_min=0.8, seeds=(3, 1))
-    assert config.min_sources == 4
+    assert config.promotion == PromotionPolicy(
+        min_mean_plcc=0.9, min_fold_plcc=0.8, seeds=(3, 1), min_sources=4
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,7 +68,7 @@ def test_promotion_keys_build_the_engine_gate_and_left_out_keys_keep_its_default
     ],
 )
 def test_every_bound_the_schema_accepts_the_engine_accepts(text: str) -> None:
-    assert isinstance(parse_repo_config(text).promotion, GateThresholds)
+    assert isinstance(parse_repo_config(text).promotion, PromotionPolicy)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +86,7 @@ def test_every_bound_the_schema_accepts_the_engine_accepts(text: str) -> None:
         ("promotion: {seeds: [0.5]}\n", "/promotion/seeds/0", "a whole number, not a number"),
         ("promotion: {seeds: '0,1,2'}\n", "/promotion/seeds", "must be a list, not text"),
         ("promotion: {min_sources: 1}\n", "/promotion/min_sources", "at least 2, not `1`"),
-        ("promotion: {min_sources: 2.5}\n", "/promotion/min_sources", "a whole number or null"),
+        ("promotion: {min_sources: 2.5}\n", "/promotion/min_sources", "a whole number"),
         ("promotion: {seedz: [0]}\n", "/promotion/seedz", "did you mean `seeds`?"),
         ("promotion: {mean_plcc: 0.9}\n", "/promotion/mean_plcc", "did you mean `min_mean_plcc`?"),
         ("promotion: true\n", "/promotion", "must be a mapping, not a boolean"),
@@ -219,8 +222,7 @@ def test_mention_of_a_wrong_type_is_refused() -> None:
 
 def test_schema_example_builds_the_surface_blocks() -> None:
     config = parse_repo_config(yaml.safe_dump(config_schema()["examples"][0]))
-    assert config.promotion == GateThresholds(per_fold_min=0.9, seeds=(0, 1, 2))
-    assert config.min_sources == 4
+    assert config.promotion == PromotionPolicy(min_fold_plcc=0.9, seeds=(0, 1, 2), min_sources=4)
     assert config.mention == ("@octocat", "@octo-org/quality")
     assert config.commands_enabled is True
     assert parse_repo_config(yaml.safe_dump(config.to_dict())) == config
