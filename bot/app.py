@@ -19,7 +19,7 @@ from bot.github import GitHubClient, GitHubClientError
 from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
-from bot.handlers import ROUTERS, SCHEDULED_KIND, job_handlers
+from bot.handlers import ALWAYS_SENT_EVENTS, ROUTERS, SCHEDULED_KIND, job_handlers
 from bot.handlers.run import RunServices
 from bot.intake.ingress import receive
 from bot.intake.planner import Planner
@@ -51,6 +51,7 @@ class Services:
     scheduler: Scheduler | None
     resumer: Resumer
     runs: RunServices
+    schedules: InstalledSchedules | None  # None when a schedule source was given
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -142,6 +143,12 @@ async def _services_context(
         time_limit=settings.job_timeout_s,
     )
     runs = RunServices(client=client, store=store, telemetry=telemetry)
+    schedules: InstalledSchedules | None = None
+    listing: ScheduleSource
+    if source is None:
+        schedules = listing = InstalledSchedules(client)
+    else:
+        listing = source
     workers = WorkerPool(
         store,
         job_handlers(runs, files=files, judge=judge),
@@ -151,7 +158,7 @@ async def _services_context(
     scheduler = (
         Scheduler(
             store,
-            source if source is not None else InstalledSchedules(client),
+            listing,
             kind=SCHEDULED_KIND,
             on_enqueued=workers.wake,
         )
@@ -171,6 +178,7 @@ async def _services_context(
         scheduler=scheduler,
         resumer=resumer,
         runs=runs,
+        schedules=schedules,
     )
     await workers.start()
     await resumer.start()
@@ -191,7 +199,7 @@ async def _services_context(
 async def _webhook(request: web.Request) -> web.Response:
     app = request.app
     services = app.get(SERVICES)
-    return await receive(
+    response = await receive(
         request,
         settings=app[SETTINGS],
         store=app[STORE],
@@ -199,6 +207,13 @@ async def _webhook(request: web.Request) -> web.Response:
         telemetry=app[TELEMETRY],
         on_jobs=None if services is None else services.workers.wake,
     )
+    # Installed on (or removed from) repositories: the scheduler reads its list again at
+    # its next tick instead of up to ten minutes later (this replica; others refresh then).
+    event = request.headers.get("X-GitHub-Event", "")
+    schedules = None if services is None else services.schedules
+    if response.status == 202 and event in ALWAYS_SENT_EVENTS and schedules is not None:
+        schedules.forget()
+    return response
 
 
 async def _healthz(request: web.Request) -> web.Response:

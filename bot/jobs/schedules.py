@@ -39,6 +39,10 @@ class InstalledSchedules:
         self._cached: list[ScheduledRepo] | None = None
         self._read_at = 0.0
 
+    def forget(self) -> None:
+        """Drop the kept list: the App was installed on, or removed from, repositories."""
+        self._cached = None
+
     async def __call__(self) -> Sequence[ScheduledRepo]:
         """Every installed repository with its cron (cached for ``refresh_seconds``)."""
         if self._cached is not None and self._clock() - self._read_at < self._refresh:

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 from gidgethub import sansio
 
-from bot.app import STORE, create_app
+from bot.app import SERVICES, STORE, create_app
 from bot.github import GitHubClient
 from bot.github.repofiles import RepoFiles, blob_sha
 from bot.handlers.nightly import (
@@ -806,10 +806,21 @@ async def test_installing_on_a_repository_shows_the_tracking_comment_without_wai
 ) -> None:
     installation_id, repo = seeded(sandbox, repo_files("regression"))
     async with running_app(app_settings(sandbox, tmp_path), schedule=False) as running:
+        schedules = running.app[SERVICES].schedules
+        assert schedules is not None
+        assert [s.repo for s in await schedules()] == [repo.full_name]  # the kept list
+        later = sandbox.state.add_repo(
+            repo.owner.login,
+            "later",
+            repo_files("allgood"),
+            installation=sandbox.state.installations[installation_id],
+        )
         payload = installed(repo, installation_id=installation_id)
         delivery = await sandbox.deliver(running.webhook_url, "installation_repositories", payload)
         assert delivery.status_code == 202
         await wait_for_jobs(running.store, done=1)
+        # The scheduler's next tick sees the repositories as they are now, not ten minutes on.
+        assert {s.repo for s in await schedules()} == {repo.full_name, later.full_name}
     check = only_check(sandbox, repo)
     assert check.conclusion is CheckConclusion.FAILURE
     assert check.external_id is not None and check.external_id.startswith("nightly-installed:")

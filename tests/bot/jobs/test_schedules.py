@@ -171,3 +171,15 @@ async def test_a_changed_config_is_picked_up_after_the_refresh_interval(world: W
     assert by_repo(await world.schedules())["acme/scheduled"].cron == "5 1 * * *"  # cached
     world.clock.advance(600.0)
     assert by_repo(await world.schedules())["acme/scheduled"].cron == "45 23 * * *"
+
+
+async def test_a_repository_installed_later_is_listed_at_once_after_forget(world: World) -> None:
+    before = by_repo(await world.schedules())
+    installation = next(iter(world.sandbox.state.installations.values()))
+    world.sandbox.state.add_repo(
+        installation.account.login, "fresh", {"README.md": b"new\n"}, installation=installation
+    )
+    assert by_repo(await world.schedules()).keys() == before.keys()  # kept for 600 s
+    world.schedules.forget()
+    after = by_repo(await world.schedules())
+    assert set(after) - set(before) == {f"{installation.account.login}/fresh"}
