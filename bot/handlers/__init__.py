@@ -19,7 +19,7 @@ ROUTERS: tuple[routing.Router, ...] = (nightly.router,)
 ALWAYS_SENT_EVENTS: frozenset[str] = frozenset({"installation", "installation_repositories"})
 # The webhook events some router plans jobs for; app.yml subscribes to these but the
 # always-sent ones.
-HANDLED_EVENTS: frozenset[str] = frozenset({"check_run"}) | ALWAYS_SENT_EVENTS
+HANDLED_EVENTS: frozenset[str] = frozenset({"check_run", "check_suite"}) | ALWAYS_SENT_EVENTS
 # The kind the per-repository cron schedules.
 SCHEDULED_KIND = nightly.KIND
 

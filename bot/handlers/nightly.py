@@ -288,6 +288,42 @@ def _button(data: dict[str, Any]) -> str | None:
     return identifier if identifier in (FULL_SCAN, RERUN) else None
 
 
+def plan_suite_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
+    """ "Re-run all checks" on a commit (``check_suite.rerequested``): judge that commit again.
+
+    GitHub sends the event only to the App that owns the suite, and the nightly is the only
+    kind that opens checks today. A kind added later must re-run only where it had a check.
+    """
+    data = event.data
+    suite, installation, repository = (
+        data.get(k) for k in ("check_suite", "installation", "repository")
+    )
+    if not (
+        isinstance(suite, dict) and isinstance(installation, dict) and isinstance(repository, dict)
+    ):
+        return
+    installation_id, repo = installation.get("id"), repository.get("full_name")
+    head_sha, branch = suite.get("head_sha"), suite.get("head_branch")
+    if not (
+        isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
+    ):
+        return
+    jobs.append(
+        JobSpec(
+            kind=KIND,
+            key=f"nightly-suite:{event.delivery_id}",
+            payload={
+                "installation_id": installation_id,
+                "repo": repo,
+                "ref": head_sha,
+                **({"branch": branch} if isinstance(branch, str) and branch else {}),
+                "day": datetime.now(UTC).date().isoformat(),
+                "reason": "re-run of all checks requested",
+            },
+        )
+    )
+
+
 # An installation on a large organisation lists hundreds of repositories: the first
 # judgement is for the maintainer watching; the scheduler reaches the rest tonight.
 FIRST_RUNS_PER_EVENT = 50
@@ -325,6 +361,12 @@ def plan_first_runs(event: sansio.Event, jobs: list[JobSpec]) -> None:
 
 
 router = routing.Router()
+
+
+@router.register("check_suite", action="rerequested")
+async def _on_suite_rerequested(event: sansio.Event, jobs: list[JobSpec]) -> None:
+    """Plan a re-run of the nightly when "Re-run all checks" is pressed on its commit."""
+    plan_suite_rerun(event, jobs)
 
 
 @router.register("installation", action="created")

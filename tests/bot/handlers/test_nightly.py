@@ -36,6 +36,7 @@ from bot.handlers.nightly import (
     nightly_runner,
     plan_first_runs,
     plan_rerun,
+    plan_suite_rerun,
 )
 from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE, NightlyView, render_alert
 from bot.handlers.run import RunServices
@@ -762,6 +763,20 @@ async def test_nightly_check_offers_full_scan_and_rerun_and_a_full_scan_judges_e
     assert full.conclusion is CheckConclusion.FAILURE
     assert len(table_rows(full.output.text or "")) == 10  # every model judged
     assert "fr-mlp-v06" in (full.output.summary or "")
+
+
+def test_rerun_of_all_checks_on_a_commit_judges_that_commit_again() -> None:
+    payload = load_example("check_suite", "rerequested")
+    jobs: list[JobSpec] = []
+    plan_suite_rerun(sansio.Event(payload, event="check_suite", delivery_id="s-1"), jobs)
+    (job,) = jobs
+    suite = payload["check_suite"]
+    assert (job.kind, job.key) == (KIND, "nightly-suite:s-1")
+    assert (job.payload["ref"], job.payload["branch"]) == (suite["head_sha"], suite["head_branch"])
+    assert job.payload["installation_id"] == payload["installation"]["id"]
+    del payload["check_suite"]["head_sha"]
+    plan_suite_rerun(sansio.Event(payload, event="check_suite", delivery_id="s-2"), jobs)
+    assert len(jobs) == 1  # a malformed payload plans nothing
 
 
 # ---- onboarding: a repository the App was just installed on is judged at once -----------------
