@@ -569,7 +569,27 @@ class Renderer:
         }
 
     def pull(self, repo: Repo, pull: Issue, changes: list[FileChange], commits: int) -> JSON:
-        """A ``pull-request``."""
+        """A ``pull-request``: the ``pull-request-simple`` fields plus counts and merge state."""
+        issue = self.issue(repo, pull)
+        assert pull.pull is not None
+        return self.pull_simple(repo, pull) | {
+            "active_lock_reason": issue["active_lock_reason"],
+            "rebaseable": True,
+            "merged": pull.pull.merged,
+            "mergeable": True,
+            "mergeable_state": "clean",
+            "merged_by": None,
+            "comments": issue["comments"],
+            "review_comments": 0,
+            "maintainer_can_modify": False,
+            "commits": commits,
+            "additions": sum(c.additions for c in changes),
+            "deletions": sum(c.deletions for c in changes),
+            "changed_files": len(changes),
+        }
+
+    def pull_simple(self, repo: Repo, pull: Issue) -> JSON:
+        """A ``pull-request-simple``, as the pull-request lists return it."""
         assert pull.pull is not None
         issue = self.issue(repo, pull)
         url = f"{self.api}/repos/{repo.full_name}/pulls/{pull.number}"
@@ -606,7 +626,6 @@ class Renderer:
             "body": pull.body,
             "labels": issue["labels"],
             "milestone": None,
-            "active_lock_reason": issue["active_lock_reason"],
             "created_at": issue["created_at"],
             "updated_at": issue["updated_at"],
             "closed_at": issue["closed_at"],
@@ -634,18 +653,6 @@ class Renderer:
             "author_association": issue["author_association"],
             "auto_merge": None,
             "draft": pull.pull.draft,
-            "merged": pull.pull.merged,
-            "mergeable": True,
-            "rebaseable": True,
-            "mergeable_state": "clean",
-            "merged_by": None,
-            "comments": issue["comments"],
-            "review_comments": 0,
-            "maintainer_can_modify": False,
-            "commits": commits,
-            "additions": sum(c.additions for c in changes),
-            "deletions": sum(c.deletions for c in changes),
-            "changed_files": len(changes),
         }
 
     def collaborator_permission(self, repo: Repo, user: User, permission: Permission) -> JSON:

@@ -47,6 +47,7 @@ MAX_CHECK_OUTPUT_BYTES = 65535
 LOCKED_DOCS = "https://docs.github.com/articles/locking-conversations/"
 COMMENT_DOCS = "https://docs.github.com/rest/issues/comments#create-an-issue-comment"
 CHECK_DOCS = "https://docs.github.com/rest/checks/runs#create-a-check-run"
+PULL_DOCS = "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
@@ -69,6 +70,12 @@ def _generate_key_pair() -> tuple[str, str]:
         .decode()
     )
     return private_pem, public_pem
+
+
+def _custom_422(message: str) -> ApiError:
+    # GitHub's "custom" validation errors name no field, only a message.
+    error = {"resource": "PullRequest", "code": "custom", "message": message}
+    return ApiError(422, "Validation Failed", errors=[error], documentation_url=PULL_DOCS)
 
 
 class SandboxState:
@@ -337,6 +344,7 @@ class SandboxState:
         title: str = "Update models",
         body: str | None = None,
         user: str = "octocat",
+        draft: bool = False,
     ) -> Issue:
         """Open a pull request from branch ``head`` (``files`` are committed to it first)."""
         base_ref = base or repo.default_branch
@@ -359,10 +367,21 @@ class SandboxState:
             labels=(),
             created_at=now,
             updated_at=now,
-            pull=PullInfo(head_ref=head, base_ref=base_ref),
+            pull=PullInfo(head_ref=head, base_ref=base_ref, draft=draft),
         )
         self.issues[(repo.id, issue.number)] = issue
         return issue
+
+    def pull_head(self, repo: Repo, pull: Issue) -> str:
+        """The head sha of pull request ``pull`` (its head branch's tip)."""
+        assert pull.pull is not None
+        return self.branches[repo.id][pull.pull.head_ref]
+
+    def commits_ahead(self, repo: Repo, base: str, head: str) -> list[str]:
+        """Commits reachable from ``head`` but not from ``base``, oldest first."""
+        store = self.objects[repo.id]
+        excluded = set(store.ancestors(base))
+        return [sha for sha in reversed(store.ancestors(head)) if sha not in excluded]
 
     def set_permission(self, repo: Repo, username: str, permission: Permission | str) -> None:
         """Make ``username`` a collaborator on ``repo`` with ``permission``."""
@@ -503,6 +522,57 @@ class SandboxState:
             )
         issue = self.add_issue(repo, title, body=body, labels=labels, user=user.login)
         return issue
+
+    def create_pull(
+        self,
+        repo: Repo,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str | None,
+        user: User,
+        draft: bool = False,
+    ) -> Issue:
+        """Open a pull request through the API (GitHub's 422s for bad branches or no commits)."""
+        heads = self.branches[repo.id]
+        # ``head`` may name the owner (``acme:feature``); the sandbox has no forks.
+        owner, _, branch = head.rpartition(":")
+        for name, value in (("base", base), ("head", branch)):
+            if value not in heads or (name == "head" and owner and owner != repo.owner.login):
+                raise validation_failed("PullRequest", name, "invalid", documentation_url=PULL_DOCS)
+        label = f"{repo.owner.login}:{branch}"
+        if any(
+            i.pull is not None
+            and i.state is IssueState.OPEN
+            and i.pull.head_ref == branch
+            and i.pull.base_ref == base
+            for i in self.list_issues(repo)
+        ):
+            raise _custom_422(f"A pull request already exists for {label}.")
+        if not self.commits_ahead(repo, heads[base], heads[branch]):
+            raise _custom_422(f"No commits between {base} and {branch}")
+        if body is not None and len(body) > MAX_COMMENT_CHARS:
+            raise validation_failed(
+                "PullRequest", "body", "custom", "body is too long", documentation_url=PULL_DOCS
+            )
+        return self.add_pull(
+            repo, head=branch, base=base, title=title, body=body, user=user.login, draft=draft
+        )
+
+    def pulls_for_commit(self, repo: Repo, sha: str) -> list[Issue]:
+        """Pull requests whose head is ``sha`` or that carry it between base and head."""
+        found = []
+        heads = self.branches[repo.id]
+        for issue in self.list_issues(repo):
+            if issue.pull is None or issue.pull.head_ref not in heads:
+                continue
+            head = heads[issue.pull.head_ref]
+            base = heads.get(issue.pull.base_ref)
+            carried = base is not None and sha in self.commits_ahead(repo, base, head)
+            if head == sha or carried:
+                found.append(issue)
+        return found
 
     def create_comment(self, repo: Repo, issue_number: int, body: str, *, user: User) -> Comment:
         """Comment through the API: refuses locked issues and bodies over 65,536 characters."""
