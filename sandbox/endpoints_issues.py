@@ -6,7 +6,7 @@ from typing import Any
 
 from sandbox.errors import invalid_field, missing_field
 from sandbox.pagination import paginate
-from sandbox.records import Issue, ReactionContent, Repo
+from sandbox.records import Issue, ReactionContent, ReactionResult, Repo
 from sandbox.routing import (
     Call,
     Need,
@@ -150,17 +150,49 @@ async def delete_comment(call: Call) -> Reply:
     return Reply(status=204)
 
 
-@routes.route("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", need=WRITE)
-async def create_reaction(call: Call) -> Reply:
-    """``POST …/comments/{id}/reactions``: 201 for a new reaction, 200 if it was already there."""
-    repo = call.repo()
+def _reaction_content(call: Call) -> ReactionContent:
     body = call.json_object()
     if body.get("content") is None:
         raise missing_field("Reaction", "content")
     content = parse_enum(ReactionContent, body, "content", resource="Reaction")
     assert content is not None
-    result = call.state.react(repo, call.int_param("comment_id"), content, user=call.actor)
+    return content
+
+
+def _reaction_reply(call: Call, result: ReactionResult) -> Reply:
     return Reply(status=201 if result.created else 200, body=call.render.reaction(result.reaction))
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", need=WRITE)
+async def create_reaction(call: Call) -> Reply:
+    """``POST …/comments/{id}/reactions``: 201 for a new reaction, 200 if it was already there."""
+    repo = call.repo()
+    content = _reaction_content(call)
+    return _reaction_reply(
+        call, call.state.react(repo, call.int_param("comment_id"), content, user=call.actor)
+    )
+
+
+@routes.route("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", need=READ)
+async def list_comment_reactions(call: Call) -> Reply:
+    """``GET …/comments/{id}/reactions``: oldest first, ``content`` filter, paginated."""
+    repo = call.repo()
+    comment = call.state.comment(call.int_param("comment_id"), repo=repo)
+    reactions = call.state.reactions_on(comment.id)
+    wanted = parse_enum(ReactionContent, call.query, "content", resource="Reaction")
+    if wanted is not None:
+        reactions = [r for r in reactions if r.content is wanted]
+    page = paginate(reactions, call.url)
+    return Reply(body=[call.render.reaction(r) for r in page.items], headers=page.headers)
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/issues/{issue_number}/reactions", need=WRITE)
+async def create_issue_reaction(call: Call) -> Reply:
+    """``POST …/issues/{n}/reactions``: react to an issue or pull request (201, or 200 again)."""
+    repo = call.repo()
+    content = _reaction_content(call)
+    number = call.int_param("issue_number")
+    return _reaction_reply(call, call.state.react_to_issue(repo, number, content, user=call.actor))
 
 
 @routes.route("GET", "/repos/{owner}/{repo}/labels", need=READ)

@@ -260,13 +260,14 @@ class CheckRun:
 
 @dataclass(frozen=True)
 class Reaction:
-    """A reaction on an issue comment."""
+    """A reaction on an issue comment (``comment_id``) or on an issue itself (``issue_id``)."""
 
     id: int
-    comment_id: int
+    comment_id: int | None
     content: ReactionContent
     user: User
     created_at: float
+    issue_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -469,7 +469,7 @@ class Renderer:
             "closed_by": None,
             "author_association": self.author_association(repo, issue.user),
             "performed_via_github_app": None,
-            "reactions": self.reactions(f"{url}/reactions", []),
+            "reactions": self.reactions(f"{url}/reactions", self.state.reactions_on_issue(issue)),
         }
         if issue.pull is not None:
             pull_url = f"{self.api}/repos/{repo.full_name}/pulls/{issue.number}"

@@ -490,8 +490,12 @@ class SandboxState:
         ]
 
     def reactions_on(self, comment_id: int) -> list[Reaction]:
-        """The reactions on a comment."""
+        """The reactions on a comment, oldest first."""
         return [r for r in self.reactions.values() if r.comment_id == comment_id]
+
+    def reactions_on_issue(self, issue: Issue) -> list[Reaction]:
+        """The reactions on an issue or pull request itself (not its comments), oldest first."""
+        return [r for r in self.reactions.values() if r.issue_id == issue.id]
 
     def permission_of(self, repo: Repo, username: str) -> Permission:
         """``username``'s role on ``repo``: set, owner's admin, public read, or none."""
@@ -611,6 +615,18 @@ class SandboxState:
             if reaction.user == user and reaction.content is content:
                 return ReactionResult(reaction, created=False)
         reaction = Reaction(self.next_id(), comment_id, content, user, self.now())
+        self.reactions[reaction.id] = reaction
+        return ReactionResult(reaction, created=True)
+
+    def react_to_issue(
+        self, repo: Repo, issue_number: int, content: ReactionContent, *, user: User
+    ) -> ReactionResult:
+        """React to an issue or pull request; the same reaction again gets the existing one."""
+        issue = self._issue_or_raise(repo, issue_number)
+        for reaction in self.reactions_on_issue(issue):
+            if reaction.user == user and reaction.content is content:
+                return ReactionResult(reaction, created=False)
+        reaction = Reaction(self.next_id(), None, content, user, self.now(), issue_id=issue.id)
         self.reactions[reaction.id] = reaction
         return ReactionResult(reaction, created=True)
 

@@ -128,6 +128,41 @@ async def test_reaction_is_created_once_then_found(client: Client) -> None:
     assert body["id"] == same["id"] and body["content"] == "eyes"
 
 
+async def test_comment_reactions_are_listed_oldest_first_and_filtered_by_content(
+    client: Client,
+) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "react")
+    comment = state.add_comment(client.repo, issue.number, "/model-guard run")
+    path = f"/issues/comments/{comment.id}/reactions"
+    await client.call("POST", path, json={"content": "eyes"})
+    await client.call("POST", path, json={"content": "rocket"})
+    status, listed, _ = await client.call("GET", path)
+    assert (status, [r["content"] for r in listed]) == (200, ["eyes", "rocket"])
+    _, rockets, _ = await client.call("GET", path, content="rocket")
+    assert [r["content"] for r in rockets] == ["rocket"]
+    _, paged, headers = await client.call("GET", path, per_page=1)
+    assert len(paged) == 1 and 'rel="next"' in headers["Link"]
+    status, missing, _ = await client.call("GET", "/issues/comments/999/reactions")
+    assert (status, missing["message"]) == (404, "Not Found")
+
+
+async def test_issue_reaction_is_created_once_and_counted_on_the_issue(client: Client) -> None:
+    pull = client.sandbox.state.add_pull(client.repo, head="feature", files={"x.txt": b"x"})
+    path = f"/issues/{pull.number}/reactions"
+    first, body, _ = await client.call("POST", path, json={"content": "+1"})
+    again, same, _ = await client.call("POST", path, json={"content": "+1"})
+    assert (first, again, body["id"]) == (201, 200, same["id"])
+    assert body["user"]["login"] == "model-guard[bot]"
+    _, issue, _ = await client.call("GET", f"/issues/{pull.number}")
+    assert (issue["reactions"]["total_count"], issue["reactions"]["+1"]) == (1, 1)
+    status, bad, _ = await client.call("POST", path, json={"content": "thumbs"})
+    assert (status, bad["errors"][0]["field"]) == (422, "content")
+    client.sandbox.violations.clear()  # "thumbs" is off the request schema, on purpose
+    status, _, _ = await client.call("POST", "/issues/99/reactions", json={"content": "eyes"})
+    assert status == 404
+
+
 async def test_labels_create_get_and_refuse_a_taken_name(client: Client) -> None:
     status, label, _ = await client.call(
         "POST", "/labels", json={"name": "model-guard", "color": "#1D76DB"}
