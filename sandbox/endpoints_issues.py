@@ -6,7 +6,7 @@ from typing import Any
 
 from sandbox.errors import invalid_field, missing_field
 from sandbox.pagination import paginate
-from sandbox.records import Issue, ReactionContent, ReactionResult, Repo
+from sandbox.records import Issue, IssueState, ReactionContent, ReactionResult, Repo, StateReason
 from sandbox.routing import (
     Call,
     Need,
@@ -98,6 +98,30 @@ async def get_issue(call: Call) -> Reply:
     repo = call.repo()
     issue = call.state.issue(repo, call.int_param("issue_number"))
     return Reply(body=call.render.issue(repo, issue))
+
+
+@routes.route("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}", need=WRITE)
+async def update_issue(call: Call) -> Reply:
+    """``PATCH /repos/{o}/{r}/issues/{n}``: title, body, state (with state_reason), labels."""
+    repo = call.repo()
+    number = call.int_param("issue_number")
+    issue = call.state.issue(repo, number)
+    body = call.json_object()
+    title = body.get("title", issue.title)
+    if title is None or not isinstance(title, str | int) or isinstance(title, bool):
+        raise invalid_field("Issue", "title")
+    new_body = optional_str(body, "body", resource="Issue") if "body" in body else issue.body
+    labels = _label_names(body["labels"]) if "labels" in body else list(issue.labels)
+    updated = call.state.edit_issue(
+        repo,
+        number,
+        title=str(title),
+        body=new_body,
+        state=parse_enum(IssueState, body, "state", resource="Issue") or issue.state,
+        state_reason=parse_enum(StateReason, body, "state_reason", resource="Issue"),
+        labels=labels,
+    )
+    return Reply(body=call.render.issue(repo, updated))
 
 
 @routes.route("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments", need=READ)

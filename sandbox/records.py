@@ -42,6 +42,15 @@ class IssueState(Enum):
     CLOSED = "closed"
 
 
+class StateReason(Enum):
+    """Why an issue was last closed or reopened."""
+
+    COMPLETED = "completed"
+    NOT_PLANNED = "not_planned"
+    DUPLICATE = "duplicate"
+    REOPENED = "reopened"
+
+
 class CheckStatus(Enum):
     """A check run's status."""
 
@@ -190,6 +199,7 @@ class Issue:
     closed_at: float | None = None
     deleted: bool = False
     pull: PullInfo | None = None
+    state_reason: StateReason | None = None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,13 @@ def wrapped_base64(data: bytes) -> str:
     return "".join(text[i : i + 60] + "\n" for i in range(0, len(text), 60))
 
 
+def _state_reason(issue: Issue) -> str | None:
+    # Issues closed before state_reason existed (or seeded closed) read as completed.
+    if issue.state_reason is not None:
+        return issue.state_reason.value
+    return "completed" if issue.state is IssueState.CLOSED else None
+
+
 @dataclass(frozen=True)
 class Renderer:
     """Renders records with absolute URLs under ``api`` (the sandbox) and ``html``."""
@@ -452,7 +459,7 @@ class Renderer:
             "html_url": html_url,
             "number": issue.number,
             "state": issue.state.value,
-            "state_reason": "completed" if issue.state is IssueState.CLOSED else None,
+            "state_reason": _state_reason(issue),
             "title": issue.title,
             "body": issue.body,
             "user": self.user(issue.user),

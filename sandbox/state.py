@@ -38,6 +38,7 @@ from sandbox.records import (
     ReactionContent,
     ReactionResult,
     Repo,
+    StateReason,
     User,
     UserType,
 )
@@ -308,7 +309,7 @@ class SandboxState:
             issue = replace(issue, locked=locked)
         if state is not None:
             closed_at = now if state is IssueState.CLOSED else None
-            issue = replace(issue, state=state, closed_at=closed_at)
+            issue = replace(issue, state=state, closed_at=closed_at, state_reason=None)
         if deleted is not None:
             issue = replace(issue, deleted=deleted)
         issue = replace(issue, updated_at=now)
@@ -577,6 +578,53 @@ class SandboxState:
             if head == sha or carried:
                 found.append(issue)
         return found
+
+    def edit_issue(
+        self,
+        repo: Repo,
+        number: int,
+        *,
+        title: str,
+        body: str | None,
+        state: IssueState,
+        state_reason: StateReason | None,
+        labels: Iterable[str],
+    ) -> Issue:
+        """Update an issue through the API: every field is the new value (the caller fills gaps).
+
+        ``state_reason`` counts only when ``state`` changes: closing defaults it to completed,
+        reopening makes it reopened. A locked issue may still be edited: locking stops
+        comments, not the people (and Apps) with write access.
+        """
+        issue = self._issue_or_raise(repo, number)
+        if body is not None and len(body) > MAX_COMMENT_CHARS:
+            raise validation_failed(
+                "Issue",
+                "body",
+                "custom",
+                f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)",
+            )
+        now = self.now()
+        closed_at, reason = issue.closed_at, issue.state_reason
+        if state is not issue.state and state is IssueState.CLOSED:
+            if state_reason is StateReason.REOPENED:
+                raise invalid_field("Issue", "state_reason", "reopened is not a reason to close")
+            closed_at, reason = now, state_reason or StateReason.COMPLETED
+        elif state is not issue.state:
+            closed_at, reason = None, StateReason.REOPENED
+        names = tuple(dict.fromkeys(self.ensure_label(repo, name).name for name in labels))
+        issue = replace(
+            issue,
+            title=title,
+            body=body,
+            state=state,
+            state_reason=reason,
+            closed_at=closed_at,
+            labels=names,
+            updated_at=now,
+        )
+        self.issues[(repo.id, number)] = issue
+        return issue
 
     def create_comment(self, repo: Repo, issue_number: int, body: str, *, user: User) -> Comment:
         """Comment through the API: refuses locked issues and bodies over 65,536 characters."""

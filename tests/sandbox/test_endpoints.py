@@ -163,6 +163,59 @@ async def test_issue_reaction_is_created_once_and_counted_on_the_issue(client: C
     assert status == 404
 
 
+async def test_issue_edit_replaces_fields_and_labels_and_keeps_the_rest(client: Client) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "old", body="keep me", labels=["bug", "triage"])
+    path = f"/issues/{issue.number}"
+    status, edited, _ = await client.call("PATCH", path, json={"title": "new", "labels": ["Bug"]})
+    assert status == 200
+    assert (edited["title"], edited["body"]) == ("new", "keep me")
+    assert [label["name"] for label in edited["labels"]] == ["bug"]  # existing label, its case
+    _, fresh, _ = await client.call("PATCH", path, json={"labels": ["model-guard"], "body": None})
+    assert fresh["body"] is None and [label["name"] for label in fresh["labels"]] == ["model-guard"]
+    assert state.label(client.repo, "model-guard").name == "model-guard"
+    _, cleared, _ = await client.call("PATCH", path, json={"labels": []})
+    assert cleared["labels"] == []
+
+
+async def test_issue_close_and_reopen_set_state_reason_even_when_locked(client: Client) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "stale", locked=True)
+    path = f"/issues/{issue.number}"
+    _, ignored, _ = await client.call("PATCH", path, json={"state_reason": "not_planned"})
+    assert (ignored["state"], ignored["state_reason"]) == ("open", None)
+    _, closed, _ = await client.call(
+        "PATCH", path, json={"state": "closed", "state_reason": "not_planned"}
+    )
+    assert (closed["state"], closed["state_reason"], closed["locked"]) == (
+        "closed",
+        "not_planned",
+        True,
+    )
+    assert closed["closed_at"] is not None
+    _, reopened, _ = await client.call("PATCH", path, json={"state": "open"})
+    assert (reopened["state"], reopened["state_reason"], reopened["closed_at"]) == (
+        "open",
+        "reopened",
+        None,
+    )
+    _, default, _ = await client.call("PATCH", path, json={"state": "closed"})
+    assert default["state_reason"] == "completed"
+    status, bad, _ = await client.call("PATCH", path, json={"state": "merged"})
+    assert (status, bad["errors"][0]["field"]) == (422, "state")
+    client.sandbox.violations.clear()  # "merged" is off the request schema, on purpose
+
+
+async def test_deleted_or_missing_issue_cannot_be_edited(client: Client) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "gone")
+    state.update_issue(client.repo, issue.number, deleted=True)
+    status, _, _ = await client.call("PATCH", f"/issues/{issue.number}", json={"title": "x"})
+    assert status == 410
+    status, _, _ = await client.call("PATCH", "/issues/99", json={"title": "x"})
+    assert status == 404
+
+
 async def test_labels_create_get_and_refuse_a_taken_name(client: Client) -> None:
     status, label, _ = await client.call(
         "POST", "/labels", json={"name": "model-guard", "color": "#1D76DB"}
