@@ -1,4 +1,4 @@
-"""Check-run endpoints: create, update, get, and list for a ref."""
+"""Check-run endpoints: create, update, get, list for a ref; rerequest a check suite."""
 
 from __future__ import annotations
 
@@ -137,3 +137,15 @@ async def list_check_runs(call: Call) -> Reply:
         "check_runs": [call.render.check_run(repo, r) for r in page.items],
     }
     return Reply(body=body, headers=page.headers)
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/check-suites/{check_suite_id}/rerequest", need=WRITE)
+async def rerequest_check_suite(call: Call) -> Reply:
+    """``POST …/check-suites/{id}/rerequest``: 201 ``{}``; the App's own suites only.
+
+    GitHub then sends the App a ``check_suite`` ``rerequested`` event; the sandbox knows no
+    App URL, so a test delivers it with ``Sandbox.deliver_check_suite``.
+    """
+    repo = call.repo()
+    call.state.rerequest_check_suite(repo, call.int_param("check_suite_id"))
+    return Reply(status=201, body={})

@@ -28,7 +28,7 @@ from sandbox import (
 from sandbox.auth import ANONYMOUS, AuthKind, Principal, authenticate
 from sandbox.delivery import deliver_webhook
 from sandbox.errors import ApiError, SandboxError, not_found
-from sandbox.events import pull_request_payload
+from sandbox.events import check_suite_payload, pull_request_payload
 from sandbox.faults import RATE_LIMIT_DOCS, FaultKind, Faults
 from sandbox.openapi import NO_BODY, OpenApiValidator
 from sandbox.records import Delivery, Issue, RateBucket, Repo
@@ -272,6 +272,14 @@ class Sandbox:
         render = Renderer(self.state, self.url)
         payload = pull_request_payload(render, repo, pull, action=action, before=before)
         return await self.deliver(app_url, "pull_request", payload)
+
+    async def deliver_check_suite(
+        self, app_url: str, repo: Repo, check_suite_id: int, *, action: str = "rerequested"
+    ) -> Delivery:
+        """Deliver a ``check_suite`` event (``rerequested`` by default) for the App's suite."""
+        render = Renderer(self.state, self.url)
+        payload = check_suite_payload(render, repo, check_suite_id, action=action)
+        return await self.deliver(app_url, "check_suite", payload)
 
     # ---- the pipeline -------------------------------------------------------------------------
 

@@ -110,6 +110,7 @@ class SandboxState:
         self.labels: dict[tuple[int, str], Label] = {}
         self.check_runs: dict[int, CheckRun] = {}
         self.check_suites: dict[tuple[int, str], int] = {}
+        self.rerequested_suites: list[int] = []
         self.reactions: dict[int, Reaction] = {}
         self.permissions: dict[tuple[int, str], Permission] = {}
         self.tokens: dict[str, InstallationToken] = {}
@@ -474,6 +475,19 @@ class SandboxState:
         if run is None or run.repo_id != repo.id:
             raise not_found("https://docs.github.com/rest/checks/runs#get-a-check-run")
         return run
+
+    def check_suite_sha(self, repo: Repo, check_suite_id: int) -> str:
+        """The head sha of the App's check suite ``check_suite_id`` on ``repo`` (404 when none)."""
+        for (repo_id, sha), suite in self.check_suites.items():
+            if repo_id == repo.id and suite == check_suite_id:
+                return sha
+        raise not_found("https://docs.github.com/rest/checks/suites#rerequest-a-check-suite")
+
+    def rerequest_check_suite(self, repo: Repo, check_suite_id: int) -> str:
+        """Remember that someone asked to rerun a check suite; return its head sha."""
+        sha = self.check_suite_sha(repo, check_suite_id)
+        self.rerequested_suites.append(check_suite_id)
+        return sha
 
     def check_runs_for(self, repo: Repo, sha: str) -> list[CheckRun]:
         """Every check run on commit ``sha``, newest first."""

@@ -254,6 +254,19 @@ async def test_check_run_create_update_get_and_list_by_name(client: Client) -> N
     assert status == 422 and "No commit found" in bad["message"]
 
 
+async def test_check_suite_rerequest_answers_201_for_the_apps_suite_only(client: Client) -> None:
+    head = client.sandbox.state.branches[client.repo.id]["main"]
+    _, run, _ = await client.call(
+        "POST", "/check-runs", json={"name": "model-guard", "head_sha": head}
+    )
+    suite = run["check_suite"]["id"]
+    status, body, _ = await client.call("POST", f"/check-suites/{suite}/rerequest")
+    assert (status, body) == (201, {})
+    assert client.sandbox.state.rerequested_suites == [suite]
+    status, missing, _ = await client.call("POST", "/check-suites/999/rerequest")
+    assert (status, missing["message"]) == (404, "Not Found")
+
+
 async def test_pull_and_its_files_show_the_branch_changes(client: Client) -> None:
     pull = client.sandbox.state.add_pull(
         client.repo, head="add-v2", files={"models/fr-v2.onnx": b"v2", "README.md": None}

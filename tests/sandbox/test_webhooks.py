@@ -148,3 +148,25 @@ async def test_pull_request_events_carry_the_real_numbers_and_shas(
         installation.id,
         repo.id,
     )
+
+
+async def test_check_suite_rerequested_event_names_the_suite_and_its_commit(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    installation = state.add_installation("acme")
+    repo = state.add_repo("acme", "models", {"a.txt": b"a"}, installation=installation)
+    head = state.branches[repo.id]["main"]
+    run = state.create_check_run(repo, name="model-guard", head_sha=head)
+    await sandbox.deliver_check_suite(receiver.url, repo, run.check_suite_id)
+    headers, body = receiver.received[0]
+    event = sansio.Event.from_http(headers, body, secret=state.app.webhook_secret)
+    suite = event.data["check_suite"]
+    assert (event.event, event.data["action"]) == ("check_suite", "rerequested")
+    assert (suite["id"], suite["head_sha"], suite["head_branch"]) == (
+        run.check_suite_id,
+        head,
+        "main",
+    )
+    assert suite["app"]["id"] == state.app.id
+    assert event.data["installation"]["id"] == installation.id
