@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sandbox import Sandbox
-from sandbox.records import IssueState, Permission, Repo
+from sandbox.records import DEFAULT_APP_PERMISSIONS, IssueState, Permission, Repo
 from tests.conftest import installation_token, seed_repo
 
 FILES = {
@@ -265,6 +265,29 @@ async def test_check_suite_rerequest_answers_201_for_the_apps_suite_only(client:
     assert client.sandbox.state.rerequested_suites == [suite]
     status, missing, _ = await client.call("POST", "/check-suites/999/rerequest")
     assert (status, missing["message"]) == (404, "Not Found")
+
+
+async def test_combined_status_without_statuses_is_pending_and_needs_statuses_read(
+    sandbox: Sandbox,
+) -> None:
+    permissions = dict(DEFAULT_APP_PERMISSIONS) | {"statuses": "read"}
+    installation = sandbox.state.add_installation("acme", permissions=permissions)
+    _, repo = seed_repo(sandbox.state, FILES, installation=installation)
+    head = sandbox.state.branches[repo.id]["main"]
+    token = await installation_token(sandbox, installation)
+    narrow = await installation_token(sandbox, installation, permissions={"contents": "read"})
+    url = f"{sandbox.url}/repos/acme/models/commits/main/status"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Authorization": f"token {token}"}) as answer:
+            combined = await answer.json()
+        assert answer.status == 200
+        assert (combined["state"], combined["sha"], combined["statuses"]) == ("pending", head, [])
+        assert combined["url"].endswith(f"/repos/acme/models/commits/{head}/status")
+        async with session.get(url, headers={"Authorization": f"token {narrow}"}) as answer:
+            assert answer.status == 403
+        missing = url.replace("/main/", "/nowhere/")
+        async with session.get(missing, headers={"Authorization": f"token {token}"}) as answer:
+            assert answer.status == 404
 
 
 async def test_pull_and_its_files_show_the_branch_changes(client: Client) -> None:

@@ -130,7 +130,6 @@ NOT_SERVED_YET = {
     "POST /repos/{owner}/{repo}/git/trees",
     "POST /repos/{owner}/{repo}/git/commits",
     "GET /repos/{owner}/{repo}/git/commits/{commit_sha}",
-    "GET /repos/{owner}/{repo}/commits/{ref}/status",
 }
 
 
