@@ -335,6 +335,58 @@ class Renderer:
             body["patch"] = change.patch
         return body
 
+    def git_commit(self, repo: Repo, commit: GitCommit) -> JSON:
+        """A ``git-commit`` (the git data API's view: no GitHub users, no files)."""
+        url = f"{self.api}/repos/{repo.full_name}/git/commits/{commit.sha}"
+        html = f"{self.html}/{repo.full_name}/commit"
+        return {
+            "sha": commit.sha,
+            "node_id": node_id("Commit", int(commit.sha[:7], 16)),
+            "url": url,
+            "html_url": f"{html}/{commit.sha}",
+            "author": {
+                "name": commit.author.name,
+                "email": commit.author.email,
+                "date": iso(commit.author.timestamp),
+            },
+            "committer": {
+                "name": commit.committer.name,
+                "email": commit.committer.email,
+                "date": iso(commit.committer.timestamp),
+            },
+            "tree": {
+                "sha": commit.tree,
+                "url": f"{self.api}/repos/{repo.full_name}/git/trees/{commit.tree}",
+            },
+            "message": commit.message,
+            "parents": [
+                {
+                    "sha": parent,
+                    "url": f"{self.api}/repos/{repo.full_name}/git/commits/{parent}",
+                    "html_url": f"{html}/{parent}",
+                }
+                for parent in commit.parents
+            ],
+            "verification": {
+                "verified": False,
+                "reason": "unsigned",
+                "signature": None,
+                "payload": None,
+                "verified_at": None,
+            },
+        }
+
+    def git_ref(self, repo: Repo, branch: str, sha: str) -> JSON:
+        """A ``git-ref`` for branch ``branch`` (``refs/heads/…``)."""
+        api = f"{self.api}/repos/{repo.full_name}/git"
+        ref = f"refs/heads/{branch}"
+        return {
+            "ref": ref,
+            "node_id": base64.b64encode(f"Ref:{repo.id}:{ref}".encode()).decode(),
+            "url": f"{api}/{quote(ref)}",
+            "object": {"type": "commit", "sha": sha, "url": f"{api}/commits/{sha}"},
+        }
+
     def branch(self, repo: Repo, name: str, sha: str) -> JSON:
         """A ``branch-with-protection`` (branches are never protected in the sandbox)."""
         url = f"{self.api}/repos/{repo.full_name}/branches/{quote(name)}"

@@ -21,6 +21,7 @@ from aiohttp import web
 from sandbox import (
     endpoints_apps,
     endpoints_checks,
+    endpoints_git,
     endpoints_issues,
     endpoints_pulls,
     endpoints_repo,
@@ -160,6 +161,7 @@ class Sandbox:
                 [
                     endpoints_apps.routes,
                     endpoints_checks.routes,
+                    endpoints_git.routes,
                     endpoints_issues.routes,
                     endpoints_pulls.routes,
                     endpoints_repo.routes,
