@@ -1,11 +1,12 @@
-"""Check-run endpoints: create, update, get, and list for a ref."""
+"""CI results: check runs (create, update, get, list for a ref), check-suite rerequests, and
+the combined commit status of a ref."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from sandbox.errors import ApiError, invalid_field, missing_field
+from sandbox.errors import ApiError, invalid_field, missing_field, not_found
 from sandbox.pagination import paginate
 from sandbox.records import CheckAction, CheckConclusion, CheckOutput, CheckRun, CheckStatus
 from sandbox.routing import (
@@ -22,6 +23,8 @@ from sandbox.routing import (
 routes = RouteTable()
 READ = Need("checks", "read")
 WRITE = Need("checks", "write")
+# https://docs.github.com/rest/commits/statuses: the "Commit statuses" permission, not checks
+STATUSES = Need("statuses", "read")
 RESOURCE = "CheckRun"
 
 
@@ -167,3 +170,43 @@ async def list_check_runs(call: Call) -> Reply:
         "check_runs": [call.render.check_run(repo, r) for r in page.items],
     }
     return Reply(body=body, headers=page.headers)
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/check-suites/{check_suite_id}/rerequest", need=WRITE)
+async def rerequest_check_suite(call: Call) -> Reply:
+    """``POST …/check-suites/{id}/rerequest``: 201 ``{}``; the App's own suites only.
+
+    GitHub then sends the App a ``check_suite`` ``rerequested`` event; the sandbox knows no
+    App URL, so a test delivers it with ``Sandbox.deliver_check_suite``.
+    """
+    repo = call.repo()
+    call.state.rerequest_check_suite(repo, call.int_param("check_suite_id"))
+    return Reply(status=201, body={})
+
+
+@routes.route("GET", "/repos/{owner}/{repo}/commits/{ref:.+}/status", need=STATUSES)
+async def get_combined_status(call: Call) -> Reply:
+    """``GET …/commits/{ref}/status``: no commit statuses in the sandbox, so ``pending``.
+
+    GitHub's combined state is pending when there are no statuses:
+    https://docs.github.com/rest/commits/statuses#get-the-combined-status-for-a-specific-reference
+    """
+    repo = call.repo()
+    ref = call.params["ref"]
+    sha = call.state.resolve_ref(repo, ref)
+    if sha is None:
+        raise not_found(
+            "https://docs.github.com/rest/commits/statuses"
+            "#get-the-combined-status-for-a-specific-reference"
+        )
+    base = f"{call.render.api}/repos/{repo.full_name}/commits/{sha}"
+    body = {
+        "state": "pending",
+        "statuses": [],
+        "sha": sha,
+        "total_count": 0,
+        "repository": call.render.repo(repo),
+        "commit_url": base,
+        "url": f"{base}/status",
+    }
+    return Reply(body=body)

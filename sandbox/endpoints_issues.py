@@ -6,7 +6,7 @@ from typing import Any
 
 from sandbox.errors import invalid_field, missing_field
 from sandbox.pagination import paginate
-from sandbox.records import Issue, ReactionContent, Repo
+from sandbox.records import Issue, IssueState, ReactionContent, ReactionResult, Repo, StateReason
 from sandbox.routing import (
     Call,
     Need,
@@ -100,6 +100,30 @@ async def get_issue(call: Call) -> Reply:
     return Reply(body=call.render.issue(repo, issue))
 
 
+@routes.route("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}", need=WRITE)
+async def update_issue(call: Call) -> Reply:
+    """``PATCH /repos/{o}/{r}/issues/{n}``: title, body, state (with state_reason), labels."""
+    repo = call.repo()
+    number = call.int_param("issue_number")
+    issue = call.state.issue(repo, number)
+    body = call.json_object()
+    title = body.get("title", issue.title)
+    if title is None or not isinstance(title, str | int) or isinstance(title, bool):
+        raise invalid_field("Issue", "title")
+    new_body = optional_str(body, "body", resource="Issue") if "body" in body else issue.body
+    labels = _label_names(body["labels"]) if "labels" in body else list(issue.labels)
+    updated = call.state.edit_issue(
+        repo,
+        number,
+        title=str(title),
+        body=new_body,
+        state=parse_enum(IssueState, body, "state", resource="Issue") or issue.state,
+        state_reason=parse_enum(StateReason, body, "state_reason", resource="Issue"),
+        labels=labels,
+    )
+    return Reply(body=call.render.issue(repo, updated))
+
+
 @routes.route("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments", need=READ)
 async def list_comments(call: Call) -> Reply:
     """``GET /repos/{o}/{r}/issues/{n}/comments``: comments oldest first, ``since``, paginated."""
@@ -150,17 +174,49 @@ async def delete_comment(call: Call) -> Reply:
     return Reply(status=204)
 
 
-@routes.route("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", need=WRITE)
-async def create_reaction(call: Call) -> Reply:
-    """``POST …/comments/{id}/reactions``: 201 for a new reaction, 200 if it was already there."""
-    repo = call.repo()
+def _reaction_content(call: Call) -> ReactionContent:
     body = call.json_object()
     if body.get("content") is None:
         raise missing_field("Reaction", "content")
     content = parse_enum(ReactionContent, body, "content", resource="Reaction")
     assert content is not None
-    result = call.state.react(repo, call.int_param("comment_id"), content, user=call.actor)
+    return content
+
+
+def _reaction_reply(call: Call, result: ReactionResult) -> Reply:
     return Reply(status=201 if result.created else 200, body=call.render.reaction(result.reaction))
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", need=WRITE)
+async def create_reaction(call: Call) -> Reply:
+    """``POST …/comments/{id}/reactions``: 201 for a new reaction, 200 if it was already there."""
+    repo = call.repo()
+    content = _reaction_content(call)
+    return _reaction_reply(
+        call, call.state.react(repo, call.int_param("comment_id"), content, user=call.actor)
+    )
+
+
+@routes.route("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", need=READ)
+async def list_comment_reactions(call: Call) -> Reply:
+    """``GET …/comments/{id}/reactions``: oldest first, ``content`` filter, paginated."""
+    repo = call.repo()
+    comment = call.state.comment(call.int_param("comment_id"), repo=repo)
+    reactions = call.state.reactions_on(comment.id)
+    wanted = parse_enum(ReactionContent, call.query, "content", resource="Reaction")
+    if wanted is not None:
+        reactions = [r for r in reactions if r.content is wanted]
+    page = paginate(reactions, call.url)
+    return Reply(body=[call.render.reaction(r) for r in page.items], headers=page.headers)
+
+
+@routes.route("POST", "/repos/{owner}/{repo}/issues/{issue_number}/reactions", need=WRITE)
+async def create_issue_reaction(call: Call) -> Reply:
+    """``POST …/issues/{n}/reactions``: react to an issue or pull request (201, or 200 again)."""
+    repo = call.repo()
+    content = _reaction_content(call)
+    number = call.int_param("issue_number")
+    return _reaction_reply(call, call.state.react_to_issue(repo, number, content, user=call.actor))
 
 
 @routes.route("GET", "/repos/{owner}/{repo}/labels", need=READ)

@@ -1,4 +1,4 @@
-"""Repository endpoints: the repo, branches, commits, compare, git trees/blobs, contents, pulls."""
+"""Repository endpoints: the repo, branches, commits, compare, git trees/blobs, contents."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from sandbox.state import SandboxState
 routes = RouteTable()
 CONTENTS = Need("contents", "read")
 METADATA = Need("metadata", "read")
-PULLS = Need("pull_requests", "read")
 RAW_TYPES = ("application/vnd.github.raw", "application/vnd.github.v3.raw")
 # https://docs.github.com/rest/repos/contents#get-repository-content: 1-100 MB files come
 # back with an empty "content" and encoding "none"
@@ -283,35 +282,6 @@ async def download_raw(call: Call) -> Reply:
     except KeyError as error:
         raise not_found() from error
     return Reply(raw=data, content_type="text/plain; charset=utf-8")
-
-
-@routes.route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", need=PULLS)
-async def get_pull(call: Call) -> Reply:
-    """``GET /repos/{o}/{r}/pulls/{n}``: a pull request."""
-    repo = call.repo()
-    pull = call.state.issue(repo, call.int_param("pull_number"))
-    if pull.pull is None:
-        raise not_found("https://docs.github.com/rest/pulls/pulls#get-a-pull-request")
-    heads = call.state.branches[repo.id]
-    base, head = heads[pull.pull.base_ref], heads[pull.pull.head_ref]
-    changes = changes_between(call.state, repo, base, head)
-    commits = len(commits_between(call.state, repo, base, head))
-    return Reply(body=call.render.pull(repo, pull, changes, commits))
-
-
-@routes.route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/files", need=PULLS)
-async def list_pull_files(call: Call) -> Reply:
-    """``GET /repos/{o}/{r}/pulls/{n}/files``: the changed files, paginated."""
-    repo = call.repo()
-    pull = call.state.issue(repo, call.int_param("pull_number"))
-    if pull.pull is None:
-        raise not_found("https://docs.github.com/rest/pulls/pulls#list-pull-requests-files")
-    heads = call.state.branches[repo.id]
-    head = heads[pull.pull.head_ref]
-    changes = changes_between(call.state, repo, heads[pull.pull.base_ref], head)
-    page = paginate(changes, call.url)
-    body = [call.render.diff_entry(repo, change, ref=head) for change in page.items]
-    return Reply(body=body, headers=page.headers)
 
 
 @routes.route("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", need=METADATA)

@@ -145,8 +145,21 @@ class ObjectStore:
 
     def write_tree(self, files: Mapping[str, bytes]) -> str:
         """Store nested trees for ``{"dir/file": bytes}`` and return the root tree sha."""
+        return self.write_entries(
+            {
+                path: TreeEntry(path, FileMode.FILE, self.put_blob(data))
+                for path, data in files.items()
+            }
+        )
+
+    def write_entries(self, entries: Mapping[str, TreeEntry]) -> str:
+        """Store nested trees for ``{"dir/file": blob entry}`` (blobs already stored); root sha.
+
+        Each entry's own ``name`` is ignored: the key is its path. This is how
+        ``POST git/trees`` turns a flat list of paths into git's nested trees.
+        """
         root: dict[str, object] = {}
-        for path, data in files.items():
+        for path, entry in entries.items():
             parts = [part for part in path.strip("/").split("/") if part]
             if not parts:
                 raise ValueError(f"empty file path {path!r}")
@@ -158,18 +171,26 @@ class ObjectStore:
                 node = child
             if isinstance(node.get(parts[-1]), dict):
                 raise ValueError(f"{path!r} puts a file where a directory is")
-            node[parts[-1]] = data
-        return self._write_node(root)
+            node[parts[-1]] = entry
+        return self._write_entry_node(root)
 
-    def _write_node(self, node: Mapping[str, object]) -> str:
+    def _write_entry_node(self, node: Mapping[str, object]) -> str:
         entries = []
         for name, value in node.items():
-            if isinstance(value, bytes):
-                entries.append(TreeEntry(name, FileMode.FILE, self.put_blob(value)))
+            if isinstance(value, TreeEntry):
+                entries.append(TreeEntry(name, value.mode, value.sha))
             else:
                 assert isinstance(value, dict)
-                entries.append(TreeEntry(name, FileMode.TREE, self._write_node(value)))
+                entries.append(TreeEntry(name, FileMode.TREE, self._write_entry_node(value)))
         return self.put_tree(tuple(entries))
+
+    def flat_entries(self, tree_sha: str, *, prefix: str = "") -> dict[str, TreeEntry]:
+        """Every blob under a tree as ``{"dir/file": entry}`` (the inverse of write_entries)."""
+        return {
+            prefix + walked.path: walked.entry
+            for walked in self.walk(tree_sha, recursive=True)
+            if walked.entry.mode is not FileMode.TREE
+        }
 
     def walk(self, tree_sha: str, *, recursive: bool, prefix: str = "") -> Iterator[WalkedEntry]:
         """Yield the entries of a tree (and of its sub-trees when ``recursive``), git's order."""

@@ -42,6 +42,15 @@ class IssueState(Enum):
     CLOSED = "closed"
 
 
+class StateReason(Enum):
+    """Why an issue was last closed or reopened."""
+
+    COMPLETED = "completed"
+    NOT_PLANNED = "not_planned"
+    DUPLICATE = "duplicate"
+    REOPENED = "reopened"
+
+
 class CheckStatus(Enum):
     """A check run's status."""
 
@@ -190,6 +199,7 @@ class Issue:
     closed_at: float | None = None
     deleted: bool = False
     pull: PullInfo | None = None
+    state_reason: StateReason | None = None
 
 
 @dataclass(frozen=True)
@@ -270,13 +280,14 @@ class CheckRun:
 
 @dataclass(frozen=True)
 class Reaction:
-    """A reaction on an issue comment."""
+    """A reaction on an issue comment (``comment_id``) or on an issue itself (``issue_id``)."""
 
     id: int
-    comment_id: int
+    comment_id: int | None
     content: ReactionContent
     user: User
     created_at: float
+    issue_id: int | None = None
 
 
 @dataclass(frozen=True)

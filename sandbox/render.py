@@ -50,6 +50,13 @@ def wrapped_base64(data: bytes) -> str:
     return "".join(text[i : i + 60] + "\n" for i in range(0, len(text), 60))
 
 
+def _state_reason(issue: Issue) -> str | None:
+    # Issues closed before state_reason existed (or seeded closed) read as completed.
+    if issue.state_reason is not None:
+        return issue.state_reason.value
+    return "completed" if issue.state is IssueState.CLOSED else None
+
+
 @dataclass(frozen=True)
 class Renderer:
     """Renders records with absolute URLs under ``api`` (the sandbox) and ``html``."""
@@ -328,6 +335,58 @@ class Renderer:
             body["patch"] = change.patch
         return body
 
+    def git_commit(self, repo: Repo, commit: GitCommit) -> JSON:
+        """A ``git-commit`` (the git data API's view: no GitHub users, no files)."""
+        url = f"{self.api}/repos/{repo.full_name}/git/commits/{commit.sha}"
+        html = f"{self.html}/{repo.full_name}/commit"
+        return {
+            "sha": commit.sha,
+            "node_id": node_id("Commit", int(commit.sha[:7], 16)),
+            "url": url,
+            "html_url": f"{html}/{commit.sha}",
+            "author": {
+                "name": commit.author.name,
+                "email": commit.author.email,
+                "date": iso(commit.author.timestamp),
+            },
+            "committer": {
+                "name": commit.committer.name,
+                "email": commit.committer.email,
+                "date": iso(commit.committer.timestamp),
+            },
+            "tree": {
+                "sha": commit.tree,
+                "url": f"{self.api}/repos/{repo.full_name}/git/trees/{commit.tree}",
+            },
+            "message": commit.message,
+            "parents": [
+                {
+                    "sha": parent,
+                    "url": f"{self.api}/repos/{repo.full_name}/git/commits/{parent}",
+                    "html_url": f"{html}/{parent}",
+                }
+                for parent in commit.parents
+            ],
+            "verification": {
+                "verified": False,
+                "reason": "unsigned",
+                "signature": None,
+                "payload": None,
+                "verified_at": None,
+            },
+        }
+
+    def git_ref(self, repo: Repo, branch: str, sha: str) -> JSON:
+        """A ``git-ref`` for branch ``branch`` (``refs/heads/…``)."""
+        api = f"{self.api}/repos/{repo.full_name}/git"
+        ref = f"refs/heads/{branch}"
+        return {
+            "ref": ref,
+            "node_id": base64.b64encode(f"Ref:{repo.id}:{ref}".encode()).decode(),
+            "url": f"{api}/{quote(ref)}",
+            "object": {"type": "commit", "sha": sha, "url": f"{api}/commits/{sha}"},
+        }
+
     def branch(self, repo: Repo, name: str, sha: str) -> JSON:
         """A ``branch-with-protection`` (branches are never protected in the sandbox)."""
         url = f"{self.api}/repos/{repo.full_name}/branches/{quote(name)}"
@@ -452,7 +511,7 @@ class Renderer:
             "html_url": html_url,
             "number": issue.number,
             "state": issue.state.value,
-            "state_reason": "completed" if issue.state is IssueState.CLOSED else None,
+            "state_reason": _state_reason(issue),
             "title": issue.title,
             "body": issue.body,
             "user": self.user(issue.user),
@@ -469,7 +528,7 @@ class Renderer:
             "closed_by": None,
             "author_association": self.author_association(repo, issue.user),
             "performed_via_github_app": None,
-            "reactions": self.reactions(f"{url}/reactions", []),
+            "reactions": self.reactions(f"{url}/reactions", self.state.reactions_on_issue(issue)),
         }
         if issue.pull is not None:
             pull_url = f"{self.api}/repos/{repo.full_name}/pulls/{issue.number}"
@@ -569,7 +628,27 @@ class Renderer:
         }
 
     def pull(self, repo: Repo, pull: Issue, changes: list[FileChange], commits: int) -> JSON:
-        """A ``pull-request``."""
+        """A ``pull-request``: the ``pull-request-simple`` fields plus counts and merge state."""
+        issue = self.issue(repo, pull)
+        assert pull.pull is not None
+        return self.pull_simple(repo, pull) | {
+            "active_lock_reason": issue["active_lock_reason"],
+            "rebaseable": True,
+            "merged": pull.pull.merged,
+            "mergeable": True,
+            "mergeable_state": "clean",
+            "merged_by": None,
+            "comments": issue["comments"],
+            "review_comments": 0,
+            "maintainer_can_modify": False,
+            "commits": commits,
+            "additions": sum(c.additions for c in changes),
+            "deletions": sum(c.deletions for c in changes),
+            "changed_files": len(changes),
+        }
+
+    def pull_simple(self, repo: Repo, pull: Issue) -> JSON:
+        """A ``pull-request-simple``, as the pull-request lists return it."""
         assert pull.pull is not None
         issue = self.issue(repo, pull)
         url = f"{self.api}/repos/{repo.full_name}/pulls/{pull.number}"
@@ -606,7 +685,6 @@ class Renderer:
             "body": pull.body,
             "labels": issue["labels"],
             "milestone": None,
-            "active_lock_reason": issue["active_lock_reason"],
             "created_at": issue["created_at"],
             "updated_at": issue["updated_at"],
             "closed_at": issue["closed_at"],
@@ -634,18 +712,6 @@ class Renderer:
             "author_association": issue["author_association"],
             "auto_merge": None,
             "draft": pull.pull.draft,
-            "merged": pull.pull.merged,
-            "mergeable": True,
-            "rebaseable": True,
-            "mergeable_state": "clean",
-            "merged_by": None,
-            "comments": issue["comments"],
-            "review_comments": 0,
-            "maintainer_can_modify": False,
-            "commits": commits,
-            "additions": sum(c.additions for c in changes),
-            "deletions": sum(c.deletions for c in changes),
-            "changed_files": len(changes),
         }
 
     def collaborator_permission(self, repo: Repo, user: User, permission: Permission) -> JSON:

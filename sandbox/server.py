@@ -18,13 +18,21 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox import endpoints_apps, endpoints_checks, endpoints_issues, endpoints_repo
+from sandbox import (
+    endpoints_apps,
+    endpoints_checks,
+    endpoints_git,
+    endpoints_issues,
+    endpoints_pulls,
+    endpoints_repo,
+)
 from sandbox.auth import ANONYMOUS, AuthKind, Principal, authenticate
 from sandbox.delivery import deliver_webhook
 from sandbox.errors import ApiError, SandboxError, not_found
+from sandbox.events import check_suite_payload, pull_request_payload
 from sandbox.faults import RATE_LIMIT_DOCS, FaultKind, Faults
 from sandbox.openapi import NO_BODY, OpenApiValidator
-from sandbox.records import Delivery, RateBucket
+from sandbox.records import Delivery, Issue, RateBucket, Repo
 from sandbox.render import Renderer
 from sandbox.routing import Call, Route, check_access, merge_routes
 from sandbox.state import SandboxState
@@ -153,7 +161,9 @@ class Sandbox:
                 [
                     endpoints_apps.routes,
                     endpoints_checks.routes,
+                    endpoints_git.routes,
                     endpoints_issues.routes,
+                    endpoints_pulls.routes,
                     endpoints_repo.routes,
                 ]
             )
@@ -247,6 +257,31 @@ class Sandbox:
     ) -> Delivery:
         """Sign ``payload`` like GitHub (the App's webhook secret by default) and POST it."""
         return await deliver_webhook(self.state, app_url, event, payload, secret=secret, guid=guid)
+
+    async def deliver_pull_request(
+        self,
+        app_url: str,
+        repo: Repo,
+        pull: Issue,
+        *,
+        action: str = "opened",
+        before: str | None = None,
+    ) -> Delivery:
+        """Deliver a ``pull_request`` event (opened, synchronize with ``before``, ...) for ``pull``.
+
+        URLs in the payload point at this sandbox, so the App can follow them.
+        """
+        render = Renderer(self.state, self.url)
+        payload = pull_request_payload(render, repo, pull, action=action, before=before)
+        return await self.deliver(app_url, "pull_request", payload)
+
+    async def deliver_check_suite(
+        self, app_url: str, repo: Repo, check_suite_id: int, *, action: str = "rerequested"
+    ) -> Delivery:
+        """Deliver a ``check_suite`` event (``rerequested`` by default) for the App's suite."""
+        render = Renderer(self.state, self.url)
+        payload = check_suite_payload(render, repo, check_suite_id, action=action)
+        return await self.deliver(app_url, "check_suite", payload)
 
     # ---- the pipeline -------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from sandbox.records import (
     ReactionContent,
     ReactionResult,
     Repo,
+    StateReason,
     User,
     UserType,
 )
@@ -48,6 +49,7 @@ MAX_CHECK_OUTPUT_BYTES = 65535
 LOCKED_DOCS = "https://docs.github.com/articles/locking-conversations/"
 COMMENT_DOCS = "https://docs.github.com/rest/issues/comments#create-an-issue-comment"
 CHECK_DOCS = "https://docs.github.com/rest/checks/runs#create-a-check-run"
+PULL_DOCS = "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
@@ -70,6 +72,12 @@ def _generate_key_pair() -> tuple[str, str]:
         .decode()
     )
     return private_pem, public_pem
+
+
+def _custom_422(message: str) -> ApiError:
+    # GitHub's "custom" validation errors name no field, only a message.
+    error = {"resource": "PullRequest", "code": "custom", "message": message}
+    return ApiError(422, "Validation Failed", errors=[error], documentation_url=PULL_DOCS)
 
 
 class SandboxState:
@@ -103,6 +111,7 @@ class SandboxState:
         self.labels: dict[tuple[int, str], Label] = {}
         self.check_runs: dict[int, CheckRun] = {}
         self.check_suites: dict[tuple[int, str], int] = {}
+        self.rerequested_suites: list[int] = []
         self.reactions: dict[int, Reaction] = {}
         self.permissions: dict[tuple[int, str], Permission] = {}
         self.tokens: dict[str, InstallationToken] = {}
@@ -302,7 +311,7 @@ class SandboxState:
             issue = replace(issue, locked=locked)
         if state is not None:
             closed_at = now if state is IssueState.CLOSED else None
-            issue = replace(issue, state=state, closed_at=closed_at)
+            issue = replace(issue, state=state, closed_at=closed_at, state_reason=None)
         if deleted is not None:
             issue = replace(issue, deleted=deleted)
         issue = replace(issue, updated_at=now)
@@ -338,6 +347,7 @@ class SandboxState:
         title: str = "Update models",
         body: str | None = None,
         user: str = "octocat",
+        draft: bool = False,
     ) -> Issue:
         """Open a pull request from branch ``head`` (``files`` are committed to it first)."""
         base_ref = base or repo.default_branch
@@ -360,10 +370,21 @@ class SandboxState:
             labels=(),
             created_at=now,
             updated_at=now,
-            pull=PullInfo(head_ref=head, base_ref=base_ref),
+            pull=PullInfo(head_ref=head, base_ref=base_ref, draft=draft),
         )
         self.issues[(repo.id, issue.number)] = issue
         return issue
+
+    def pull_head(self, repo: Repo, pull: Issue) -> str:
+        """The head sha of pull request ``pull`` (its head branch's tip)."""
+        assert pull.pull is not None
+        return self.branches[repo.id][pull.pull.head_ref]
+
+    def commits_ahead(self, repo: Repo, base: str, head: str) -> list[str]:
+        """Commits reachable from ``head`` but not from ``base``, oldest first."""
+        store = self.objects[repo.id]
+        excluded = set(store.ancestors(base))
+        return [sha for sha in reversed(store.ancestors(head)) if sha not in excluded]
 
     def set_permission(self, repo: Repo, username: str, permission: Permission | str) -> None:
         """Make ``username`` a collaborator on ``repo`` with ``permission``."""
@@ -456,6 +477,19 @@ class SandboxState:
             raise not_found("https://docs.github.com/rest/checks/runs#get-a-check-run")
         return run
 
+    def check_suite_sha(self, repo: Repo, check_suite_id: int) -> str:
+        """The head sha of the App's check suite ``check_suite_id`` on ``repo`` (404 when none)."""
+        for (repo_id, sha), suite in self.check_suites.items():
+            if repo_id == repo.id and suite == check_suite_id:
+                return sha
+        raise not_found("https://docs.github.com/rest/checks/suites#rerequest-a-check-suite")
+
+    def rerequest_check_suite(self, repo: Repo, check_suite_id: int) -> str:
+        """Remember that someone asked to rerun a check suite; return its head sha."""
+        sha = self.check_suite_sha(repo, check_suite_id)
+        self.rerequested_suites.append(check_suite_id)
+        return sha
+
     def check_runs_for(self, repo: Repo, sha: str) -> list[CheckRun]:
         """Every check run on commit ``sha``, newest first."""
         runs = [r for r in self.check_runs.values() if r.repo_id == repo.id and r.head_sha == sha]
@@ -472,8 +506,12 @@ class SandboxState:
         ]
 
     def reactions_on(self, comment_id: int) -> list[Reaction]:
-        """The reactions on a comment."""
+        """The reactions on a comment, oldest first."""
         return [r for r in self.reactions.values() if r.comment_id == comment_id]
+
+    def reactions_on_issue(self, issue: Issue) -> list[Reaction]:
+        """The reactions on an issue or pull request itself (not its comments), oldest first."""
+        return [r for r in self.reactions.values() if r.issue_id == issue.id]
 
     def permission_of(self, repo: Repo, username: str) -> Permission:
         """``username``'s role on ``repo``: set, owner's admin, public read, or none."""
@@ -503,6 +541,104 @@ class SandboxState:
                 f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)",
             )
         issue = self.add_issue(repo, title, body=body, labels=labels, user=user.login)
+        return issue
+
+    def create_pull(
+        self,
+        repo: Repo,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str | None,
+        user: User,
+        draft: bool = False,
+    ) -> Issue:
+        """Open a pull request through the API (GitHub's 422s for bad branches or no commits)."""
+        heads = self.branches[repo.id]
+        # ``head`` may name the owner (``acme:feature``); the sandbox has no forks.
+        owner, _, branch = head.rpartition(":")
+        for name, value in (("base", base), ("head", branch)):
+            if value not in heads or (name == "head" and owner and owner != repo.owner.login):
+                raise validation_failed("PullRequest", name, "invalid", documentation_url=PULL_DOCS)
+        label = f"{repo.owner.login}:{branch}"
+        if any(
+            i.pull is not None
+            and i.state is IssueState.OPEN
+            and i.pull.head_ref == branch
+            and i.pull.base_ref == base
+            for i in self.list_issues(repo)
+        ):
+            raise _custom_422(f"A pull request already exists for {label}.")
+        if not self.commits_ahead(repo, heads[base], heads[branch]):
+            raise _custom_422(f"No commits between {base} and {branch}")
+        if body is not None and len(body) > MAX_COMMENT_CHARS:
+            raise validation_failed(
+                "PullRequest", "body", "custom", "body is too long", documentation_url=PULL_DOCS
+            )
+        return self.add_pull(
+            repo, head=branch, base=base, title=title, body=body, user=user.login, draft=draft
+        )
+
+    def pulls_for_commit(self, repo: Repo, sha: str) -> list[Issue]:
+        """Pull requests whose head is ``sha`` or that carry it between base and head."""
+        found = []
+        heads = self.branches[repo.id]
+        for issue in self.list_issues(repo):
+            if issue.pull is None or issue.pull.head_ref not in heads:
+                continue
+            head = heads[issue.pull.head_ref]
+            base = heads.get(issue.pull.base_ref)
+            carried = base is not None and sha in self.commits_ahead(repo, base, head)
+            if head == sha or carried:
+                found.append(issue)
+        return found
+
+    def edit_issue(
+        self,
+        repo: Repo,
+        number: int,
+        *,
+        title: str,
+        body: str | None,
+        state: IssueState,
+        state_reason: StateReason | None,
+        labels: Iterable[str],
+    ) -> Issue:
+        """Update an issue through the API: every field is the new value (the caller fills gaps).
+
+        ``state_reason`` counts only when ``state`` changes: closing defaults it to completed,
+        reopening makes it reopened. A locked issue may still be edited: locking stops
+        comments, not the people (and Apps) with write access.
+        """
+        issue = self._issue_or_raise(repo, number)
+        if body is not None and len(body) > MAX_COMMENT_CHARS:
+            raise validation_failed(
+                "Issue",
+                "body",
+                "custom",
+                f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)",
+            )
+        now = self.now()
+        closed_at, reason = issue.closed_at, issue.state_reason
+        if state is not issue.state and state is IssueState.CLOSED:
+            if state_reason is StateReason.REOPENED:
+                raise invalid_field("Issue", "state_reason", "reopened is not a reason to close")
+            closed_at, reason = now, state_reason or StateReason.COMPLETED
+        elif state is not issue.state:
+            closed_at, reason = None, StateReason.REOPENED
+        names = tuple(dict.fromkeys(self.ensure_label(repo, name).name for name in labels))
+        issue = replace(
+            issue,
+            title=title,
+            body=body,
+            state=state,
+            state_reason=reason,
+            closed_at=closed_at,
+            labels=names,
+            updated_at=now,
+        )
+        self.issues[(repo.id, number)] = issue
         return issue
 
     def create_comment(self, repo: Repo, issue_number: int, body: str, *, user: User) -> Comment:
@@ -542,6 +678,18 @@ class SandboxState:
             if reaction.user == user and reaction.content is content:
                 return ReactionResult(reaction, created=False)
         reaction = Reaction(self.next_id(), comment_id, content, user, self.now())
+        self.reactions[reaction.id] = reaction
+        return ReactionResult(reaction, created=True)
+
+    def react_to_issue(
+        self, repo: Repo, issue_number: int, content: ReactionContent, *, user: User
+    ) -> ReactionResult:
+        """React to an issue or pull request; the same reaction again gets the existing one."""
+        issue = self._issue_or_raise(repo, issue_number)
+        for reaction in self.reactions_on_issue(issue):
+            if reaction.user == user and reaction.content is content:
+                return ReactionResult(reaction, created=False)
+        reaction = Reaction(self.next_id(), None, content, user, self.now(), issue_id=issue.id)
         self.reactions[reaction.id] = reaction
         return ReactionResult(reaction, created=True)
 

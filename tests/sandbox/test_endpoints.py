@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sandbox import Sandbox
-from sandbox.records import IssueState, Permission, Repo
+from sandbox.records import DEFAULT_APP_PERMISSIONS, IssueState, Permission, Repo
 from tests.conftest import installation_token, seed_repo
 
 FILES = {
@@ -128,6 +128,94 @@ async def test_reaction_is_created_once_then_found(client: Client) -> None:
     assert body["id"] == same["id"] and body["content"] == "eyes"
 
 
+async def test_comment_reactions_are_listed_oldest_first_and_filtered_by_content(
+    client: Client,
+) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "react")
+    comment = state.add_comment(client.repo, issue.number, "/model-guard run")
+    path = f"/issues/comments/{comment.id}/reactions"
+    await client.call("POST", path, json={"content": "eyes"})
+    await client.call("POST", path, json={"content": "rocket"})
+    status, listed, _ = await client.call("GET", path)
+    assert (status, [r["content"] for r in listed]) == (200, ["eyes", "rocket"])
+    _, rockets, _ = await client.call("GET", path, content="rocket")
+    assert [r["content"] for r in rockets] == ["rocket"]
+    _, paged, headers = await client.call("GET", path, per_page=1)
+    assert len(paged) == 1 and 'rel="next"' in headers["Link"]
+    status, missing, _ = await client.call("GET", "/issues/comments/999/reactions")
+    assert (status, missing["message"]) == (404, "Not Found")
+
+
+async def test_issue_reaction_is_created_once_and_counted_on_the_issue(client: Client) -> None:
+    pull = client.sandbox.state.add_pull(client.repo, head="feature", files={"x.txt": b"x"})
+    path = f"/issues/{pull.number}/reactions"
+    first, body, _ = await client.call("POST", path, json={"content": "+1"})
+    again, same, _ = await client.call("POST", path, json={"content": "+1"})
+    assert (first, again, body["id"]) == (201, 200, same["id"])
+    assert body["user"]["login"] == "model-guard[bot]"
+    _, issue, _ = await client.call("GET", f"/issues/{pull.number}")
+    assert (issue["reactions"]["total_count"], issue["reactions"]["+1"]) == (1, 1)
+    status, bad, _ = await client.call("POST", path, json={"content": "thumbs"})
+    assert (status, bad["errors"][0]["field"]) == (422, "content")
+    client.sandbox.violations.clear()  # "thumbs" is off the request schema, on purpose
+    status, _, _ = await client.call("POST", "/issues/99/reactions", json={"content": "eyes"})
+    assert status == 404
+
+
+async def test_issue_edit_replaces_fields_and_labels_and_keeps_the_rest(client: Client) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "old", body="keep me", labels=["bug", "triage"])
+    path = f"/issues/{issue.number}"
+    status, edited, _ = await client.call("PATCH", path, json={"title": "new", "labels": ["Bug"]})
+    assert status == 200
+    assert (edited["title"], edited["body"]) == ("new", "keep me")
+    assert [label["name"] for label in edited["labels"]] == ["bug"]  # existing label, its case
+    _, fresh, _ = await client.call("PATCH", path, json={"labels": ["model-guard"], "body": None})
+    assert fresh["body"] is None and [label["name"] for label in fresh["labels"]] == ["model-guard"]
+    assert state.label(client.repo, "model-guard").name == "model-guard"
+    _, cleared, _ = await client.call("PATCH", path, json={"labels": []})
+    assert cleared["labels"] == []
+
+
+async def test_issue_close_and_reopen_set_state_reason_even_when_locked(client: Client) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "stale", locked=True)
+    path = f"/issues/{issue.number}"
+    _, ignored, _ = await client.call("PATCH", path, json={"state_reason": "not_planned"})
+    assert (ignored["state"], ignored["state_reason"]) == ("open", None)
+    _, closed, _ = await client.call(
+        "PATCH", path, json={"state": "closed", "state_reason": "not_planned"}
+    )
+    assert (closed["state"], closed["state_reason"], closed["locked"]) == (
+        "closed",
+        "not_planned",
+        True,
+    )
+    assert closed["closed_at"] is not None
+    _, reopened, _ = await client.call("PATCH", path, json={"state": "open"})
+    assert (reopened["state"], reopened["state_reason"], reopened["closed_at"]) == (
+        "open",
+        "reopened",
+        None,
+    )
+    _, default, _ = await client.call("PATCH", path, json={"state": "closed"})
+    assert default["state_reason"] == "completed"
+    status, bad, _ = await client.call("PATCH", path, json={"state": "merged"})
+    assert (status, bad["errors"][0]["field"]) == (422, "state")
+    client.sandbox.violations.clear()  # "merged" is off the request schema, on purpose
+
+
+async def test_deleted_or_missing_issue_cannot_be_edited(client: Client) -> None:
+    state = client.sandbox.state
+    issue = state.add_issue(client.repo, "gone")
+    state.update_issue(client.repo, issue.number, deleted=True)
+    status, _, _ = await client.call("PATCH", f"/issues/{issue.number}", json={"title": "x"})
+    assert status == 410
+    status, _, _ = await client.call("PATCH", "/issues/99", json={"title": "x"})
+    assert status == 404
+
+
 async def test_labels_create_get_and_refuse_a_taken_name(client: Client) -> None:
     status, label, _ = await client.call(
         "POST", "/labels", json={"name": "model-guard", "color": "#1D76DB"}
@@ -164,6 +252,42 @@ async def test_check_run_create_update_get_and_list_by_name(client: Client) -> N
         "POST", "/check-runs", json={"name": "x", "head_sha": "0" * 40}
     )
     assert status == 422 and "No commit found" in bad["message"]
+
+
+async def test_check_suite_rerequest_answers_201_for_the_apps_suite_only(client: Client) -> None:
+    head = client.sandbox.state.branches[client.repo.id]["main"]
+    _, run, _ = await client.call(
+        "POST", "/check-runs", json={"name": "model-guard", "head_sha": head}
+    )
+    suite = run["check_suite"]["id"]
+    status, body, _ = await client.call("POST", f"/check-suites/{suite}/rerequest")
+    assert (status, body) == (201, {})
+    assert client.sandbox.state.rerequested_suites == [suite]
+    status, missing, _ = await client.call("POST", "/check-suites/999/rerequest")
+    assert (status, missing["message"]) == (404, "Not Found")
+
+
+async def test_combined_status_without_statuses_is_pending_and_needs_statuses_read(
+    sandbox: Sandbox,
+) -> None:
+    permissions = dict(DEFAULT_APP_PERMISSIONS) | {"statuses": "read"}
+    installation = sandbox.state.add_installation("acme", permissions=permissions)
+    _, repo = seed_repo(sandbox.state, FILES, installation=installation)
+    head = sandbox.state.branches[repo.id]["main"]
+    token = await installation_token(sandbox, installation)
+    narrow = await installation_token(sandbox, installation, permissions={"contents": "read"})
+    url = f"{sandbox.url}/repos/acme/models/commits/main/status"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Authorization": f"token {token}"}) as answer:
+            combined = await answer.json()
+        assert answer.status == 200
+        assert (combined["state"], combined["sha"], combined["statuses"]) == ("pending", head, [])
+        assert combined["url"].endswith(f"/repos/acme/models/commits/{head}/status")
+        async with session.get(url, headers={"Authorization": f"token {narrow}"}) as answer:
+            assert answer.status == 403
+        missing = url.replace("/main/", "/nowhere/")
+        async with session.get(missing, headers={"Authorization": f"token {token}"}) as answer:
+            assert answer.status == 404
 
 
 async def test_pull_and_its_files_show_the_branch_changes(client: Client) -> None:

@@ -1,4 +1,4 @@
-"""Trees and blobs round-trip the committed bytes, and every sha is the id real git computes."""
+"""Git data round-trips the committed bytes, and every sha is the id real git computes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from sandbox import Sandbox
+from sandbox.records import DEFAULT_APP_PERMISSIONS
 from tests.conftest import installation_token, seed_repo
 
 FILES = {
@@ -113,3 +116,101 @@ def test_tree_sha_equals_git_write_tree_of_the_same_files(tmp_path: Path) -> Non
     assert git("write-tree") == commit.tree
     assert git("commit-tree", commit.tree, "-m", commit.message) == head
     assert git("hash-object", "models/fr-v1.onnx") == git_blob_id(FILES["models/fr-v1.onnx"])
+
+
+@pytest.fixture
+async def writer(sandbox: Sandbox) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """A session whose installation may write contents on acme/models, and the repo's API URL."""
+    permissions = dict(DEFAULT_APP_PERMISSIONS) | {"contents": "write"}
+    installation = sandbox.state.add_installation("acme", permissions=permissions)
+    seed_repo(sandbox.state, FILES, installation=installation)
+    token = await installation_token(sandbox, installation)
+    async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as session:
+        yield session, f"{sandbox.url}/repos/acme/models"
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: object) -> tuple[int, Any]:
+    async with session.post(url, json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_commit_built_over_http_lands_on_a_new_branch_with_gits_ids(
+    sandbox: Sandbox, writer: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = writer
+    state = sandbox.state
+    repo = state.find_repo("acme", "models")
+    assert repo is not None
+    main = await fetch(session, f"{base}/git/ref/heads/main")
+    head = main["object"]["sha"]  # type: ignore[index]
+    head_commit = await fetch(session, f"{base}/git/commits/{head}")
+    new_model = bytes(range(200))
+    status, blob = await post(
+        session,
+        f"{base}/git/blobs",
+        {"content": base64.b64encode(new_model).decode(), "encoding": "base64"},
+    )
+    assert (status, blob["sha"]) == (201, git_blob_id(new_model))
+    entries = [
+        {"path": "models/fr-v3.onnx", "mode": "100644", "type": "blob", "sha": blob["sha"]},
+        {"path": "registry.yaml", "mode": "100644", "type": "blob", "content": "models: []\n"},
+        {"path": "models/fr-v2.onnx", "mode": "100644", "type": "blob", "sha": None},
+    ]
+    status, tree = await post(
+        session,
+        f"{base}/git/trees",
+        {"base_tree": head_commit["tree"]["sha"], "tree": entries},  # type: ignore[index]
+    )
+    assert status == 201
+    expected = dict(FILES) | {"models/fr-v3.onnx": new_model, "registry.yaml": b"models: []\n"}
+    del expected["models/fr-v2.onnx"]
+    # The seeding path writes trees like `git write-tree` (test above); the API must agree.
+    assert tree["sha"] == state.objects[repo.id].write_tree(expected)
+    author = {"name": "Maria", "email": "maria@example.org", "date": "2026-01-02T03:04:05Z"}
+    status, commit = await post(
+        session,
+        f"{base}/git/commits",
+        {"message": "Add fr-v3", "tree": tree["sha"], "parents": [head], "author": author},
+    )
+    assert status == 201
+    assert commit["author"] == commit["committer"] == author
+    assert [p["sha"] for p in commit["parents"]] == [head]
+    status, ref = await post(
+        session, f"{base}/git/refs", {"ref": "refs/heads/add-v3", "sha": commit["sha"]}
+    )
+    assert (status, ref["ref"], ref["object"]["sha"]) == (201, "refs/heads/add-v3", commit["sha"])
+    assert await fetch(session, f"{base}/git/ref/heads/add-v3") == ref
+    assert await fetch(session, f"{base}/git/commits/{commit['sha']}") == commit
+    assert state.files_at(repo, "add-v3") == expected
+    assert state.branches[repo.id]["main"] == head
+
+
+async def test_git_writes_refuse_unknown_objects_and_taken_refs(
+    sandbox: Sandbox, writer: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = writer
+    head = (await fetch(session, f"{base}/git/ref/heads/main"))["object"]["sha"]  # type: ignore[index]
+    missing = "0" * 40
+    bad_blob = {"tree": [{"path": "x", "mode": "100644", "type": "blob", "sha": missing}]}
+    status, body = await post(session, f"{base}/git/trees", bad_blob)
+    assert status == 422 and missing in body["message"]
+    status, body = await post(session, f"{base}/git/commits", {"message": "m", "tree": missing})
+    assert (status, body["message"]) == (422, "Tree SHA does not exist")
+    status, body = await post(session, f"{base}/git/refs", {"ref": "refs/heads/main", "sha": head})
+    assert (status, body["message"]) == (422, "Reference already exists")
+    status, body = await post(session, f"{base}/git/refs", {"ref": "main", "sha": head})
+    assert status == 422
+    for url in (f"{base}/git/ref/heads/nowhere", f"{base}/git/commits/{missing}"):
+        async with session.get(url) as response:
+            assert response.status == 404
+
+
+async def test_read_only_installation_may_not_write_git_objects(sandbox: Sandbox) -> None:
+    installation, _ = seed_repo(sandbox.state, FILES)
+    token = await installation_token(sandbox, installation)
+    url = f"{sandbox.url}/repos/acme/models/git/blobs"
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as session,
+        session.post(url, json={"content": "x"}) as response,
+    ):
+        assert response.status == 403

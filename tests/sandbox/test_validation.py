@@ -121,24 +121,10 @@ def concrete(template: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: samples.get(m.group(1), "x1"), template)
 
 
-# Documented in the refreshed subset (50 operations) for what the App is about to call, and
-# not served yet: a request to one is a 404 and a violation. Serving one removes it here.
-NOT_SERVED_YET = {
-    "PATCH /repos/{owner}/{repo}/issues/{issue_number}",
-    "GET /repos/{owner}/{repo}/commits/{commit_sha}/pulls",
-    "GET /repos/{owner}/{repo}/pulls",
-    "POST /repos/{owner}/{repo}/pulls",
-    "GET /repos/{owner}/{repo}/git/ref/{ref}",
-    "POST /repos/{owner}/{repo}/git/refs",
-    "POST /repos/{owner}/{repo}/git/blobs",
-    "POST /repos/{owner}/{repo}/git/trees",
-    "POST /repos/{owner}/{repo}/git/commits",
-    "GET /repos/{owner}/{repo}/git/commits/{commit_sha}",
-    "POST /repos/{owner}/{repo}/issues/{issue_number}/reactions",
-    "GET /repos/{owner}/{repo}/issues/comments/{comment_id}/reactions",
-    "POST /repos/{owner}/{repo}/check-suites/{check_suite_id}/rerequest",
-    "GET /repos/{owner}/{repo}/commits/{ref}/status",
-}
+# Documented operations the sandbox does not serve (a request to one is a 404 and a
+# violation). Every one of the 50 is served today; a new operation in the subset lands here
+# until it is.
+NOT_SERVED_YET: set[str] = set()
 
 
 def test_every_operation_in_the_openapi_subset_has_a_route_but_the_ones_not_served_yet() -> None:
@@ -156,21 +142,36 @@ def test_every_operation_in_the_openapi_subset_has_a_route_but_the_ones_not_serv
 
 
 async def test_documented_operation_not_served_is_404_and_a_violation_not_a_wider_route(
-    sandbox: Sandbox, session: aiohttp.ClientSession
+    tmp_path: Path,
 ) -> None:
-    # commits/{ref:.+} would take "<sha>/pulls" as a ref; the pulls of a commit are not served.
-    sha = sandbox.state.resolve_ref(sandbox.state.find_repo("acme", "models"), "main")
-    async with session.get(f"{sandbox.url}/repos/acme/models/commits/{sha}/pulls") as response:
-        body = await response.json()
-    assert (response.status, body["message"]) == (404, "Not Found")
-    async with session.get(f"{sandbox.url}/repos/acme/models/commits/{sha}") as response:
-        assert response.status == 200  # the wider route still answers its own operation
-    assert sandbox.violations == [
-        f"GET /repos/acme/models/commits/{sha}/pulls: operation: "
-        "repos/list-pull-requests-associated-with-commit is documented but the sandbox does not "
-        "serve it"
-    ]
-    sandbox.violations.clear()
+    # commits/{ref:.+} would take "<sha>/frobs" as a ref; a documented operation the sandbox
+    # does not serve must answer 404 instead.
+    document = json.loads(PACKAGED_OPENAPI.read_text(encoding="utf-8"))
+    frobs = {
+        "operationId": "repos/list-frobs",
+        "parameters": [
+            {"$ref": f"#/components/parameters/{name}"} for name in ("owner", "repo", "commit-ref")
+        ],
+        "responses": {"200": {"description": "frobs"}},
+    }
+    document["paths"]["/repos/{owner}/{repo}/commits/{ref}/frobs"] = {"get": frobs}
+    wider = tmp_path / "openapi.json"
+    wider.write_text(json.dumps(document))
+    async with Sandbox(SandboxState(), openapi_path=wider) as sandbox:
+        installation, repo = seed_repo(sandbox.state, {"a.txt": b"a"})
+        token = await installation_token(sandbox, installation)
+        sha = sandbox.state.resolve_ref(repo, "main")
+        base = f"{sandbox.url}/repos/acme/models/commits/{sha}"
+        async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as session:
+            async with session.get(f"{base}/frobs") as response:
+                body = await response.json()
+            assert (response.status, body["message"]) == (404, "Not Found")
+            async with session.get(base) as response:
+                assert response.status == 200  # the wider route still answers its own operation
+        assert sandbox.violations == [
+            f"GET /repos/acme/models/commits/{sha}/frobs: operation: "
+            "repos/list-frobs is documented but the sandbox does not serve it"
+        ]
 
 
 def test_missing_openapi_description_is_a_one_line_error(tmp_path: Path) -> None:

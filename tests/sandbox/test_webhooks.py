@@ -113,3 +113,60 @@ async def test_broken_payload_is_still_sent_byte_for_byte(
     delivery = await sandbox.deliver(receiver.url, "issues", b"{truncated")
     assert receiver.received[0][1] == b"{truncated"
     assert (delivery.action, delivery.installation_id) == (None, None)
+
+
+async def test_pull_request_events_carry_the_real_numbers_and_shas(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    installation = state.add_installation("acme")
+    repo = state.add_repo("acme", "models", {"a.txt": b"a"}, installation=installation)
+    pull = state.add_pull(repo, head="feature", files={"b.txt": b"b"})
+    before = state.pull_head(repo, pull)
+    await sandbox.deliver_pull_request(receiver.url, repo, pull)
+    after = state.commit(repo, {"c.txt": b"c"}, message="c", branch="feature")
+    delivery = await sandbox.deliver_pull_request(
+        receiver.url, repo, pull, action="synchronize", before=before
+    )
+    secret = state.app.webhook_secret
+    opened, synchronized = (
+        sansio.Event.from_http(headers, body, secret=secret) for headers, body in receiver.received
+    )
+    assert (opened.event, opened.data["action"], opened.data["number"]) == (
+        "pull_request",
+        "opened",
+        pull.number,
+    )
+    assert opened.data["pull_request"]["head"]["sha"] == before
+    assert opened.data["pull_request"]["url"] == f"{sandbox.url}/repos/acme/models/pulls/1"
+    assert opened.data["installation"]["id"] == installation.id
+    assert opened.data["repository"]["full_name"] == "acme/models"
+    assert (synchronized.data["before"], synchronized.data["after"]) == (before, after)
+    assert synchronized.data["pull_request"]["commits"] == 2
+    assert (delivery.action, delivery.installation_id, delivery.repository_id) == (
+        "synchronize",
+        installation.id,
+        repo.id,
+    )
+
+
+async def test_check_suite_rerequested_event_names_the_suite_and_its_commit(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    installation = state.add_installation("acme")
+    repo = state.add_repo("acme", "models", {"a.txt": b"a"}, installation=installation)
+    head = state.branches[repo.id]["main"]
+    run = state.create_check_run(repo, name="model-guard", head_sha=head)
+    await sandbox.deliver_check_suite(receiver.url, repo, run.check_suite_id)
+    headers, body = receiver.received[0]
+    event = sansio.Event.from_http(headers, body, secret=state.app.webhook_secret)
+    suite = event.data["check_suite"]
+    assert (event.event, event.data["action"]) == ("check_suite", "rerequested")
+    assert (suite["id"], suite["head_sha"], suite["head_branch"]) == (
+        run.check_suite_id,
+        head,
+        "main",
+    )
+    assert suite["app"]["id"] == state.app.id
+    assert event.data["installation"]["id"] == installation.id
