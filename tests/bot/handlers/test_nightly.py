@@ -779,6 +779,25 @@ def test_rerun_of_all_checks_on_a_commit_judges_that_commit_again() -> None:
     assert len(jobs) == 1  # a malformed payload plans nothing
 
 
+async def test_rerun_all_checks_on_the_nightly_commit_judges_it_again_into_the_same_comment(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    _, repo = seeded(sandbox, repo_files("allgood"))
+    async with running_app(app_settings(sandbox, tmp_path)) as running:
+        await wait_for_jobs(running.store, done=1)
+        (first,) = nightly_checks(sandbox, repo)
+        delivery = await sandbox.deliver_check_suite(
+            running.webhook_url, repo, first.check_suite_id
+        )
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=2)
+    first_run, again = nightly_checks(sandbox, repo)
+    assert again.external_id is not None and again.external_id.startswith("nightly-suite:")
+    assert again.head_sha == first_run.head_sha
+    assert again.conclusion is CheckConclusion.SUCCESS
+    assert "### History (the last 2 runs)" in only_comment(sandbox, repo).body
+
+
 # ---- onboarding: a repository the App was just installed on is judged at once -----------------
 
 
