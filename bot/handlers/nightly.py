@@ -169,13 +169,13 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
         history = await store.recent_runs(view.repo, limit=HISTORY_RUNS)
         sticky = await ctx.services.sticky()
         identity = await ctx.services.identity()
-        label = (config or default_config()).tracking_label
+        settings = config or default_config()
         try:
             issue = await ensure_tracking_issue(
                 ctx.gh,
                 store,
                 repo=view.repo,
-                label=label,
+                label=settings.tracking_label,
                 spec=NIGHTLY_TRACKING,
                 bot_login=identity.login,
             )
@@ -190,7 +190,7 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
                 view,
                 history[1] if len(history) > 1 else None,
                 comment_url=result.html_url,
-                mentions=(config or default_config()).mention,
+                mentions=settings.mention,
             )
             if alert is not None:
                 await post_notice_once(
@@ -234,6 +234,38 @@ def nightly_runner(
     return Runner(Nightly(files=files, timeline=timeline), services)
 
 
+def _commit_job(
+    data: dict[str, Any],
+    *,
+    head_sha: object,
+    branch: object,
+    key: str,
+    reason: str,
+    full: bool = False,
+) -> JobSpec | None:
+    """A nightly job judging ``head_sha`` of the event's repository; None if the event is malformed."""
+    installation, repository = data.get("installation"), data.get("repository")
+    installation_id = installation.get("id") if isinstance(installation, dict) else None
+    repo = repository.get("full_name") if isinstance(repository, dict) else None
+    if not (
+        isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
+    ):
+        return None
+    return JobSpec(
+        kind=KIND,
+        key=key,
+        payload={
+            "installation_id": installation_id,
+            "repo": repo,
+            "ref": head_sha,
+            **({"branch": branch} if isinstance(branch, str) and branch else {}),
+            "day": datetime.now(UTC).date().isoformat(),
+            "reason": reason,
+            **({"full": True} if full else {}),
+        },
+    )
+
+
 def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     """A maintainer pressed "Re-run" (or a button) on the nightly check: judge that commit now.
 
@@ -241,44 +273,23 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     button judges every model. Another App's check, or another check's button, plans nothing.
     """
     data = event.data
-    run, installation, repository = (
-        data.get(k) for k in ("check_run", "installation", "repository")
-    )
-    if not (
-        isinstance(run, dict) and isinstance(installation, dict) and isinstance(repository, dict)
-    ):
-        return
-    installation_id, repo, head_sha = (
-        installation.get("id"),
-        repository.get("full_name"),
-        run.get("head_sha"),
-    )
-    if run.get("name") != NIGHTLY_CHECK:
-        return
-    if not (
-        isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
-    ):
+    run = data.get("check_run")
+    if not isinstance(run, dict) or run.get("name") != NIGHTLY_CHECK:
         return
     button = _button(data) if data.get("action") == "requested_action" else RERUN
     if button is None:
         return
     suite = run.get("check_suite")
-    branch = suite.get("head_branch") if isinstance(suite, dict) else None
-    jobs.append(
-        JobSpec(
-            kind=KIND,
-            key=f"nightly-{button}:{event.delivery_id}",
-            payload={
-                "installation_id": installation_id,
-                "repo": repo,
-                "ref": head_sha,
-                **({"branch": branch} if isinstance(branch, str) and branch else {}),
-                "day": datetime.now(UTC).date().isoformat(),
-                "reason": "full scan requested" if button == FULL_SCAN else "re-run requested",
-                **({"full": True} if button == FULL_SCAN else {}),
-            },
-        )
+    job = _commit_job(
+        data,
+        head_sha=run.get("head_sha"),
+        branch=suite.get("head_branch") if isinstance(suite, dict) else None,
+        key=f"nightly-{button}:{event.delivery_id}",
+        reason="full scan requested" if button == FULL_SCAN else "re-run requested",
+        full=button == FULL_SCAN,
     )
+    if job is not None:
+        jobs.append(job)
 
 
 def _button(data: dict[str, Any]) -> str | None:
@@ -295,33 +306,18 @@ def plan_suite_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     kind that opens checks today. A kind added later must re-run only where it had a check.
     """
     data = event.data
-    suite, installation, repository = (
-        data.get(k) for k in ("check_suite", "installation", "repository")
-    )
-    if not (
-        isinstance(suite, dict) and isinstance(installation, dict) and isinstance(repository, dict)
-    ):
+    suite = data.get("check_suite")
+    if not isinstance(suite, dict):
         return
-    installation_id, repo = installation.get("id"), repository.get("full_name")
-    head_sha, branch = suite.get("head_sha"), suite.get("head_branch")
-    if not (
-        isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
-    ):
-        return
-    jobs.append(
-        JobSpec(
-            kind=KIND,
-            key=f"nightly-suite:{event.delivery_id}",
-            payload={
-                "installation_id": installation_id,
-                "repo": repo,
-                "ref": head_sha,
-                **({"branch": branch} if isinstance(branch, str) and branch else {}),
-                "day": datetime.now(UTC).date().isoformat(),
-                "reason": "re-run of all checks requested",
-            },
-        )
+    job = _commit_job(
+        data,
+        head_sha=suite.get("head_sha"),
+        branch=suite.get("head_branch"),
+        key=f"nightly-suite:{event.delivery_id}",
+        reason="re-run of all checks requested",
     )
+    if job is not None:
+        jobs.append(job)
 
 
 # An installation on a large organisation lists hundreds of repositories: the first
