@@ -200,6 +200,7 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
                     key=f"nightly-alert:{ctx.job.key}",
                     body=alert,
                     bot_login=identity.login,
+                    app_id=identity.app_id,
                 )
         except (IssueUnavailable, TrackingError) as error:
             return Published(None, problem=one_line(error))

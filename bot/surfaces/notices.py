@@ -7,14 +7,13 @@ replica or a lost answer never posts it twice.
 """
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
 from bot.github.repos import repo_vars
 from bot.github.writes import create_once
+from bot.surfaces.sticky import is_own_comment
 
 _COMMENTS = "/repos/{owner}/{repo}/issues/{number}/comments"
 
@@ -34,14 +33,15 @@ def notice_marker(key: str) -> str:
     return f"<!-- model-guard:notice:{digest} -->"
 
 
-def _own(comment: Mapping[str, Any], bot_login: str) -> bool:
-    user = comment.get("user")
-    login = user.get("login", "") if isinstance(user, Mapping) else ""
-    return str(login).casefold() == bot_login.casefold()
-
-
 async def post_notice_once(
-    gh: GitHubAPI, *, repo: str, issue_number: int, key: str, body: str, bot_login: str
+    gh: GitHubAPI,
+    *,
+    repo: str,
+    issue_number: int,
+    key: str,
+    body: str,
+    bot_login: str,
+    app_id: int | None = None,
 ) -> Notice:
     """Post ``body`` on the issue unless the bot already posted the notice keyed ``key``."""
     marker = notice_marker(key)
@@ -49,7 +49,8 @@ async def post_notice_once(
 
     async def find() -> Notice | None:
         async for data in gh.getiter(_COMMENTS + "?per_page=100", url_vars):
-            if _own(data, bot_login) and marker in str(data.get("body") or ""):
+            own = is_own_comment(data, bot_login=bot_login, app_id=app_id)
+            if own and marker in str(data.get("body") or ""):
                 return Notice(int(data["id"]), data.get("html_url"), created=False)
         return None
 

@@ -232,6 +232,22 @@ def _is_gone(error: BadRequest) -> bool:
     return _status(error) in (404, 410) and not isinstance(error, RateLimitExceeded)
 
 
+def is_own_comment(comment: Mapping[str, Any], *, bot_login: str, app_id: int | None) -> bool:
+    """True when ``comment`` was written by the bot account ``bot_login`` (never a person's).
+
+    A person can paste any marker, so only the bot's comments (type ``Bot``, through this
+    App when GitHub names the App) are ever edited, deleted or taken as already posted.
+    """
+    user = comment.get("user")
+    if not isinstance(user, Mapping):
+        return False
+    login = str(user.get("login", "")).casefold()
+    if login != bot_login.casefold() or user.get("type") != "Bot":
+        return False
+    app = comment.get("performed_via_github_app")
+    return app_id is None or not isinstance(app, Mapping) or app.get("id") == app_id
+
+
 def with_marker(purpose: str, body: str) -> str:
     """Return ``body`` starting with the purpose's marker, truncated under GitHub's limit."""
     head = marker(purpose)
@@ -271,13 +287,7 @@ class StickyComments:
 
     def is_own(self, comment: Mapping[str, Any]) -> bool:
         """True when ``comment`` was written by this App's bot account (never a person's)."""
-        user = comment.get("user")
-        if not isinstance(user, Mapping):
-            return False
-        if str(user.get("login", "")).casefold() != self._bot_login or user.get("type") != "Bot":
-            return False
-        app = comment.get("performed_via_github_app")
-        return self._app_id is None or not isinstance(app, Mapping) or app.get("id") == self._app_id
+        return is_own_comment(comment, bot_login=self._bot_login, app_id=self._app_id)
 
     async def upsert(
         self, gh: GitHubAPI, *, repo: str, issue_number: int, purpose: str, body: str
