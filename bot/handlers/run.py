@@ -240,21 +240,17 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             view = self.kind.render(target, config, result)
         except TRANSIENT_ERRORS as error:
             await self._retry_if_attempts_left(opened, error)
-            failure, view = Failure.GITHUB, self._failed(target, config, Failure.GITHUB, error)
+            failure = Failure.GITHUB
+            view = self.kind.error_view(target, config, failure, error)
         except USER_ERRORS as error:
-            view = self._failed(target, config, Failure.REPOSITORY, error)
+            view = self.kind.error_view(target, config, Failure.REPOSITORY, error)
         except Exception as error:  # a bug: still tell the user, then record the failure
             log.exception("%s job %s failed", self.kind.name, job.key)
-            view = self._failed(target, config, Failure.INTERNAL, error)
+            view = self.kind.error_view(target, config, Failure.INTERNAL, error)
         finished = await self._conclude(opened, config, view)
         if failure is Failure.GITHUB or not finished:
             await park(self.services.store, job, why="GitHub kept failing; the run reported it")
         log.info("%s %s: %s", self.kind.name, opened.site.repo, view.conclusion.value)
-
-    def _failed(
-        self, target: TargetT, config: RepoConfig | None, failure: Failure, error: BaseException
-    ) -> ViewT:
-        return self.kind.error_view(target, config, failure, error)
 
     async def _open(self, job: Job) -> _Opened[TargetT]:
         """Resolve the target and open (or find again) the run's check run."""
