@@ -41,17 +41,41 @@ def _output(
     if raw.get("summary") is None:
         raise missing_field(RESOURCE, "summary")
     annotations = raw.get("annotations") or []
-    if not isinstance(annotations, list):
+    # "The Checks API limits the number of annotations to a maximum of 50 per API request."
+    if not isinstance(annotations, list) or len(annotations) > _MAX_ANNOTATIONS:
         raise invalid_field(RESOURCE, "annotations")
+    for annotation in annotations:
+        _check_annotation(annotation)
     # GitHub appends annotations on every update; the count is cumulative.
     earlier = previous.annotations_count if previous else 0
+    kept = previous.annotations if previous else ()
     return CheckOutput(
         title=optional_str(raw, "title", resource=RESOURCE)
         or (previous.title if previous else None),
         summary=optional_str(raw, "summary", resource=RESOURCE),
         text=optional_str(raw, "text", resource=RESOURCE),
         annotations_count=earlier + len(annotations),
+        annotations=kept + tuple(annotations),
     )
+
+
+_MAX_ANNOTATIONS = 50
+_ANNOTATION_LEVELS = frozenset({"notice", "warning", "failure"})
+
+
+def _check_annotation(annotation: object) -> None:
+    """Refuse an annotation GitHub refuses: missing path, lines, level or message."""
+    if not isinstance(annotation, dict):
+        raise invalid_field(RESOURCE, "annotations")
+    for key in ("path", "message"):
+        if not isinstance(annotation.get(key), str) or not annotation[key]:
+            raise missing_field(RESOURCE, key)
+    for key in ("start_line", "end_line"):
+        line = annotation.get(key)
+        if not isinstance(line, int) or isinstance(line, bool) or line < 1:
+            raise missing_field(RESOURCE, key)
+    if annotation.get("annotation_level") not in _ANNOTATION_LEVELS:
+        raise invalid_field(RESOURCE, "annotation_level")
 
 
 # https://docs.github.com/rest/guides/using-the-rest-api-to-interact-with-checks#check-runs-and-requested-actions

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
+from typing import Any
 
 
 class UserType(Enum):
@@ -247,6 +248,8 @@ class CheckOutput:
     summary: str | None = None
     text: str | None = None
     annotations_count: int = 0
+    # Every annotation sent so far, in order (GitHub appends them on each update).
+    annotations: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

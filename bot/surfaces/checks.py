@@ -30,6 +30,14 @@ class Conclusion(Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     NEUTRAL = "neutral"
+    CANCELLED = "cancelled"  # a newer push superseded the run
+
+
+class CheckStatus(Enum):
+    """The state a check run is opened in."""
+
+    QUEUED = "queued"  # the run is known, its work has not started
+    IN_PROGRESS = "in_progress"
 
 
 # https://docs.github.com/rest/guides/using-the-rest-api-to-interact-with-checks#check-runs-and-requested-actions
@@ -57,16 +65,54 @@ class CheckAction:
         return {"label": self.label, "description": self.description, "identifier": self.identifier}
 
 
+# https://docs.github.com/rest/checks/runs#update-a-check-run: "The Checks API limits the
+# number of annotations to a maximum of 50 per API request"; more are sent in further requests.
+MAX_ANNOTATIONS_PER_REQUEST = 50
+ANNOTATION_LEVELS = frozenset({"notice", "warning", "failure"})
+
+
+@dataclass(frozen=True)
+class CheckAnnotation:
+    """A problem shown on one line of a file in the pull request's diff."""
+
+    path: str
+    line: int
+    level: str  # notice, warning or failure
+    message: str
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse what GitHub refuses: an unknown level or a line before the first."""
+        if self.level not in ANNOTATION_LEVELS:
+            raise ValueError(f"annotation level must be one of {sorted(ANNOTATION_LEVELS)}")
+        if self.line < 1:
+            raise ValueError(f"annotation line must be >= 1, not {self.line}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The REST API's ``annotations`` item (message and title cut to GitHub's limits)."""
+        body: dict[str, Any] = {
+            "path": self.path,
+            "start_line": self.line,
+            "end_line": self.line,
+            "annotation_level": self.level,
+            "message": _clip(self.message),
+        }
+        if self.title:
+            body["title"] = self.title[:255]
+        return body
+
+
 @dataclass(frozen=True)
 class CheckOutput:
-    """What a finished check run shows: a title, a summary and (optionally) longer text."""
+    """What a finished check run shows: a title, a summary, longer text and annotations."""
 
     title: str
     summary: str
     text: str = ""
+    annotations: tuple[CheckAnnotation, ...] = ()
 
     def to_json(self) -> dict[str, str]:
-        """The ``output`` object of the REST API, each part cut to GitHub's limit."""
+        """The ``output`` object of the REST API, each part cut to GitHub's limit (no annotations)."""
         body = {"title": self.title[:1000], "summary": _clip(self.summary)}
         if self.text:
             body["text"] = _clip(self.text)
@@ -88,9 +134,16 @@ def _now() -> str:
 
 
 async def open_check_run(
-    gh: GitHubAPI, repo: str, head_sha: str, *, name: str, external_id: str, title: str
+    gh: GitHubAPI,
+    repo: str,
+    head_sha: str,
+    *,
+    name: str,
+    external_id: str,
+    title: str,
+    status: CheckStatus = CheckStatus.IN_PROGRESS,
 ) -> int:
-    """Return the id of this job's check run on ``head_sha``, creating it in progress if new.
+    """Return the id of this job's check run on ``head_sha``, creating it (``status``) if new.
 
     A create whose answer was lost is looked for again by ``external_id`` before a second
     POST, so a 502 after GitHub made the run never leaves two runs (one stuck in progress).
@@ -107,8 +160,8 @@ async def open_check_run(
                 "name": name,
                 "head_sha": head_sha,
                 "external_id": external_id,
-                "status": "in_progress",
-                "started_at": _now(),
+                "status": status.value,
+                **({"started_at": _now()} if status is CheckStatus.IN_PROGRESS else {}),
                 "output": {"title": title, "summary": title},
             },
         )
@@ -136,12 +189,17 @@ async def find_check_run(
     return None
 
 
-async def note_check_run(gh: GitHubAPI, repo: str, check_id: int, *, output: CheckOutput) -> None:
-    """Update a running check run's output (e.g. a retry is coming)."""
+async def note_check_run(
+    gh: GitHubAPI, repo: str, check_id: int, *, output: CheckOutput, started: bool = False
+) -> None:
+    """Update a running check run's output (e.g. a retry is coming); ``started``: it leaves the queue now."""
+    data: dict[str, Any] = {"status": "in_progress", "output": output.to_json()}
+    if started:
+        data["started_at"] = _now()
     await gh.patch(
         "/repos/{owner}/{repo}/check-runs/{check_run_id}",
         url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
-        data={"status": "in_progress", "output": output.to_json()},
+        data=data,
     )
 
 
@@ -154,19 +212,33 @@ async def finish_check_run(
     output: CheckOutput,
     actions: Sequence[CheckAction] = (),
 ) -> None:
-    """Complete a check run with its conclusion, output and buttons (at most three)."""
+    """Complete a check run with its conclusion, output, annotations and buttons (at most three).
+
+    Annotations go 50 to a request: every batch but the last is added to the running check
+    (GitHub appends them), the last one travels with the completion.
+    """
     if len(actions) > MAX_ACTIONS:
         raise ValueError(f"a check run has at most {MAX_ACTIONS} actions, not {len(actions)}")
+    url_vars = {**repo_vars(repo), "check_run_id": str(check_id)}
+    path = "/repos/{owner}/{repo}/check-runs/{check_run_id}"
+    batches = [
+        output.annotations[start : start + MAX_ANNOTATIONS_PER_REQUEST]
+        for start in range(0, len(output.annotations), MAX_ANNOTATIONS_PER_REQUEST)
+    ]
+    for batch in batches[:-1]:
+        await gh.patch(
+            path,
+            url_vars=url_vars,
+            data={"output": {**output.to_json(), "annotations": [a.to_json() for a in batch]}},
+        )
     data: dict[str, Any] = {
         "status": "completed",
         "conclusion": conclusion.value,
         "completed_at": _now(),
         "output": output.to_json(),
     }
+    if batches:
+        data["output"]["annotations"] = [a.to_json() for a in batches[-1]]
     if actions:
         data["actions"] = [action.to_json() for action in actions]
-    await gh.patch(
-        "/repos/{owner}/{repo}/check-runs/{check_run_id}",
-        url_vars={**repo_vars(repo), "check_run_id": str(check_id)},
-        data=data,
-    )
+    await gh.patch(path, url_vars=url_vars, data=data)

@@ -9,9 +9,12 @@ from gidgethub.aiohttp import GitHubAPI
 
 from bot.surfaces.checks import (
     CLIP_NOTE,
+    MAX_ANNOTATIONS_PER_REQUEST,
     MAX_OUTPUT_BYTES,
     CheckAction,
+    CheckAnnotation,
     CheckOutput,
+    CheckStatus as Status,
     Conclusion,
     finish_check_run,
     note_check_run,
@@ -196,3 +199,56 @@ async def test_finished_check_carries_its_buttons_and_github_limits_are_refused_
             output=output,
             actions=buttons * 2,
         )
+
+
+async def test_queued_run_has_no_start_until_it_is_noted_started(world: World) -> None:
+    check_id = await open_check_run(
+        world.gh,
+        REPO,
+        world.head,
+        name=CHECK,
+        external_id="registry:acme/models#1:d",
+        title="Judging",
+        status=Status.QUEUED,
+    )
+    run = world.sandbox.state.check_run(check_id, repo=world.repo)
+    assert run.status is CheckStatus.QUEUED
+    await note_check_run(
+        world.gh, REPO, check_id, output=CheckOutput(title="Judging", summary="now"), started=True
+    )
+    run = world.sandbox.state.check_run(check_id, repo=world.repo)
+    assert run.status is CheckStatus.IN_PROGRESS and run.started_at is not None
+
+
+async def test_annotations_go_fifty_to_a_request_and_all_arrive_in_order(world: World) -> None:
+    """120 problems: three PATCHes (50, 50, then 20 with the completion); GitHub keeps all 120."""
+    check_id = await world.open("registry:acme/models#1:d")
+    annotations = tuple(
+        CheckAnnotation("model/registry.json", line, "failure", f"problem {line}", title="bad")
+        for line in range(1, 121)
+    )
+    output = CheckOutput(title="120 problems", summary="see the lines", annotations=annotations)
+    await finish_check_run(world.gh, REPO, check_id, conclusion=Conclusion.FAILURE, output=output)
+    patches = world.sandbox.requests_to("PATCH", rf"{CREATE}/{check_id}")
+    assert len(patches) == 3
+    run = world.sandbox.state.check_run(check_id, repo=world.repo)
+    assert run.status is CheckStatus.COMPLETED and run.conclusion is CheckConclusion.FAILURE
+    assert run.output.annotations_count == 120
+    assert [a["start_line"] for a in run.output.annotations] == list(range(1, 121))
+    assert MAX_ANNOTATIONS_PER_REQUEST == 50
+    world.sandbox.assert_valid()
+
+
+async def test_cancelled_is_a_conclusion_github_accepts(world: World) -> None:
+    check_id = await world.open("registry:acme/models#1:d")
+    output = CheckOutput(title="Superseded by abc1234", summary="a newer push")
+    await finish_check_run(world.gh, REPO, check_id, conclusion=Conclusion.CANCELLED, output=output)
+    run = world.sandbox.state.check_run(check_id, repo=world.repo)
+    assert run.conclusion is CheckConclusion.CANCELLED
+
+
+def test_annotations_refuse_what_github_refuses() -> None:
+    with pytest.raises(ValueError, match="level"):
+        CheckAnnotation("a.json", 1, "error", "x")
+    with pytest.raises(ValueError, match="line"):
+        CheckAnnotation("a.json", 0, "failure", "x")
