@@ -10,7 +10,10 @@ from sandbox.render import Renderer, iso, node_id
 from sandbox.webhooks import load_example
 
 # The example payloads this module adapts (data/github/webhooks/examples/pull_request/).
-PULL_REQUEST_ACTIONS = frozenset({"opened", "synchronize", "reopened", "closed"})
+PULL_REQUEST_ACTIONS = frozenset({"opened", "synchronize", "reopened", "closed", "ready_for_review"})
+# octokit ships no ``ready_for_review`` example; its payload has the same shape as ``reopened``
+# (https://docs.github.com/webhooks/webhook-events-and-payloads#pull_request).
+_EXAMPLE_FOR = {"ready_for_review": "reopened"}
 
 
 def _envelope(render: Renderer, repo: Repo, sender: User) -> dict[str, Any]:
@@ -46,7 +49,7 @@ def pull_request_payload(
     base, head = heads[pull.pull.base_ref], heads[pull.pull.head_ref]
     changes = changes_between(state, repo, base, head)
     commits = len(commits_between(state, repo, base, head))
-    payload = load_example("pull_request", action)
+    payload = load_example("pull_request", _EXAMPLE_FOR.get(action, action))
     payload |= {
         "action": action,
         "number": pull.number,

@@ -150,6 +150,21 @@ async def test_pull_request_events_carry_the_real_numbers_and_shas(
     )
 
 
+async def test_ready_for_review_event_is_shaped_like_reopened_with_the_draft_flag_cleared(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    installation = state.add_installation("acme")
+    repo = state.add_repo("acme", "models", {"a.txt": b"a"}, installation=installation)
+    pull = state.add_pull(repo, head="feature", files={"b.txt": b"b"})
+    await sandbox.deliver_pull_request(receiver.url, repo, pull, action="ready_for_review")
+    ((headers, body),) = receiver.received
+    event = sansio.Event.from_http(headers, body, secret=state.app.webhook_secret)
+    assert (event.data["action"], event.data["number"]) == ("ready_for_review", pull.number)
+    assert event.data["pull_request"]["head"]["sha"] == state.pull_head(repo, pull)
+    assert event.data["pull_request"]["draft"] is False
+
+
 async def test_check_suite_rerequested_event_names_the_suite_and_its_commit(
     sandbox: Sandbox, receiver: Receiver
 ) -> None:
