@@ -1,6 +1,7 @@
 """``python -m bot.repoconfig``: print the generated docs, or check a configuration file."""
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,12 +13,35 @@ from bot.repoconfig.problems import DOCS_PATH, ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the generated docs (``--docs``) or check a configuration file (``--check FILE``)."""
+    """Print the docs (``--docs``), check a file (``--check FILE``) or print its policy (``--policy FILE``)."""
     args = _parser().parse_args(argv)
     if args.docs:
         sys.stdout.write(render_configuration_docs())
         return 0
+    if args.policy is not None:
+        return print_policy(args.policy)
     return check_file(args.check)
+
+
+def print_policy(path: Path) -> int:
+    """Print the file's ``promotion:`` block as the JSON ``verdict verify --policy`` reads.
+
+    The pull-request check judges verdicts by this block (read from the base branch), so
+    ``verdict verify --policy`` on the printed file gives the same answer locally.
+    """
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        print(f"{path}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    try:
+        config = parse_repo_config(text, source=str(path))
+    except ConfigError as error:
+        print(f"{path}: {error.one_line()}", file=sys.stderr)
+        return 1
+    block = {key: value for key, value in config.promotion.to_dict().items() if value is not None}
+    print(json.dumps(block, indent=2, sort_keys=True))
+    return 0
 
 
 def check_file(path: Path) -> int:
@@ -47,4 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--docs", action="store_true", help=f"print {DOCS_PATH}")
     action.add_argument("--check", type=Path, metavar="FILE", help="validate a configuration file")
+    action.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="print the file's promotion policy as JSON for 'model-guard verdict verify --policy'",
+    )
     return parser

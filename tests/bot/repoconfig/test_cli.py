@@ -38,3 +38,21 @@ def test_main_check_accepts_the_example_and_refuses_a_missing_file(
     assert "valid; gate plcc >= 0.9" in capsys.readouterr().out
     assert main(["--check", str(tmp_path / "absent.yml")]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_main_policy_prints_the_block_verdict_verify_reads_back_equal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pull-request check and ``verdict verify --policy`` judge by the same policy."""
+    from bot.repoconfig import parse_repo_config
+    from engine.policy import load_policy
+
+    path = tmp_path / "model-guard.yml"
+    path.write_text("version: 1\npromotion:\n  min_mean_plcc: 0.98\n  min_sources: 4\n")
+    assert main(["--policy", str(path)]) == 0
+    printed = tmp_path / "policy.json"
+    printed.write_text(capsys.readouterr().out)
+    assert load_policy(printed) == parse_repo_config(path.read_bytes()).promotion
+    path.write_text("promotion:\n  min_mean_plcc: 7\n")
+    assert main(["--policy", str(path)]) == 1
+    assert "min_mean_plcc" in capsys.readouterr().err
