@@ -46,7 +46,7 @@ _ROW_POINTER = re.compile(r"^/models/(0|[1-9][0-9]*)(?:/|$)")
 _JSON_LINE = re.compile(r"invalid JSON: .* at line ([0-9]+) column [0-9]+$")
 _RULE = re.compile(r"\(promotion\.([a-z_]+)\)")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_UNBOUND = ": does not bind this model: "
+_UNBOUND = "does not bind this model: "
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class RegistryReview:
         if self.diff is None:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             first = failures[0].message if failures else "it cannot be read"
-            parts.append(f"{self.registry} is invalid: {first}{more}")
+            parts.append(f"registry invalid: {first}{more}")
         elif failures:
             parts.append(f"{_count(len(failures), 'problem')} in the change: {failures[0].message}")
         unbacked = [p for p in self.promotions if not p.ok]
@@ -220,17 +220,18 @@ def review_registry_change(
     return RegistryReview(name, diff, tuple(annotations), promotions)
 
 
-def verdict_inputs(verdict_file: Path, *, root: Path | None = None) -> tuple[str, ...]:
+def verdict_inputs(verdict_file: Path, *, root: Path) -> tuple[str, ...]:
     """Return the files a verdict is bound to, as recorded: paths relative to the verdict's folder.
 
     The feature table, every LOSO report, every model and its external data, each once, so
     the App can fetch them beside the verdict before ``review_registry_change``. ``root``
-    is the folder holding the repository (the head checkout): with it, a path that would
-    resolve outside it is refused. Bad JSON, a document that is not a verdict, an absolute
-    or escaping path: one-line ``EvidenceError``.
+    is the local folder laid out as the repository (the head checkout) that holds the
+    verdict; a path that would resolve outside it is refused, so joining a returned path to
+    the verdict's folder never leaves the checkout. Bad JSON, a document that is not a
+    verdict, an absolute or escaping path: one-line ``EvidenceError``.
     """
     verdict_file = Path(verdict_file)
-    label = verdict_file.name if root is None else _shown(verdict_file, Path(root))
+    label = _shown(verdict_file, Path(root))
     try:
         document = read_json(verdict_file).value
     except EvidenceError as error:
@@ -395,9 +396,9 @@ def _check_verdict(verdict: str, *, head_root: Path, policy: PromotionPolicy) ->
         if result.verdict is not None:
             models = tuple(read_json(file).value["bound_to"]["models"])
     except EngineError as error:
-        reason = _relative_text(one_line(error, limit=_MESSAGE_LIMIT), head_root)
-        return _Checked(shown, False, (f"{shown}: {reason}",), None)
-    problems = [f"{shown}: {_relative_text(p, head_root)}" for p in result.problems]
+        reason = _relative_text(str(error), head_root)
+        return _Checked(shown, False, (_about(shown, reason),), None)
+    problems = [_about(shown, _relative_text(p, head_root)) for p in result.problems]
     if len(problems) > _PROBLEMS_PER_VERDICT:
         more = len(problems) - _PROBLEMS_PER_VERDICT
         problems = [*problems[:_PROBLEMS_PER_VERDICT], f"{shown}: ... and {more} more problems"]
@@ -438,13 +439,19 @@ def _promotion(entry: ModelEntry, line: int, checked: Sequence[_Checked]) -> Pro
         elif (why := coverage_problem(candidate.models, entry)) is None:
             covering.append(candidate)
         else:
-            elsewhere.append(f"{candidate.path}{_UNBOUND}{why}")
+            elsewhere.append(_about(candidate.path, f"{_UNBOUND}{why}"))
     backed = next((candidate for candidate in covering if candidate.ok), None)
     if backed is not None:
         return PromotionCheck(entry.id, line, backed.path, ())
     problems = [p for candidate in covering for p in candidate.problems]
     problems += unreadable + elsewhere
     return PromotionCheck(entry.id, line, None, tuple(problems) or (NO_VERDICT,))
+
+
+def _about(verdict: str, problem: str) -> str:
+    """Return one printable line naming the verdict first (once, if the problem already does)."""
+    text = problem if problem.startswith(f"{verdict}: ") else f"{verdict}: {problem}"
+    return one_line(_printable(text), limit=_MESSAGE_LIMIT)
 
 
 def _unbacked_line(unbacked: Sequence[PromotionCheck]) -> str:
@@ -456,7 +463,7 @@ def _unbacked_line(unbacked: Sequence[PromotionCheck]) -> str:
         why = "(none in the pull request's head commit)"
     elif rules:
         why = f"that meets the policy ({', '.join(rules)})"
-    elif all(_UNBOUND in problem for problem in first.problems):
+    elif all(f": {_UNBOUND}" in problem for problem in first.problems):
         why = "that binds its model"
     else:
         why = "that verifies"
@@ -497,17 +504,16 @@ def _relative_problem(text: str) -> str | None:
     return None
 
 
-def _input_problem(path: str, verdict_file: Path, root: Path | None) -> str | None:
+def _input_problem(path: str, verdict_file: Path, root: Path) -> str | None:
     """Return why a verdict's bound path cannot be fetched beside it, or None."""
     if not path or "\\" in path or "\x00" in path:
         return "must be a non-empty '/'-separated path without NUL"
     if PurePosixPath(path).is_absolute() or _DRIVE.match(path) or path.startswith("~"):
         return "is absolute; a verdict names files relative to its own folder"
-    if root is not None:
-        top = Path(root).resolve()
-        target = Path(os.path.normpath(verdict_file.resolve().parent / path))
-        if not target.is_relative_to(top):
-            return "resolves outside the repository"
+    top = Path(root).resolve()
+    target = Path(os.path.normpath(verdict_file.resolve().parent / path))
+    if not target.is_relative_to(top):
+        return "resolves outside the repository"
     return None
 
 
@@ -516,7 +522,7 @@ def _relative_text(text: str, root: Path | None) -> str:
     if root is None:
         return text
     for prefix in sorted({str(Path(root).resolve()), str(Path(root))}, key=len, reverse=True):
-        text = text.replace(prefix + os.sep, "").replace(prefix, ".")
+        text = text.replace(prefix + os.sep, "").replace(prefix, "the repository root")
     return text
 
 

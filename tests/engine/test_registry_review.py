@@ -275,9 +275,7 @@ def test_verdict_that_is_not_json_is_a_problem_line_not_an_exception(work: Work)
     broken.parent.mkdir(parents=True)
     broken.write_text('{"verdict": "PROMOTE",', encoding="utf-8")
     problems = only(work.review(("model/evidence/v04/PROMOTE.json", "../outside/PROMOTE.json")))
-    assert problems[0].startswith(
-        "model/evidence/v04/PROMOTE.json: model/evidence/v04/PROMOTE.json: invalid JSON: "
-    )
+    assert problems[0].startswith("model/evidence/v04/PROMOTE.json: invalid JSON: ")
     assert problems[1] == (
         "../outside/PROMOTE.json: verdict path '../outside/PROMOTE.json' must not contain '..'"
     )
@@ -318,7 +316,7 @@ def test_schema_error_in_the_head_registry_is_annotated_on_its_row(work: Work) -
     assert (annotation.path, annotation.level) == (REGISTRY, FAILURE)
     assert annotation.line == row_lines(text)[V04] != 1
     assert annotation.message.startswith(f"{REGISTRY}#/models/1/smoke: ")
-    assert review.headline().startswith(f"{REGISTRY} is invalid: {REGISTRY}#/models/1/smoke")
+    assert review.headline().startswith(f"registry invalid: {REGISTRY}#/models/1/smoke: ")
 
 
 def test_duplicate_id_is_annotated_where_it_repeats(work: Work) -> None:
