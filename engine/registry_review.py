@@ -20,6 +20,7 @@ from engine.errors import EngineError, EvidenceError, UsageError, one_line
 from engine.evidence import read_json, schema_problems
 from engine.policy import PolicyRule, PromotionPolicy
 from engine.registry import (
+    MAX_REGISTRY_BYTES,
     ModelEntry,
     Problem,
     Registry,
@@ -255,45 +256,38 @@ def verdict_inputs(verdict_file: Path, *, root: Path) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Locator:
-    """Finds the line of a head registry problem: the row a JSON pointer names, or a JSON error's line."""
+    """Finds the line of a head registry problem: the row its JSON pointer names."""
 
-    document: Any
-    lines: Mapping[str, tuple[int, ...]]
+    rows: tuple[int, ...]  # the line of each row of ``models`` (1 when it has no string id)
+    first_lines: Mapping[str, int]  # model id -> its first row's line (``row_lines``)
 
     @classmethod
     def read(cls, path: Path) -> "_Locator":
-        """Read the head registry's text (leniently: it is only used to find lines)."""
+        """Read the head registry once to map row indexes to lines (never raises)."""
         try:
-            text = path.read_bytes().decode("utf-8", errors="replace")
-        except OSError:
-            return cls(None, {})
-        try:
-            document = read_json(path).value
+            document = read_json(path, max_bytes=MAX_REGISTRY_BYTES)
         except EvidenceError:
-            document = None
-        return cls(document, id_lines(text))
-
-    @property
-    def first_lines(self) -> dict[str, int]:
-        """Return model id -> the line of its first row (``registry_diff.row_lines``)."""
-        return {model_id: found[0] for model_id, found in self.lines.items()}
+            return cls((), {})
+        found = id_lines(document.raw.decode("utf-8"))
+        models = document.value.get("models") if isinstance(document.value, dict) else None
+        seen: dict[str, int] = {}
+        rows: list[int] = []
+        # The n-th row with an id is on the n-th line the scan found for it (duplicates).
+        for row in models if isinstance(models, list) else ():
+            model_id = _row_id(row)
+            if model_id is None:
+                rows.append(1)
+                continue
+            nth = seen[model_id] = seen.get(model_id, -1) + 1
+            lines = found.get(model_id, ())
+            rows.append(lines[nth] if nth < len(lines) else 1)
+        return cls(tuple(rows), {model_id: lines[0] for model_id, lines in found.items()})
 
     def line_of(self, pointer: str) -> int:
-        """Return the line of the row a pointer lies in (1 when the row has no usable id)."""
+        """Return the line of the row a pointer lies in (1 when there is no better line)."""
         match = _ROW_POINTER.match(pointer)
-        models = self.document.get("models") if isinstance(self.document, dict) else None
-        if match is None or not isinstance(models, list):
-            return 1
-        index = int(match.group(1))
-        if index >= len(models):
-            return 1
-        model_id = _row_id(models[index])
-        if model_id is None:
-            return 1
-        # The n-th row with an id is on the n-th line the scan found for it (duplicates).
-        nth = sum(1 for row in models[:index] if _row_id(row) == model_id)
-        found = self.lines.get(model_id, ())
-        return found[nth] if nth < len(found) else 1
+        index = -1 if match is None else int(match.group(1))
+        return self.rows[index] if 0 <= index < len(self.rows) else 1
 
 
 def _row_id(row: Any) -> str | None:

@@ -168,6 +168,19 @@ def test_honest_flip_is_backed_by_its_verdict_and_unchanged_models_are_not_neede
     assert review.ok
     assert review.headline() == "1 promotion backed; registry valid"
     assert review.diff is not None and review.diff.ids(Change.PROMOTED) == (V04,)
+    markdown = review.render_markdown()
+    assert f"| `{V04}` | {check.line} | `{verdict}` | backed |" in markdown
+    assert f"| `{V04}` | promoted | {check.line} | smoke: true -> false |" in markdown
+
+
+def test_one_verdict_backs_every_model_it_binds(work: Work) -> None:
+    work.registry([(V03, True), (V04, True)])
+    work.commit_base()
+    work.registry([(V03, False), (V04, False)])
+    verdict = work.verdict("ensemble", [V03, V04])
+    review = work.review((verdict,))
+    assert [(p.model_id, p.verdict) for p in review.promotions] == [(V03, verdict), (V04, verdict)]
+    assert review.headline() == "2 promotions backed; registry valid"
 
 
 def test_flip_without_a_verdict_is_not_backed(work: Work) -> None:
@@ -218,8 +231,10 @@ def test_verdict_passing_its_own_lax_thresholds_fails_the_policy_naming_the_rule
     write_loso(work.root / "runs" / "weak", corpus, dict.fromkeys(range(5), 0.90))
     verdict = work.verdict("v04", [V04], loso="runs/weak", mean_plcc=0.0, per_seed_min=0.0)
     assert verdict.endswith("/PROMOTE.json")  # the author's own gate passed
-    review = work.review((verdict,))
+    other = work.verdict("v03", [V03])
+    review = work.review((other, verdict))
     problems = only(review)
+    assert problems[-1].startswith(f"{other}: does not bind this model: ")
     assert problems[0] == (
         f"{verdict}: policy: mean PLCC threshold 0.0 is laxer than the policy's 0.95 "
         "(promotion.min_mean_plcc)"
