@@ -464,3 +464,14 @@ def test_markdown_of_a_thousand_promotions_stays_under_the_limit(work: Work) -> 
     assert len(markdown.encode("utf-8")) < MAX_MARKDOWN_BYTES
     assert "... and 960 more" in markdown
     assert "| model | line | verdict | result |" in markdown
+
+
+def test_row_pointed_at_a_missing_file_is_checked_even_with_the_same_hash(work: Work) -> None:
+    work.registry([(V03, False)])
+    work.commit_base()
+    text = work.registry([(V03, False)], **{V03: {"onnx": "moved/fr-mlp-v03.onnx"}})
+    review = work.review()
+    assert review.diff is not None and review.diff.items == ()  # same bytes: not a change
+    [annotation] = review.annotations
+    assert annotation.line == row_lines(text)[V03]
+    assert annotation.message == f"{REGISTRY}#/models/0/onnx: file moved/fr-mlp-v03.onnx not found"
