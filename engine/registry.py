@@ -2,7 +2,7 @@
 
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -120,8 +120,13 @@ def load_registry(path: Path) -> Registry:
     )
 
 
-def validate_registry(path: Path) -> list[Problem]:
-    """Return every problem in a registry: structure, paths, files and hashes (empty when valid)."""
+def validate_registry(path: Path, *, files_of: Collection[str] | None = None) -> list[Problem]:
+    """Return every problem in a registry: structure, paths, files and hashes (empty when valid).
+
+    ``files_of`` limits the file and hash checks to the rows with those ids (a pull
+    request's check has only the files of the rows it changes); structure is always
+    checked for every row.
+    """
     path = Path(path)
     try:
         document = _read(path)
@@ -130,6 +135,10 @@ def validate_registry(path: Path) -> list[Problem]:
     problems = _structural_problems(document, path.parent)
     flagged = {problem.pointer for problem in problems}
     for index, model in _model_rows(document):
+        if files_of is not None and not (
+            isinstance(model.get("id"), str) and model["id"] in files_of
+        ):
+            continue
         problems.extend(
             _file_problems(model, path.parent, base=f"/models/{index}", flagged=flagged)
         )

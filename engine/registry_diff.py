@@ -133,11 +133,20 @@ def row_lines(registry_text: str) -> dict[str, int]:
     Text that is not valid JSON gives what could be found before the problem; a repeated
     id keeps its first line. Never raises.
     """
+    return {model_id: found[0] for model_id, found in id_lines(registry_text).items()}
+
+
+def id_lines(registry_text: str) -> dict[str, tuple[int, ...]]:
+    """Return model id -> the 1-based line of every row with that id, in file order.
+
+    The same scan as ``row_lines``, keeping repeats: the n-th row holding an id is on the
+    n-th line listed (so a duplicate id can be pointed at where it repeats). Never raises.
+    """
     newlines = [index for index, char in enumerate(registry_text) if char == "\n"]
-    found: dict[str, int] = {}
+    found: dict[str, list[int]] = {}
     for model_id, position in _id_members(registry_text):
-        found.setdefault(model_id, bisect.bisect_left(newlines, position) + 1)
-    return found
+        found.setdefault(model_id, []).append(bisect.bisect_left(newlines, position) + 1)
+    return {model_id: tuple(lines) for model_id, lines in found.items()}
 
 
 def _row_items(

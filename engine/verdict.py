@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -24,6 +24,9 @@ from engine.gate import GateReport, GateThresholds, evaluate_gate
 from engine.hashing import sha256_bytes, sha256_file
 from engine.loso_report import LosoReport, load_loso_report, load_loso_reports
 from engine.policy import PromotionPolicy, check_policy
+
+if TYPE_CHECKING:  # engine.registry is imported where it is used, to keep this import light
+    from engine.registry import ModelEntry
 
 SCHEMA = "model-guard/verdict"
 SCHEMA_VERSION = 1
@@ -417,14 +420,6 @@ def _coverage_problems(
     from engine.registry import load_registry
 
     loaded = load_registry(registry)
-    covered = {
-        (
-            str(m["sha256"]),
-            frozenset((Path(str(e["path"])).name, str(e["sha256"])) for e in m["external_data"]),
-        )
-        for m in models
-    }
-    hashes = {sha for sha, _ in covered}
     problems: list[str] = []
     known = {entry.id for entry in loaded.models}
     for wanted in sorted(set(model_ids or ()) - known):
@@ -432,22 +427,36 @@ def _coverage_problems(
     for entry in loaded.models:
         if entry.smoke or (model_ids is not None and entry.id not in model_ids):
             continue
-        external = frozenset(
-            (Path(name).name, sha) for name, sha in (entry.external_map() or {}).items()
-        )
-        if (entry.sha256, external) in covered:
-            continue
-        if entry.sha256 in hashes:
-            problems.append(
-                f"registry would promote {entry.id} (sha256 {_short(entry.sha256)}) whose external "
-                "data differs from what the verdict covers"
-            )
-        else:
-            problems.append(
-                f"registry would promote {entry.id} (sha256 {_short(entry.sha256)}) "
-                "which the verdict does not cover"
-            )
+        if (problem := coverage_problem(models, entry)) is not None:
+            problems.append(problem)
     return problems
+
+
+def coverage_problem(models: Sequence[Mapping[str, Any]], entry: "ModelEntry") -> str | None:
+    """Return why a verdict's bound models (``bound_to.models``) do not cover a registry row, or None.
+
+    Covered means one bound model has the row's sha256 and exactly its external data
+    (by file name and sha256); paths may differ, the bytes may not.
+    """
+    covered = {
+        (
+            str(m["sha256"]),
+            frozenset((Path(str(e["path"])).name, str(e["sha256"])) for e in m["external_data"]),
+        )
+        for m in models
+    }
+    external = frozenset((Path(name).name, sha) for name, sha in entry.external_map().items())
+    if (entry.sha256, external) in covered:
+        return None
+    if entry.sha256 in {sha for sha, _ in covered}:
+        return (
+            f"registry would promote {entry.id} (sha256 {_short(entry.sha256)}) whose external "
+            "data differs from what the verdict covers"
+        )
+    return (
+        f"registry would promote {entry.id} (sha256 {_short(entry.sha256)}) "
+        "which the verdict does not cover"
+    )
 
 
 def _binding_reasons(
