@@ -29,6 +29,7 @@ from bot.jobs.schedules import InstalledSchedules
 from bot.jobs.worker import WorkerPool
 from bot.judging.bisect_run import TimelineJudge
 from bot.judging.pool import EnginePool
+from bot.judging.registry_run import RegistryChangeJudge
 from bot.settings import Settings
 from bot.store import JobState, SqliteStore, Store
 from bot.telemetry import CONTENT_TYPE_LATEST, Telemetry
@@ -142,6 +143,13 @@ async def _services_context(
         evaluations=data / "evaluations",
         time_limit=settings.job_timeout_s,
     )
+    change = RegistryChangeJudge(
+        files=files,
+        pool=pool,
+        timeline=judge,
+        workdir=data / "work",
+        time_limit=settings.job_timeout_s,
+    )
     runs = RunServices(client=client, store=store, telemetry=telemetry)
     schedules: InstalledSchedules | None = None
     listing: ScheduleSource
@@ -151,7 +159,7 @@ async def _services_context(
         listing = source
     workers = WorkerPool(
         store,
-        job_handlers(runs, files=files, judge=judge),
+        job_handlers(runs, files=files, judge=judge, change=change),
         options=settings.worker_options(),
         telemetry=telemetry,
     )

@@ -3,7 +3,10 @@
 It starts the sandbox and the App on loopback, installs the App (with the permissions of
 ``app.yml``) on a sandbox repository holding the bundled registry and golden cache, lets
 the scheduler fire the nightly job, and prints what a maintainer would see: the tracking
-comment and the check run. Nothing leaves 127.0.0.1.
+comment and the check run. Then it opens the pull requests of ``bot.demo_pulls`` (a
+regression, an honest promotion, a flip without evidence, a verdict laxer than the
+policy) and prints each one's ``model-guard/registry`` check and comment. Nothing leaves
+127.0.0.1.
 """
 
 import asyncio
@@ -11,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -19,13 +22,15 @@ import yaml
 from aiohttp import web
 
 from bot.app import create_app
+from bot.demo_pulls import PullScenario, base_files, pull_scenarios
 from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
+from bot.handlers.registry_view import PR_PURPOSE, REGISTRY_CHECK
 from bot.settings import Settings
 from bot.surfaces.sticky import marker
 from engine.errors import RegistryError
 from engine.registry import load_registry
 from sandbox import Sandbox, SandboxState
-from sandbox.records import CheckRun, CheckStatus, Comment, Repo
+from sandbox.records import CheckRun, CheckStatus, Comment, Installation, Repo
 from sandbox.webhooks import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +52,25 @@ class DemoError(Exception):
 
 
 @dataclass(frozen=True)
+class PullResult:
+    """What the maintainer sees on one demo pull request."""
+
+    scenario: PullScenario
+    repo: str
+    number: int
+    check: CheckRun
+    comment: Comment
+
+
+@dataclass(frozen=True)
 class DemoResult:
-    """What the maintainer sees after the nightly run."""
+    """What the maintainer sees after the nightly run (and on the demo's pull requests)."""
 
     comment: Comment
     check: CheckRun
     issue_title: str
     issue_number: int
+    pulls: tuple[PullResult, ...] = ()
 
 
 def demo_files(registry: Path, features: Path) -> dict[str, bytes]:
@@ -98,8 +115,9 @@ async def run_demo(
     features: Path = DEFAULT_FEATURES,
     out: TextIO = sys.stdout,
     timeout: float = 300.0,
+    pulls: bool = True,
 ) -> DemoResult:
-    """Run the nightly job once against the sandbox and print what a maintainer sees."""
+    """Run the nightly job once (then the pull requests) against the sandbox; print what a maintainer sees."""
     state = SandboxState()
     installation = state.add_installation(DEMO_OWNER, permissions=manifest_permissions())
     repo = state.add_repo(
@@ -129,11 +147,66 @@ async def run_demo(
                     f"installed on {repo.full_name}; the scheduler fires the nightly job...\n\n"
                 )
                 result = await _wait_for_nightly(state, repo, timeout=timeout)
+                _show(result, repo, out)
+                if pulls:
+                    shown = []
+                    for scenario in pull_scenarios():
+                        shown.append(
+                            await _pull_request(
+                                sandbox, app_url, scenario, installation, timeout=timeout
+                            )
+                        )
+                        _show_pull(shown[-1], out)
+                    result = replace(result, pulls=tuple(shown))
             finally:
                 await runner.cleanup()
             sandbox.assert_valid()
-    _show(result, repo, out)
     return result
+
+
+async def _pull_request(
+    sandbox: Sandbox,
+    app_url: str,
+    scenario: PullScenario,
+    installation: Installation,
+    *,
+    timeout: float,
+) -> PullResult:
+    """Open the scenario's pull request on a repository of its own and wait for the check."""
+    state = sandbox.state
+    repo = state.add_repo(
+        DEMO_OWNER,
+        f"project-models-{scenario.branch}",
+        base_files(config=scenario.config),
+        installation=installation,
+    )
+    pull = state.add_pull(
+        repo, head=scenario.branch, files=dict(scenario.change), title=scenario.title
+    )
+    head = state.pull_head(repo, pull)
+    await sandbox.deliver_pull_request(app_url, repo, pull)
+    deadline = time.monotonic() + timeout
+    tag = marker(PR_PURPOSE)
+    while time.monotonic() < deadline:
+        checks = [
+            run
+            for run in state.check_runs.values()
+            if run.repo_id == repo.id
+            and run.name == REGISTRY_CHECK
+            and run.head_sha == head
+            and run.status is CheckStatus.COMPLETED
+        ]
+        comments = [
+            c
+            for c in state.comments.values()
+            if c.repo_id == repo.id and c.issue_number == pull.number and tag in c.body
+        ]
+        if checks and comments:
+            return PullResult(scenario, repo.full_name, pull.number, checks[0], comments[0])
+        await asyncio.sleep(0.2)
+    raise DemoError(
+        f"the registry check of {scenario.title!r} did not finish within {timeout:.0f} s"
+    )
 
 
 async def _wait_for_nightly(state: SandboxState, repo: Repo, *, timeout: float) -> DemoResult:
@@ -171,6 +244,20 @@ def _show(result: DemoResult, repo: Repo, out: TextIO) -> None:
         f"{rule}\n{result.comment.body}\n{rule}\n"
         f"Check run {check.name} on {check.head_sha[:7]}: {check.status.value}, "
         f"conclusion {conclusion}\n  {title}\n  {summary}\n{rule}\n"
+    )
+
+
+def _show_pull(result: PullResult, out: TextIO) -> None:
+    rule = "-" * 78
+    check = result.check
+    conclusion = check.conclusion.value if check.conclusion is not None else "none"
+    # The registry section of the comment: the diff and the promotions (the bisect table
+    # is the nightly's, shown above).
+    body = result.comment.body.split("#### Timeline at the head")[0].rstrip()
+    out.write(
+        f"\nPull request #{result.number} on {result.repo}: {result.scenario.title!r}\n"
+        f"Check run {check.name} on {check.head_sha[:7]}: conclusion {conclusion}\n"
+        f"  {check.output.title or ''}\n{rule}\n{body}\n{rule}\n"
     )
 
 

@@ -303,13 +303,22 @@ def _button(data: dict[str, Any]) -> str | None:
 def plan_suite_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     """ "Re-run all checks" on a commit (``check_suite.rerequested``): judge that commit again.
 
-    GitHub sends the event only to the App that owns the suite, and the nightly is the only
-    kind that opens checks today. A kind added later must re-run only where it had a check.
+    GitHub sends the event only to the App that owns the suite. The nightly judges the
+    default branch: a suite of a pull request's commit on another branch re-runs the
+    registry check instead (``bot.handlers.registry``).
     """
     data = event.data
     suite = data.get("check_suite")
     if not isinstance(suite, dict):
         return
+    repository = data.get("repository")
+    default = repository.get("default_branch") if isinstance(repository, dict) else None
+    if (
+        suite.get("pull_requests")
+        and isinstance(default, str)
+        and suite.get("head_branch") != default
+    ):
+        return  # a pull request's commit: its registry check re-runs, not the nightly
     job = _commit_job(
         data,
         head_sha=suite.get("head_sha"),

@@ -38,6 +38,7 @@ from bot.store import Job, Store
 from bot.surfaces.checks import (
     CheckAction,
     CheckOutput,
+    CheckStatus,
     Conclusion,
     finish_check_run,
     note_check_run,
@@ -54,6 +55,10 @@ log = logging.getLogger("model_guard.run")
 USER_ERRORS = (ConfigError, RepoFileError, EngineError, EnginePoolError)
 # GitHub or the network failing after the client's own retries: worth another attempt.
 TRANSIENT_ERRORS = (GitHubException, GitHubClientError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class NothingToJudge(Exception):
+    """Raised by ``JobKind.target``: the event concerns nothing this kind judges (no check, no comment)."""
 
 
 class Failure(Enum):
@@ -159,10 +164,23 @@ class JobKind(ABC, Generic[TargetT, ResultT, ViewT]):
     check_name: ClassVar[str]
     opening_title: ClassVar[str]  # the check run's title while it runs
     actions: ClassVar[tuple[CheckAction, ...]] = ()  # buttons on the completed check run
+    # QUEUED: the check shows at once and turns in progress when the judging starts.
+    opening_status: ClassVar[CheckStatus] = CheckStatus.IN_PROGRESS
 
     @abstractmethod
     async def target(self, ctx: RunContext) -> TargetT:
-        """Resolve what the job judges (repository, commit) from its payload."""
+        """Resolve what the job judges (repository, commit) from its payload.
+
+        Raise ``NothingToJudge`` when the event turns out to concern nothing of this kind's.
+        """
+
+    async def superseded_by(self, ctx: RunContext, target: TargetT) -> str | None:
+        """What replaced the target since the job was planned (a newer head sha), or None.
+
+        Asked before the judging and again before publishing: a superseded run publishes
+        nothing and its check is completed as ``cancelled``.
+        """
+        return None
 
     @abstractmethod
     def check_site(self, target: TargetT) -> CheckSite:
@@ -231,12 +249,25 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
     async def __call__(self, job: Job) -> None:
         """Run one job: open the check, judge, render, comment, complete the check."""
         opened = await self._open(job)
+        if opened is None:
+            log.info("%s job %s: nothing to judge", self.kind.name, job.key)
+            return
         ctx, target = opened.ctx, opened.target
         config: RepoConfig | None = None
         failure: Failure | None = None
         try:
+            if await self._cancel_if_superseded(opened):
+                return
             config = await self.kind.config(ctx, target)
+            if self.kind.opening_status is CheckStatus.QUEUED:
+                title = self.kind.opening_title
+                output = CheckOutput(title=title, summary=title)
+                await note_check_run(
+                    ctx.gh, opened.site.repo, opened.check_id, output=output, started=True
+                )
             result = await self.kind.judge(ctx, target, config)
+            if await self._cancel_if_superseded(opened):
+                return
             view = self.kind.render(target, config, result)
         except TRANSIENT_ERRORS as error:
             await self._retry_if_attempts_left(opened, error)
@@ -252,13 +283,35 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             await park(self.services.store, job, why="GitHub kept failing; the run reported it")
         log.info("%s %s: %s", self.kind.name, opened.site.repo, view.conclusion.value)
 
-    async def _open(self, job: Job) -> _Opened[TargetT]:
-        """Resolve the target and open (or find again) the run's check run."""
+    async def _cancel_if_superseded(self, opened: _Opened[TargetT]) -> bool:
+        """Complete the check as ``cancelled`` if something newer replaced the target."""
+        newer = await self.kind.superseded_by(opened.ctx, opened.target)
+        if newer is None:
+            return False
+        output = CheckOutput(
+            title=f"Superseded by {newer[:7]}",
+            summary=f"A newer commit ({newer}) replaced this one; its own check has the verdict.",
+        )
+        await finish_check_run(
+            opened.ctx.gh,
+            opened.site.repo,
+            opened.check_id,
+            conclusion=Conclusion.CANCELLED,
+            output=output,
+        )
+        log.info("%s %s: superseded by %s", self.kind.name, opened.site.repo, newer)
+        return True
+
+    async def _open(self, job: Job) -> _Opened[TargetT] | None:
+        """Resolve the target and open (or find again) the run's check run; None: nothing to judge."""
         installation_id, repo = _installation(job)
         try:
             gh = await self.services.client.installation_api(installation_id)
             ctx = RunContext(gh, job, origin_key(job), self.services)
-            target = await self.kind.target(ctx)
+            try:
+                target = await self.kind.target(ctx)
+            except NothingToJudge:
+                return None
             site = self.kind.check_site(target)
             check_id = await open_check(
                 gh,
@@ -267,6 +320,7 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
                 name=self.kind.check_name,
                 external_id=ctx.origin_key,
                 title=self.kind.opening_title,
+                status=self.kind.opening_status,
             )
         except TRANSIENT_ERRORS as error:
             await self._give_up_if_last(job, error)

@@ -26,7 +26,7 @@ MODEL_GUARD = Path(sys.executable).parent / "model-guard"
 
 async def test_demo_of_the_regression_timeline_shows_a_red_check_naming_fr_mlp_v06() -> None:
     out = io.StringIO()
-    result = await run_demo(out=out, timeout=120.0)
+    result = await run_demo(out=out, timeout=120.0, pulls=False)
     assert result.check.status is CheckStatus.COMPLETED
     assert result.check.conclusion is CheckConclusion.FAILURE
     assert "fr-mlp-v06" in result.comment.body
@@ -38,9 +38,32 @@ async def test_demo_of_the_regression_timeline_shows_a_red_check_naming_fr_mlp_v
     assert result.comment.body in printed
 
 
+async def test_demo_pull_requests_show_each_registry_check_a_maintainer_meets() -> None:
+    """The regression fails, the honest promotion passes, a bare or lax flip fails naming why."""
+    out = io.StringIO()
+    result = await run_demo(out=out, timeout=120.0)
+    seen = {pull.scenario.branch: pull for pull in result.pulls}
+    assert {branch: pull.check.conclusion for branch, pull in seen.items()} == {
+        "add-v06": CheckConclusion.FAILURE,
+        "promote-ens": CheckConclusion.SUCCESS,
+        "promote-bare": CheckConclusion.FAILURE,
+        "promote-lax": CheckConclusion.FAILURE,
+    }
+    assert all(
+        p.scenario.expect == p.check.conclusion.value for p in result.pulls if p.check.conclusion
+    )
+    assert "fr-mlp-2026.06" in (seen["add-v06"].check.output.title or "")
+    assert "no PROMOTE verdict" in seen["promote-bare"].comment.body
+    assert "promotion.min_mean_plcc" in seen["promote-lax"].comment.body
+    printed = out.getvalue()
+    assert printed.count("Check run model-guard/registry") == 4
+
+
 async def test_demo_of_the_allgood_timeline_shows_a_green_check() -> None:
     out = io.StringIO()
-    result = await run_demo(registry=TESTDATA / "allgood" / "registry.json", out=out, timeout=120.0)
+    result = await run_demo(
+        registry=TESTDATA / "allgood" / "registry.json", out=out, timeout=120.0, pulls=False
+    )
     assert result.check.conclusion is CheckConclusion.SUCCESS
     assert "✅ no regression" in result.comment.body
     assert "fr-mlp-good-v07" in result.comment.body

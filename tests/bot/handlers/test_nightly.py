@@ -768,6 +768,11 @@ async def test_nightly_check_offers_full_scan_and_rerun_and_a_full_scan_judges_e
 def test_rerun_of_all_checks_on_a_commit_judges_that_commit_again() -> None:
     payload = load_example("check_suite", "rerequested")
     jobs: list[JobSpec] = []
+    # octokit's example is a pull request's suite (branch "changes"): the registry check's,
+    # not the nightly's, so it plans no nightly.
+    plan_suite_rerun(sansio.Event(payload, event="check_suite", delivery_id="s-0"), jobs)
+    assert jobs == []
+    payload["check_suite"].update(head_branch=payload["repository"]["default_branch"])
     plan_suite_rerun(sansio.Event(payload, event="check_suite", delivery_id="s-1"), jobs)
     (job,) = jobs
     suite = payload["check_suite"]

@@ -14,11 +14,13 @@ from bot.surfaces.checks import (
     CheckAction,
     CheckAnnotation,
     CheckOutput,
-    CheckStatus as Status,
     Conclusion,
     finish_check_run,
     note_check_run,
     open_check_run,
+)
+from bot.surfaces.checks import (
+    CheckStatus as Status,
 )
 from sandbox import Sandbox
 from sandbox.records import CheckConclusion, CheckStatus, Repo

@@ -1,0 +1,365 @@
+"""End-to-end tests of the registry check on pull requests: the real App against the sandbox.
+
+The repository is this project's own model registry (``model/``: five single models and
+the five members of the ensemble ``fr-ens-v1`` with its real LOSO evidence and PROMOTE
+verdict) and the golden cache. The base branch has the ensemble's rows still ``smoke:
+true``; each pull request changes what a maintainer would change, and the tests assert on
+what the maintainer sees: the check run on the head commit (conclusion, title, annotations)
+and the one sticky comment on the pull request.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from gidgethub import sansio
+
+from bot.demo_pulls import (
+    CONFIG,
+    CONFIG_PATH,
+    ENSEMBLE,
+    STRICT_CONFIG,
+    base_files,
+    evidence_files,
+    registry_text,
+    regressing_change,
+)
+from bot.handlers.registry import (
+    KIND,
+    is_model_related,
+    plan_pull_request,
+    plan_rerun,
+    plan_suite_rerun,
+)
+from bot.handlers.registry_view import PR_PURPOSE, REGISTRY_CHECK
+from bot.jobs.scheduler import ScheduledRepo
+from bot.repoconfig import default_config, parse_repo_config
+from bot.store import JobSpec
+from bot.surfaces.sticky import marker
+from sandbox import Sandbox
+from sandbox.events import pull_request_payload
+from sandbox.records import CheckConclusion, CheckRun, CheckStatus, Comment, Issue, Repo
+from sandbox.render import Renderer
+from sandbox.webhooks import load_example
+from tests.bot.handlers.test_nightly import (
+    app_comments,
+    app_settings,
+    running_app,
+    seeded,
+    wait_for_jobs,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+TAG = marker(PR_PURPOSE)
+
+
+async def no_schedules() -> list[ScheduledRepo]:
+    """No nightly: these tests look at pull requests only."""
+    return []
+
+
+def registry_checks(sandbox: Sandbox, repo: Repo) -> list[CheckRun]:
+    """Every registry check run on ``repo``, oldest first."""
+    runs = [
+        r
+        for r in sandbox.state.check_runs.values()
+        if r.repo_id == repo.id and r.name == REGISTRY_CHECK
+    ]
+    return sorted(runs, key=lambda r: r.id)
+
+
+def only_registry_check(sandbox: Sandbox, repo: Repo, sha: str) -> CheckRun:
+    """The one completed registry check on ``sha``."""
+    runs = [r for r in registry_checks(sandbox, repo) if r.head_sha == sha]
+    assert len(runs) == 1, runs
+    assert runs[0].status is CheckStatus.COMPLETED
+    return runs[0]
+
+
+def pr_comment(sandbox: Sandbox, repo: Repo, pull: Issue) -> Comment:
+    """The App's one sticky comment on the pull request."""
+    comments = [c for c in app_comments(sandbox, repo) if c.issue_number == pull.number]
+    assert len(comments) == 1, [c.body[:80] for c in comments]
+    assert TAG in comments[0].body
+    return comments[0]
+
+
+async def judge_pull(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    head_files: Mapping[str, bytes | None],
+    *,
+    base: Mapping[str, bytes] | None = None,
+) -> tuple[Repo, Issue, str]:
+    """Open a pull request changing ``head_files`` on the base, deliver ``opened``, wait."""
+    _, repo = seeded(sandbox, base if base is not None else base_files())
+    pull = sandbox.state.add_pull(repo, head="change", files=dict(head_files))
+    head = sandbox.state.pull_head(repo, pull)
+    async with running_app(
+        app_settings(sandbox, tmp_path), schedule_source=no_schedules
+    ) as running:
+        delivery = await sandbox.deliver_pull_request(running.webhook_url, repo, pull)
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=1, timeout=120)
+    sandbox.assert_valid()
+    return repo, pull, head
+
+
+# ---- the scenarios a maintainer meets ------------------------------------------------------
+
+
+async def test_honest_promotion_passes_with_every_row_backed(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The ensemble's flip with its real PROMOTE verdict and LOSO reports: green, one comment."""
+    change = {"model/registry.json": registry_text(promoted=True)} | evidence_files()
+    repo, pull, head = await judge_pull(sandbox, tmp_path, change)
+    check = only_registry_check(sandbox, repo, head)
+    assert check.conclusion is CheckConclusion.SUCCESS, check.output
+    assert check.external_id is not None and check.external_id.startswith(
+        f"registry:{repo.full_name}#{pull.number}:"
+    )
+    body = pr_comment(sandbox, repo, pull).body
+    for member in ENSEMBLE:
+        assert f"`{member}`" in body
+    assert "model/evidence/fr-ens-v1/PROMOTE.json" in body
+    assert check.output.annotations_count == 0
+    assert [a.identifier for a in check.actions] == ["full-scan", "rerun"]
+
+
+async def test_flip_without_a_verdict_fails_naming_each_row(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    repo, pull, head = await judge_pull(
+        sandbox, tmp_path, {"model/registry.json": registry_text(promoted=True)}
+    )
+    check = only_registry_check(sandbox, repo, head)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert check.output.title is not None and "fr-ens-v1-m" in check.output.title
+    body = pr_comment(sandbox, repo, pull).body
+    assert "no PROMOTE verdict" in body
+    for member in ENSEMBLE:
+        assert f"`{member}`" in body
+    # Each unbacked row is annotated on its own line of the registry.
+    lines = registry_text(promoted=True).decode().splitlines()
+    rows = {i for i, line in enumerate(lines, 1) if '"id": "fr-ens-v1-m' in line}
+    annotated = {a["start_line"] for a in check.output.annotations}
+    assert annotated == rows and len(rows) == 5
+
+
+async def test_flip_whose_verdict_binds_another_model_hash_fails(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """m0's file swapped for m1's bytes (and the registry's hash updated): the verdict does not bind it."""
+    document = json.loads(registry_text(promoted=True))
+    swapped = (ROOT / "model" / "fr-ens-v1-m1.onnx").read_bytes()
+    for row in document["models"]:
+        if row["id"] == "fr-ens-v1-m0":
+            row["sha256"] = hashlib.sha256(swapped).hexdigest()
+    change = {
+        "model/registry.json": (json.dumps(document, indent=2) + "\n").encode(),
+        "model/fr-ens-v1-m0.onnx": swapped,
+    } | evidence_files()
+    repo, pull, head = await judge_pull(sandbox, tmp_path, change)
+    check = only_registry_check(sandbox, repo, head)
+    assert check.conclusion is CheckConclusion.FAILURE
+    body = pr_comment(sandbox, repo, pull).body
+    assert check.output.title is not None and "fr-ens-v1-m0" in check.output.title
+    assert "fr-ens-v1-m0" in body
+
+
+async def test_verdict_laxer_than_the_base_policy_fails_naming_the_rule(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The verdict passed its own gate (mean PLCC 0.975 >= 0.95); the repository asks 0.98."""
+    change = {"model/registry.json": registry_text(promoted=True)} | evidence_files()
+    repo, pull, head = await judge_pull(
+        sandbox, tmp_path, change, base=base_files(config=STRICT_CONFIG)
+    )
+    check = only_registry_check(sandbox, repo, head)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert "min_mean_plcc" in pr_comment(sandbox, repo, pull).body
+
+
+async def test_a_pull_request_cannot_lower_the_policy_it_is_judged_by(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The base asks 0.98; the pull request lowers it to 0.9 in the same change: still judged at 0.98."""
+    lowered = CONFIG + b"promotion:\n  min_mean_plcc: 0.9\n"
+    change = {
+        "model/registry.json": registry_text(promoted=True),
+        CONFIG_PATH: lowered,
+    } | evidence_files()
+    repo, _pull, head = await judge_pull(
+        sandbox, tmp_path, change, base=base_files(config=STRICT_CONFIG)
+    )
+    assert only_registry_check(sandbox, repo, head).conclusion is CheckConclusion.FAILURE
+
+
+async def test_a_change_that_regresses_fails_and_names_the_model(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A new smoke model at the end of the timeline that fails the gate turns the check red."""
+    change = regressing_change()
+    repo, pull, head = await judge_pull(sandbox, tmp_path, change)
+    check = only_registry_check(sandbox, repo, head)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert check.output.title is not None and "fr-mlp-2026.06" in check.output.title
+    assert "fr-mlp-2026.06" in pr_comment(sandbox, repo, pull).body
+
+
+async def test_invalid_head_registry_is_annotated_on_its_line(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A row whose sha256 is not a hash: a failure annotation on that row's line."""
+    document = json.loads(registry_text(promoted=False))
+    document["models"][2]["sha256"] = "not-a-hash"
+    text = (json.dumps(document, indent=2) + "\n").encode()
+    repo, _pull, head = await judge_pull(sandbox, tmp_path, {"model/registry.json": text})
+    check = only_registry_check(sandbox, repo, head)
+    assert check.conclusion is CheckConclusion.FAILURE
+    lines = text.decode().splitlines()
+    wanted = next(i for i, line in enumerate(lines, 1) if '"id": "fr-mlp-2026.03"' in line)
+    annotations = check.output.annotations
+    assert annotations, check.output
+    assert all(a["path"] == "model/registry.json" for a in annotations)
+    assert any(a["start_line"] in range(wanted, wanted + 12) for a in annotations), annotations
+
+
+async def test_a_pull_request_that_changes_nothing_model_related_gets_no_check(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    repo, pull, _ = await judge_pull(sandbox, tmp_path, {"README.md": b"# models, better\n"})
+    assert registry_checks(sandbox, repo) == []
+    assert [c for c in app_comments(sandbox, repo) if c.issue_number == pull.number] == []
+
+
+async def test_a_newer_push_cancels_the_older_check_and_judges_the_new_head(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The opened event arrives after a second push: one completed check per head sha, the old one cancelled."""
+    _, repo = seeded(sandbox, base_files())
+    state = sandbox.state
+    pull = state.add_pull(
+        repo, head="change", files={"model/registry.json": registry_text(promoted=True)}
+    )
+    first = state.pull_head(repo, pull)
+    opened = pull_request_payload(Renderer(state, sandbox.url), repo, pull)
+    second = state.commit(repo, evidence_files(), message="Add the evidence", branch="change")
+    async with running_app(
+        app_settings(sandbox, tmp_path), schedule_source=no_schedules
+    ) as running:
+        await sandbox.deliver(running.webhook_url, "pull_request", opened)
+        await sandbox.deliver_pull_request(
+            running.webhook_url, repo, pull, action="synchronize", before=first
+        )
+        await wait_for_jobs(running.store, done=2, timeout=120)
+    old, new = only_registry_check(sandbox, repo, first), only_registry_check(sandbox, repo, second)
+    assert old.conclusion is CheckConclusion.CANCELLED
+    assert old.output.title == f"Superseded by {second[:7]}"
+    assert new.conclusion is CheckConclusion.SUCCESS
+    assert second[:7] in pr_comment(sandbox, repo, pull).body
+    sandbox.assert_valid()
+
+
+async def test_each_push_edits_the_one_comment_in_place(sandbox: Sandbox, tmp_path: Path) -> None:
+    _, repo = seeded(sandbox, base_files())
+    state = sandbox.state
+    pull = state.add_pull(
+        repo, head="change", files={"model/registry.json": registry_text(promoted=True)}
+    )
+    first = state.pull_head(repo, pull)
+    async with running_app(
+        app_settings(sandbox, tmp_path), schedule_source=no_schedules
+    ) as running:
+        await sandbox.deliver_pull_request(running.webhook_url, repo, pull)
+        await wait_for_jobs(running.store, done=1, timeout=120)
+        comment_id = pr_comment(sandbox, repo, pull).id
+        assert only_registry_check(sandbox, repo, first).conclusion is CheckConclusion.FAILURE
+        second = state.commit(repo, evidence_files(), message="Add the evidence", branch="change")
+        await sandbox.deliver_pull_request(
+            running.webhook_url, repo, pull, action="synchronize", before=first
+        )
+        await wait_for_jobs(running.store, done=2, timeout=120)
+    comment = pr_comment(sandbox, repo, pull)
+    assert comment.id == comment_id and second[:7] in comment.body
+    assert only_registry_check(sandbox, repo, second).conclusion is CheckConclusion.SUCCESS
+
+
+# ---- planning, without HTTP ------------------------------------------------------------------
+
+
+def _pull_event(action: str, *, draft: bool = False, delivery: str = "d-1") -> sansio.Event:
+    payload = load_example("pull_request", "opened")
+    payload["action"] = action
+    payload["pull_request"]["draft"] = draft
+    payload.setdefault("installation", {"id": 7})
+    return sansio.Event(payload, event="pull_request", delivery_id=delivery)
+
+
+@pytest.mark.parametrize("action", ["opened", "synchronize", "reopened", "ready_for_review"])
+def test_pull_request_actions_plan_one_job_on_the_head_sha(action: str) -> None:
+    event = _pull_event(action)
+    jobs: list[JobSpec] = []
+    plan_pull_request(event, jobs)
+    (job,) = jobs
+    pull = event.data["pull_request"]
+    assert job.kind == KIND
+    assert job.payload["head_sha"] == pull["head"]["sha"]
+    assert job.payload["number"] == pull["number"]
+    assert job.key == f"registry:{event.data['repository']['full_name']}#{pull['number']}:d-1"
+
+
+@pytest.mark.parametrize("action", ["closed", "labeled", "edited", "assigned"])
+def test_other_pull_request_actions_and_drafts_plan_nothing(action: str) -> None:
+    jobs: list[JobSpec] = []
+    plan_pull_request(_pull_event(action), jobs)
+    plan_pull_request(_pull_event("opened", draft=True), jobs)
+    assert jobs == []
+
+
+def test_rerun_of_a_fork_check_finds_the_pull_request_by_its_external_id() -> None:
+    payload = load_example("check_run", "rerequested")
+    payload.setdefault("installation", {"id": 7})
+    repo = payload["repository"]["full_name"]
+    payload["check_run"].update(
+        name=REGISTRY_CHECK,
+        head_sha="f" * 40,
+        pull_requests=[],
+        external_id=f"registry:{repo}#12:x",
+    )
+    jobs: list[JobSpec] = []
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="r-1"), jobs)
+    payload["check_run"]["name"] = "model-guard/nightly"
+    plan_rerun(sansio.Event(payload, event="check_run", delivery_id="r-2"), jobs)
+    (job,) = jobs
+    assert (job.payload["number"], job.payload["head_sha"]) == (12, "f" * 40)
+
+
+def test_suite_rerun_plans_the_registry_check_of_each_pull_request() -> None:
+    payload = load_example("check_suite", "rerequested")
+    payload.setdefault("installation", {"id": 7})
+    payload["check_suite"]["pull_requests"] = [{"number": 3}, {"number": 4}, {"id": "x"}]
+    jobs: list[JobSpec] = []
+    plan_suite_rerun(sansio.Event(payload, event="check_suite", delivery_id="s-1"), jobs)
+    assert [job.payload["number"] for job in jobs] == [3, 4]
+
+
+def test_model_related_paths_follow_the_configuration() -> None:
+    config = parse_repo_config(CONFIG.decode(), source=CONFIG_PATH)
+    related = [
+        "model/registry.json",
+        "model/new.onnx",
+        "testdata/bisect/features.parquet",
+        CONFIG_PATH,
+        "elsewhere/evidence/v2/PROMOTE.json",
+        "runs/loso_seed3.json",
+        "weights/big.onnx.data",
+    ]
+    assert all(is_model_related(path, config) for path in related)
+    assert not any(
+        is_model_related(path, config) for path in ("README.md", "src/app.py", "docs/PROMOTE.md")
+    )
+    assert is_model_related("model/registry.json", default_config())
