@@ -416,6 +416,7 @@ class SandboxState:
                 merged[path] = new
         who = self.user(user)
         signature = Signature(who.login, f"{who.login}@users.noreply.github.com", int(self.now()))
+        parents: tuple[str, ...]
         if method is MergeMethod.MERGE:
             parents = (base, head)
             source = f"{repo.owner.login}/{info.head_ref}"
