@@ -61,7 +61,12 @@ class Blame:
 
     def markdown(self) -> str:
         """One line: ``Introduced by abc1234 in #12 (Title)``, linked, the title escaped."""
-        line = f"Introduced by [`{self.commit_sha[:7]}`]({self.commit_url})"
+        commit = f"`{self.commit_sha[:7]}`"
+        line = (
+            f"Introduced by [{commit}]({self.commit_url})"
+            if self.commit_url
+            else f"Introduced by {commit}"
+        )
         if self.pull_number is None:
             return line
         pull = f"#{self.pull_number}"
@@ -146,9 +151,6 @@ async def _find(
         seen = 0
         async for commit in commits:
             seen += 1
-            if seen > MAX_COMMITS:
-                log.info("no blame for %s in %s: over %d commits", model_id, repo, MAX_COMMITS)
-                return None
             sha = str(commit["sha"])
             # The file at the newest commit that touched it is the file at ``at_sha``.
             digest = await _digest_at(
@@ -161,6 +163,9 @@ async def _find(
             elif digest != wanted:
                 break
             blamed = commit
+            if seen == MAX_COMMITS:  # stop before asking for another page
+                log.info("no blame for %s in %s: older than %d commits", model_id, repo, seen)
+                return None
     if blamed is None:
         return None
     sha = str(blamed["sha"])

@@ -252,3 +252,8 @@ async def test_a_registry_unreadable_at_an_old_commit_gives_no_blame(world: Worl
     before = len(world.requests())
     assert await world.blame("fr-v1") is None
     assert len(world.requests()) > before  # not remembered: asked again next time
+
+
+def test_markdown_without_links_still_names_the_commit_and_the_pull() -> None:
+    bare = Blame("fr-v1", "a" * 40, "", pull_number=3, pull_url=None, pull_title=" Fix\n  v1 ")
+    assert bare.markdown() == "Introduced by `aaaaaaa` in #3 (Fix v1)"
