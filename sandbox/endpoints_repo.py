@@ -78,11 +78,22 @@ async def get_branch(call: Call) -> Reply:
     return Reply(body=call.render.branch(repo, name, sha))
 
 
+def _blob_at(store: ObjectStore, sha: str, path: str) -> str | None:
+    entry = store.lookup(store.commits[sha].tree, path)
+    return entry.sha if entry else None
+
+
 def _touches(store: ObjectStore, sha: str, path: str) -> bool:
+    """True when commit ``sha`` changed ``path``, as ``git log -- <path>`` lists commits.
+
+    A merge that kept one parent's version of the path did not change it (git's default
+    history simplification: https://git-scm.com/docs/git-log#_history_simplification).
+    """
     commit = store.commits[sha]
-    now = store.lookup(commit.tree, path)
-    before = store.lookup(store.commits[commit.parents[0]].tree, path) if commit.parents else None
-    return (now.sha if now else None) != (before.sha if before else None)
+    now = _blob_at(store, sha, path)
+    if not commit.parents:
+        return now is not None
+    return all(_blob_at(store, parent, path) != now for parent in commit.parents)
 
 
 def _query_time(call: Call, name: str) -> float | None:

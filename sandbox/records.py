@@ -172,14 +172,28 @@ class Repo:
         return f"{self.owner.login}/{self.name}"
 
 
+class MergeMethod(Enum):
+    """How a pull request lands on its base.
+
+    https://docs.github.com/rest/pulls/pulls#merge-a-pull-request
+    """
+
+    MERGE = "merge"  # a merge commit whose parents are the base head and the pull's head
+    SQUASH = "squash"  # one new commit on the base with the pull's changes
+
+
 @dataclass(frozen=True)
 class PullInfo:
-    """What makes an issue a pull request: its branches."""
+    """What makes an issue a pull request: its branches, and once merged how it landed."""
 
     head_ref: str
     base_ref: str
     merged: bool = False
     draft: bool = False
+    merged_at: float | None = None
+    merge_commit_sha: str | None = None
+    # The pull's own commits at the time of the merge: GitHub still finds the pull by them.
+    merged_commits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

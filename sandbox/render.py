@@ -538,7 +538,7 @@ class Renderer:
                 "html_url": html_url,
                 "diff_url": f"{html_url}.diff",
                 "patch_url": f"{html_url}.patch",
-                "merged_at": None,
+                "merged_at": iso(issue.pull.merged_at),
             }
         return body
 
@@ -688,8 +688,8 @@ class Renderer:
             "created_at": issue["created_at"],
             "updated_at": issue["updated_at"],
             "closed_at": issue["closed_at"],
-            "merged_at": None,
-            "merge_commit_sha": None,
+            "merged_at": iso(pull.pull.merged_at),
+            "merge_commit_sha": pull.pull.merge_commit_sha,
             "assignee": None,
             "assignees": [],
             "requested_reviewers": [],

@@ -32,6 +32,7 @@ from sandbox.records import (
     Issue,
     IssueState,
     Label,
+    MergeMethod,
     Permission,
     PullInfo,
     RateBucket,
@@ -375,6 +376,77 @@ class SandboxState:
         self.issues[(repo.id, issue.number)] = issue
         return issue
 
+    def merge_pull(
+        self,
+        repo: Repo,
+        number: int,
+        *,
+        method: MergeMethod = MergeMethod.MERGE,
+        user: str = "octocat",
+    ) -> str:
+        """Merge pull request ``number`` into its base (the merge button); return the base's new head.
+
+        The pull's changes since the merge base are applied to the base's files (refused with a
+        ValueError where both sides changed a file differently); the pull is closed as merged
+        and keeps its head branch, as GitHub does unless the branch is deleted.
+        """
+        pull = self._issue_or_raise(repo, number)
+        info = pull.pull
+        if info is None or info.merged or pull.state is not IssueState.OPEN:
+            raise ValueError(f"#{number} is not an open pull request")
+        store, heads = self.objects[repo.id], self.branches[repo.id]
+        base, head = heads[info.base_ref], heads[info.head_ref]
+        carried = self.commits_ahead(repo, base, head)
+        if not carried:
+            raise ValueError(f"no commits between {info.base_ref} and {info.head_ref}")
+        base_side = set(store.ancestors(base))
+        common = next((sha for sha in store.ancestors(head) if sha in base_side), None)
+        before = store.read_files(store.commits[common].tree) if common else {}
+        after = store.read_files(store.commits[head].tree)
+        merged = store.read_files(store.commits[base].tree)
+        for path in before.keys() | after.keys():
+            old, new = before.get(path), after.get(path)
+            if old == new:
+                continue
+            if merged.get(path) not in (old, new):
+                raise ValueError(f"merge conflict in {path}")
+            if new is None:
+                merged.pop(path, None)
+            else:
+                merged[path] = new
+        who = self.user(user)
+        signature = Signature(who.login, f"{who.login}@users.noreply.github.com", int(self.now()))
+        parents: tuple[str, ...]
+        if method is MergeMethod.MERGE:
+            parents = (base, head)
+            source = f"{repo.owner.login}/{info.head_ref}"
+            message = f"Merge pull request #{number} from {source}\n\n{pull.title}"
+        else:
+            parents, message = (base,), f"{pull.title} (#{number})"
+        created = store.put_commit(
+            store.write_tree(merged),
+            parents,
+            message=message,
+            author=signature,
+            committer=signature,
+        )
+        heads[info.base_ref] = created.sha
+        now = self.now()
+        self.issues[(repo.id, number)] = replace(
+            pull,
+            state=IssueState.CLOSED,
+            closed_at=now,
+            updated_at=now,
+            pull=replace(
+                info,
+                merged=True,
+                merged_at=now,
+                merge_commit_sha=created.sha,
+                merged_commits=tuple(carried),
+            ),
+        )
+        return created.sha
+
     def pull_head(self, repo: Repo, pull: Issue) -> str:
         """The head sha of pull request ``pull`` (its head branch's tip)."""
         assert pull.pull is not None
@@ -581,10 +653,18 @@ class SandboxState:
         )
 
     def pulls_for_commit(self, repo: Repo, sha: str) -> list[Issue]:
-        """Pull requests whose head is ``sha`` or that carry it between base and head."""
+        """Pull requests whose head is ``sha`` or that carry it between base and head.
+
+        A merged pull request is found by its merge commit and by the commits it carried when
+        it was merged (https://docs.github.com/rest/commits/commits#list-pull-requests-associated-with-a-commit).
+        """
         found = []
         heads = self.branches[repo.id]
         for issue in self.list_issues(repo):
+            if issue.pull is not None and issue.pull.merged:
+                if sha == issue.pull.merge_commit_sha or sha in issue.pull.merged_commits:
+                    found.append(issue)
+                continue
             if issue.pull is None or issue.pull.head_ref not in heads:
                 continue
             head = heads[issue.pull.head_ref]

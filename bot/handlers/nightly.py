@@ -36,6 +36,7 @@ from bot.handlers.run import (
 from bot.judging.bisect_run import TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
+from bot.surfaces.blame import Blame, blame_row
 from bot.surfaces.checks import CheckAction
 from bot.surfaces.notices import post_notice_once
 from bot.surfaces.sticky import IssueUnavailable
@@ -61,7 +62,15 @@ class NightlyTarget:
 
 
 @dataclass(frozen=True)
-class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
+class NightlyResult:
+    """A judged timeline and, when it names a first bad model, the commit that introduced it."""
+
+    run: TimelineRun
+    blame: Blame | None = None
+
+
+@dataclass(frozen=True)
+class Nightly(JobKind[NightlyTarget, NightlyResult, NightlyView]):
     """The nightly bisect as a job kind."""
 
     name: ClassVar[str] = KIND
@@ -101,14 +110,30 @@ class Nightly(JobKind[NightlyTarget, TimelineRun, NightlyView]):
 
     async def judge(
         self, ctx: RunContext, target: NightlyTarget, config: RepoConfig
-    ) -> TimelineRun:
-        """Bisect the timeline at the judged commit (every model for a full scan)."""
+    ) -> NightlyResult:
+        """Bisect the timeline at the judged commit (every model for a full scan), then blame."""
         full = ctx.job.payload.get("full") is True
-        return await self.timeline.judge(ctx.gh, target.snapshot, config, full=full)
+        run = await self.timeline.judge(ctx.gh, target.snapshot, config, full=full)
+        first_bad = run.report.get("first_bad_model")
+        if run.outcome not in (Outcome.REGRESSION, Outcome.ALREADY_BAD) or not first_bad:
+            return NightlyResult(run)
+        blame = await blame_row(
+            ctx.gh,
+            ctx.services.store,
+            repo=target.repo,
+            registry_path=config.registry,
+            model_id=str(first_bad),
+            at_sha=target.snapshot.commit_sha,
+        )
+        return NightlyResult(run, blame)
 
-    def render(self, target: NightlyTarget, config: RepoConfig, result: TimelineRun) -> NightlyView:
-        """The engine's verdict and table."""
-        return _view(target, config, result.outcome, result.summary, result.markdown)
+    def render(
+        self, target: NightlyTarget, config: RepoConfig, result: NightlyResult
+    ) -> NightlyView:
+        """The engine's verdict and table, and who introduced the first bad model."""
+        run = result.run
+        view = _view(target, config, run.outcome, run.summary, run.markdown)
+        return replace(view, blame=result.blame)
 
     def error_view(
         self,
@@ -230,7 +255,7 @@ def _view(
 
 def nightly_runner(
     services: RunServices, *, files: RepoFiles, timeline: TimelineJudge
-) -> Runner[NightlyTarget, TimelineRun, NightlyView]:
+) -> Runner[NightlyTarget, NightlyResult, NightlyView]:
     """The worker's handler for ``nightly`` jobs."""
     return Runner(Nightly(files=files, timeline=timeline), services)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from bot.handlers.run import Published
 from bot.store import RunRecord
+from bot.surfaces.blame import Blame
 from bot.surfaces.checks import CheckOutput, Conclusion
 from bot.surfaces.sticky import Section, fit_sections
 from bot.surfaces.tracking import TrackingSpec
@@ -83,6 +84,7 @@ class NightlyView:
     features: str
     repo_url: str = ""
     check_url: str | None = None
+    blame: Blame | None = None  # the commit and pull request that introduced the first bad model
 
     @property
     def conclusion(self) -> Conclusion:
@@ -137,6 +139,8 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
         verdict, details = [first, ""], details.lstrip("\n")
     else:
         verdict = [f"**{view.summary}**", ""]
+    if view.blame is not None:
+        verdict += [view.blame.markdown(), ""]
     # No paths when the config could not be read: the defaults are not what the repo asked for.
     paths = f": registry `{view.registry}`, golden cache `{view.features}`" if view.registry else ""
     head = "\n".join(
@@ -175,9 +179,10 @@ def render_check_output(
         link = f"\n\nTracking comment not written: {comment_problem}."
     else:
         link = ""
+    blame = f"\n\n{view.blame.markdown()}" if view.blame is not None else ""
     return CheckOutput(
         title=f"{badge(view.outcome)}: {view.summary}"[:200],
-        summary=f"{view.summary}{link}",
+        summary=f"{view.summary}{blame}{link}",
         text=view.details,
     )
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from sandbox import Sandbox
-from sandbox.records import DEFAULT_APP_PERMISSIONS, IssueState, Repo
+from sandbox.records import DEFAULT_APP_PERMISSIONS, IssueState, MergeMethod, Repo
 from tests.conftest import installation_token, seed_repo
 
 FILES = {"registry.yaml": b"models:\n  - fr-v1\n", "README.md": b"# models\n"}
@@ -139,3 +139,64 @@ async def test_pulls_of_a_commit_are_those_whose_head_carries_it(client: Client)
     assert await client.call("GET", f"/commits/{main}/pulls") == []
     missing = await client.call("GET", f"/commits/{'0' * 40}/pulls")
     assert client.status == 422 and "No commit found" in missing["message"]
+
+
+async def test_merged_pull_request_is_found_by_its_commits_and_its_merge_commit(
+    client: Client,
+) -> None:
+    state = client.sandbox.state
+    pull = state.add_pull(client.repo, head="feature", files={"b.txt": b"b"}, title="Add b")
+    head = state.pull_head(client.repo, pull)
+    merge = state.merge_pull(client.repo, pull.number)
+    assert state.branches[client.repo.id]["main"] == merge
+    assert state.git_commit(client.repo, merge).parents[1] == head
+    assert state.files_at(client.repo)["b.txt"] == b"b"
+    for sha in (head, merge):
+        found = await client.call("GET", f"/commits/{sha}/pulls")
+        assert [(p["number"], p["state"]) for p in found] == [(pull.number, "closed")]
+        assert found[0]["merged_at"] is not None and found[0]["merge_commit_sha"] == merge
+    full = await client.call("GET", f"/pulls/{pull.number}")
+    assert (full["merged"], full["merge_commit_sha"]) == (True, merge)
+    with pytest.raises(ValueError, match="not an open pull request"):
+        state.merge_pull(client.repo, pull.number)
+
+
+async def test_squash_merge_lands_one_commit_that_names_the_pull_request(client: Client) -> None:
+    state = client.sandbox.state
+    main = state.branches[client.repo.id]["main"]
+    pull = state.add_pull(client.repo, head="tidy", files={"README.md": None}, title="Tidy up")
+    squash = state.merge_pull(client.repo, pull.number, method=MergeMethod.SQUASH)
+    commit = state.git_commit(client.repo, squash)
+    assert (commit.parents, commit.message) == ((main,), f"Tidy up (#{pull.number})")
+    assert "README.md" not in state.files_at(client.repo)
+    found = await client.call("GET", f"/commits/{squash}/pulls")
+    assert [p["number"] for p in found] == [pull.number]
+
+
+async def test_merge_refuses_a_file_both_sides_changed_differently(client: Client) -> None:
+    state = client.sandbox.state
+    pull = state.add_pull(client.repo, head="left", files={"README.md": b"left\n"})
+    state.commit(client.repo, {"README.md": b"right\n"}, message="right")
+    with pytest.raises(ValueError, match=r"conflict in README\.md"):
+        state.merge_pull(client.repo, pull.number)
+    assert state.issue(client.repo, pull.number).state is IssueState.OPEN
+
+
+async def test_commits_by_path_skip_merges_that_kept_a_side_and_paginate(client: Client) -> None:
+    state = client.sandbox.state
+    registry = "registry.yaml"
+    first = state.add_pull(client.repo, head="one", files={registry: b"models: [1]\n"})
+    changed = state.pull_head(client.repo, first)
+    state.merge_pull(client.repo, first.number)
+    state.commit(client.repo, {"README.md": b"# other\n"}, message="readme only")
+    second = state.add_pull(client.repo, head="two", files={registry: b"models: [1, 2]\n"})
+    again = state.pull_head(client.repo, second)
+    state.merge_pull(client.repo, second.number)
+    initial = state.objects[client.repo.id].ancestors(changed)[-1]
+    listed = await client.call("GET", "/commits", path=registry)
+    assert [c["sha"] for c in listed] == [again, changed, initial]
+    page = await client.call("GET", "/commits", path=registry, per_page="2", page="2")
+    assert [c["sha"] for c in page] == [initial]
+    assert 'rel="prev"' in client.headers["Link"]
+    page = await client.call("GET", "/commits", path=registry, per_page="2", sha=changed)
+    assert [c["sha"] for c in page] == [changed, initial] and "Link" not in client.headers

@@ -492,6 +492,48 @@ async def test_second_run_same_day_edits_the_comment_and_rescores_nothing(
     assert [run.conclusion for run in runs] == [CheckConclusion.FAILURE] * 2
 
 
+async def test_a_regression_names_the_commit_and_the_merged_pull_request_that_introduced_it(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    state = sandbox.state
+    installation_id, repo = seeded(sandbox, repo_files("allgood"))
+    regression = {f"models/{p.name}": p.read_bytes() for p in (BISECT / "regression").iterdir()}
+    pull = state.add_pull(repo, head="promote", files=regression, title="Promote fr-mlp-v06_v09")
+    introduced = state.pull_head(repo, pull)
+    state.merge_pull(repo, pull.number)
+    state.commit(repo, {"README.md": b"# models\n"}, message="Docs")
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    line = (
+        f"Introduced by [`{introduced[:7]}`](https://github.com/acme/models/commit/{introduced})"
+        f" in [#{pull.number}](https://github.com/acme/models/pull/{pull.number})"
+        " (Promote fr-mlp-v06\\_v09)"
+    )
+    comment = only_comment(sandbox, repo)
+    assert "fr-mlp-v06 (index 6) is the first model that fails" in comment.body
+    assert line in comment.body
+    assert line in (only_check(sandbox, repo).output.summary or "")
+    # The listing, the registry at the pull's commit and at the first one, the pull: then
+    # the same commit judged again asks GitHub nothing more about who introduced it.
+    blame_reads = r"/repos/acme/models/(commits|contents/models/registry\.json|commits/\w+/pulls)"
+    assert len(sandbox.requests_to("GET", blame_reads)) == 4
+    again = f"{KIND}:{repo.full_name}:{DAY}:again"
+    assert await app_service.run(repo, installation_id=installation_id, key=again) is JobState.DONE
+    assert len(sandbox.requests_to("GET", blame_reads)) == 4
+    assert line in only_comment(sandbox, repo).body
+
+
+async def test_github_failing_the_blame_still_reports_the_regression(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files())
+    sandbox.faults.fail_next("GET", r"/repos/acme/models/commits$", status=502, times=None)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    assert only_check(sandbox, repo).conclusion is CheckConclusion.FAILURE
+    comment = only_comment(sandbox, repo)
+    assert "fr-mlp-v06 (index 6) is the first model that fails" in comment.body
+    assert "Introduced by" not in comment.body
+
+
 # ---- GitHub failing and recovering ----------------------------------------------------------
 
 

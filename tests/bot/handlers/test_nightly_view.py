@@ -2,6 +2,7 @@
 
 import random
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bot.handlers.nightly_view import (
     render_tracking_comment,
 )
 from bot.store import RunRecord, SqliteStore
+from bot.surfaces.blame import Blame
 from bot.surfaces.checks import MAX_OUTPUT_BYTES, Conclusion
 from bot.surfaces.sticky import MAX_COMMENT_CHARS, marker
 from engine.bisection import BisectResult, Outcome, Visit
@@ -342,3 +344,24 @@ def test_nightly_tracking_issue_explains_where_it_is_configured() -> None:
     assert NIGHTLY_TRACKING.title == "model-guard: nightly model-quality bisect"
     assert ".github/model-guard.yml" in NIGHTLY_TRACKING.body
     assert len(NIGHTLY_TRACKING.label_description) <= 100  # GitHub's limit for a description
+
+
+def test_blame_sits_under_the_verdict_in_the_comment_and_the_check_summary(
+    features: FeatureTable,
+) -> None:
+    report = regression_report(features, n_models=10, first_bad=6)
+    blame = Blame(
+        model_id="fr-mlp-v0006",
+        commit_sha="b" * 40,
+        commit_url=f"{REPO_URL}/commit/{'b' * 40}",
+        pull_number=12,
+        pull_url=f"{REPO_URL}/pull/12",
+        pull_title="Promote v0006",
+    )
+    view = replace(report_view(report), blame=blame)
+    comment = render_tracking_comment(view, [])
+    verdict = comment.index("Regression: fr-mlp-v0006")
+    assert verdict < comment.index(blame.markdown()) < comment.index(COMMIT_LINE)
+    output = render_check_output(view, comment_url="u")
+    assert output.summary == f"{view.summary}\n\n{blame.markdown()}\n\nTracking comment: u"
+    assert blame.markdown() not in render_tracking_comment(report_view(report), [])
