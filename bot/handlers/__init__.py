@@ -8,18 +8,20 @@ A new job kind adds its module beside ``nightly`` (a ``JobKind`` on the run skel
 from gidgethub import routing
 
 from bot.github.repofiles import RepoFiles
-from bot.handlers import nightly
+from bot.handlers import bisect, nightly
 from bot.handlers.run import RunServices
 from bot.jobs.worker import JobHandler
 from bot.judging.bisect_run import TimelineJudge
 
-ROUTERS: tuple[routing.Router, ...] = (nightly.router,)
+ROUTERS: tuple[routing.Router, ...] = (nightly.router, bisect.router)
 # Sent to every App without a subscription (so not in app.yml's default_events):
 # https://docs.github.com/webhooks/webhook-events-and-payloads#installation
 ALWAYS_SENT_EVENTS: frozenset[str] = frozenset({"installation", "installation_repositories"})
 # The webhook events some router plans jobs for; app.yml subscribes to these but the
 # always-sent ones.
-HANDLED_EVENTS: frozenset[str] = frozenset({"check_run", "check_suite"}) | ALWAYS_SENT_EVENTS
+HANDLED_EVENTS: frozenset[str] = (
+    frozenset({"check_run", "check_suite", "issue_comment"}) | ALWAYS_SENT_EVENTS
+)
 # The kind the per-repository cron schedules.
 SCHEDULED_KIND = nightly.KIND
 
@@ -28,5 +30,7 @@ def job_handlers(
     runs: RunServices, *, files: RepoFiles, judge: TimelineJudge
 ) -> dict[str, JobHandler]:
     """The worker's handler for each job kind: every kind is a runner on the shared services."""
-    runners = [nightly.nightly_runner(runs, files=files, timeline=judge)]
-    return {runner.kind.name: runner for runner in runners}
+    return {
+        nightly.KIND: nightly.nightly_runner(runs, files=files, timeline=judge),
+        bisect.KIND: bisect.bisect_runner(runs, files=files, timeline=judge),
+    }
