@@ -378,3 +378,27 @@ async def test_an_invalid_registry_at_the_head_gets_confused_and_the_error_in_th
     assert "**The timeline could not be judged:" in result.body
     assert "registry" in result.body
     assert "Could not judge the head of this pull request for [`/bisect`]" in result.body
+
+
+# ---- GitHub failing --------------------------------------------------------------------------
+
+
+async def test_502s_on_reads_and_a_lost_answer_on_the_result_still_leave_one_result(
+    sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _, repo = seeded(sandbox, repo_files())
+    pull = open_pull(sandbox, repo)
+    faults = sandbox.faults
+    faults.fail_next("GET", r"/collaborators/[^/]+/permission$", status=502, times=2)
+    faults.fail_next("GET", r"/pulls/\d+$", status=502, times=1)
+    faults.lose_answer("POST", r"/issues/\d+/comments$", status=502)
+    async with running_app(settings_for(sandbox, tmp_path), schedule=False) as running:
+        since = len(sandbox.requests)
+        command = await post(sandbox, running, repo, pull, "/bisect")
+        await wait_for_jobs(running.store, done=1)
+    record_requests(request, sandbox, since)
+    assert faults.pending == []
+    assert reactions(sandbox, command) == ["eyes", "rocket"]
+    (result,) = results(sandbox, repo, pull)
+    assert "❌ regression" in result.body
+    assert len(sandbox.requests_to("POST", r".*/issues/\d+/comments")) == 1
