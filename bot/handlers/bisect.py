@@ -14,9 +14,11 @@ so a redelivery runs nothing twice). A job whose command has a newer ``/bisect``
 pull request, posted by someone allowed to run it, does nothing: it is replaced. The jobs
 table is the record of newer commands (``Store.jobs_with_prefix``): it is written with the
 delivery, so a command GitHub delivered is seen by every older job that looks afterwards.
-A job looks before it starts and again before it writes, so a bisect still running when a
-newer command arrives never overwrites the newer result. A replaced command gets no
-reaction beyond the 👀 it may already have: no 🚀, no 😕.
+A job looks before it starts, before each model it judges (a bisect running when a newer
+command is planned stops at the next model, so two bisects of one pull request overlap by
+at most one model's judging, even with several workers) and again before it writes, so it
+never overwrites the newer result. A replaced command gets no reaction beyond the 👀 it may
+already have: no 🚀, no 😕.
 """
 
 from dataclasses import dataclass, replace
@@ -55,7 +57,7 @@ from bot.intake.commands import (
     render_error_reply,
     render_help_reply,
 )
-from bot.judging.bisect_run import TimelineJudge, TimelineRun
+from bot.judging.bisect_run import RunStopped, TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
 from bot.surfaces.notices import post_notice_once
@@ -178,7 +180,12 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
         if command is None:
             help_asked = isinstance(target.request, HelpRequest)
             return BisectAnswer(Answer.HELP if help_asked else Answer.USAGE, held=held)
-        if await _newer_command(ctx, target, config, held=held) is not None:
+        known = {target.login.lower(): held}  # roles asked of GitHub, once per login per run
+
+        async def replaced() -> bool:
+            return await _newer_command(ctx, target, config, known=known) is not None
+
+        if await replaced():
             return BisectAnswer(Answer.SUPERSEDED, held=held)
         await react_to_comment(
             ctx.gh, repo=target.repo, comment_id=target.comment_id, reaction=Reaction.EYES
@@ -190,9 +197,13 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
         head_sha = str(pull["head"]["sha"])
         # The base repository serves a fork's head commit too (refs/pull/<n>/head).
         snapshot = await self.files.snapshot(ctx.gh, target.repo, head_sha)
-        run = await self.timeline.judge(
-            ctx.gh, snapshot, with_command(config, command), full=command.full
-        )
+        try:
+            # A newer command planned while this one runs stops it before its next model.
+            run = await self.timeline.judge(
+                ctx.gh, snapshot, with_command(config, command), full=command.full, stop=replaced
+            )
+        except RunStopped:
+            return BisectAnswer(Answer.SUPERSEDED, held=held)
         return BisectAnswer(Answer.JUDGED, run=run, head_sha=snapshot.commit_sha, held=held)
 
     def render(self, target: BisectTarget, config: RepoConfig, result: BisectAnswer) -> BisectView:
@@ -254,8 +265,10 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
             return Published(None)
         settings = config or default_config()
         # A judged command's author was allowed (at least the minimum role) moments ago.
-        held = settings.min_permission if view.answer is Answer.JUDGED else None
-        if await _newer_command(ctx, target, settings, held=held) is not None:
+        known = (
+            {target.login.lower(): settings.min_permission} if view.answer is Answer.JUDGED else {}
+        )
+        if await _newer_command(ctx, target, settings, known=known) is not None:
             return Published(None, problem="a newer /bisect on the pull request replaces it")
         sticky = await ctx.services.sticky()
         try:
@@ -337,13 +350,13 @@ def _view(target: BisectTarget, answer: Answer) -> BisectView:
 
 
 async def _newer_command(
-    ctx: RunContext, target: BisectTarget, config: RepoConfig, *, held: Permission | None
+    ctx: RunContext, target: BisectTarget, config: RepoConfig, *, known: dict[str, Permission]
 ) -> int | None:
     """The id of the newest later ``/bisect`` on the pull request by someone allowed, or None.
 
     Comment ids grow with time. A later command by someone without the permission replaces
     nothing (it is refused), so a read-only user cannot cancel a maintainer's bisect.
-    ``held`` is the target commenter's role when already known (saves asking GitHub).
+    ``known`` caches roles by lower-cased login; the roles asked of GitHub are added to it.
     """
     jobs = await ctx.services.store.jobs_with_prefix(
         KIND, command_prefix(target.repo, target.number)
@@ -354,7 +367,6 @@ async def _newer_command(
         is_run = job.payload.get("request") == RUN
         if is_run and isinstance(comment_id, int) and comment_id > target.comment_id:
             later[comment_id] = str(login)
-    known: dict[str, Permission] = {} if held is None else {target.login.lower(): held}
     for comment_id in sorted(later, reverse=True):
         login = later[comment_id]
         if login.lower() not in known:
