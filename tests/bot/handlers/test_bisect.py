@@ -97,9 +97,12 @@ def engine_reads(sandbox: Sandbox, repo: Repo) -> list[str]:
 
 def record_requests(request: pytest.FixtureRequest, sandbox: Sandbox, since: int) -> int:
     """Note (and return) how many GitHub requests the scenario cost since ``since``."""
-    spent = len(sandbox.requests) - since
-    request.node.user_properties.append(("github_requests", spent))
-    return spent
+    made = sandbox.requests[since:]
+    request.node.user_properties.append(("github_requests", len(made)))
+    request.node.user_properties.append(
+        ("github_request_list", [f"{r.method} {r.path}" for r in made])
+    )
+    return len(made)
 
 
 def settings_for(sandbox: Sandbox, root: Path, *, workers: int = 1) -> Settings:
