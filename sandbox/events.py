@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.endpoints_repo import changes_between, commits_between
-from sandbox.records import Issue, Repo, User
+from sandbox.records import Comment, Issue, Repo, User
 from sandbox.render import Renderer, iso, node_id
 from sandbox.webhooks import load_example
 
 # The example payloads this module adapts (data/github/webhooks/examples/pull_request/).
-PULL_REQUEST_ACTIONS = frozenset({"opened", "synchronize", "reopened", "closed", "ready_for_review"})
+PULL_REQUEST_ACTIONS = frozenset(
+    {"opened", "synchronize", "reopened", "closed", "ready_for_review"}
+)
 # octokit ships no ``ready_for_review`` example; its payload has the same shape as ``reopened``
 # (https://docs.github.com/webhooks/webhook-events-and-payloads#pull_request).
 _EXAMPLE_FOR = {"ready_for_review": "reopened"}
+# data/github/webhooks/examples/issue_comment/: the actions with an example payload.
+ISSUE_COMMENT_ACTIONS = frozenset({"created", "edited"})
 
 
 def _envelope(render: Renderer, repo: Repo, sender: User) -> dict[str, Any]:
@@ -112,4 +116,38 @@ def check_suite_payload(
         },
     }
     payload |= _envelope(render, repo, sender or state.app.owner)
+    return payload
+
+
+def issue_comment_payload(
+    render: Renderer,
+    repo: Repo,
+    issue: Issue,
+    comment: Comment,
+    *,
+    action: str = "created",
+    previous_body: str | None = None,
+    sender: User | None = None,
+) -> dict[str, Any]:
+    """An ``issue_comment`` event for ``comment`` on ``issue`` (a pull request carries its link).
+
+    ``edited`` says what the body was before in ``changes.body.from``: ``previous_body``, else
+    the body the comment's last edit replaced (its body now if it was never edited).
+    """
+    if action not in ISSUE_COMMENT_ACTIONS:
+        raise ValueError(f"no issue_comment example for action {action!r}")
+    if comment.issue_number != issue.number or comment.repo_id != repo.id:
+        raise ValueError(f"comment {comment.id} is not on {repo.full_name}#{issue.number}")
+    payload = load_example("issue_comment", action)
+    payload |= {
+        "action": action,
+        "issue": render.issue(repo, issue),
+        "comment": render.comment(repo, comment),
+    }
+    if action == "edited":
+        before = previous_body
+        if before is None:
+            before = comment.edits[-1].previous_body if comment.edits else comment.body
+        payload["changes"] = {"body": {"from": before}}
+    payload |= _envelope(render, repo, sender or comment.user)
     return payload

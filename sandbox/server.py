@@ -29,10 +29,10 @@ from sandbox import (
 from sandbox.auth import ANONYMOUS, AuthKind, Principal, authenticate
 from sandbox.delivery import deliver_webhook
 from sandbox.errors import ApiError, SandboxError, not_found
-from sandbox.events import check_suite_payload, pull_request_payload
+from sandbox.events import check_suite_payload, issue_comment_payload, pull_request_payload
 from sandbox.faults import RATE_LIMIT_DOCS, FaultKind, Faults
 from sandbox.openapi import NO_BODY, OpenApiValidator
-from sandbox.records import Delivery, Issue, RateBucket, Repo
+from sandbox.records import Comment, Delivery, Issue, RateBucket, Repo
 from sandbox.render import Renderer
 from sandbox.routing import Call, Route, check_access, merge_routes
 from sandbox.state import SandboxState
@@ -282,6 +282,26 @@ class Sandbox:
         render = Renderer(self.state, self.url)
         payload = check_suite_payload(render, repo, check_suite_id, action=action)
         return await self.deliver(app_url, "check_suite", payload)
+
+    async def deliver_issue_comment(
+        self,
+        app_url: str,
+        repo: Repo,
+        comment: Comment,
+        *,
+        action: str = "created",
+        previous_body: str | None = None,
+    ) -> Delivery:
+        """Deliver an ``issue_comment`` event (``created`` or ``edited``) for ``comment``.
+
+        The issue (or pull request) is the one the comment is on; URLs point at this sandbox.
+        """
+        render = Renderer(self.state, self.url)
+        issue = self.state.issue(repo, comment.issue_number)
+        payload = issue_comment_payload(
+            render, repo, issue, comment, action=action, previous_body=previous_body
+        )
+        return await self.deliver(app_url, "issue_comment", payload)
 
     # ---- the pipeline -------------------------------------------------------------------------
 

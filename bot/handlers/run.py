@@ -4,7 +4,8 @@ A job kind says what it judges, how to judge it and how to show the result (``Jo
 ``Runner`` owns the rest, the same for every kind:
 
 - the check run is opened in progress with ``external_id`` = the run's origin key, so a
-  re-run (a worker died, a lease expired, a parked run resumed) finds it again;
+  re-run (a worker died, a lease expired, a parked run resumed) finds it again; a kind
+  whose ``check_name`` is None (its answer is a comment) opens and completes none;
 - errors are sorted once: GitHub failing is retried with the retry noted on the check; what
   the repository holds (config, registry, cache, models) and the engine's limits are shown
   to the user; a bug is shown too and logged with its traceback;
@@ -161,7 +162,7 @@ class JobKind(ABC, Generic[TargetT, ResultT, ViewT]):
     """One kind of job: what it judges, how, and how it shows the result."""
 
     name: ClassVar[str]  # the stored job kind
-    check_name: ClassVar[str]
+    check_name: ClassVar[str | None]  # None: the kind answers in a comment, with no check run
     opening_title: ClassVar[str]  # the check run's title while it runs
     actions: ClassVar[tuple[CheckAction, ...]] = ()  # buttons on the completed check run
     # QUEUED: the check shows at once and turns in progress when the judging starts.
@@ -235,7 +236,7 @@ class _Opened(Generic[TargetT]):
     ctx: RunContext
     target: TargetT
     site: CheckSite
-    check_id: int
+    check_id: int | None  # None for a kind without a check run
 
 
 class Runner(Generic[TargetT, ResultT, ViewT]):
@@ -259,7 +260,7 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             if await self._cancel_if_superseded(opened):
                 return
             config = await self.kind.config(ctx, target)
-            if self.kind.opening_status is CheckStatus.QUEUED:
+            if self.kind.opening_status is CheckStatus.QUEUED and opened.check_id is not None:
                 title = self.kind.opening_title
                 output = CheckOutput(title=title, summary=title)
                 await note_check_run(
@@ -288,6 +289,9 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
         newer = await self.kind.superseded_by(opened.ctx, opened.target)
         if newer is None:
             return False
+        if opened.check_id is None:
+            log.info("%s %s: superseded by %s", self.kind.name, opened.site.repo, newer)
+            return True
         output = CheckOutput(
             title=f"Superseded by {newer[:7]}",
             summary=f"A newer commit ({newer}) replaced this one; its own check has the verdict.",
@@ -313,15 +317,17 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             except NothingToJudge:
                 return None
             site = self.kind.check_site(target)
-            check_id = await open_check(
-                gh,
-                site.repo,
-                site.head_sha,
-                name=self.kind.check_name,
-                external_id=ctx.origin_key,
-                title=self.kind.opening_title,
-                status=self.kind.opening_status,
-            )
+            check_id = None
+            if self.kind.check_name is not None:
+                check_id = await open_check(
+                    gh,
+                    site.repo,
+                    site.head_sha,
+                    name=self.kind.check_name,
+                    external_id=ctx.origin_key,
+                    title=self.kind.opening_title,
+                    status=self.kind.opening_status,
+                )
         except TRANSIENT_ERRORS as error:
             await self._give_up_if_last(job, error)
             raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
@@ -349,6 +355,8 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             log.exception("%s job %s: the comment failed", self.kind.name, opened.ctx.job.key)
             problem = f"model-guard failed: {type(error).__name__}: {one_line(error)}"
             published = Published(None, problem=problem)
+        if opened.check_id is None:
+            return finished
         try:
             await finish_check_run(
                 opened.ctx.gh,
@@ -371,6 +379,8 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
         job = opened.ctx.job
         if job.attempts >= job.max_attempts:
             return
+        if opened.check_id is None:
+            raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
         output = CheckOutput(
             title="Retrying: GitHub did not answer",
             summary=f"Attempt {job.attempts} of {job.max_attempts} failed ({one_line(error)}).",

@@ -13,7 +13,7 @@ free, and the bisect fetches only the models it visits.
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,12 @@ MAX_FEATURES_BYTES = 256 * 1024 * 1024
 # The engine's scoring cap (engine.scoring.ScoringLimits): a larger model is refused anyway.
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")
+# Asked before each model is fetched and judged: True stops the run (``RunStopped``).
+StopCheck = Callable[[], Awaitable[bool]]
+
+
+class RunStopped(Exception):
+    """The caller's ``stop`` check said the run is no longer wanted (a newer request replaces it)."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +92,22 @@ class TimelineJudge:
     time_limit: float = 900.0
 
     async def judge(
-        self, gh: GitHubAPI, snapshot: RepoSnapshot, config: RepoConfig, *, full: bool = False
+        self,
+        gh: GitHubAPI,
+        snapshot: RepoSnapshot,
+        config: RepoConfig,
+        *,
+        full: bool = False,
+        stop: StopCheck | None = None,
     ) -> TimelineRun:
-        """Bisect the timeline of ``config.registry`` at the snapshot's commit."""
+        """Bisect the timeline of ``config.registry`` at the snapshot's commit.
+
+        ``stop`` is asked before each model; when it says True the run raises ``RunStopped``
+        at that boundary (an engine call is never cut off half-way).
+        """
         root = self.workdir / f"{snapshot.commit_sha[:12]}-{uuid.uuid4().hex[:8]}"
         root.mkdir(parents=True, exist_ok=True)
-        run = _Run(gh, snapshot, root, deadline=time.monotonic() + self.time_limit)
+        run = _Run(gh, snapshot, root, deadline=time.monotonic() + self.time_limit, stop=stop)
         try:
             return await self._judge(run, config, full=full, started=time.time())
         finally:
@@ -114,6 +130,8 @@ class TimelineJudge:
         thresholds, settings = config.thresholds(), config.metric_settings()
         memo: dict[int, StepRecord] = {}
         while not isinstance(found := _search(len(timeline.models), memo, full=full), BisectResult):
+            if run.stop is not None and await run.stop():
+                raise RunStopped(f"stopped before judging model {found} of {snapshot.repo}")
             memo[found] = await self._evaluate(
                 run, timeline, found, thresholds=thresholds, settings=settings
             )
@@ -178,3 +196,4 @@ class _Run:
     snapshot: RepoSnapshot
     root: Path
     deadline: float
+    stop: StopCheck | None = None

@@ -205,6 +205,14 @@ class Store(ABC):
         """Return the job with this id, or None."""
 
     @abstractmethod
+    async def jobs_with_prefix(self, kind: str, key_prefix: str, *, limit: int = 1000) -> list[Job]:
+        """Return up to ``limit`` jobs of ``kind`` whose key starts with ``key_prefix``, oldest first.
+
+        Any state, finished ones included: e.g. every ``/bisect`` job of one pull request, so
+        a job can see whether a newer command for the same pull request was planned.
+        """
+
+    @abstractmethod
     async def claim_job(
         self,
         worker_id: str,

@@ -361,6 +361,14 @@ class SqliteStore(Store):
         """Return the job with this id, or None."""
         return await self._call(_get_job, job_id)
 
+    async def jobs_with_prefix(self, kind: str, key_prefix: str, *, limit: int = 1000) -> list[Job]:
+        """Return up to ``limit`` jobs of ``kind`` whose key starts with ``key_prefix``, by id."""
+        if not key_prefix:
+            raise InvalidValueError("key_prefix must not be empty")
+        if limit < 1:
+            raise InvalidValueError(f"limit must be >= 1, got {limit}")
+        return await self._call(_jobs_with_prefix, kind, key_prefix, limit)
+
     async def claim_job(
         self,
         worker_id: str,
@@ -547,6 +555,20 @@ def _enqueue(conn: sqlite3.Connection, spec: JobSpec, now: datetime) -> Job | No
 def _get_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
     row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else _job_from_row(row)
+
+
+def _jobs_with_prefix(
+    conn: sqlite3.Connection, kind: str, key_prefix: str, limit: int
+) -> list[Job]:
+    # A range on the unique key's index: keys starting with the prefix sort between it and
+    # the prefix with its last character raised by one (BINARY collation is code-point order).
+    upper = key_prefix[:-1] + chr(ord(key_prefix[-1]) + 1)
+    rows = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE key >= ? AND key < ? AND kind = ? "
+        "ORDER BY id LIMIT ?",
+        (key_prefix, upper, kind, limit),
+    ).fetchall()
+    return [_job_from_row(row) for row in rows]
 
 
 def _claim_job(

@@ -10,7 +10,7 @@ import yaml
 from bot.handlers import ALWAYS_SENT_EVENTS, HANDLED_EVENTS, ROUTERS
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the nightly job calls: each endpoint family and the permission it needs
+# What the nightly and /bisect jobs call: each endpoint family and the permission it needs
 # (https://docs.github.com/rest/authentication/permissions-required-for-github-apps).
 NEEDED_PERMISSIONS = {
     "checks": "write",

@@ -185,3 +185,74 @@ async def test_check_suite_rerequested_event_names_the_suite_and_its_commit(
     )
     assert suite["app"]["id"] == state.app.id
     assert event.data["installation"]["id"] == installation.id
+
+
+async def test_issue_comment_created_on_a_pull_request_names_the_comment_and_links_the_pull(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    installation = state.add_installation("acme")
+    repo = state.add_repo("acme", "models", {"a.txt": b"a"}, installation=installation)
+    pull = state.add_pull(repo, head="feature", files={"b.txt": b"b"})
+    comment = state.add_comment(repo, pull.number, "/bisect --full", user="maintainer")
+    delivery = await sandbox.deliver_issue_comment(receiver.url, repo, comment)
+    headers, body = receiver.received[0]
+    event = sansio.Event.from_http(headers, body, secret=state.app.webhook_secret)
+    assert (event.event, event.data["action"]) == ("issue_comment", "created")
+    assert "changes" not in event.data
+    assert event.data["comment"]["id"] == comment.id
+    assert event.data["comment"]["body"] == "/bisect --full"
+    assert event.data["comment"]["user"]["login"] == "maintainer"
+    assert event.data["comment"]["user"]["type"] == "User"
+    assert event.data["sender"]["login"] == "maintainer"
+    assert event.data["issue"]["number"] == pull.number
+    pull_url = f"{sandbox.url}/repos/acme/models/pulls/{pull.number}"
+    assert event.data["issue"]["pull_request"]["url"] == pull_url
+    assert event.data["installation"]["id"] == installation.id
+    assert (delivery.action, delivery.repository_id) == ("created", repo.id)
+
+
+async def test_issue_comment_on_a_plain_issue_has_no_pull_request_link(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    repo = state.add_repo(
+        "acme", "models", {"a.txt": b"a"}, installation=state.add_installation("acme")
+    )
+    issue = state.add_issue(repo, "A bug")
+    comment = state.add_comment(repo, issue.number, "/bisect")
+    await sandbox.deliver_issue_comment(receiver.url, repo, comment)
+    event = json.loads(receiver.received[0][1])
+    assert event["issue"]["number"] == issue.number
+    assert "pull_request" not in event["issue"]
+
+
+async def test_issue_comment_edited_says_the_body_it_replaced(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    repo = state.add_repo(
+        "acme", "models", {"a.txt": b"a"}, installation=state.add_installation("acme")
+    )
+    pull = state.add_pull(repo, head="feature", files={"b.txt": b"b"})
+    comment = state.add_comment(repo, pull.number, "looks good")
+    edited = state.update_comment(repo, comment.id, "/bisect", editor=comment.user)
+    await sandbox.deliver_issue_comment(receiver.url, repo, edited, action="edited")
+    event = json.loads(receiver.received[0][1])
+    assert event["action"] == "edited"
+    assert event["changes"] == {"body": {"from": "looks good"}}
+    assert event["comment"]["body"] == "/bisect"
+
+
+async def test_issue_comment_payload_refuses_an_action_without_an_example(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    state = sandbox.state
+    repo = state.add_repo(
+        "acme", "models", {"a.txt": b"a"}, installation=state.add_installation("acme")
+    )
+    pull = state.add_pull(repo, head="feature", files={"b.txt": b"b"})
+    comment = state.add_comment(repo, pull.number, "/bisect")
+    with pytest.raises(ValueError, match="no issue_comment example"):
+        await sandbox.deliver_issue_comment(receiver.url, repo, comment, action="deleted")
+    assert receiver.received == []

@@ -14,7 +14,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -24,10 +24,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from gidgethub import sansio
 
-from bot.app import SERVICES, STORE, create_app
+from bot.app import SERVICES
 from bot.github import GitHubClient
 from bot.github.repofiles import RepoFiles, blob_sha
 from bot.handlers.nightly import (
@@ -47,7 +46,6 @@ from bot.jobs.worker import WorkerOptions, WorkerPool
 from bot.judging.bisect_run import TimelineJudge
 from bot.judging.pool import EnginePool
 from bot.repoconfig import default_config
-from bot.settings import Settings
 from bot.store import Job, JobSpec, JobState, RunRecord, SqliteStore, Store
 from bot.surfaces.sticky import marker
 from engine.bisection import Outcome
@@ -62,34 +60,23 @@ from sandbox.records import (
     Repo,
 )
 from sandbox.webhooks import load_example
-from tests.conftest import seed_repo
+from tests.bot.handlers.conftest import (
+    BISECT,
+    CONFIG,
+    CONFIG_PATH,
+    app_settings,
+    repo_files,
+    running_app,
+    seeded,
+    wait_for_jobs,
+)
 
-ROOT = Path(__file__).resolve().parents[3]
-BISECT = ROOT / "testdata" / "bisect"
-CONFIG_PATH = ".github/model-guard.yml"
-CONFIG = b"""\
-version: 1
-registry: models/registry.json
-features: golden/features.parquet
-gate:
-  min_plcc: 0.9
-"""
 LABELLED_CONFIG = CONFIG + b"tracking_issue:\n  label: video-quality\n"
 DAY = "2026-12-01"
 DEFAULT_CRON = default_config().schedule
 TAG = marker(NIGHTLY_PURPOSE)
 # The bisect of the regression timeline (10 models, first bad v06) visits these, and only these.
 REGRESSION_VISITED = ("fr-mlp-v00", "fr-mlp-v04", "fr-mlp-v05", "fr-mlp-v06", "fr-mlp-v09")
-
-
-def repo_files(timeline: str = "regression", *, config: bytes | None = CONFIG) -> dict[str, bytes]:
-    """A repository holding the bundled ``timeline`` under models/ and the golden cache."""
-    files = {"golden/features.parquet": (BISECT / "features.parquet").read_bytes()}
-    if config is not None:
-        files[CONFIG_PATH] = config
-    for path in sorted((BISECT / timeline).iterdir()):
-        files[f"models/{path.name}"] = path.read_bytes()
-    return files
 
 
 class FakeTime:
@@ -293,76 +280,13 @@ def normalised(text: str) -> str:
     return re.sub(r"\d+(\.\d+)? s\b", "<seconds>", text)
 
 
-def seeded(
-    sandbox: Sandbox, files: Mapping[str, bytes], *, name: str = "models"
-) -> tuple[int, Repo]:
-    """Seed ``acme/<name>`` and return its installation id and the repo."""
-    installation, repo = seed_repo(sandbox.state, files, name=name)
-    return installation.id, repo
-
-
 # ---- the real app ------------------------------------------------------------------------
-
-
-def app_settings(sandbox: Sandbox, root: Path) -> Settings:
-    """The service's settings for the sandbox's App, with its database and data under ``root``."""
-    state = sandbox.state
-    return Settings(
-        webhook_secret=state.app.webhook_secret,
-        app_id=str(state.app.id),
-        private_key=state.private_key_pem,
-        api_url=sandbox.url,
-        database=root / "store.sqlite3",
-        data_dir=root / "data",
-        workers=1,
-        poll_s=0.05,
-    )
 
 
 def scheduled_key(repo: Repo, *, cron: str = DEFAULT_CRON) -> str:
     """The job key (and so the check's external id) of the scheduler's latest run of ``repo``."""
     day = latest_fire_time(cron, datetime.now(UTC)).date().isoformat()
     return f"{KIND}:{repo.full_name}:{day}"
-
-
-@dataclass(frozen=True)
-class RunningApp:
-    """The started app, its webhook URL and its store."""
-
-    app: web.Application
-    webhook_url: str
-
-    @property
-    def store(self) -> Store:
-        """The store the app opened."""
-        return self.app[STORE]
-
-
-@asynccontextmanager
-async def running_app(settings: Settings, **options: Any) -> AsyncIterator[RunningApp]:
-    """``create_app(settings, **options)`` started on loopback, as the service runs it."""
-    runner = web.AppRunner(create_app(settings, **options), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield RunningApp(runner.app, f"http://127.0.0.1:{runner.addresses[0][1]}/webhook")
-    finally:
-        await runner.cleanup()
-
-
-async def wait_for_jobs(store: Store, *, done: int, timeout: float = 60.0) -> None:
-    """Poll the store until ``done`` jobs are done and none is queued or running."""
-    deadline = time.monotonic() + timeout
-    counts: dict[JobState, int] = {}
-    while time.monotonic() < deadline:
-        counts = await store.job_counts()
-        idle = not counts.get(JobState.QUEUED) and not counts.get(JobState.RUNNING)
-        if idle and counts.get(JobState.DONE, 0) + counts.get(JobState.FAILED, 0) >= done:
-            assert counts.get(JobState.DONE, 0) == done, counts
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"jobs did not finish within {timeout:.0f} s: {counts}")
 
 
 # ---- the verdicts ----------------------------------------------------------------------

@@ -43,13 +43,13 @@ from sandbox.events import pull_request_payload
 from sandbox.records import CheckConclusion, CheckRun, CheckStatus, Comment, Issue, Repo
 from sandbox.render import Renderer
 from sandbox.webhooks import load_example
-from tests.bot.handlers.test_nightly import (
-    app_comments,
+from tests.bot.handlers.conftest import (
     app_settings,
     running_app,
     seeded,
     wait_for_jobs,
 )
+from tests.bot.handlers.test_nightly import app_comments
 
 ROOT = Path(__file__).resolve().parents[3]
 TAG = marker(PR_PURPOSE)

@@ -19,7 +19,7 @@ import pytest_asyncio
 from gidgethub.aiohttp import GitHubAPI
 
 from bot.github.repofiles import RepoFileError, RepoFiles, blob_sha
-from bot.judging.bisect_run import MAX_MODEL_BYTES, TimelineJudge, TimelineRun
+from bot.judging.bisect_run import MAX_MODEL_BYTES, RunStopped, TimelineJudge, TimelineRun
 from bot.judging.pool import EnginePool, EngineTimeout
 from bot.repoconfig import RepoConfig
 from engine.bisection import Outcome
@@ -327,3 +327,29 @@ async def test_a_run_past_its_engine_time_limit_stops_with_the_limit_named(
         await regression.run()
     assert not regression.fetched_models()
     assert workdir_is_empty(regression)
+
+
+async def test_a_stop_check_saying_true_stops_the_run_before_the_next_model(
+    regression: World,
+) -> None:
+    asked: list[int] = []
+
+    async def stop() -> bool:
+        asked.append(len(asked))
+        return len(asked) > 2  # let two models be judged, then stop
+
+    snapshot = await regression.judge.files.snapshot(regression.gh, REPO, "main")
+    with pytest.raises(RunStopped):
+        await regression.judge.judge(regression.gh, snapshot, CONFIG, stop=stop)
+    assert len(asked) == 3
+    assert len(regression.fetched_models()) == 2
+    assert workdir_is_empty(regression)
+
+
+async def test_a_stop_check_saying_false_changes_nothing(regression: World) -> None:
+    async def stop() -> bool:
+        return False
+
+    snapshot = await regression.judge.files.snapshot(regression.gh, REPO, "main")
+    run = await regression.judge.judge(regression.gh, snapshot, CONFIG, stop=stop)
+    assert run.outcome is Outcome.REGRESSION and run.report["first_bad_model"] == "fr-mlp-v06"

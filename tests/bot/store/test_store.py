@@ -574,3 +574,29 @@ async def test_in_memory_store_keeps_state_for_its_lifetime() -> None:
         assert await memory.record_delivery(make_delivery(), [make_spec("a")])
         assert not await memory.record_delivery(make_delivery())
         assert await memory.delivery_count() == 1
+
+
+async def test_jobs_with_prefix_lists_one_kinds_jobs_under_the_prefix_in_any_state_oldest_first(
+    store: SqliteStore,
+) -> None:
+    await store.enqueue(make_spec("bisect:o/r#1:10"))
+    await store.enqueue(make_spec("bisect:o/r#12:11"))  # #12 is not #1: the ":" ends the number
+    await store.enqueue(make_spec("bisect:o/r#1:12"))
+    await store.enqueue(JobSpec("nightly", "bisect:o/r#1:13", {}))  # another kind
+    claimed = await store.claim_job("w", lease_seconds=60)
+    assert claimed is not None and claimed.key == "bisect:o/r#1:10"
+    assert await store.complete_job(claimed.id, worker_id="w")
+    found = await store.jobs_with_prefix("bisect", "bisect:o/r#1:")
+    assert [(job.key, job.state) for job in found] == [
+        ("bisect:o/r#1:10", JobState.DONE),
+        ("bisect:o/r#1:12", JobState.QUEUED),
+    ]
+    assert [
+        job.key for job in await store.jobs_with_prefix("bisect", "bisect:o/r#1:", limit=1)
+    ] == ["bisect:o/r#1:10"]
+    assert await store.jobs_with_prefix("bisect", "bisect:o/r#2:") == []
+
+
+async def test_jobs_with_prefix_refuses_an_empty_prefix(store: SqliteStore) -> None:
+    with pytest.raises(InvalidValueError):
+        await store.jobs_with_prefix("bisect", "")
