@@ -46,6 +46,7 @@ from bot.handlers.run import (
     RunContext,
     Runner,
     RunServices,
+    blame_first_bad,
     read_repo_config,
 )
 from bot.intake.commands import (
@@ -60,6 +61,7 @@ from bot.intake.commands import (
 from bot.judging.bisect_run import RunStopped, TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
+from bot.surfaces.blame import Blame
 from bot.surfaces.notices import post_notice_once
 from bot.surfaces.reactions import Reaction, react_to_comment
 from bot.surfaces.sticky import IssueUnavailable
@@ -104,6 +106,7 @@ class BisectAnswer:
     run: TimelineRun | None = None
     head_sha: str | None = None
     held: Permission = Permission.NONE
+    blame: Blame | None = None  # who introduced the first bad model
 
 
 async def fetch_permission(gh: GitHubAPI, repo: str, login: str) -> Permission:
@@ -204,7 +207,12 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
             )
         except RunStopped:
             return BisectAnswer(Answer.SUPERSEDED, held=held)
-        return BisectAnswer(Answer.JUDGED, run=run, head_sha=snapshot.commit_sha, held=held)
+        blame = await blame_first_bad(
+            ctx, run, registry=config.registry, at_sha=snapshot.commit_sha
+        )
+        return BisectAnswer(
+            Answer.JUDGED, run=run, head_sha=snapshot.commit_sha, held=held, blame=blame
+        )
 
     def render(self, target: BisectTarget, config: RepoConfig, result: BisectAnswer) -> BisectView:
         """The verdict and table of a bisect, or the reply a command gets instead."""
@@ -224,6 +232,7 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
             outcome=result.run.outcome,
             summary=result.run.summary,
             details=result.run.markdown,
+            blame=result.blame.markdown() if result.blame is not None else "",
         )
 
     def error_view(

@@ -45,6 +45,7 @@ class BisectView:
     summary: str = ""
     details: str = ""
     reply: str = ""  # the reply's markdown, for the answers in REPLIES
+    blame: str = ""  # the line naming the commit and pull request of the first bad model
 
     @property
     def conclusion(self) -> Conclusion:
@@ -76,6 +77,7 @@ def render_result_comment(view: BisectView) -> str:
             verdict,
             "",
             f"{'Could not judge' if failed else 'Judged'} {commit} for {asked} by @{view.login}.",
+            *(["", view.blame] if view.blame else []),
         ]
     )
     footer = (

@@ -31,12 +31,13 @@ from bot.handlers.run import (
     RunContext,
     Runner,
     RunServices,
+    blame_first_bad,
     read_repo_config,
 )
 from bot.judging.bisect_run import TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
-from bot.surfaces.blame import Blame, blame_row
+from bot.surfaces.blame import Blame
 from bot.surfaces.checks import CheckAction
 from bot.surfaces.notices import post_notice_once
 from bot.surfaces.sticky import IssueUnavailable
@@ -114,16 +115,8 @@ class Nightly(JobKind[NightlyTarget, NightlyResult, NightlyView]):
         """Bisect the timeline at the judged commit (every model for a full scan), then blame."""
         full = ctx.job.payload.get("full") is True
         run = await self.timeline.judge(ctx.gh, target.snapshot, config, full=full)
-        first_bad = run.report.get("first_bad_model")
-        if run.outcome not in (Outcome.REGRESSION, Outcome.ALREADY_BAD) or not first_bad:
-            return NightlyResult(run)
-        blame = await blame_row(
-            ctx.gh,
-            ctx.services.store,
-            repo=target.repo,
-            registry_path=config.registry,
-            model_id=str(first_bad),
-            at_sha=target.snapshot.commit_sha,
+        blame = await blame_first_bad(
+            ctx, run, registry=config.registry, at_sha=target.snapshot.commit_sha
         )
         return NightlyResult(run, blame)
 

@@ -37,11 +37,13 @@ from bot.handlers.run import (
     RunContext,
     Runner,
     RunServices,
+    blame_first_bad,
     read_repo_config,
 )
 from bot.judging.registry_run import ChangeRun, RegistryChangeJudge
 from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
+from bot.surfaces.blame import Blame
 from bot.surfaces.checks import CheckAction, CheckStatus, Conclusion
 from bot.surfaces.sticky import IssueUnavailable
 from engine.errors import one_line
@@ -58,6 +60,14 @@ _KEY = re.compile(r"^registry:(?P<repo>[^#]+)#(?P<number>[0-9]+):")
 # Files a model-guard review reads, besides the registry, config and feature table.
 _EVIDENCE_SUFFIXES = (".onnx", ".onnx.data", ".data", ".parquet")
 _EVIDENCE_NAMES = re.compile(r"(^|_)(PROMOTE|HOLD)\.json$|^loso_seed[0-9]+\.json$")
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """A judged change, and who introduced the head's first bad model (if any)."""
+
+    change: ChangeRun
+    blame: Blame | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ def is_model_related(path: str, config: RepoConfig) -> bool:
 
 
 @dataclass(frozen=True)
-class RegistryCheck(JobKind[PullTarget, ChangeRun, RegistryView]):
+class RegistryCheck(JobKind[PullTarget, PullResult, RegistryView]):
     """The pull-request registry check as a job kind."""
 
     name: ClassVar[str] = KIND
@@ -131,14 +141,14 @@ class RegistryCheck(JobKind[PullTarget, ChangeRun, RegistryView]):
         """The head's configuration (paths and gate); the policy comes from the base (``judge``)."""
         return await read_repo_config(self.files, ctx.gh, target.head)
 
-    async def judge(self, ctx: RunContext, target: PullTarget, config: RepoConfig) -> ChangeRun:
-        """Review the change under the base's promotion policy and bisect both sides."""
+    async def judge(self, ctx: RunContext, target: PullTarget, config: RepoConfig) -> PullResult:
+        """Review the change under the base's promotion policy, bisect both sides, blame."""
         base = await self.files.snapshot(ctx.gh, target.repo, target.base_sha)
         try:
             base_config = await read_repo_config(self.files, ctx.gh, base)
         except ConfigError:
             base_config = default_config()  # the engine's defaults: the strictest known bar
-        return await self.change.judge(
+        change = await self.change.judge(
             ctx.gh,
             base=base,
             head=target.head,
@@ -147,15 +157,22 @@ class RegistryCheck(JobKind[PullTarget, ChangeRun, RegistryView]):
             policy=base_config.promotion,
             full=ctx.job.payload.get("full") is True,
         )
+        if change.head.run is None:
+            return PullResult(change)
+        blame = await blame_first_bad(
+            ctx, change.head.run, registry=config.registry, at_sha=target.head_sha
+        )
+        return PullResult(change, blame)
 
-    def render(self, target: PullTarget, config: RepoConfig, result: ChangeRun) -> RegistryView:
+    def render(self, target: PullTarget, config: RepoConfig, result: PullResult) -> RegistryView:
         """The review and the bisect, as check output and comment."""
         return render_change(
             repo=target.repo,
             number=target.number,
             head_sha=target.head_sha,
             registry=config.registry,
-            run=result,
+            run=result.change,
+            blame=result.blame.markdown() if result.blame is not None else "",
         )
 
     def error_view(
@@ -237,7 +254,7 @@ async def _changed_files(ctx: RunContext, repo: str, number: int) -> tuple[str, 
 
 def registry_runner(
     services: RunServices, *, files: RepoFiles, change: RegistryChangeJudge
-) -> Runner[PullTarget, ChangeRun, RegistryView]:
+) -> Runner[PullTarget, PullResult, RegistryView]:
     """The worker's handler for ``registry`` jobs."""
     return Runner(RegistryCheck(files=files, change=change), services)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bot.handlers.run import Published
 from bot.judging.registry_run import ChangeRun, SideRun
 from bot.surfaces.checks import CheckAnnotation, CheckOutput, Conclusion
+from bot.surfaces.sticky import Section, fit_sections
 from engine.bisection import Outcome
 from engine.registry_review import RegistryReview
 
@@ -29,6 +30,8 @@ class RegistryView:
     summary: str
     report: str
     annotations: tuple[CheckAnnotation, ...] = ()
+    # The report's parts, most important first, for the comment's size limit.
+    sections: tuple[Section, ...] = ()
 
     def check_output(self, published: Published) -> CheckOutput:
         """The check run's output: the verdict in two lines, the report, the annotations."""
@@ -48,10 +51,13 @@ class RegistryView:
     def comment(self) -> str:
         """The sticky pull-request comment (the marker is added by the sticky module)."""
         badge = _BADGES[self.conclusion]
-        return (
+        head = (
             f"### {badge} `{REGISTRY_CHECK}` on {self.head_sha[:7]}\n\n"
-            f"**{self.title}**\n\n{self.summary}\n\n{self.report}"
+            f"**{self.title}**\n\n{self.summary}"
         )
+        sections = self.sections or (Section(self.report, priority=1, label="The report"),)
+        # GitHub refuses a comment over 65,536 characters: the least important parts go first.
+        return fit_sections(PR_PURPOSE, [Section(head), *sections])
 
 
 _BADGES = {
@@ -116,19 +122,21 @@ def render_change(
     if not review.ok:
         conclusion = Conclusion.FAILURE
     title = review.headline() if not review.ok else _timeline_title(timeline, run.head)
-    summary = f"Registry: {review.headline()}\n\nTimeline: {timeline.line}"
-    if blame:
-        summary += f"\n\n{blame}"
-    report = "\n\n".join(
-        part
-        for part in (
-            f"#### Registry `{registry}`\n\n{review.render_markdown()}",
-            _verdicts_line(run.verdicts),
+    # GitHub shows the summary on the pull request's checks tab: the verdict, one line.
+    summary = f"Registry: {review.headline()}. Timeline: {_one_line(timeline.line)}"
+    parts = (
+        Section(blame),
+        Section(f"#### Registry `{registry}`\n\n{review.render_markdown()}", 1, "The review"),
+        Section(_verdicts_line(run.verdicts), 2, "The verdicts read"),
+        Section(
             f"#### Timeline at the head ({head_sha[:7]})\n\n{_side_report(run.head)}",
-            _base_report(run),
-        )
-        if part
+            3,
+            "The bisect table",
+        ),
+        Section(_base_report(run), 2, "The base's verdict"),
     )
+    sections = tuple(part for part in parts if part.text)
+    report = "\n\n".join(part.text for part in sections)
     return RegistryView(
         repo=repo,
         number=number,
@@ -138,7 +146,12 @@ def render_change(
         summary=summary,
         report=report,
         annotations=tuple(_annotations(review)),
+        sections=sections,
     )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _timeline_title(timeline: TimelineVerdict, head: SideRun) -> str:

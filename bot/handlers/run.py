@@ -33,9 +33,11 @@ from bot.github import GitHubClient, GitHubClientError
 from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from bot.jobs.parking import origin_key, park
 from bot.jobs.worker import PermanentJobError, RetryableJobError
+from bot.judging.bisect_run import TimelineRun
 from bot.judging.pool import EnginePoolError
 from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config, parse_repo_config
 from bot.store import Job, Store
+from bot.surfaces.blame import Blame, blame_row
 from bot.surfaces.checks import (
     CheckAction,
     CheckOutput,
@@ -47,6 +49,7 @@ from bot.surfaces.checks import (
 from bot.surfaces.checks import open_check_run as open_check
 from bot.surfaces.sticky import StickyComments
 from bot.telemetry import Telemetry
+from engine.bisection import Outcome
 from engine.errors import EngineError, one_line
 
 log = logging.getLogger("model_guard.run")
@@ -222,6 +225,27 @@ async def read_repo_config(files: RepoFiles, gh: GitHubAPI, snapshot: RepoSnapsh
         return default_config()
     text = await files.read(gh, snapshot, CONFIG_PATH)
     return parse_repo_config(text, source=CONFIG_PATH, commit=snapshot.commit_sha)
+
+
+async def blame_first_bad(
+    ctx: RunContext, run: TimelineRun, *, registry: str, at_sha: str
+) -> Blame | None:
+    """The commit and pull request that introduced a bisect's first bad model (None if none).
+
+    Every kind that reports a first bad model links who introduced it; best-effort and
+    cached by commit (``bot.surfaces.blame``), so an unchanged commit costs no request.
+    """
+    first_bad = run.report.get("first_bad_model")
+    if run.outcome not in (Outcome.REGRESSION, Outcome.ALREADY_BAD) or not first_bad:
+        return None
+    return await blame_row(
+        ctx.gh,
+        ctx.services.store,
+        repo=run.repo,
+        registry_path=registry,
+        model_id=str(first_bad),
+        at_sha=at_sha,
+    )
 
 
 def _installation(job: Job) -> tuple[int, str]:

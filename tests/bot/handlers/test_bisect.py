@@ -207,7 +207,9 @@ async def test_a_maintainers_bisect_gets_eyes_then_rocket_and_one_result_for_the
     (result,) = results(sandbox, repo, pull)
     assert "## model-guard /bisect: ❌ regression" in result.body
     assert f"Judged `{head[:7]}` for [`/bisect`]" in result.body
-    assert main[:7] not in result.body
+    assert f"Judged `{main[:7]}`" not in result.body
+    # Blame: fr-mlp-v06's row came with the repository's first commit, through no pull request.
+    assert f"Introduced by [`{main[:7]}`]" in result.body
     assert f"#issuecomment-{command.id}" in result.body
     assert "fr-mlp-v06 (index 6) is the first model that fails plcc >= 0.9" in result.body
     assert replies(sandbox, repo, pull) == []

@@ -8,6 +8,7 @@ what the maintainer sees: the check run on the head commit (conclusion, title, a
 and the one sticky comment on the pull request.
 """
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
@@ -207,7 +208,12 @@ async def test_a_change_that_regresses_fails_and_names_the_model(
     check = only_registry_check(sandbox, repo, head)
     assert check.conclusion is CheckConclusion.FAILURE
     assert check.output.title is not None and "fr-mlp-2026.06" in check.output.title
-    assert "fr-mlp-2026.06" in pr_comment(sandbox, repo, pull).body
+    body = pr_comment(sandbox, repo, pull).body
+    assert "fr-mlp-2026.06" in body
+    # Blame: the row was added by this pull request's own commit.
+    assert f"Introduced by [`{head[:7]}`]" in body
+    assert f"[#{pull.number}]" in body and "(Update models)" in body
+    assert check.output.text is not None and f"Introduced by [`{head[:7]}`]" in check.output.text
 
 
 async def test_invalid_head_registry_is_annotated_on_its_line(
@@ -261,6 +267,45 @@ async def test_a_newer_push_cancels_the_older_check_and_judges_the_new_head(
     assert old.output.title == f"Superseded by {second[:7]}"
     assert new.conclusion is CheckConclusion.SUCCESS
     assert second[:7] in pr_comment(sandbox, repo, pull).body
+    sandbox.assert_valid()
+
+
+async def test_a_push_while_the_run_is_judging_cancels_it_before_it_publishes(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The run has opened its check when the push lands: it judges, sees the new head, publishes nothing."""
+    _, repo = seeded(sandbox, base_files())
+    state = sandbox.state
+    pull = state.add_pull(
+        repo, head="change", files={"model/registry.json": registry_text(promoted=True)}
+    )
+    first = state.pull_head(repo, pull)
+    # Hold the run once it is judging (its first read is the base commit), long enough to push.
+    base = state.branches[repo.id]["main"]
+    sandbox.faults.slow("GET", f"/repos/{repo.full_name}/commits/{base}$", seconds=2.0)
+    async with running_app(
+        app_settings(sandbox, tmp_path), schedule_source=no_schedules
+    ) as running:
+        await sandbox.deliver_pull_request(running.webhook_url, repo, pull)
+        for _ in range(1000):
+            checks = registry_checks(sandbox, repo)
+            if checks and checks[0].status is CheckStatus.IN_PROGRESS:
+                break
+            await asyncio.sleep(0.01)
+        assert registry_checks(sandbox, repo)[0].status is CheckStatus.IN_PROGRESS
+        second = state.commit(repo, evidence_files(), message="Add the evidence", branch="change")
+        await sandbox.deliver_pull_request(
+            running.webhook_url, repo, pull, action="synchronize", before=first
+        )
+        await wait_for_jobs(running.store, done=2, timeout=120)
+    old, new = only_registry_check(sandbox, repo, first), only_registry_check(sandbox, repo, second)
+    assert old.conclusion is CheckConclusion.CANCELLED
+    # It was running, not merely queued: its check turned in progress before it was cancelled.
+    patched = sandbox.requests_to("PATCH", f"/repos/{repo.full_name}/check-runs/{old.id}")
+    assert [r.body.get("status") for r in patched] == ["in_progress", "completed"]
+    assert new.conclusion is CheckConclusion.SUCCESS
+    body = pr_comment(sandbox, repo, pull).body
+    assert second[:7] in body and first[:7] not in body
     sandbox.assert_valid()
 
 
