@@ -5,8 +5,9 @@ It starts the sandbox and the App on loopback, installs the App (with the permis
 the scheduler fire the nightly job, and prints what a maintainer would see: the tracking
 comment and the check run. Then it opens the pull requests of ``bot.demo_pulls`` (a
 regression, an honest promotion, a flip without evidence, a verdict laxer than the
-policy) and prints each one's ``model-guard/registry`` check and comment. Nothing leaves
-127.0.0.1.
+policy) and prints each one's ``model-guard/registry`` check and comment, and finally a
+maintainer's ``/bisect --min-plcc 0.95`` comment on a pull request and the App's answer
+(reactions and the result comment). Nothing leaves 127.0.0.1.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.demo_pulls import PullScenario, base_files, pull_scenarios
+from bot.handlers.bisect_view import BISECT_PURPOSE
 from bot.handlers.nightly_view import NIGHTLY_CHECK, NIGHTLY_PURPOSE
 from bot.handlers.registry_view import PR_PURPOSE, REGISTRY_CHECK
 from bot.settings import Settings
@@ -63,6 +65,15 @@ class PullResult:
 
 
 @dataclass(frozen=True)
+class CommandResult:
+    """What the maintainer sees after a ``/bisect`` comment: the reactions and the result."""
+
+    command: Comment
+    reactions: tuple[str, ...]
+    result: Comment
+
+
+@dataclass(frozen=True)
 class DemoResult:
     """What the maintainer sees after the nightly run (and on the demo's pull requests)."""
 
@@ -71,6 +82,7 @@ class DemoResult:
     issue_title: str
     issue_number: int
     pulls: tuple[PullResult, ...] = ()
+    command: CommandResult | None = None
 
 
 def demo_files(registry: Path, features: Path) -> dict[str, bytes]:
@@ -157,7 +169,9 @@ async def run_demo(
                             )
                         )
                         _show_pull(shown[-1], out)
-                    result = replace(result, pulls=tuple(shown))
+                    command = await _bisect_command(sandbox, app_url, repo, timeout=timeout)
+                    _show_command(command, out)
+                    result = replace(result, pulls=tuple(shown), command=command)
             finally:
                 await runner.cleanup()
             sandbox.assert_valid()
@@ -244,6 +258,46 @@ def _show(result: DemoResult, repo: Repo, out: TextIO) -> None:
         f"{rule}\n{result.comment.body}\n{rule}\n"
         f"Check run {check.name} on {check.head_sha[:7]}: {check.status.value}, "
         f"conclusion {conclusion}\n  {title}\n  {summary}\n{rule}\n"
+    )
+
+
+DEMO_COMMAND = "/bisect --min-plcc 0.95"
+DEMO_MAINTAINER = "maintainer"
+
+
+async def _bisect_command(
+    sandbox: Sandbox, app_url: str, repo: Repo, *, timeout: float
+) -> CommandResult:
+    """A maintainer comments ``/bisect`` on a pull request; wait for the 🚀 and the result."""
+    state = sandbox.state
+    state.set_permission(repo, DEMO_MAINTAINER, "write")
+    pull = state.add_pull(
+        repo, head="docs", files={"README.md": b"# video models\n"}, title="Document the models"
+    )
+    command = state.add_comment(repo, pull.number, DEMO_COMMAND, user=DEMO_MAINTAINER)
+    await sandbox.deliver_issue_comment(app_url, repo, command)
+    tag = marker(BISECT_PURPOSE)
+    bot = state.app.bot
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reactions = tuple(r.content.value for r in state.reactions_on(command.id) if r.user == bot)
+        results = [
+            c for c in state.comments_by_app(repo, pull.number) if tag in c.body and not c.deleted
+        ]
+        if results and reactions and reactions[-1] in ("rocket", "confused"):
+            return CommandResult(command, reactions, results[0])
+        await asyncio.sleep(0.2)
+    raise DemoError(f"the {DEMO_COMMAND!r} command got no answer within {timeout:.0f} s")
+
+
+def _show_command(result: CommandResult, out: TextIO) -> None:
+    rule = "-" * 78
+    shown = " ".join(
+        {"eyes": "👀", "rocket": "🚀", "confused": "😕"}.get(r, r) for r in result.reactions
+    )
+    out.write(
+        f"\n@{DEMO_MAINTAINER} commented {result.command.body!r}; model-guard reacted {shown} "
+        f"and answered:\n{rule}\n{result.result.body}\n{rule}\n"
     )
 
 

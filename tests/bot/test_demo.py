@@ -57,6 +57,12 @@ async def test_demo_pull_requests_show_each_registry_check_a_maintainer_meets() 
     assert "promotion.min_mean_plcc" in seen["promote-lax"].comment.body
     printed = out.getvalue()
     assert printed.count("Check run model-guard/registry") == 4
+    # The /bisect command: accepted, answered with the stricter gate in one result comment.
+    assert result.command is not None
+    assert result.command.reactions == ("eyes", "rocket")
+    assert "/bisect --min-plcc 0.95" in result.command.result.body
+    assert "plcc >= 0.95" in result.command.result.body
+    assert "model-guard reacted 👀 🚀" in printed
 
 
 async def test_demo_of_the_allgood_timeline_shows_a_green_check() -> None:
