@@ -62,6 +62,7 @@ class PullResult:
     number: int
     check: CheckRun
     comment: Comment
+    requests: int = 0  # the GitHub requests the App made for it
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ async def _pull_request(
         repo, head=scenario.branch, files=dict(scenario.change), title=scenario.title
     )
     head = state.pull_head(repo, pull)
+    since = len(sandbox.requests)
     await sandbox.deliver_pull_request(app_url, repo, pull)
     deadline = time.monotonic() + timeout
     tag = marker(PR_PURPOSE)
@@ -216,7 +218,8 @@ async def _pull_request(
             if c.repo_id == repo.id and c.issue_number == pull.number and tag in c.body
         ]
         if checks and comments:
-            return PullResult(scenario, repo.full_name, pull.number, checks[0], comments[0])
+            made = len(sandbox.requests) - since
+            return PullResult(scenario, repo.full_name, pull.number, checks[0], comments[0], made)
         await asyncio.sleep(0.2)
     raise DemoError(
         f"the registry check of {scenario.title!r} did not finish within {timeout:.0f} s"
@@ -310,7 +313,8 @@ def _show_pull(result: PullResult, out: TextIO) -> None:
     body = result.comment.body.split("#### Timeline at the head")[0].rstrip()
     out.write(
         f"\nPull request #{result.number} on {result.repo}: {result.scenario.title!r}\n"
-        f"Check run {check.name} on {check.head_sha[:7]}: conclusion {conclusion}\n"
+        f"Check run {check.name} on {check.head_sha[:7]}: conclusion {conclusion} "
+        f"({result.requests} GitHub requests)\n"
         f"  {check.output.title or ''}\n{rule}\n{body}\n{rule}\n"
     )
 
