@@ -408,3 +408,53 @@ def test_model_related_paths_follow_the_configuration() -> None:
         is_model_related(path, config) for path in ("README.md", "src/app.py", "docs/PROMOTE.md")
     )
     assert is_model_related("model/registry.json", default_config())
+
+
+# ---- re-runs: the check's buttons and "Re-run all checks" ------------------------------------
+
+
+async def test_rerun_all_checks_and_the_full_scan_button_judge_the_pull_request_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Each re-run is a new check run on the same head; the one comment is edited in place."""
+    _, repo = seeded(sandbox, base_files())
+    state = sandbox.state
+    change = {"model/registry.json": registry_text(promoted=True)} | evidence_files()
+    pull = state.add_pull(repo, head="change", files=change)
+    head = state.pull_head(repo, pull)
+    async with running_app(
+        app_settings(sandbox, tmp_path), schedule_source=no_schedules
+    ) as running:
+        await sandbox.deliver_pull_request(running.webhook_url, repo, pull)
+        await wait_for_jobs(running.store, done=1, timeout=120)
+        (first,) = registry_checks(sandbox, repo)
+        comment_id = pr_comment(sandbox, repo, pull).id
+        suite = await sandbox.deliver_check_suite(running.webhook_url, repo, first.check_suite_id)
+        assert suite.status_code == 202
+        await wait_for_jobs(running.store, done=2, timeout=120)
+        pressed = load_example("check_run", "requested_action")
+        pressed["repository"].update(id=repo.id, name=repo.name, full_name=repo.full_name)
+        pressed["repository"]["owner"].update(login=repo.owner.login, id=repo.owner.id)
+        pressed["installation"] = {"id": sandbox.state.installation_for(repo).id}
+        pressed["requested_action"] = {"identifier": "full-scan"}
+        pressed["check_run"].update(
+            name=REGISTRY_CHECK,
+            head_sha=head,
+            external_id=first.external_id,
+            pull_requests=[{"number": pull.number}],
+        )
+        delivery = await sandbox.deliver(running.webhook_url, "check_run", pressed)
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=3, timeout=120)
+    runs = registry_checks(sandbox, repo)
+    assert len(runs) == 3 and {r.head_sha for r in runs} == {head}
+    assert all(r.conclusion is CheckConclusion.SUCCESS for r in runs)
+    assert runs[1].external_id is not None and ":suite:" in runs[1].external_id
+    assert runs[2].external_id is not None and ":full-scan:" in runs[2].external_id
+    body = pr_comment(sandbox, repo, pull).body
+    assert pr_comment(sandbox, repo, pull).id == comment_id
+    assert "10 of 10 models visited" in body  # the full scan judged every model
+    # The suite of a pull request's commit re-runs the registry check, not the nightly.
+    assert [r.name for r in state.check_runs.values() if r.repo_id == repo.id] == [
+        REGISTRY_CHECK
+    ] * 3
