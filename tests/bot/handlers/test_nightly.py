@@ -880,6 +880,30 @@ async def test_installing_on_a_repository_shows_the_tracking_comment_without_wai
     assert len(issues_of(sandbox, repo)) == 1
 
 
+@pytest.mark.parametrize(
+    ("config", "explained"),
+    [
+        (SURROGATE_LABEL_CONFIG, SURROGATE_LABEL_EXPLAINED),
+        (NEVER_FIRING_CONFIG, NEVER_FIRING_EXPLAINED),
+    ],
+    ids=["lone-surrogate-label", "never-firing-cron"],
+)
+async def test_installing_on_a_repository_with_a_hostile_config_explains_it_at_once(
+    sandbox: Sandbox, tmp_path: Path, config: bytes, explained: str
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files(config=config))
+    async with running_app(app_settings(sandbox, tmp_path), schedule=False) as running:
+        payload = installed(repo, installation_id=installation_id)
+        delivery = await sandbox.deliver(running.webhook_url, "installation_repositories", payload)
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=1)
+    check = only_check(sandbox, repo)
+    assert check.external_id is not None and check.external_id.startswith("nightly-installed:")
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert explained in (check.output.summary or "")
+    assert explained in only_comment(sandbox, repo).body
+
+
 # ---- GitHub down for longer than the client retries --------------------------------------------
 
 
