@@ -31,7 +31,9 @@ class ConfigProblem:
 
     def describe(self) -> str:
         """Return the problem as one line: ``line 4, gate.min_plcc: must be at most 1``."""
-        subject = f"{self.key}: " if self.key else "the file "
+        # A quoted key may hold any character ("a\0b"): shown as code_span shows it.
+        key = "".join(ch if ch.isprintable() else "?" for ch in self.key)
+        subject = f"{key}: " if key else "the file "
         where = "" if self.line is None else f"line {self.line}, "
         return f"{where}{subject}{self.message}"
 

@@ -1,5 +1,6 @@
 """A strict YAML reader: UTF-8 text of at most 64 KiB, one plain mapping, nothing implicit."""
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,12 @@ _YAML_TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = frozenset(
     _YAML_TAG + name for name in ("null", "bool", "int", "float", "str", "seq", "map")
 )
+# A double-quoted scalar's \u and \U escapes may name a UTF-16 surrogate (U+D800 to U+DFFF),
+# which is no character: PyYAML keeps it in the str, and it fails only where the text is
+# encoded as UTF-8 (a JSON body to GitHub, a database row), deep inside a run.
+# https://yaml.org/spec/1.2.2/#57-escaped-characters
+_SURROGATES = re.compile("[\ud800-\udfff]+")
+_SURROGATE_ESCAPE = re.compile(r"\\(u|U0000)[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,12 @@ def _compose(loader: _StrictLoader, text: str) -> Any:
     except RecursionError:
         message = "is nested too deeply to be a configuration"
         raise Unreadable(ConfigProblem("", message)) from None
+    except ValueError:  # chr() refuses an escape past U+10FFFF while the scalar is scanned
+        message = (
+            "has a " + code_span("\\U") + " escape beyond U+10FFFF, the last Unicode "
+            "character; write the character itself"
+        )
+        raise Unreadable(ConfigProblem("", message, loader.get_mark().line + 1)) from None
 
 
 def _construct(loader: _StrictLoader, node: Any) -> Any:
@@ -168,6 +181,8 @@ def _check_nodes(node: Any, pointer: str, lines: dict[str, int]) -> Iterator[Con
     """Yield YAML the configuration refuses (duplicate keys, merges, tags); record key lines."""
     if node.tag not in _PLAIN_TAGS:
         yield ConfigProblem(pointer, _tag_message(node), node.start_mark.line + 1)
+    elif isinstance(node, yaml.ScalarNode) and _SURROGATES.search(node.value):
+        yield ConfigProblem(pointer, _surrogate_message(node.value), _surrogate_line(node))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = f"{pointer}/{index}"
@@ -196,6 +211,10 @@ def _key_problem(key_node: Any, pointer: str, seen: Mapping[str, int]) -> Config
     if key_node.tag == _YAML_TAG + "merge":
         message = "uses a YAML merge key (<<); write the keys out instead"
         return ConfigProblem(pointer, message, line)
+    if isinstance(key_node, yaml.ScalarNode) and _SURROGATES.search(key_node.value):
+        # The key's own pointer would carry the surrogate into every message: name its parent.
+        message = f"has a key that {_surrogate_message(key_node.value)}"
+        return ConfigProblem(pointer, message, _surrogate_line(key_node))
     if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _YAML_TAG + "str":
         shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list"
         message = f"has the key {code_span(shown)}, which is not a name; keys are names"
@@ -207,6 +226,35 @@ def _key_problem(key_node: Any, pointer: str, seen: Mapping[str, int]) -> Config
         )
         return ConfigProblem(f"{pointer}/{escape_segment(key_node.value)}", message, line)
     return None
+
+
+def _surrogate_message(text: str) -> str:
+    """Explain the first run of surrogates in ``text``, naming them by escape, never raw."""
+    found = _SURROGATES.search(text)
+    run = found.group() if found else ""
+    escapes = "".join(f"\\u{ord(ch):04X}" for ch in run[:2])
+    if len(run) >= 2 and "\ud800" <= run[0] <= "\udbff" and "\udc00" <= run[1] <= "\udfff":
+        # JSON joins a surrogate pair into one character; YAML does not.
+        pair = (run[0] + run[1]).encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+        joined = "\\U" + f"{ord(pair):08X}"
+        return (
+            f"contains {code_span(escapes)}, a UTF-16 surrogate pair, which YAML does not "
+            f"join into one character: write {code_span(joined)} or the character itself"
+        )
+    return (
+        f"contains {code_span(escapes[:6])}, a lone UTF-16 surrogate, which is not a Unicode "
+        "character; write the character itself"
+    )
+
+
+def _surrogate_line(node: Any) -> int:
+    """Return the line of the escape that made a surrogate (a quoted scalar may span lines)."""
+    start, end = node.start_mark, node.end_mark
+    source = start.buffer if isinstance(start.buffer, str) else ""
+    span = source[start.index : end.index]
+    escape = _SURROGATE_ESCAPE.search(span)
+    line: int = start.line + 1
+    return line + (span.count("\n", 0, escape.start()) if escape else 0)
 
 
 def _tag_message(node: Any) -> str:

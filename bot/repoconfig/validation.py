@@ -3,6 +3,7 @@
 import difflib
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
@@ -13,6 +14,12 @@ from bot.repoconfig.problems import ConfigProblem
 from bot.repoconfig.schema import BOUNDS, load_schema, schema_validator, section_properties
 from bot.repoconfig.wording import code_span, format_number, name_kind, name_types, show_value
 from engine.errors import one_line
+
+# A schedule must fire within a year of this fixed moment. A leap year from 1 January holds
+# every calendar date and every weekday of every month, so a cron without a fire time in it
+# never fires (30 February, 31 April); fixed, so a file valid today stays valid tomorrow.
+FIRES_WITHIN_FROM = datetime(2024, 1, 1, tzinfo=UTC)
+FIRES_WITHIN_DAYS = 366
 
 
 def find_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
@@ -56,7 +63,24 @@ def _schedule_problem(expression: str) -> str | None:
             f"{code_span(expression)} fires more than once an hour; the nightly run may fire at "
             f"most hourly, so give one minute, e.g. {code_span('37 4 * * *')}"
         )
+    if not _fires_within_a_year(expression):
+        return f"{code_span(expression)} never fires: no date in the next {FIRES_WITHIN_DAYS} days"
     return None
+
+
+def _fires_within_a_year(expression: str) -> bool:
+    """Whether ``expression`` fires in the year after ``FIRES_WITHIN_FROM``, as the scheduler reads it.
+
+    The scheduler (``bot.jobs.scheduler``) asks croniter too; croniter gives up on a date that
+    never comes with ``CroniterBadDateError``, a ValueError.
+    """
+    start = FIRES_WITHIN_FROM - timedelta(microseconds=1)  # the reference moment itself counts
+    try:
+        fire = croniter(expression, start).get_next(datetime)
+    except ValueError:
+        return False
+    end = FIRES_WITHIN_FROM + timedelta(days=FIRES_WITHIN_DAYS)
+    return isinstance(fire, datetime) and fire < end
 
 
 def _schema_problems(error: ValidationError) -> list[ConfigProblem]:

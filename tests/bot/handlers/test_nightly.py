@@ -72,6 +72,17 @@ from tests.bot.handlers.conftest import (
 )
 
 LABELLED_CONFIG = CONFIG + b"tracking_issue:\n  label: video-quality\n"
+# Hostile configurations: a label GitHub cannot be sent (a YAML escape naming a lone UTF-16
+# surrogate), and a cron with no date to fire on.
+SURROGATE_LABEL_CONFIG = CONFIG + b'tracking_issue:\n  label: "\\uD800"\n'
+SURROGATE_LABEL_EXPLAINED = (
+    "line 7, tracking_issue.label: contains `\\uD800`, a lone UTF-16 surrogate, which is not a "
+    "Unicode character"
+)
+NEVER_FIRING_CONFIG = CONFIG + b'nightly:\n  schedule: "0 0 30 2 *"\n'
+NEVER_FIRING_EXPLAINED = (
+    "line 7, nightly.schedule: `0 0 30 2 *` never fires: no date in the next 366 days"
+)
 DAY = "2026-12-01"
 DEFAULT_CRON = default_config().schedule
 TAG = marker(NIGHTLY_PURPOSE)
@@ -507,8 +518,10 @@ async def test_502s_and_secondary_rate_limit_are_retried_to_the_same_result(
             CONFIG.replace(b"gate:", b"gatee:"),
             "line 4, gatee: is not a known key; did you mean `gate`?",
         ),
+        (SURROGATE_LABEL_CONFIG, SURROGATE_LABEL_EXPLAINED),
+        (NEVER_FIRING_CONFIG, NEVER_FIRING_EXPLAINED),
     ],
-    ids=["out-of-range", "typo-key"],
+    ids=["out-of-range", "typo-key", "lone-surrogate-label", "never-firing-cron"],
 )
 async def test_invalid_config_fails_the_check_and_explains_line_and_key(
     sandbox: Sandbox, app_service: Service, config: bytes, explained: str
@@ -528,6 +541,40 @@ async def test_invalid_config_fails_the_check_and_explains_line_and_key(
     assert "model/registry.json" not in body and "testdata/bisect" not in body
     # Nothing was judged, so no model was downloaded.
     assert blob_requests(sandbox, repo) == [blob_sha(config)]
+
+
+@pytest.mark.parametrize(
+    ("config", "explained"),
+    [
+        (SURROGATE_LABEL_CONFIG, SURROGATE_LABEL_EXPLAINED),
+        (NEVER_FIRING_CONFIG, NEVER_FIRING_EXPLAINED),
+    ],
+    ids=["lone-surrogate-label", "never-firing-cron"],
+)
+async def test_scheduler_runs_a_hostile_config_on_the_default_cron_and_the_run_explains_it(
+    sandbox: Sandbox, tmp_path: Path, config: bytes, explained: str
+) -> None:
+    """The real app and scheduler source: the repository is not silently skipped or wedged."""
+    _, repo = seeded(sandbox, repo_files(config=config))
+    async with running_app(app_settings(sandbox, tmp_path)) as running:
+        await wait_for_jobs(running.store, done=1)
+        scheduler = running.app[SERVICES].scheduler
+        assert scheduler is not None
+        # Ticking again neither raises nor enqueues: the day's run is claimed once.
+        assert await scheduler.tick() == []
+        assert await scheduler.tick() == []
+        counts = await running.store.job_counts()
+    assert {state: n for state, n in counts.items() if n} == {JobState.DONE: 1}
+    check = only_check(sandbox, repo)
+    # Scheduled on the default cron: an invalid file keeps the repository running.
+    assert check.external_id == scheduled_key(repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert explained in (check.output.summary or "")
+    body = only_comment(sandbox, repo).body
+    assert "## model-guard nightly: ⚠️ could not judge" in body
+    assert explained in body
+    (issue,) = issues_of(sandbox, repo)
+    assert issue.labels == ("model-guard",)  # the default label, not the refused one
 
 
 async def test_missing_registry_gives_one_line_reason_in_check_and_comment(
@@ -831,6 +878,30 @@ async def test_installing_on_a_repository_shows_the_tracking_comment_without_wai
     assert check.external_id is not None and check.external_id.startswith("nightly-installed:")
     assert "fr-mlp-v06" in only_comment(sandbox, repo).body
     assert len(issues_of(sandbox, repo)) == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "explained"),
+    [
+        (SURROGATE_LABEL_CONFIG, SURROGATE_LABEL_EXPLAINED),
+        (NEVER_FIRING_CONFIG, NEVER_FIRING_EXPLAINED),
+    ],
+    ids=["lone-surrogate-label", "never-firing-cron"],
+)
+async def test_installing_on_a_repository_with_a_hostile_config_explains_it_at_once(
+    sandbox: Sandbox, tmp_path: Path, config: bytes, explained: str
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files(config=config))
+    async with running_app(app_settings(sandbox, tmp_path), schedule=False) as running:
+        payload = installed(repo, installation_id=installation_id)
+        delivery = await sandbox.deliver(running.webhook_url, "installation_repositories", payload)
+        assert delivery.status_code == 202
+        await wait_for_jobs(running.store, done=1)
+    check = only_check(sandbox, repo)
+    assert check.external_id is not None and check.external_id.startswith("nightly-installed:")
+    assert check.conclusion is CheckConclusion.FAILURE
+    assert explained in (check.output.summary or "")
+    assert explained in only_comment(sandbox, repo).body
 
 
 # ---- GitHub down for longer than the client retries --------------------------------------------

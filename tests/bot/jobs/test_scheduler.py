@@ -180,17 +180,23 @@ async def test_repository_names_differing_in_case_are_one_repository(
 # -- what is skipped ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "cron",
+    ["61 4 * * *", "0 0 30 2 *", "\ud800 4 * * *"],
+    ids=["out-of-range", "never-fires", "lone-surrogate"],
+)
 async def test_bad_cron_is_skipped_with_one_log_line_while_other_repos_still_run(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
+    store: SqliteStore, caplog: pytest.LogCaptureFixture, cron: str
 ) -> None:
-    source = listing(nightly(OTHER, cron="61 4 * * *"), nightly(REPO))
+    source = listing(nightly(OTHER, cron=cron), nightly(REPO))
     scheduler = Scheduler(store, source, clock=DateClock(at(22, 5)), kind=KIND)
     with caplog.at_level(logging.WARNING, logger="model_guard.scheduler"):
         assert await scheduler.tick() == [REPO]
     [record] = caplog.records
     assert record.levelno == logging.WARNING
-    assert "'61 4 * * *'" in record.getMessage()
+    assert repr(cron) in record.getMessage()
     assert "\n" not in record.getMessage()
+    record.getMessage().encode("utf-8")  # a log line that can be written
     assert record.fields["repo"] == OTHER  # type: ignore[attr-defined]
     assert record.exc_info is None
 

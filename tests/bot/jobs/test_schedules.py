@@ -22,6 +22,8 @@ CONFIGS = {
     "plain": None,
     "minutely": b'version: 1\nnightly:\n  schedule: "*/5 * * * *"\n',
     "garbled": b"version: 1\nnightly: [unclosed\n",
+    "neverfiring": b'version: 1\nnightly:\n  schedule: "0 0 30 2 *"\n',
+    "surrogate": b'version: 1\ntracking_issue:\n  label: "\\uD800"\n',
 }
 
 
@@ -104,7 +106,7 @@ async def test_repository_without_a_config_gets_the_default_cron_without_a_warni
     assert not [r for r in caplog.records if "acme/plain" in r.getMessage()]
 
 
-@pytest.mark.parametrize("name", ["minutely", "garbled"])
+@pytest.mark.parametrize("name", ["minutely", "garbled", "neverfiring", "surrogate"])
 async def test_invalid_config_gets_the_default_cron_and_a_one_line_warning(
     world: World, caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
@@ -116,6 +118,7 @@ async def test_invalid_config_gets_the_default_cron_and_a_one_line_warning(
     assert len(warnings) == 1
     assert "invalid config" in warnings[0] and "default schedule" in warnings[0]
     assert "\n" not in warnings[0]
+    warnings[0].encode("utf-8")  # no surrogate reaches the log
 
 
 async def test_config_that_cannot_be_read_gets_the_default_cron_and_a_warning(

@@ -56,3 +56,13 @@ def test_main_policy_prints_the_block_verdict_verify_reads_back_equal(
     path.write_text("promotion:\n  min_mean_plcc: 7\n")
     assert main(["--policy", str(path)]) == 1
     assert "min_mean_plcc" in capsys.readouterr().err
+
+
+def test_main_check_reports_a_lone_surrogate_escape_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model-guard.yml"
+    path.write_bytes(b'registry: a.json\ntracking_issue:\n  label: "\\uD800"\n')
+    assert main(["--check", str(path)]) == 1
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err.startswith(f"{path}:3: tracking_issue.label: contains `\\uD800`, a lone UTF-16")

@@ -83,3 +83,11 @@ def test_problem_describes_whole_file_problems_without_a_key() -> None:
         ConfigProblem("", "is not UTF-8 text", 2).describe() == "line 2, the file is not UTF-8 text"
     )
     assert ConfigProblem("/a~1b/c", "x").describe() == "a/b.c: x"
+
+
+def test_one_line_shows_a_key_with_control_characters_as_printable_text() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config('"a\\0b\\x1b": 1\n')
+    line = caught.value.one_line()
+    assert line.startswith(".github/model-guard.yml: line 1, a?b?: is not a known key")
+    assert line.isprintable()

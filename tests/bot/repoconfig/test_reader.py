@@ -4,6 +4,7 @@ import pytest
 
 from bot.repoconfig import (
     MAX_CONFIG_BYTES,
+    ConfigError,
     parse_repo_config,
 )
 from tests.bot.repoconfig.confighelpers import only_problem, problems_of
@@ -124,3 +125,74 @@ def test_deep_nesting_is_refused_without_a_traceback() -> None:
 
 def test_integer_with_thousands_of_digits_is_refused() -> None:
     assert "too many digits" in only_problem("statistical:\n  seed: " + "9" * 5000 + "\n").message
+
+
+# ---- invalid unicode: a YAML escape may name what is no character -------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "pointer", "line"),
+    [
+        ('tracking_issue:\n  label: "\\uD800"\n', "/tracking_issue/label", 2),
+        ('registry: "models/\\udc00.json"\n', "/registry", 1),
+        ('alerts:\n  mention:\n    - "@octocat"\n    - "@a\\uDBFF"\n', "/alerts/mention/1", 4),
+        ('nightly:\n  schedule: "\\U0000D800 4 * * *"\n', "/nightly/schedule", 2),
+        ('"\\uD800": 1\n', "", 1),
+        ('gate:\n  min_plcc: 0.9\n  "min_\\uDFFF": 1\n', "/gate", 3),
+        ('features: "a\n  b\n  \\uD800c"\n', "/features", 3),
+    ],
+    ids=["label", "path", "nested-list", "long-escape", "top-key", "nested-key", "third-line"],
+)
+def test_lone_surrogate_escape_is_refused_at_its_key_and_line(
+    text: str, pointer: str, line: int
+) -> None:
+    problem = only_problem(text)
+    assert (problem.pointer, problem.line) == (pointer, line)
+    assert "lone UTF-16 surrogate, which is not a Unicode character" in problem.message
+
+
+def test_surrogate_problem_never_carries_the_surrogate_into_what_github_is_sent() -> None:
+    for text in ('"\\uD800": 1\n', 'tracking_issue:\n  "\\uD800": 1\n', 'registry: "\\uD800"\n'):
+        with pytest.raises(ConfigError) as caught:
+            parse_repo_config(text)
+        error = caught.value
+        # The check run and the comment are JSON sent as UTF-8: a surrogate would not encode.
+        error.markdown().encode("utf-8")
+        error.one_line().encode("utf-8")
+        for problem in error.problems:
+            (problem.pointer + problem.message).encode("utf-8")
+        assert "\\uD800" in error.markdown()
+
+
+def test_surrogate_pair_escape_is_refused_with_the_escape_that_means_it() -> None:
+    problem = only_problem('registry: "models/\\uD83D\\uDE00.json"\n')
+    assert problem.pointer == "/registry"
+    assert "`\\uD83D\\uDE00`, a UTF-16 surrogate pair" in problem.message
+    assert "write `\\U0001F600`" in problem.message
+
+
+def test_escape_beyond_the_last_unicode_character_is_refused_with_its_line() -> None:
+    problem = only_problem('registry: a\nfeatures: "\\U00110000"\n')
+    assert problem.line == 2 and "beyond U+10FFFF" in problem.message
+
+
+def test_escapes_of_real_characters_are_read() -> None:
+    config = parse_repo_config('tracking_issue:\n  label: "caf\\u00e9 \\U0001F600"\n')
+    assert config.tracking_label == "café 😀"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (b"\xffregistry: a\n", 1),
+        (b"registry: a\nfeatures: b\n\ntracking_issue:\n  label: \xed\xa0\x80\n", 5),
+        (b"registry: a\nfeatures: \xc3\n", 2),
+    ],
+    ids=["first-byte", "utf8-encoded-surrogate", "truncated-sequence"],
+)
+def test_bytes_that_are_not_utf8_are_one_problem_at_the_bad_bytes_line(
+    text: bytes, line: int
+) -> None:
+    problem = only_problem(text)
+    assert (problem.pointer, problem.line) == ("", line)
+    assert "is not UTF-8 text" in problem.message

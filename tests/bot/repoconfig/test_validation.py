@@ -2,6 +2,7 @@
 
 import pytest
 
+from bot.repoconfig import parse_repo_config
 from tests.bot.repoconfig.confighelpers import only_problem, problems_of
 
 
@@ -124,12 +125,30 @@ def test_paths_that_leave_or_misname_the_repository_are_refused(path: str, expec
         ("0,30 4 * * *", "fires more than once an hour"),
         ("* 4 * * *", "fires more than once an hour"),
         ("0-5 4 * * *", "fires more than once an hour"),
+        ("0 0 30 2 *", "never fires: no date in the next 366 days"),
+        ("0 4 31 4,6,9,11 *", "never fires: no date in the next 366 days"),
     ],
 )
 def test_bad_or_too_frequent_schedules_are_refused(schedule: str, expected: str) -> None:
     problem = only_problem(f"nightly:\n  schedule: '{schedule}'\n")
     assert (problem.pointer, problem.line) == ("/nightly/schedule", 2)
     assert expected in problem.message
+
+
+def test_never_firing_schedule_gives_the_reason_at_the_schedule_line() -> None:
+    problem = only_problem('version: 1\nnightly:\n  enabled: true\n  schedule: "0 0 30 2 *"\n')
+    assert (problem.pointer, problem.line) == ("/nightly/schedule", 4)
+    assert problem.message == "`0 0 30 2 *` never fires: no date in the next 366 days"
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    # 29 February, the last day of February, and 30 February OR every Monday (cron's rule
+    # when both day fields are given) all come within a year of the reference.
+    ["0 0 29 2 *", "0 0 L 2 *", "0 0 30 2 1", "0 0 31 12 *", "59 23 * * 0"],
+)
+def test_rare_but_possible_schedules_are_accepted(schedule: str) -> None:
+    assert parse_repo_config(f"nightly:\n  schedule: '{schedule}'\n").schedule == schedule
 
 
 def test_unknown_permission_lists_the_roles_and_suggests_one() -> None:
