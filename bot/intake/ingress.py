@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import re
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,8 @@ _SIGNATURE = re.compile(r"^sha256=[0-9a-f]{64}$")
 # unsigned request may choose freely, is counted as "other" so /metrics cannot grow.
 LABELLED_EVENTS: frozenset[str] = HANDLED_EVENTS | {"ping"}
 RETRY_AFTER_S = 5
+# Memory one unverified body may hold; the rest of it waits in a temporary file.
+SPOOL_BYTES = 1024 * 1024
 
 
 def event_label(name: str) -> str:
@@ -81,25 +84,29 @@ class _Refusal(Exception):
 async def _read_signed(request: web.Request, *, secret: str, limit: int, timeout: float) -> bytes:
     """Read the body through HMAC-SHA256 within ``limit`` bytes and ``timeout`` seconds.
 
-    The bytes are returned only when the digest matches the request's signature; a body
-    that does not match is dropped.
+    Until the digest is known the bytes wait in a spool that moves to a temporary file past
+    ``SPOOL_BYTES``, so bodies nobody has vouched for hold at most that much memory each;
+    they are returned only when the digest matches the request's signature.
     """
     mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await request.content.readany():
-                if len(body) + len(chunk) > limit:
-                    raise _Refusal(413, f"body over {limit} bytes")
-                mac.update(chunk)
-                body += chunk
-    except TimeoutError:
-        raise _Refusal(408, f"body not received within {timeout:g} s") from None
-    expected = "sha256=" + mac.hexdigest()
-    given = request.headers["X-Hub-Signature-256"].strip()
-    if not hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace")):
-        raise _Refusal(401, "signature does not match")
-    return bytes(body)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        size = 0
+        try:
+            async with asyncio.timeout(timeout):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _Refusal(413, f"body over {limit} bytes")
+                    mac.update(chunk)
+                    spool.write(chunk)
+        except TimeoutError:
+            raise _Refusal(408, f"body not received within {timeout:g} s") from None
+        expected = "sha256=" + mac.hexdigest()
+        given = request.headers["X-Hub-Signature-256"].strip()
+        if not hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace")):
+            raise _Refusal(401, "signature does not match")
+        spool.seek(0)
+        return spool.read()
 
 
 def _nested(data: dict[str, Any], outer: str, inner: str) -> object:

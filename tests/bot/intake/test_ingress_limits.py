@@ -267,3 +267,17 @@ async def test_signed_odd_payload_gets_400_in_one_line_and_nothing_stored(
     assert await stored(client) == (0, 0)
     assert not any(record.exc_info for record in caplog.records)
     assert "Traceback" not in caplog.text
+
+
+async def test_signed_body_larger_than_the_memory_spool_is_accepted_whole(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    from bot.intake.ingress import SPOOL_BYTES
+
+    client = await start(aiohttp_client, make_settings(tmp_path, max_body_bytes=4 * SPOOL_BYTES))
+    data = json.loads(example("pull_request", "opened"))
+    data["padding"] = "y" * (SPOOL_BYTES + SPOOL_BYTES // 2)
+    body = json.dumps(data).encode()
+    response = await client.post("/webhook", data=body, headers=headers("pull_request", body))
+    assert response.status == 202
+    assert await stored(client) == (1, 1)
