@@ -21,7 +21,7 @@ from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
 from bot.handlers import ALWAYS_SENT_EVENTS, ROUTERS, SCHEDULED_KIND, job_handlers
 from bot.handlers.run import RunServices
-from bot.intake.ingress import receive
+from bot.intake.ingress import BodyGate, receive
 from bot.intake.planner import Planner
 from bot.jobs.parking import Resumer
 from bot.jobs.scheduler import Scheduler, ScheduleSource
@@ -59,6 +59,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 PLANNER = web.AppKey("planner", Planner)
+BODY_GATE = web.AppKey("body_gate", BodyGate)
 SERVICES = web.AppKey("services", Services)
 
 
@@ -82,6 +83,7 @@ def create_app(
     app[SETTINGS] = settings
     app[TELEMETRY] = Telemetry.create()
     app[PLANNER] = Planner(routers)
+    app[BODY_GATE] = BodyGate(settings.max_pending_bodies, telemetry=app[TELEMETRY])
     app.cleanup_ctx.append(partial(_store_context, given=store))
     if run_jobs:
         app.cleanup_ctx.append(
@@ -213,6 +215,7 @@ async def _webhook(request: web.Request) -> web.Response:
         store=app[STORE],
         planner=app[PLANNER],
         telemetry=app[TELEMETRY],
+        gate=app[BODY_GATE],
         on_jobs=None if services is None else services.workers.wake,
     )
     # Installed on (or removed from) repositories: the scheduler reads its list again at

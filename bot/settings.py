@@ -12,6 +12,11 @@ DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_PORT = 3000
 # GitHub caps webhook payloads at 25 MB; anything larger is not from GitHub.
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+# GitHub gives up on a delivery after 10 seconds, so a body still arriving then is not one
+# GitHub is waiting on.
+DEFAULT_BODY_TIMEOUT_S = 10.0
+# Bodies read at once before their signature can be checked; more get 503 at once.
+DEFAULT_MAX_PENDING_BODIES = 8
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = 2
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_pending_bodies: int = DEFAULT_MAX_PENDING_BODIES
     job_timeout_s: float = 900.0
     lease_s: float = 120.0
     poll_s: float = 1.0
@@ -75,6 +82,12 @@ class Settings:
             workers=_integer(env, "MODEL_GUARD_WORKERS", 2, low=1, high=64),
             max_body_bytes=_integer(
                 env, "MODEL_GUARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, low=1024, high=1 << 30
+            ),
+            body_timeout_s=_number(
+                env, "MODEL_GUARD_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S, low=0.05, high=600.0
+            ),
+            max_pending_bodies=_integer(
+                env, "MODEL_GUARD_MAX_PENDING_BODIES", DEFAULT_MAX_PENDING_BODIES, low=1, high=1024
             ),
             job_timeout_s=float(
                 _integer(env, "MODEL_GUARD_JOB_TIMEOUT_S", 900, low=1, high=86_400)

@@ -19,6 +19,7 @@ class Telemetry:
     job_seconds: Histogram
     github_retries: Counter
     sticky_comments: Counter
+    pending_bodies: Gauge
 
     @classmethod
     def create(cls) -> "Telemetry":
@@ -54,6 +55,11 @@ class Telemetry:
                 "model_guard_sticky_comments",
                 "Sticky comment writes by outcome (created, updated, unchanged, locked, missing)",
                 ["outcome"],
+                registry=registry,
+            ),
+            pending_bodies=Gauge(
+                "model_guard_pending_bodies",
+                "Webhook bodies being read whose signature is not checked yet",
                 registry=registry,
             ),
         )
