@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.errors import EvidenceError, RegistryError, one_line
+from engine.errors import EngineError, EvidenceError, RegistryError, one_line
 from engine.evidence import document_order, load_schema, read_json, schema_problems
 from engine.hashing import sha256_file
+from engine.safeio import REGISTRY_JSON
 
 SCHEMA_VERSION = 1
-MAX_REGISTRY_BYTES = 4 * 1024 * 1024
+MAX_REGISTRY_BYTES = REGISTRY_JSON.max_bytes
 _SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -153,7 +154,7 @@ def registry_schema() -> dict[str, Any]:
 def _read(path: Path) -> Any:
     """Read and parse the registry file, refusing what is not a small, strict JSON file."""
     try:
-        return read_json(path, max_bytes=MAX_REGISTRY_BYTES).value
+        return read_json(path, kind=REGISTRY_JSON).value
     except EvidenceError as error:
         raise RegistryInvalid([Problem("", str(error))]) from None
 
@@ -380,6 +381,8 @@ def _hash_problems(
         return [
             Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
         ]
+    except EngineError as error:  # swapped for a FIFO or a symlink out of the folder since stat
+        return [Problem(path_pointer, f"{label}{beside} cannot be read ({one_line(error)})")]
     if actual != expected:
         return [
             Problem(
