@@ -2,7 +2,8 @@
 
 ``python -m bench.attacks [--engine-root DIR]`` builds every attack in a temporary folder,
 then reads each in a fresh subprocess (so ``ru_maxrss`` is that read's own peak) and
-prints one Markdown row per attack. ``--engine-root`` runs another checkout's engine
+prints one Markdown row per attack: the read's time (imports excluded) and the process's
+peak RSS, with the peak after imports alone in brackets. ``--engine-root`` runs another checkout's engine
 (e.g. ``git archive <base> engine | tar -x -C DIR``) for a before/after comparison.
 The builders are shared with ``tests/engine/test_hostile_inputs.py``.
 """
@@ -101,21 +102,22 @@ ATTACKS: dict[str, Callable[[Path], Path]] = {
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
+from engine.features import load_features
+from engine.loso_report import load_loso_report
 path = Path(sys.argv[1])
+imported_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 try:
-    if path.suffix == ".json":
-        from engine.loso_report import load_loso_report
-        load_loso_report(path)
-    else:
-        from engine.features import load_features
-        load_features(path)
+    (load_loso_report if path.suffix == ".json" else load_features)(path)
     outcome = "accepted"
 except Exception as error:
     outcome = type(error).__name__ + ": " + " ".join(str(error).split())[:120]
 elapsed = time.perf_counter() - start
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024, "outcome": outcome}))
+print(json.dumps({
+    "seconds": elapsed, "peak_mib": peak_kib / 1024, "imported_mib": imported_kib / 1024,
+    "outcome": outcome,
+}))
 """
 
 
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine-root", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args(argv)
-    print("| attack | file KB | seconds | peak RSS MiB | outcome |")
+    print("| attack | file KB | read s | peak RSS MiB (after imports) | outcome |")
     print("|---|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as folder:
         for name, build in ATTACKS.items():
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             result = measure(path, engine_root=args.engine_root.resolve())
             print(
                 f"| {name} | {path.stat().st_size / 1024:.0f} | {result['seconds']:.2f} | "
-                f"{result['peak_mib']:.0f} | {result['outcome']} |"
+                f"{result['peak_mib']:.0f} ({result['imported_mib']:.0f}) | {result['outcome']} |"
             )
     return 0
 
