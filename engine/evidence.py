@@ -66,7 +66,7 @@ class Problem:
 def read_json(
     path: Path,
     *,
-    max_bytes: int = MAX_JSON_BYTES,
+    max_bytes: int | None = None,
     max_depth: int = MAX_JSON_DEPTH,
     within: Path | None = None,
     kind: InputKind = EVIDENCE_JSON,
@@ -74,6 +74,7 @@ def read_json(
     """Read a strict JSON file: a regular file (``engine.safeio``), size- and depth-capped,
     UTF-8, no NaN/Infinity, no repeated keys.
 
+    ``max_bytes`` overrides the size cap of ``kind`` (16 MiB for evidence JSON);
     ``within`` is the folder the file must really be in (default: its own folder).
     Raises ``EvidenceError`` with a one-line ``<path>: <reason>`` message.
     """

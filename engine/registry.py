@@ -342,6 +342,7 @@ def _file_problems(
         hash_pointer=f"{base}/sha256",
         label=f"file {model['onnx']}",
         beside="",
+        root=Path(root),
     )
     externals = model.get("external_data", [])
     for position, item in enumerate(externals if isinstance(externals, list) else []):
@@ -356,15 +357,24 @@ def _file_problems(
                 hash_pointer=f"{pointer}/sha256",
                 label=f"external data file {item['path']}",
                 beside=f" beside {model['onnx']}",
+                root=Path(root),
             )
         )
     return problems
 
 
 def _hash_problems(
-    path: Path, expected: str, *, path_pointer: str, hash_pointer: str, label: str, beside: str
+    path: Path,
+    expected: str,
+    *,
+    path_pointer: str,
+    hash_pointer: str,
+    label: str,
+    beside: str,
+    root: Path,
 ) -> list[Problem]:
-    """Return why ``path`` is not a readable regular file whose sha256 is ``expected``."""
+    """Return why ``path`` (a file under the registry folder ``root``) is not a readable
+    regular file whose sha256 is ``expected``."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -376,7 +386,7 @@ def _hash_problems(
     if not stat.S_ISREG(info.st_mode):
         return [Problem(path_pointer, f"{label}{beside} is not a regular file")]
     try:
-        actual = sha256_file(path)
+        actual = sha256_file(path, within=root)
     except OSError as error:
         return [
             Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
