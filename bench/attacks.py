@@ -104,8 +104,19 @@ import json, resource, sys, time
 from pathlib import Path
 from engine.features import load_features
 from engine.loso_report import load_loso_report
+
+def peak_mib():
+    # VmHWM is this process's own peak; ru_maxrss keeps the parent's across fork and exec.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 path = Path(sys.argv[1])
-imported_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+imported = peak_mib()
 start = time.perf_counter()
 try:
     (load_loso_report if path.suffix == ".json" else load_features)(path)
@@ -113,10 +124,8 @@ try:
 except Exception as error:
     outcome = type(error).__name__ + ": " + " ".join(str(error).split())[:120]
 elapsed = time.perf_counter() - start
-peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({
-    "seconds": elapsed, "peak_mib": peak_kib / 1024, "imported_mib": imported_kib / 1024,
-    "outcome": outcome,
+    "seconds": elapsed, "peak_mib": peak_mib(), "imported_mib": imported, "outcome": outcome,
 }))
 """
 
@@ -136,11 +145,77 @@ def measure(path: Path, *, engine_root: Path) -> dict[str, object]:
     return result
 
 
+_LOAD = """
+import json, statistics, sys, time
+from pathlib import Path
+from engine.features import load_features
+times = []
+for _ in range(int(sys.argv[2])):
+    start = time.perf_counter()
+    load_features(Path(sys.argv[1]))
+    times.append(time.perf_counter() - start)
+print(json.dumps({"median_s": statistics.median(times)}))
+"""
+
+
+def write_wide_cache(path: Path, *, rows: int) -> Path:
+    """Write a valid cache with ``encoder``/``param`` strings and two extra float columns."""
+    rng = np.random.default_rng(11)
+    columns: dict[str, pa.Array] = {
+        name: pa.array(rng.uniform(0.2, 1.0, rows).astype(np.float32)) for name in FEATURE_COLUMNS
+    }
+    columns["source"] = pa.array([f"src{i % 40:02d}" for i in range(rows)])
+    columns["encoder"] = pa.array([("libx264", "libx265", "libsvtav1")[i % 3] for i in range(rows)])
+    columns["param"] = pa.array([f"crf={20 + i % 30},preset=medium" for i in range(rows)])
+    columns["frame"] = pa.array(np.arange(rows, dtype=np.int64))
+    columns["psnr_y"] = pa.array(rng.uniform(20, 50, rows).astype(np.float32))
+    pq.write_table(pa.table(columns), path, compression="zstd")
+    return path
+
+
+def compare_speed(base: Path, head: Path, *, rows: int, repeats: int) -> None:
+    """Print the median load time of a valid cache under two engines, runs interleaved."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_wide_cache(Path(folder) / "wide.parquet", rows=rows)
+        medians: dict[Path, list[float]] = {base: [], head: []}
+        for _ in range(repeats):
+            for root in (base, head):
+                env = dict(os.environ, PYTHONPATH=str(root))
+                done = subprocess.run(
+                    [sys.executable, "-c", _LOAD, str(path), "3"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=root,
+                    check=True,
+                )
+                medians[root].append(json.loads(done.stdout.strip().splitlines()[-1])["median_s"])
+        before, after = sorted(medians[base])[repeats // 2], sorted(medians[head])[repeats // 2]
+        print(
+            f"rows={rows}: base {before:.3f} s, head {after:.3f} s, base/head {before / after:.2f}x"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build every attack, read each in a subprocess, print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine-root", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument(
+        "--speed-against",
+        type=Path,
+        help="instead: time loading a valid 1M-row cache under this engine root and --engine-root",
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.speed_against is not None:
+        compare_speed(
+            args.speed_against.resolve(),
+            args.engine_root.resolve(),
+            rows=args.rows,
+            repeats=args.repeats,
+        )
+        return 0
     print("| attack | file KB | read s | peak RSS MiB (after imports) | outcome |")
     print("|---|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as folder:
