@@ -3,7 +3,7 @@
 Every JSON file the engine reads as evidence (registry, LOSO reports, verdicts, manifests)
 goes through ``read_json``, which opens it through ``engine.safeio`` (regular files only,
 size cap, no symlink out of its folder, never blocking) and refuses nesting deeper than
-``MAX_JSON_DEPTH`` before parsing; every file it writes goes through ``write_json`` or
+``MAX_JSON_DEPTH``; every file it writes goes through ``write_json`` or
 ``write_bytes``.
 
 The float rule (``encode_float`` / ``decode_float``): JSON has no NaN or infinity, and
@@ -88,17 +88,20 @@ def read_json(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise refuse(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    depth = json_depth(text)
-    if depth > max_depth:
-        raise refuse(f"invalid JSON: nested {depth} levels deep, over the limit of {max_depth}")
     try:
-        return JsonDocument(raw=raw, value=parse_json(text))
+        value = parse_json(text)
     except json.JSONDecodeError as error:
         raise refuse(
             f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
-    except (ValueError, RecursionError) as error:  # repeated keys, NaN, 5000-digit integers
+    except RecursionError:  # the C scanner recurses once per level
+        raise refuse(f"invalid JSON: nested too deeply (the limit is {max_depth} levels)") from None
+    except ValueError as error:  # repeated keys, NaN, 5000-digit integers
         raise refuse(f"invalid JSON: {one_line(error, limit=_MESSAGE_LIMIT)}") from None
+    depth = json_depth(value)
+    if depth > max_depth:
+        raise refuse(f"invalid JSON: nested {depth} levels deep, over the limit of {max_depth}")
+    return JsonDocument(raw=raw, value=value)
 
 
 def parse_json(text: str) -> Any:

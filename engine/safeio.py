@@ -17,13 +17,12 @@ the registry, feature caches, ONNX graphs) is opened here, so one set of rules h
 """
 
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from engine.errors import EngineError, EvidenceError
 
@@ -37,11 +36,10 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_BINARY", 0)
 )
-# Deeper nesting than any evidence document has; Python's json recursion (and every
-# recursive walk after it) is refused long before it could hit the interpreter's limit.
+# Deeper nesting than any evidence document has (they nest five or six levels), so every
+# recursive walk after parsing (schema validation, hashing) stays far from the
+# interpreter's recursion limit; deeper than the parser itself follows is refused too.
 MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
 @dataclass(frozen=True)
@@ -121,16 +119,16 @@ def read_input(
     return data
 
 
-def json_depth(text: str) -> int:
-    """Return the deepest nesting of arrays and objects in JSON text (brackets in strings ignored)."""
-    depth = deepest = 0
-    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
-        if match.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def json_depth(value: Any) -> int:
+    """Return how deeply arrays and objects nest in a parsed JSON value (walked without recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest if isinstance(value, dict | list) else 0
 
 
 def too_large(size: int, limit: int, *, kind: InputKind) -> str:

@@ -17,6 +17,7 @@ from bench.attacks import (
     write_deep_json,
     write_dictionary_bomb,
 )
+from bot.surfaces.blame import row_digest
 from engine.errors import EngineError, EvidenceError, FeatureCacheError, RegistryError
 from engine.evidence import read_json
 from engine.features import TableLimits, load_features
@@ -194,12 +195,24 @@ def test_dev_zero_named_directly_is_a_character_device() -> None:
 def test_hundred_thousand_deep_json_is_one_line(tmp_path: Path) -> None:
     path = write_deep_json(tmp_path / "loso_seed0.json")
     message = refusal(lambda: load_loso_report(path), error=EvidenceError)
-    assert message.endswith("invalid JSON: nested 100000 levels deep, over the limit of 64")
+    assert message.endswith("invalid JSON: nested too deeply (the limit is 64 levels)")
 
 
-def test_json_depth_ignores_brackets_inside_strings() -> None:
-    assert json_depth('{"a": ["[[[{", {"b": "\\"]]"}]}') == 3
-    assert json_depth("[]") == 1 and json_depth('"x"') == 0
+def test_json_nested_past_the_depth_cap_is_refused_after_parsing(tmp_path: Path) -> None:
+    path = write_deep_json(tmp_path / "verdict.json", depth=100)
+    message = refusal(lambda: verify_verdict(path), error=EvidenceError)
+    assert message.endswith("invalid JSON: nested 100 levels deep, over the limit of 64")
+    assert read_json(write_deep_json(tmp_path / "ok.json", depth=64)).value is not None
+
+
+def test_json_depth_counts_arrays_and_objects() -> None:
+    assert json_depth({"a": ["[[[{", {"b": []}]}) == 4
+    assert json_depth([]) == 1 and json_depth("x") == 0 and json_depth({"a": 1, "b": [2]}) == 2
+
+
+def test_deep_registry_is_a_value_error_for_blame() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        row_digest(b"[" * 100_000 + b"]" * 100_000, "m0")
 
 
 def test_symlink_leaving_the_folder_is_refused(tmp_path: Path) -> None:
