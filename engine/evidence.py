@@ -1,7 +1,9 @@
 """Evidence JSON: the engine's one strict reader, schema check, atomic writer and float rule.
 
 Every JSON file the engine reads as evidence (registry, LOSO reports, verdicts, manifests)
-goes through ``read_json``; every file it writes goes through ``write_json`` or
+goes through ``read_json``, which opens it through ``engine.safeio`` (regular files only,
+size cap, no symlink out of its folder, never blocking) and refuses nesting deeper than
+``MAX_JSON_DEPTH``; every file it writes goes through ``write_json`` or
 ``write_bytes``.
 
 The float rule (``encode_float`` / ``decode_float``): JSON has no NaN or infinity, and
@@ -21,7 +23,6 @@ import math
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -33,13 +34,12 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
 from engine.errors import EvidenceError, ReportError, one_line
+from engine.safeio import EVIDENCE_JSON, MAX_JSON_DEPTH, InputKind, json_depth, read_input
 
-MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_JSON_BYTES = EVIDENCE_JSON.max_bytes
 INFINITE = "inf"
 NEGATIVE_INFINITE = "-inf"
 _MESSAGE_LIMIT = 300
-# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,19 @@ class Problem:
         return f"{self.pointer or '/'}: {self.message}"
 
 
-def read_json(path: Path, *, max_bytes: int = MAX_JSON_BYTES) -> JsonDocument:
-    """Read a strict JSON file: regular, size-capped, UTF-8, no NaN/Infinity, no repeated keys.
+def read_json(
+    path: Path,
+    *,
+    max_bytes: int | None = None,
+    max_depth: int = MAX_JSON_DEPTH,
+    within: Path | None = None,
+    kind: InputKind = EVIDENCE_JSON,
+) -> JsonDocument:
+    """Read a strict JSON file: a regular file (``engine.safeio``), size- and depth-capped,
+    UTF-8, no NaN/Infinity, no repeated keys.
 
+    ``max_bytes`` overrides the size cap of ``kind`` (16 MiB for evidence JSON);
+    ``within`` is the folder the file must really be in (default: its own folder).
     Raises ``EvidenceError`` with a one-line ``<path>: <reason>`` message.
     """
     path = Path(path)
@@ -73,39 +83,25 @@ def read_json(path: Path, *, max_bytes: int = MAX_JSON_BYTES) -> JsonDocument:
     def refuse(reason: str) -> EvidenceError:
         return EvidenceError(f"{path}: {reason}")
 
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise refuse("not found (no such file)") from None
-    except OSError as error:
-        raise refuse(f"cannot read ({error.strerror or error})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-        os.close(fd)
-        raise refuse(
-            "not a regular file"
-            if not stat.S_ISREG(info.st_mode)
-            else _too_large(info.st_size, max_bytes)
-        )
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            raw = handle.read(max_bytes + 1)
-        except OSError as error:
-            raise refuse(f"cannot read ({error.strerror or error})") from None
-    if len(raw) > max_bytes:  # the file grew after fstat
-        raise refuse(_too_large(len(raw), max_bytes))
+    raw = read_input(path, kind=kind, max_bytes=max_bytes, within=within, error=EvidenceError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise refuse(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        return JsonDocument(raw=raw, value=parse_json(text))
+        value = parse_json(text)
     except json.JSONDecodeError as error:
         raise refuse(
             f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
-    except (ValueError, RecursionError) as error:  # repeated keys, NaN, 5000-digit integers
+    except RecursionError:  # the C scanner recurses once per level
+        raise refuse(f"invalid JSON: nested too deeply (the limit is {max_depth} levels)") from None
+    except ValueError as error:  # repeated keys, NaN, 5000-digit integers
         raise refuse(f"invalid JSON: {one_line(error, limit=_MESSAGE_LIMIT)}") from None
+    depth = json_depth(value)
+    if depth > max_depth:
+        raise refuse(f"invalid JSON: nested {depth} levels deep, over the limit of {max_depth}")
+    return JsonDocument(raw=raw, value=value)
 
 
 def parse_json(text: str) -> Any:
@@ -223,11 +219,6 @@ def decode_float(value: Any) -> float:
             f"expected a number, null, {INFINITE!r} or {NEGATIVE_INFINITE!r}, got {value!r}"
         )
     return float(value)
-
-
-def _too_large(size: int, limit: int) -> str:
-    """Say that a file is over the size cap."""
-    return f"{size} bytes, over the {limit}-byte limit for evidence JSON"
 
 
 def _reject_constant(name: str) -> Any:

@@ -6,13 +6,16 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import FeatureCacheError, one_line
+from engine.safeio import FEATURE_CACHE, open_input
 
 FEATURES: tuple[str, ...] = (
     "adm2",
@@ -30,7 +33,10 @@ PARAM = "param"
 
 REQUIRED: tuple[str, ...] = (*FEATURES, TARGET)
 _STRING_COLUMNS: tuple[str, ...] = (SOURCE, ENCODER, PARAM)
-_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+# Every column the engine reads; any other column in a cache is not read (nor hashed).
+COLUMNS: tuple[str, ...] = (*REQUIRED, *_STRING_COLUMNS)
+# What pyarrow raises on a malformed or crafted file (a bad footer, bad metadata).
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, KeyError, TypeError, IndexError)
 # Bump when the encoding fed to content_hash changes (every stored hash changes with it).
 _HASH_VERSION = b"model-guard feature content v1\n"
 
@@ -66,28 +72,129 @@ class FeatureTable:
         return groups
 
 
-def load_features(path: Path, *, max_bytes: int = _DEFAULT_MAX_BYTES) -> FeatureTable:
-    """Read and validate a parquet feature cache; every problem is a one-line FeatureCacheError."""
+@dataclass(frozen=True)
+class TableLimits:
+    """Caps on a feature cache, all checked before its values are decoded (docs/feature-cache.md).
+
+    ``max_bytes`` caps the file, ``max_rows`` the row count the footer declares, and
+    ``max_decoded_bytes`` what the columns the engine reads would take once decoded:
+    estimated from the footer (each column chunk's uncompressed size, at least its rows
+    times the value width) and, for string columns, measured on their dictionaries (a
+    one-value dictionary page can stand for gigabytes of repeated strings).
+    """
+
+    max_bytes: int = FEATURE_CACHE.max_bytes
+    max_rows: int = 5_000_000
+    max_decoded_bytes: int = 512 * 1024 * 1024
+
+
+DEFAULT_TABLE_LIMITS = TableLimits()
+
+
+def load_features(path: Path, *, limits: TableLimits = DEFAULT_TABLE_LIMITS) -> FeatureTable:
+    """Read and validate a parquet feature cache; every problem is a one-line FeatureCacheError.
+
+    Only the columns the engine uses (``COLUMNS``) are read, pandas metadata in the footer
+    is ignored, and the caps of ``limits`` are checked before anything is decoded.
+    """
     path = Path(path)
+    prefix = f"{path}: "
     if not path.exists():
         raise FeatureCacheError(f"{path}: feature cache not found")
-    if not path.is_file():
-        raise FeatureCacheError(f"{path}: not a file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise FeatureCacheError(
-            f"{path}: feature cache is {_mib(size)}, over the {_mib(max_bytes)} size cap"
-        )
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise FeatureCacheError(f"{path}: not a readable parquet file: {one_line(error)}") from None
-    _check_arrow_schema(table.schema, prefix=f"{path}: ")
+    with open_input(
+        path, kind=FEATURE_CACHE, max_bytes=limits.max_bytes, error=FeatureCacheError
+    ) as handle:
+        table = _read_bounded(handle, limits=limits, prefix=prefix)
     try:
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError, TypeError) as error:
-        raise FeatureCacheError(f"{path}: cannot decode parquet: {one_line(error)}") from None
+        raise FeatureCacheError(f"{prefix}cannot decode parquet: {one_line(error)}") from None
     return features_from_frame(frame, path=path)
+
+
+def _read_bounded(handle: BinaryIO, *, limits: TableLimits, prefix: str) -> pa.Table:
+    """Read the engine's columns of an open parquet file, refusing what is over ``limits``."""
+    try:
+        parquet = pq.ParquetFile(handle)
+        strings = [name for name in _STRING_COLUMNS if name in parquet.schema_arrow.names]
+        if strings:  # read string columns as dictionaries: their decoded size is measured first
+            parquet = pq.ParquetFile(handle, read_dictionary=strings)
+        schema, metadata = parquet.schema_arrow, parquet.metadata
+    except _READ_ERRORS as error:
+        raise FeatureCacheError(f"{prefix}not a readable parquet file: {one_line(error)}") from None
+    names = [str(name) for name in schema.names]
+    wanted = [name for name in names if name in COLUMNS]
+    duplicates = sorted({name for name in wanted if wanted.count(name) > 1})
+    if duplicates:
+        raise FeatureCacheError(f"{prefix}duplicate column names: {', '.join(duplicates)}")
+    _check_arrow_schema(schema, prefix=prefix)
+    rows = max(
+        metadata.num_rows,
+        sum(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)),
+    )
+    if rows > limits.max_rows:
+        raise FeatureCacheError(
+            f"{prefix}feature cache declares {rows} rows, over the {limits.max_rows}-row cap; not read"
+        )
+    estimate = _footer_estimate(metadata, schema, wanted)
+    if estimate > limits.max_decoded_bytes:
+        raise _over_decoded(prefix, estimate, limits, where="its footer")
+    try:
+        # Without pandas metadata: a crafted ``pandas`` footer entry is never consulted.
+        table = parquet.read(columns=wanted, use_pandas_metadata=False)
+    except _READ_ERRORS as error:
+        raise FeatureCacheError(f"{prefix}not a readable parquet file: {one_line(error)}") from None
+    table = table.replace_schema_metadata(None)
+    decoded = _decoded_size(table)
+    if decoded > limits.max_decoded_bytes:
+        raise _over_decoded(prefix, decoded, limits, where="its string dictionaries")
+    return _decode_strings(table)
+
+
+def _footer_estimate(metadata: pq.FileMetaData, schema: pa.Schema, wanted: list[str]) -> int:
+    """Estimate the decoded bytes of the wanted columns from the footer alone."""
+    total = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            name = chunk.path_in_schema
+            if name not in wanted:
+                continue
+            kind = schema.field(name).type
+            width = kind.bit_width // 8 if pa.types.is_floating(kind) else 4  # string offsets
+            total += max(chunk.total_uncompressed_size, row_group.num_rows * width)
+    return total
+
+
+def _decoded_size(table: pa.Table) -> int:
+    """Return the bytes the table takes once its dictionary (string) columns are made dense."""
+    total = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            if isinstance(chunk, pa.DictionaryArray):
+                lengths = pc.binary_length(chunk.dictionary).take(chunk.indices)
+                total += int(pc.sum(lengths).as_py() or 0) + 4 * len(chunk)
+            else:
+                total += chunk.nbytes
+    return total
+
+
+def _decode_strings(table: pa.Table) -> pa.Table:
+    """Turn dictionary-encoded string columns back into plain strings (their size is checked)."""
+    for position, field_ in enumerate(table.schema):
+        if pa.types.is_dictionary(field_.type):
+            plain = table.column(position).cast(field_.type.value_type)
+            table = table.set_column(position, field_.with_type(field_.type.value_type), plain)
+    return table
+
+
+def _over_decoded(prefix: str, size: int, limits: TableLimits, *, where: str) -> FeatureCacheError:
+    """Say that a cache would decode to more than the cap (as estimated from ``where``)."""
+    return FeatureCacheError(
+        f"{prefix}feature cache would decode to {_mib(size)} (from {where}), over the "
+        f"{_mib(limits.max_decoded_bytes)} decoded-size cap; not decoded"
+    )
 
 
 def features_from_frame(frame: pd.DataFrame, *, path: Path | None = None) -> FeatureTable:

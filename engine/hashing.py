@@ -5,13 +5,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.safeio import HASHED_FILE, InputKind, open_input
+
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file's bytes, read in chunks."""
+def sha256_file(path: Path, *, kind: InputKind = HASHED_FILE, within: Path | None = None) -> str:
+    """Return the hex sha256 of a regular file's bytes, read in chunks (opened by ``engine.safeio``).
+
+    A FIFO, a device, a file over the kind's cap or a symlink out of ``within`` (by
+    default the file's own folder) raises ``EvidenceError`` with one line.
+    """
     digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
+    with open_input(Path(path), kind=kind, within=within) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

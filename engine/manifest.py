@@ -27,12 +27,13 @@ from engine.conformal import (
     ensemble_moments,
     evaluate_intervals,
 )
-from engine.errors import EngineError, ReportError, UsageError
+from engine.errors import EngineError, EvidenceError, ReportError, UsageError, one_line
 from engine.evidence import read_json, schema_problems, write_json
 from engine.features import FEATURES, TARGET, load_features
 from engine.hashing import sha256_bytes, sha256_file
 from engine.metrics import MetricReport, compute_metrics
 from engine.registry import load_registry
+from engine.safeio import ONNX_GRAPH, read_input
 from engine.scoring import inspect_model, score_model
 
 SCHEMA = "model-guard/ensemble-manifest"
@@ -404,11 +405,12 @@ def _member_problems(member: Mapping[str, Any], *, root: Path, codec_width: int)
 
 def _input_problems(path: Path, *, label: str, codec_width: int) -> list[str]:
     """Compare a model's declared inputs with six features plus the manifest's codec width."""
-    size = path.stat().st_size
-    if size > _MAX_MODEL_BYTES:
-        return [f"{label}: {size} bytes, over the {_MAX_MODEL_BYTES}-byte cap"]
     try:
-        model = onnx.load_model_from_string(path.read_bytes())
+        raw = read_input(path, kind=ONNX_GRAPH, max_bytes=_MAX_MODEL_BYTES)
+    except EvidenceError as error:
+        return [f"{label}: {one_line(error)}"]
+    try:
+        model = onnx.load_model_from_string(raw)
     except (DecodeError, ValueError, OSError) as error:
         return [f"{label}: not a readable ONNX file ({type(error).__name__})"]
     widths = _input_widths(model)

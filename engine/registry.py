@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.errors import EvidenceError, RegistryError, one_line
+from engine.errors import EngineError, EvidenceError, RegistryError, one_line
 from engine.evidence import document_order, load_schema, read_json, schema_problems
 from engine.hashing import sha256_file
+from engine.safeio import REGISTRY_JSON
 
 SCHEMA_VERSION = 1
-MAX_REGISTRY_BYTES = 4 * 1024 * 1024
+MAX_REGISTRY_BYTES = REGISTRY_JSON.max_bytes
 _SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -153,7 +154,7 @@ def registry_schema() -> dict[str, Any]:
 def _read(path: Path) -> Any:
     """Read and parse the registry file, refusing what is not a small, strict JSON file."""
     try:
-        return read_json(path, max_bytes=MAX_REGISTRY_BYTES).value
+        return read_json(path, kind=REGISTRY_JSON).value
     except EvidenceError as error:
         raise RegistryInvalid([Problem("", str(error))]) from None
 
@@ -341,6 +342,7 @@ def _file_problems(
         hash_pointer=f"{base}/sha256",
         label=f"file {model['onnx']}",
         beside="",
+        root=Path(root),
     )
     externals = model.get("external_data", [])
     for position, item in enumerate(externals if isinstance(externals, list) else []):
@@ -355,15 +357,24 @@ def _file_problems(
                 hash_pointer=f"{pointer}/sha256",
                 label=f"external data file {item['path']}",
                 beside=f" beside {model['onnx']}",
+                root=Path(root),
             )
         )
     return problems
 
 
 def _hash_problems(
-    path: Path, expected: str, *, path_pointer: str, hash_pointer: str, label: str, beside: str
+    path: Path,
+    expected: str,
+    *,
+    path_pointer: str,
+    hash_pointer: str,
+    label: str,
+    beside: str,
+    root: Path,
 ) -> list[Problem]:
-    """Return why ``path`` is not a readable regular file whose sha256 is ``expected``."""
+    """Return why ``path`` (a file under the registry folder ``root``) is not a readable
+    regular file whose sha256 is ``expected``."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -375,11 +386,13 @@ def _hash_problems(
     if not stat.S_ISREG(info.st_mode):
         return [Problem(path_pointer, f"{label}{beside} is not a regular file")]
     try:
-        actual = sha256_file(path)
+        actual = sha256_file(path, within=root)
     except OSError as error:
         return [
             Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
         ]
+    except EngineError as error:  # swapped for a FIFO or a symlink out of the folder since stat
+        return [Problem(path_pointer, f"{label}{beside} cannot be read ({one_line(error)})")]
     if actual != expected:
         return [
             Problem(

@@ -9,9 +9,9 @@ names a temporary folder.
 """
 
 import posixpath
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from engine.evaluation import (
     ModelRef,
     StepRecord,
 )
-from engine.features import FeatureTable, load_features
+from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
 from engine.registry import CodecSpec, ExternalData, load_registry
 from engine.report import build_report
 from engine.scoring import ScoringLimits
@@ -162,18 +162,44 @@ def assemble_report(
     return report
 
 
-def cached_features(path: Path) -> FeatureTable:
-    """Load a feature cache, parsed once per process while its size and mtime stay the same."""
+def cached_features(path: Path, *, limits: TableLimits = DEFAULT_TABLE_LIMITS) -> FeatureTable:
+    """Load a feature cache, parsed once per process while its size and mtime stay the same.
+
+    At most one decoded table is kept per process (a pool worker judges one timeline's
+    models in a row): a table may decode to ``limits.max_decoded_bytes``, so keeping
+    several per worker would multiply that. The kept table is dropped before another is
+    decoded, so two are never held at once.
+    """
     stat = path.stat() if path.is_file() else None
     if stat is None:
-        return load_features(path)  # raises the engine's one-line "not found" error
-    return _features(str(path), stat.st_size, stat.st_mtime_ns)
+        return load_features(path, limits=limits)  # raises the engine's one-line error
+    key = _TableKey(str(path), stat.st_size, stat.st_mtime_ns, limits)
+    with _KEPT_LOCK:
+        if _KEPT and _KEPT[0][0] == key:
+            return _KEPT[0][1]
+        _KEPT.clear()
+        table = load_features(path, limits=limits)
+        _KEPT.append((key, table))
+        return table
 
 
-@lru_cache(maxsize=4)
-def _features(path: str, size: int, mtime_ns: int) -> FeatureTable:
-    """Parse a feature cache (keyed by path, size and mtime, so a changed file is re-read)."""
-    return load_features(Path(path))
+def kept_tables() -> int:
+    """Return how many decoded feature tables this process keeps (0 or 1)."""
+    return len(_KEPT)
+
+
+@dataclass(frozen=True)
+class _TableKey:
+    """What identifies a decoded table: the file (path, size, mtime) and the caps it was read under."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    limits: TableLimits
+
+
+_KEPT: list[tuple[_TableKey, FeatureTable]] = []
+_KEPT_LOCK = threading.Lock()
 
 
 def _timeline(

@@ -24,6 +24,7 @@ from engine.gate import GateReport, GateThresholds, evaluate_gate
 from engine.hashing import sha256_bytes, sha256_file
 from engine.loso_report import LosoReport, load_loso_report, load_loso_reports
 from engine.policy import PromotionPolicy, check_policy
+from engine.safeio import ONNX_GRAPH, read_input
 
 if TYPE_CHECKING:  # engine.registry is imported where it is used, to keep this import light
     from engine.registry import ModelEntry
@@ -536,13 +537,7 @@ def _model_files(models: Sequence[Path], bound: Sequence[BoundModel], base: Path
 
 def _read_model(path: Path) -> bytes:
     """Read an ONNX graph file's bytes (hashed and parsed from the same read)."""
-    try:
-        size = path.stat().st_size
-        if size > _MAX_MODEL_BYTES:
-            raise EvidenceError(f"{path}: {size} bytes is larger than any ONNX graph file can be")
-        return path.read_bytes()
-    except OSError as error:
-        raise EvidenceError(f"{path}: cannot read model: {error.strerror or error}") from None
+    return read_input(path, kind=ONNX_GRAPH, max_bytes=_MAX_MODEL_BYTES, error=EvidenceError)
 
 
 def _external_locations(raw: bytes, path: Path) -> tuple[str, ...]:

@@ -84,6 +84,8 @@ def row_digest(registry: bytes, model_id: str) -> str | None:
         document = json.loads(registry)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"the registry is not JSON ({error})") from error
+    except RecursionError:  # a registry nested thousands of levels deep
+        raise ValueError("the registry is not JSON (nested too deeply)") from None
     models = document.get("models") if isinstance(document, dict) else None
     rows = models if isinstance(models, list) else []
     row = next((r for r in rows if isinstance(r, dict) and r.get("id") == model_id), None)

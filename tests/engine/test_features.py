@@ -14,6 +14,7 @@ from engine.features import (
     FEATURES,
     SOURCE,
     TARGET,
+    TableLimits,
     content_hash,
     describe_difference,
     features_from_frame,
@@ -134,13 +135,13 @@ def test_garbage_bytes_are_not_parquet(tmp_path: Path) -> None:
 
 def test_missing_file_and_folder_are_reported(tmp_path: Path) -> None:
     assert "not found" in _error(tmp_path / "absent.parquet")
-    assert "not a file" in _error(tmp_path)
+    assert "not a regular file" in _error(tmp_path)
 
 
 def test_file_over_the_size_cap_is_refused(tmp_path: Path) -> None:
     path = _write(_frame(), tmp_path / "big.parquet")
-    with pytest.raises(FeatureCacheError, match="size cap"):
-        load_features(path, max_bytes=100)
+    with pytest.raises(FeatureCacheError, match="over the 100-byte limit for feature cache"):
+        load_features(path, limits=TableLimits(max_bytes=100))
 
 
 def test_content_hash_ignores_compression_and_writer(tmp_path: Path) -> None:
