@@ -10,6 +10,7 @@ from engine.commands.options import (
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     EXIT_REGRESSION,
+    add_budget_flags,
     default_cache_dir,
     unit_interval,
 )
@@ -60,6 +61,7 @@ def add_parser(commands: Any) -> None:
     bisect.add_argument(
         "--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)"
     )
+    add_budget_flags(bisect)
     bisect.add_argument("--json", type=Path, help="write the JSON report here")
     bisect.add_argument("--markdown", type=Path, help="write the GitHub-markdown report here")
     bisect.set_defaults(run=run)
@@ -101,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
         logistic=args.logistic,
     )
     limits = ScoringLimits(
-        max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
+        max_bytes=int(args.max_model_mib * 1024 * 1024),
+        intra_op_threads=args.threads,
+        max_memory_bytes=int(args.max_memory_mib * 1024 * 1024),
+        timeout_s=args.model_timeout,
     )
     root, features = Path("."), str(args.features)
     if args.registry is not None:

@@ -34,6 +34,34 @@ def default_cache_dir() -> Path:
     return Path(base) / "model-guard" / "evaluations"
 
 
+def positive_number(text: str) -> float:
+    """Parse a number greater than 0."""
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
+def add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the per-model budget shared by the commands that score models (docs/scoring.md)."""
+    from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
+
+    parser.add_argument(
+        "--max-memory-mib",
+        type=positive_number,
+        default=float(DEFAULT_MEMORY_MIB),
+        help="memory one model's loading and scoring may add, in MiB; "
+        f"over it the model is broken (default {DEFAULT_MEMORY_MIB})",
+    )
+    parser.add_argument(
+        "--model-timeout",
+        type=positive_number,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds one model's loading and scoring may take; "
+        f"over it the model is broken (default {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
 def unit_interval(text: str) -> float:
     """Parse a number in (0, 1)."""
     value = float(text)
