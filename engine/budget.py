@@ -11,21 +11,21 @@ a child process that:
 - is killed by the parent once the wall-time budget is over (and caps its own CPU time a
   little past it, so a child orphaned by a killed parent cannot run on).
 
-The child is forked where the platform allows it: the parent has already imported numpy
-and onnxruntime (``engine.scoring`` imports them) and holds the feature matrix, so the
-child starts without imports or copying (bench/budget.py measures the cost). It tells the
+The child is forked: the parent has already imported numpy and onnxruntime
+(``engine.scoring`` imports them) and holds the feature matrix, so the child starts without
+imports or copying (bench/budget.py measures the cost). Where the platform cannot fork
+(Windows), scoring runs in-process and only the static dense-size check applies. It tells the
 parent which phase it is in ("loading", "scoring"), so a failure names it. Running out of
 budget raises ``BudgetExceeded``; any other problem is the model's own ``ModelRejected``.
 """
 
 import math
-import multiprocessing
+import os
 import re
 import signal
 import time
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.errors import BudgetExceeded, ModelRejected, UsageError
 
@@ -66,47 +66,62 @@ def score_within_budget(
     """Score like ``score_model``, in a child process held to ``limits``' memory and time budget.
 
     Raises ``BudgetExceeded`` with a one-line reason ("exceeded 1024 MiB while loading",
-    "exceeded the 60 s limit while scoring") when the model runs out of budget.
+    "exceeded the 60 s limit while scoring") when the model runs out of budget. Where the
+    platform cannot fork, the model is scored in this process with no run-time budget.
     """
-    context = _context()
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(  # type: ignore[attr-defined]
-        target=_child,
-        args=(sender, model, matrix, codec, limits),
-        name="model-guard-scoring",
-        daemon=True,
-    )
+    if not hasattr(os, "fork"):  # pragma: no cover
+        from engine.scoring import score_model
+
+        return score_model(model, matrix, codec=codec, limits=limits)
+    read_end, write_end = os.pipe()
+    # os.fork, not multiprocessing: the App's engine workers are daemonic processes, which
+    # multiprocessing does not let start children.
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _child(Connection(write_end, readable=False), model, matrix, codec, limits)
+    os.close(write_end)  # the child holds the only writer now: its death reads as EOF here
+    child = _Child(pid)
+    receiver = Connection(read_end, writable=False)
     phase = "loading"
     try:
-        process.start()
-        sender.close()  # the child holds the only writer now: its death reads as EOF here
         deadline = time.monotonic() + limits.timeout_s
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not receiver.poll(left):
-                raise BudgetExceeded(
-                    f"exceeded the {limits.timeout_s:g} s limit while {phase}"
-                ) from None
+                raise BudgetExceeded(f"exceeded the {limits.timeout_s:g} s limit while {phase}")
             try:
                 message = receiver.recv()
             except EOFError:
-                process.join()
-                raise BudgetExceeded(_death(process.exitcode, phase, limits)) from None
+                raise BudgetExceeded(_death(child.reap(), phase, limits)) from None
             if message[0] == "phase":
                 phase = message[1]
                 continue
             return _answer(message, phase=phase, limits=limits)
     finally:
         receiver.close()
-        if process.is_alive():
-            process.kill()
-        process.join()
+        child.reap(kill=True)
 
 
-def _context() -> BaseContext:
-    """Fork where possible (imports and the matrix come for free); spawn elsewhere."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+class _Child:
+    """A forked child's pid, reaped exactly once (a reaped pid may belong to another process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exit_code: int | None = None
+        self.reaped = False
+
+    def reap(self, *, kill: bool = False) -> int | None:
+        """Wait for the child (SIGKILLing it first if asked); return its exit code (-signal)."""
+        if self.reaped:
+            return self.exit_code
+        if kill:
+            # Safe before waitpid: an exited child stays a zombie, its pid not reused.
+            os.kill(self.pid, signal.SIGKILL)
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        return self.exit_code
 
 
 def _answer(message: tuple[Any, ...], *, phase: str, limits: "ScoringLimits") -> "np.ndarray":
@@ -128,8 +143,23 @@ def _child(
     matrix: "np.ndarray",
     codec: "np.ndarray | None",
     limits: "ScoringLimits",
+) -> NoReturn:
+    """The forked child: cap itself, score, send back one final message and exit at once."""
+    try:
+        _score_and_reply(conn, model, matrix, codec, limits)
+    finally:
+        # Never return into the parent's code (its test runner, its event loop, its atexit).
+        os._exit(0)
+
+
+def _score_and_reply(
+    conn: Connection,
+    model: "CheckedModel",
+    matrix: "np.ndarray",
+    codec: "np.ndarray | None",
+    limits: "ScoringLimits",
 ) -> None:
-    """The child process: cap itself, score, and send back one final message."""
+    """Cap this process, score, and send back one final message."""
     from engine.scoring import score_model  # already imported by the parent when forked
 
     # Ctrl-C reaches the whole process group; the parent decides when the child stops.
