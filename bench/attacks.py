@@ -27,6 +27,7 @@ BISECT = ROOT / "testdata" / "bisect"
 # Smaller than the issue's worst cases where the unguarded code would take the machine's
 # memory (the bomb's 5.4 GB, the doubling's 9.5 GB): the unbudgeted figures scale from these.
 ATTACKS = {
+    "sparse bomb (dense [225M, 6], 5.4 GB)": lambda: attack_models.sparse_bomb_model(),
     "sparse bomb (dense [40M, 6], 960 MB)": lambda: attack_models.sparse_bomb_model(40_000_000),
     "quadratic (10 x [N, N], 1.5 GB)": lambda: attack_models.quadratic_model(10),
     "slow (40 [N, N] MatMuls)": lambda: attack_models.slow_model(40),
@@ -37,12 +38,16 @@ ATTACKS = {
 def measure(source: Path, head: Path, *, wall_limit: float, extra: list[str]) -> str:
     """Run one bisect in a child interpreter; return 'peak MiB | seconds | outcome' cells."""
     models = [*sorted((BISECT / "regression").glob("*.onnx"))[:-1], head]
-    code = "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        "import sys, engine; print('engine from', engine.__file__, file=sys.stderr); "
+        "from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     argv = [sys.executable, "-c", code, "bisect", "--models", *map(str, models)]
     argv += ["--features", str(BISECT / "features.parquet"), "--min-plcc", "0.9", "--no-cache"]
     env = {**os.environ, "PYTHONPATH": str(source)}
     started = time.perf_counter()
-    process = subprocess.Popen(argv + extra, env=env, stdout=subprocess.PIPE, text=True)
+    # cwd = source too: `python -c` puts the working folder first on sys.path.
+    process = subprocess.Popen(argv + extra, env=env, cwd=source, stdout=subprocess.PIPE, text=True)
     try:
         output, _ = process.communicate(timeout=wall_limit)
         outcome = _head_line(output, process.returncode)
@@ -67,6 +72,9 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose code runs")
     parser.add_argument("--wall-limit", type=float, default=300.0)
     parser.add_argument("--only", help="measure only the attack whose name starts with this")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], help="attacks (name prefixes) not to measure"
+    )
     parser.add_argument("extra", nargs="*", help="more bisect options (after --)")
     args = parser.parse_args()
     if args.only is None:
@@ -77,6 +85,9 @@ def main() -> None:
         print("| attack | model bytes | peak RSS MiB | wall s | head model |")
         print("|---|---:|---:|---:|---|")
         for name in ATTACKS:
+            if any(name.startswith(prefix) for prefix in args.skip):
+                print(f"| {name} | | not measured | | |")
+                continue
             command = [sys.executable, "-m", "bench.attacks", "--source", str(args.source)]
             command += ["--wall-limit", str(args.wall_limit), "--only", name, "--", *args.extra]
             subprocess.run(command, check=True, cwd=ROOT)
