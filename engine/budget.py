@@ -201,7 +201,9 @@ def _cap(limits: "ScoringLimits") -> None:
         wanted = min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
     _cpu_soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
-    seconds = math.ceil(limits.timeout_s) + _CPU_GRACE_S
+    # CPU time adds up over onnxruntime's threads: allow the wall time on each of them.
+    threads = limits.intra_op_threads + limits.inter_op_threads - 1
+    seconds = math.ceil(limits.timeout_s * threads) + _CPU_GRACE_S
     if cpu_hard == resource.RLIM_INFINITY or seconds + 1 <= cpu_hard:
         # SIGXCPU at the soft limit, SIGKILL at the hard one.
         resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
