@@ -237,3 +237,12 @@ def test_cli_refuses_a_budget_that_is_not_positive(
     argv = ["bisect", "--models", "m.onnx", "--features", "f.parquet", flag, "0"]
     assert main(argv) == 1
     assert "must be greater than 0" in capsys.readouterr().err
+
+
+def test_sparse_bomb_under_the_estimate_exceeds_memory_while_loading(
+    tmp_path: Path, golden
+) -> None:
+    # 229 MiB dense passes the 256 MiB estimate; onnxruntime's densified copies do not fit.
+    model = attack_models.sparse_bomb_model(10_000_000)
+    result, head, store = bisect_attack(tmp_path, golden, model, SMALL)
+    assert_broken_and_bisect_goes_on(result, head, store, "exceeded 256 MiB while loading")
