@@ -79,7 +79,6 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
 _MAX_MESSAGE = 300
-# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
 # Bytes per element by ONNX data type; unknown or variable-size types count as 8.
 _ELEMENT_BYTES: dict[int, int] = {
     TensorProto.FLOAT: 4,
@@ -98,6 +97,7 @@ _ELEMENT_BYTES: dict[int, int] = {
     TensorProto.COMPLEX128: 16,
     TensorProto.BFLOAT16: 2,
 }
+# Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
