@@ -11,6 +11,7 @@ from engine.commands.options import (
     EXIT_OK,
     EXIT_REGRESSION,
     add_budget_flags,
+    budget_limits,
     default_cache_dir,
     unit_interval,
 )
@@ -74,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.evidence import write_json
     from engine.provenance import build_provenance, utc_now
     from engine.report import SCHEMA, SCHEMA_VERSION, TableFormat, render_table
-    from engine.scoring import ScoringLimits
     from engine.threshold import Thresholds
     from engine.timeline import (
         assemble_report,
@@ -102,11 +102,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         logistic=args.logistic,
     )
-    limits = ScoringLimits(
-        max_bytes=int(args.max_model_mib * 1024 * 1024),
-        intra_op_threads=args.threads,
-        max_memory_bytes=int(args.max_memory_mib * 1024 * 1024),
-        timeout_s=args.model_timeout,
+    limits = budget_limits(
+        args, max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
     )
     root, features = Path("."), str(args.features)
     if args.registry is not None:

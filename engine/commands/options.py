@@ -4,13 +4,14 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.errors import UsageError
 
 if TYPE_CHECKING:  # imported when a command runs: `model-guard --help` stays light
     from engine.gate import GateThresholds
     from engine.policy import PromotionPolicy
+    from engine.scoring import ScoringLimits
 
 # Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere but the
 # promotion flow, where 1 means "gate fails / HOLD" and bad input is 2).
@@ -59,6 +60,17 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT_S,
         help="seconds one model's loading and scoring may take; "
         f"over it the model is broken (default {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def budget_limits(args: argparse.Namespace, **limits: Any) -> "ScoringLimits":
+    """Build the scoring limits from the budget flags (plus any other limits given)."""
+    from engine.scoring import ScoringLimits
+
+    return ScoringLimits(
+        max_memory_bytes=int(args.max_memory_mib * 1024 * 1024),
+        timeout_s=args.model_timeout,
+        **limits,
     )
 
 

@@ -231,11 +231,17 @@ def test_cli_model_timeout_makes_the_slow_head_broken(
 
 
 @pytest.mark.parametrize("flag", ["--model-timeout", "--max-memory-mib"])
-def test_cli_refuses_a_budget_that_is_not_positive(
-    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bisect", "--models", "m.onnx", "--features", "f.parquet"],
+        ["ensemble", "eval", "--manifest", "m.json", "--features", "f.parquet"],
+    ],
+)
+def test_scoring_commands_refuse_a_budget_that_is_not_positive(
+    command: list[str], flag: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["bisect", "--models", "m.onnx", "--features", "f.parquet", flag, "0"]
-    assert main(argv) == 1
+    assert main([*command, flag, "0"]) == 1
     assert "must be greater than 0" in capsys.readouterr().err
 
 
