@@ -52,6 +52,8 @@ _OUT_OF_MEMORY = re.compile(
     r"bad[_ ]alloc|bad allocation|failed to allocate|out of memory|cannot allocate|MemoryError",
     re.IGNORECASE,
 )
+# Above any descriptor a process here has open (os.closerange uses close_range on Linux).
+_MAX_FD = 1 << 20
 # Seconds of CPU time the child may use past the wall-time budget before the kernel stops it.
 _CPU_GRACE_S = 5
 
@@ -78,7 +80,11 @@ def score_within_budget(
     # multiprocessing does not let start children.
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        os.close(read_end)
+        # Keep only stdio and our pipe: a pipe inherited from the parent (the App's engine
+        # worker talks to the service over one) must close when the parent dies, not
+        # stay open until this child ends.
+        os.closerange(3, write_end)
+        os.closerange(write_end + 1, _MAX_FD)
         _child(Connection(write_end, readable=False), model, matrix, codec, limits)
     os.close(write_end)  # the child holds the only writer now: its death reads as EOF here
     child = _Child(pid)
