@@ -41,9 +41,9 @@ except ImportError:  # pragma: no cover
 
 # The defaults (docs/scoring.md). The models this guards are small MLPs: on the 100,000-row
 # benchmark cache one takes about 40 ms and a few tens of MiB (its [N, hidden] activations).
-# 1 GiB is room for a 1,000-wide hidden layer at 100,000 rows while two engine processes
-# still fit a small machine; a minute is over a thousand times a real model's time, yet
-# bounds a night of many hostile models to minutes per model.
+# 1 GiB is room for far wider ones while two engine processes still fit a small machine; a
+# minute is over a thousand times a real model's time, yet bounds a night of many hostile
+# models to a minute per model.
 DEFAULT_MEMORY_MIB = 1024
 DEFAULT_TIMEOUT_S = 60.0
 _MIB = 1024 * 1024
