@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import onnx
+
 from tests.engine import attack_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,9 @@ BISECT = ROOT / "testdata" / "bisect"
 # Smaller than the worst cases where the unguarded code would take the machine's
 # memory (the bomb's 5.4 GB, the doubling's 9.5 GB): the unbudgeted figures scale from these.
 ATTACKS = {
+    "none (the real fr-mlp-v09, for reference)": lambda: onnx.load_model(
+        str(BISECT / "regression" / "fr-mlp-v09.onnx")
+    ),
     "sparse bomb (dense [225M, 6], 5.4 GB)": lambda: attack_models.sparse_bomb_model(),
     "sparse bomb (dense [40M, 6], 960 MB)": lambda: attack_models.sparse_bomb_model(40_000_000),
     "quadratic (10 x [N, N], 1.5 GB)": lambda: attack_models.quadratic_model(10),
