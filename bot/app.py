@@ -144,6 +144,7 @@ async def _services_context(
         workdir=data / "work",
         evaluations=data / "evaluations",
         time_limit=settings.job_timeout_s,
+        limits=settings.scoring_limits(),
     )
     change = RegistryChangeJudge(
         files=files,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from bot.errors import SettingsError
 from bot.jobs.worker import RequeueMode, WorkerOptions
+from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
+from engine.scoring import ScoringLimits
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_PORT = 3000
@@ -41,6 +43,14 @@ class Settings:
     requeue_on_start: RequeueMode = RequeueMode.EXPIRED
     engine_processes: int = 1
     data_dir: Path = Path("model-guard-data")
+    model_memory_mib: int = DEFAULT_MEMORY_MIB
+    model_timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def scoring_limits(self) -> ScoringLimits:
+        """Return the engine's limits for one model: the memory and time budget set here."""
+        return ScoringLimits(
+            max_memory_bytes=self.model_memory_mib * 1024 * 1024, timeout_s=self.model_timeout_s
+        )
 
     def worker_options(self) -> WorkerOptions:
         """Return the worker pool's options: worker count, lease, poll and start-up requeue."""
@@ -100,6 +110,13 @@ class Settings:
             engine_processes=_integer(env, "MODEL_GUARD_ENGINE_PROCESSES", 1, low=1, high=64),
             # Blob cache, evaluation store and the jobs' working copies of repositories.
             data_dir=Path(env.get("MODEL_GUARD_DATA") or "model-guard-data"),
+            # One model's budget: over it the model is a broken step, the bisect goes on.
+            model_memory_mib=_integer(
+                env, "MODEL_GUARD_MODEL_MEMORY_MIB", DEFAULT_MEMORY_MIB, low=16, high=1 << 20
+            ),
+            model_timeout_s=_number(
+                env, "MODEL_GUARD_MODEL_TIMEOUT_S", DEFAULT_TIMEOUT_S, low=0.1, high=86_400.0
+            ),
         )
 
 

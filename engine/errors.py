@@ -25,6 +25,14 @@ class ModelRejected(EngineError):
     """A model failed a safety or interface check, or produced unusable output."""
 
 
+class BudgetExceeded(ModelRejected):
+    """A model ran out of its memory or time budget: a fact about this run, not about the model.
+
+    It fails the model's step like any rejection, but it is never stored as a result, so a
+    re-run with a larger budget judges the model again.
+    """
+
+
 class EvidenceError(EngineError):
     """Evidence JSON (LOSO reports, a verdict, a manifest) is missing, malformed or self-contradictory."""
 

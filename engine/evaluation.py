@@ -4,6 +4,11 @@ An evaluation is keyed by everything that decides its result: the model's bytes 
 of the graph file and of every external-data file), the feature cache's decoded content
 hash, the gate, the metric settings, the safety limits and the evaluation code's version.
 Re-running over an unchanged timeline therefore evaluates no model at all.
+
+Scoring runs within the model's memory and time budget (``engine.budget``). Running out of
+budget makes the model a broken (failing) step, but that result is never stored: it says
+as much about this run's budget and machine as about the model, so a re-run with a larger
+budget judges the model again.
 """
 
 import time
@@ -14,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.budget import score_within_budget
 from engine.codec import codec_block, codec_vocabulary
-from engine.errors import EngineError, EvidenceError, ModelRejected, UsageError
+from engine.errors import BudgetExceeded, EngineError, EvidenceError, ModelRejected, UsageError
 from engine.evidence import read_json, write_json
 from engine.features import FeatureTable
 from engine.hashing import sha256_file, sha256_json
 from engine.metrics import MetricReport, compute_metrics
-from engine.scoring import CheckedModel, ScoringLimits, inspect_model, score_model
+from engine.scoring import CheckedModel, ScoringLimits, inspect_model
 from engine.threshold import StepStatus, Thresholds, judge
 
 if TYPE_CHECKING:
@@ -209,7 +215,11 @@ class Evaluator:
             self.from_store += 1
             return replace(cached, name=ref.name, path=str(ref.path), cached=True)
         self.evaluated += 1
-        record = self._score(ref, checked, sha256, started, codec=codec)
+        try:
+            record = self._score(ref, checked, sha256, started, codec=codec)
+        except BudgetExceeded as error:
+            # Transient: not stored, so a larger budget re-judges the model.
+            return self._broken(ref, sha256, str(error), time.perf_counter() - started)
         if self.store is not None:
             self.store.put(key, record.to_dict())
         return record
@@ -283,9 +293,17 @@ class Evaluator:
         *,
         codec: np.ndarray | None,
     ) -> StepRecord:
-        """Score and judge one checked model; a model failing at run time comes back broken."""
+        """Score and judge one checked model; a model failing at run time comes back broken.
+
+        Running out of budget is raised (``BudgetExceeded``), not returned, so the caller
+        does not store it.
+        """
         try:
-            predictions = score_model(checked, self._matrix, codec=codec, limits=self.limits)
+            predictions = score_within_budget(
+                checked, self._matrix, codec=codec, limits=self.limits
+            )
+        except BudgetExceeded:
+            raise
         except ModelRejected as error:
             return self._broken(ref, sha256, str(error), time.perf_counter() - started)
         metrics = compute_metrics(

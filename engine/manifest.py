@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from engine.budget import score_within_budget
 from engine.codec import CodecVocabulary, codec_vocabulary
 from engine.conformal import (
     ConformalCalibration,
@@ -34,7 +35,7 @@ from engine.hashing import sha256_bytes, sha256_file
 from engine.metrics import MetricReport, compute_metrics
 from engine.registry import load_registry
 from engine.safeio import ONNX_GRAPH, read_input
-from engine.scoring import inspect_model, score_model
+from engine.scoring import ScoringLimits, inspect_model
 
 SCHEMA = "model-guard/ensemble-manifest"
 SCHEMA_VERSION = 1
@@ -249,12 +250,16 @@ def evaluate_ensemble(
     features_path: Path,
     significance: float = 0.01,
     registry_path: Path | None = None,
+    limits: ScoringLimits | None = None,
 ) -> EnsembleEvaluation:
     """Score every member on a feature cache (``engine.scoring``); report mean metrics and coverage.
 
     There is no fallback: a missing or invalid feature file is a FeatureCacheError. Codec
-    ensembles are refused until ``engine.scoring`` accepts the two-input interface.
+    ensembles are refused until ``engine.scoring`` accepts the two-input interface. Each
+    member is scored within ``limits``' memory and time budget (``engine.budget``); a member
+    over it is a ModelRejected (``BudgetExceeded``), like any unusable member.
     """
+    limits = limits or ScoringLimits()
     manifest = load_manifest(manifest_path, registry_path=registry_path)
     if manifest.codec is not None:
         raise UsageError(
@@ -264,7 +269,7 @@ def evaluate_ensemble(
     table = load_features(Path(features_path))
     matrix, target = table.matrix(), table.target()
     predictions = np.stack(
-        [_score_member(manifest, member, matrix) for member in manifest.members]
+        [_score_member(manifest, member, matrix, limits=limits) for member in manifest.members]
     ).astype(np.float64)
     moments = ensemble_moments(predictions)
     metrics = compute_metrics(moments.mu, target.astype(np.float64), groups=table.groups())
@@ -302,15 +307,17 @@ def render_evaluation(evaluation: EnsembleEvaluation) -> str:
     return "\n".join(lines)
 
 
-def _score_member(manifest: Manifest, member: ManifestMember, matrix: np.ndarray) -> np.ndarray:
-    """Inspect and score one member; its bytes must still hash as recorded."""
-    checked = inspect_model(manifest.root / member.onnx)
+def _score_member(
+    manifest: Manifest, member: ManifestMember, matrix: np.ndarray, *, limits: ScoringLimits
+) -> np.ndarray:
+    """Inspect and score one member within the budget; its bytes must still hash as recorded."""
+    checked = inspect_model(manifest.root / member.onnx, limits=limits)
     if checked.sha256 != member.sha256:
         raise ManifestError(
             f"member {member.id} ({member.onnx}) changed after validation: "
             f"sha256 {_short(checked.sha256)} != {_short(member.sha256)}"
         )
-    return score_model(checked, matrix)
+    return score_within_budget(checked, matrix, limits=limits)
 
 
 def _only(calibration: ConformalCalibration) -> Callable[[float], ConformalCalibration]:

@@ -29,7 +29,7 @@ from engine.registry import (
     validate_registry,
 )
 from engine.registry_diff import RegistryDiff, diff_registries, id_lines
-from engine.scoring import inspect_model
+from engine.scoring import ScoringLimits, inspect_model
 from engine.verdict import VERDICT_SCHEMA_FILE, coverage_problem, verify_verdict
 
 FAILURE = "failure"
@@ -189,12 +189,15 @@ def review_registry_change(
     *,
     verdicts: Sequence[str] = (),
     policy: PromotionPolicy,
+    limits: ScoringLimits | None = None,
 ) -> RegistryReview:
     """Judge a pull request's registry change; pure up to reading the two folders.
 
     ``base_root`` None: the registry is new. ``verdicts`` are repo-relative verdict files in
     ``head_root``, fetched with the inputs ``verdict_inputs`` names. Every problem the pull
     request causes is data in the review; only an unsafe ``registry`` path raises ``UsageError``.
+    ``limits`` are the safety limits new models are checked under (the memory budget among
+    them; default: the engine's).
     """
     where = _repo_path(registry, label="registry")
     name = where.as_posix()
@@ -214,7 +217,7 @@ def review_registry_change(
             _registry_annotation(p, locator, name, head_root, title="Model file problem")
             for p in validate_registry(head_path, files_of={entry.id for entry in touched})
         ),
-        *_safety_annotations(touched, head_root, where, locator),
+        *_safety_annotations(touched, head_root, where, locator, limits=limits or ScoringLimits()),
     ]
     diff = diff_registries(base, head, lines=locator.first_lines)
     promotions = _promotions(diff, head, locator, verdicts, head_root=head_root, policy=policy)
@@ -347,7 +350,12 @@ def _touched(base: Registry | None, head: Registry) -> list[ModelEntry]:
 
 
 def _safety_annotations(
-    touched: Sequence[ModelEntry], head_root: Path, where: PurePosixPath, locator: _Locator
+    touched: Sequence[ModelEntry],
+    head_root: Path,
+    where: PurePosixPath,
+    locator: _Locator,
+    *,
+    limits: ScoringLimits,
 ) -> Iterator[Annotation]:
     """Safety-check every new or changed model; each refusal on the file and on its registry row."""
     registry = where.as_posix()
@@ -360,6 +368,7 @@ def _safety_annotations(
         try:
             inspect_model(
                 path,
+                limits=limits,
                 external_data=entry.external_map(),
                 codec_width=None if entry.codec is None else entry.codec.width,
             )

@@ -13,12 +13,17 @@ given row order. int8 models quantise their input with ``DynamicQuantizeLinear``
 scale and zero point are computed over the whole batch, so one row's prediction depends
 on every other row in the batch. Scoring the whole cache at once, in its fixed order,
 with fixed thread counts and sequential execution, makes predictions reproducible.
+
+A model also has a memory budget (``ScoringLimits.max_memory_bytes``): ``inspect_model``
+refuses one whose initializers and constants would exceed it once dense (a sparse
+initializer of a few bytes can stand for gigabytes that onnxruntime allocates at load),
+and ``engine.budget`` holds the session creation and run to it, and to a wall-time limit.
 """
 
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +33,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, ValueInfoProto
 
+from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
 from engine.errors import ModelRejected, UsageError
 from engine.features import FEATURES
 from engine.hashing import sha256_bytes
@@ -71,7 +77,26 @@ _DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 _EXTERNAL_KEYS = frozenset({"location", "offset", "length", "checksum"})
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _MIB = 1024 * 1024
+_GIB = 1024 * _MIB
 _MAX_MESSAGE = 300
+# Bytes per element by ONNX data type; unknown or variable-size types count as 8.
+_ELEMENT_BYTES: dict[int, int] = {
+    TensorProto.FLOAT: 4,
+    TensorProto.UINT8: 1,
+    TensorProto.INT8: 1,
+    TensorProto.UINT16: 2,
+    TensorProto.INT16: 2,
+    TensorProto.INT32: 4,
+    TensorProto.INT64: 8,
+    TensorProto.BOOL: 1,
+    TensorProto.FLOAT16: 2,
+    TensorProto.DOUBLE: 8,
+    TensorProto.UINT32: 4,
+    TensorProto.UINT64: 8,
+    TensorProto.COMPLEX64: 8,
+    TensorProto.COMPLEX128: 16,
+    TensorProto.BFLOAT16: 2,
+}
 # Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
@@ -84,11 +109,21 @@ class ScoringLimits:
     max_opset: int = 21
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    # The budget of one model's evaluation: memory its loading and scoring may add to the
+    # process, and wall time for both (see docs/scoring.md for why these defaults).
+    max_memory_bytes: int = DEFAULT_MEMORY_MIB * _MIB
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         """Refuse limits that make no sense (0 threads would mean 'all cores' to onnxruntime)."""
         if self.max_bytes < 1:
             raise UsageError(f"max_bytes must be positive, not {self.max_bytes}")
+        if self.max_memory_bytes < _MIB:
+            raise UsageError(
+                f"the memory budget must be at least 1 MiB, not {self.max_memory_bytes} bytes"
+            )
+        if not self.timeout_s > 0:
+            raise UsageError(f"the model timeout must be positive, not {self.timeout_s}")
         if self.max_opset < 1:
             raise UsageError(f"max_opset must be at least 1, not {self.max_opset}")
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
@@ -146,6 +181,7 @@ def inspect_model(
         raise _rejected("training_info graphs are not allowed")
     graphs = list(_graphs(model.graph))
     op_types = _check_nodes(graphs)
+    _check_dense_size(graphs, budget=limits.max_memory_bytes)
     tensors = [tensor for graph in graphs for tensor in _graph_tensors(graph)]
     external = [(tensor, _external_ref(tensor)) for tensor in tensors if _is_external(tensor)]
     folder = path.parent.resolve()
@@ -189,10 +225,14 @@ def score_model(
     *,
     codec: np.ndarray | None = None,
     limits: ScoringLimits = ScoringLimits(),
+    on_phase: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Score a float32 C-contiguous [N, 6] matrix in one onnxruntime call; return float32 [N].
 
     A codec-aware model also needs its codec block ``codec`` [N, K], row for row.
+    ``on_phase`` is told ``"loading"`` before the session is created and ``"scoring"``
+    before it runs (``engine.budget`` names the phase a model ran out of budget in).
+    This runs in the calling process with no budget: ``engine.budget`` applies one.
     """
     _check_matrix(matrix, width=len(FEATURES), what="features")
     feeds = {model.input_name: matrix}
@@ -218,12 +258,16 @@ def score_model(
     # Never let crafted bytes be taken for the flatbuffer ORT format.
     options.add_session_config_entry("session.load_model_format", "ONNX")
     # Any exception from onnxruntime is the model's fault: report it in one line.
+    if on_phase is not None:
+        on_phase("loading")
     try:
         session = ort.InferenceSession(
             model.payload, sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as error:
         raise _rejected(f"onnxruntime cannot load the model: {error}") from None
+    if on_phase is not None:
+        on_phase("scoring")
     try:
         outputs = session.run([model.output_name], feeds)
     except Exception as error:
@@ -324,6 +368,60 @@ def _check_nodes(graphs: list[GraphProto]) -> set[str]:
                 raise _rejected(f"op {_quote(node.op_type)} is not on the allowlist")
             op_types.add(node.op_type)
     return op_types
+
+
+def _check_dense_size(graphs: list[GraphProto], *, budget: int) -> None:
+    """Refuse a model whose stored tensors would not fit the memory budget once dense.
+
+    onnxruntime densifies sparse initializers and sparse Constant values when it loads a
+    model, so a few bytes on disk can stand for gigabytes; the sizes are computed from the
+    declared shapes alone, before anything is allocated.
+    """
+    total, largest, largest_name = 0, 0, ""
+    for name, n_bytes in _dense_tensors(graphs):
+        total += n_bytes
+        if n_bytes > largest:
+            largest, largest_name = n_bytes, name
+    if total > budget:
+        raise _rejected(
+            f"tensor {_quote(largest_name)} is {_size(largest)} when dense; initializers and "
+            f"constants add up to {_size(total)}, over the {_size(budget)} memory budget"
+        )
+
+
+def _dense_tensors(graphs: list[GraphProto]) -> Iterator[tuple[str, int]]:
+    """Yield (name, dense bytes) of every initializer, sparse initializer and tensor attribute."""
+    for graph in graphs:
+        for tensor in graph.initializer:
+            yield tensor.name, _dense_bytes(tensor.name, tensor.dims, tensor.data_type)
+        for sparse in graph.sparse_initializer:
+            yield (
+                sparse.values.name,
+                _dense_bytes(sparse.values.name, sparse.dims, sparse.values.data_type),
+            )
+        for node in graph.node:
+            for attribute in node.attribute:
+                label = node.name or (node.output[0] if node.output else node.op_type)
+                tensors = list(attribute.tensors)
+                if attribute.HasField("t"):
+                    tensors.append(attribute.t)
+                for tensor in tensors:
+                    yield label, _dense_bytes(label, tensor.dims, tensor.data_type)
+                sparse_tensors = list(attribute.sparse_tensors)
+                if attribute.HasField("sparse_tensor"):
+                    sparse_tensors.append(attribute.sparse_tensor)
+                for sparse in sparse_tensors:
+                    yield label, _dense_bytes(label, sparse.dims, sparse.values.data_type)
+
+
+def _dense_bytes(name: str, dims: Iterable[int], data_type: int) -> int:
+    """Return a tensor's dense size from its declared shape (a negative dimension is refused)."""
+    count = 1
+    for dim in dims:
+        if dim < 0:
+            raise _rejected(f"tensor {_quote(name)} declares a negative dimension {dim}")
+        count *= dim
+    return count * _ELEMENT_BYTES.get(data_type, 8)
 
 
 def _graph_tensors(graph: GraphProto) -> Iterator[TensorProto]:
@@ -624,9 +722,11 @@ def _quote(text: str) -> str:
 
 
 def _size(n_bytes: int) -> str:
-    """Render a byte count: whole MiB as '16 MiB', over 1 MiB as '17.2 MiB', else in bytes."""
+    """Render a byte count: whole MiB as '16 MiB', then '5.4 GiB', '17.2 MiB', else in bytes."""
     if n_bytes >= _MIB and n_bytes % _MIB == 0:
         return f"{n_bytes // _MIB} MiB"
+    if n_bytes >= _GIB:
+        return f"{n_bytes / _GIB:.1f} GiB"
     if n_bytes >= _MIB:
         return f"{n_bytes / _MIB:.1f} MiB"
     return f"{n_bytes} bytes"

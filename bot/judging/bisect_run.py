@@ -24,8 +24,9 @@ from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from bot.judging.pool import EnginePool, EngineTimeout
 from bot.repoconfig import RepoConfig
 from engine.bisection import BisectResult, Outcome, find_first_regression
-from engine.evaluation import MetricSettings, StepRecord, broken_step
+from engine.evaluation import DEFAULT_LIMITS, MetricSettings, StepRecord, broken_step
 from engine.report import TableFormat, render_table, summarise
+from engine.scoring import ScoringLimits
 from engine.threshold import Thresholds
 from engine.timeline import Timeline, assemble_report, judge_model, read_timeline
 
@@ -83,6 +84,8 @@ class TimelineJudge:
 
     ``time_limit`` bounds the engine work of one whole run (every call into the pool
     shares it), so a timeline of many slow models cannot hold a worker for ever.
+    ``limits`` holds each model to its own memory and time budget: a model over it is a
+    broken step and the run goes on to the next model.
     """
 
     files: RepoFiles
@@ -90,6 +93,7 @@ class TimelineJudge:
     workdir: Path
     evaluations: Path
     time_limit: float = 900.0
+    limits: ScoringLimits = DEFAULT_LIMITS
 
     async def judge(
         self,
@@ -183,6 +187,7 @@ class TimelineJudge:
             index,
             thresholds=thresholds,
             settings=settings,
+            limits=self.limits,
             store_dir=self.evaluations,
         )
         return record

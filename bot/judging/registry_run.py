@@ -184,6 +184,7 @@ class RegistryChangeJudge:
             registry,
             verdicts=verdicts,
             policy=policy,
+            limits=self.timeline.limits,
         )
         return review, verdicts
 

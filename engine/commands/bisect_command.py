@@ -10,6 +10,8 @@ from engine.commands.options import (
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     EXIT_REGRESSION,
+    add_budget_flags,
+    budget_limits,
     default_cache_dir,
     unit_interval,
 )
@@ -60,6 +62,7 @@ def add_parser(commands: Any) -> None:
     bisect.add_argument(
         "--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)"
     )
+    add_budget_flags(bisect)
     bisect.add_argument("--json", type=Path, help="write the JSON report here")
     bisect.add_argument("--markdown", type=Path, help="write the GitHub-markdown report here")
     bisect.set_defaults(run=run)
@@ -72,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.evidence import write_json
     from engine.provenance import build_provenance, utc_now
     from engine.report import SCHEMA, SCHEMA_VERSION, TableFormat, render_table
-    from engine.scoring import ScoringLimits
     from engine.threshold import Thresholds
     from engine.timeline import (
         assemble_report,
@@ -100,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         logistic=args.logistic,
     )
-    limits = ScoringLimits(
-        max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
+    limits = budget_limits(
+        args, max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
     )
     root, features = Path("."), str(args.features)
     if args.registry is not None:

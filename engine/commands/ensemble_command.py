@@ -4,7 +4,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.commands.options import EXIT_BAD_INPUT, EXIT_OK, CommandParser, unit_interval
+from engine.commands.options import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    CommandParser,
+    add_budget_flags,
+    budget_limits,
+    unit_interval,
+)
 
 if TYPE_CHECKING:
     from engine.train.network import TrainConfig
@@ -43,6 +50,7 @@ def add_parser(commands: Any) -> None:
     evaluate.add_argument("--features", type=Path, required=True)
     evaluate.add_argument("--registry", type=Path)
     evaluate.add_argument("--json", type=Path)
+    add_budget_flags(evaluate)
     evaluate.set_defaults(run=run_eval)
 
 
@@ -90,7 +98,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     started = utc_now()
     evaluation = evaluate_ensemble(
-        args.manifest, features_path=args.features, registry_path=args.registry
+        args.manifest,
+        features_path=args.features,
+        registry_path=args.registry,
+        limits=budget_limits(args),
     )
     print(render_evaluation(evaluation), end="")
     if args.json is not None:

@@ -4,13 +4,14 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.errors import UsageError
 
 if TYPE_CHECKING:  # imported when a command runs: `model-guard --help` stays light
     from engine.gate import GateThresholds
     from engine.policy import PromotionPolicy
+    from engine.scoring import ScoringLimits
 
 # Exit codes of `model-guard bisect` (and 1 for bad input or usage everywhere but the
 # promotion flow, where 1 means "gate fails / HOLD" and bad input is 2).
@@ -32,6 +33,45 @@ def default_cache_dir() -> Path:
     """Return the evaluation store's default folder ($XDG_CACHE_HOME/model-guard/evaluations)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "model-guard" / "evaluations"
+
+
+def positive_number(text: str) -> float:
+    """Parse a number greater than 0."""
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
+def add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the per-model budget shared by the commands that score models (docs/scoring.md)."""
+    from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
+
+    parser.add_argument(
+        "--max-memory-mib",
+        type=positive_number,
+        default=float(DEFAULT_MEMORY_MIB),
+        help="memory one model's loading and scoring may add, in MiB; "
+        f"over it the model is broken (default {DEFAULT_MEMORY_MIB})",
+    )
+    parser.add_argument(
+        "--model-timeout",
+        type=positive_number,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds one model's loading and scoring may take; "
+        f"over it the model is broken (default {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def budget_limits(args: argparse.Namespace, **limits: Any) -> "ScoringLimits":
+    """Build the scoring limits from the budget flags (plus any other limits given)."""
+    from engine.scoring import ScoringLimits
+
+    return ScoringLimits(
+        max_memory_bytes=int(args.max_memory_mib * 1024 * 1024),
+        timeout_s=args.model_timeout,
+        **limits,
+    )
 
 
 def unit_interval(text: str) -> float:

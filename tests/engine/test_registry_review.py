@@ -34,6 +34,7 @@ from engine.registry_review import (
     review_registry_change,
     verdict_inputs,
 )
+from engine.scoring import ScoringLimits
 from engine.verdict import decide
 from tests.engine import onnx_factory
 from tests.engine.test_verdict import GOOD, feature_frame, write_loso, write_parquet
@@ -97,7 +98,11 @@ class Work:
         return outcome.path.relative_to(self.root).as_posix()
 
     def review(
-        self, verdicts: tuple[str, ...] = (), *, policy: PromotionPolicy = POLICY
+        self,
+        verdicts: tuple[str, ...] = (),
+        *,
+        policy: PromotionPolicy = POLICY,
+        limits: ScoringLimits | None = None,
     ) -> RegistryReview:
         """Fetch the head commit as the App does, then review the change."""
         fetch(self.root, self.head, [REGISTRY])
@@ -112,7 +117,7 @@ class Work:
                     inputs = ()
                 fetch(self.root, self.head, [os.path.normpath(folder / p) for p in inputs])
         return review_registry_change(
-            self.base, self.head, REGISTRY, verdicts=verdicts, policy=policy
+            self.base, self.head, REGISTRY, verdicts=verdicts, policy=policy, limits=limits
         )
 
 
@@ -320,6 +325,25 @@ def test_new_model_failing_the_safety_check_is_annotated_on_its_file_and_its_row
     assert on_row.message == f"fr-mlp-v05: model/fr-mlp-v05.onnx: {reason}"
     assert review.promotions == () and not review.ok
     assert review.headline().startswith("2 problems in the change: model/fr-mlp-v05.onnx: op")
+
+
+def test_new_model_over_the_memory_budget_is_annotated_under_the_given_limits(
+    work: Work,
+) -> None:
+    work.registry([(V03, False)])
+    work.commit_base()
+    model = onnx_factory.linear_model()
+    padding = np.zeros((1024, 1024), dtype=np.float32)  # 4 MiB, under the 16 MiB file cap
+    model.graph.initializer.append(numpy_helper.from_array(padding, "pad"))
+    onnx_factory.save(model, work.files[V05])
+    work.registry([(V03, False), (V05, True)])
+    assert not any("memory budget" in a.message for a in work.review().annotations)
+    review = work.review(limits=ScoringLimits(max_memory_bytes=2 * 1024 * 1024))
+    on_file = review.annotations[0]
+    assert on_file.message == (
+        "model/fr-mlp-v05.onnx: tensor 'pad' is 4 MiB when dense; initializers and constants "
+        "add up to 4.0 MiB, over the 2 MiB memory budget"
+    )
 
 
 def test_schema_error_in_the_head_registry_is_annotated_on_its_row(work: Work) -> None:

@@ -170,3 +170,19 @@ def test_settings_refuse_to_start_without_a_webhook_secret() -> None:
         {"GITHUB_WEBHOOK_SECRET": "hunter2-secret", "GITHUB_API_URL": "http://127.0.0.1:9/"}
     )
     assert settings.api_url == "http://127.0.0.1:9" and "hunter2" not in repr(settings)
+
+
+def test_settings_read_the_per_model_budget_and_hand_it_to_the_engine() -> None:
+    from bot.errors import SettingsError
+
+    env = {"GITHUB_WEBHOOK_SECRET": "x"}
+    limits = Settings.from_env(env).scoring_limits()
+    assert (limits.max_memory_bytes, limits.timeout_s) == (1024 * 1024 * 1024, 60.0)
+    tight = Settings.from_env(
+        {**env, "MODEL_GUARD_MODEL_MEMORY_MIB": "256", "MODEL_GUARD_MODEL_TIMEOUT_S": "2.5"}
+    ).scoring_limits()
+    assert (tight.max_memory_bytes, tight.timeout_s) == (256 * 1024 * 1024, 2.5)
+    with pytest.raises(SettingsError, match="MODEL_GUARD_MODEL_MEMORY_MIB must be between 16"):
+        Settings.from_env({**env, "MODEL_GUARD_MODEL_MEMORY_MIB": "8"})
+    with pytest.raises(SettingsError, match="MODEL_GUARD_MODEL_TIMEOUT_S must be a number"):
+        Settings.from_env({**env, "MODEL_GUARD_MODEL_TIMEOUT_S": "soon"})

@@ -24,9 +24,11 @@ from bot.judging.pool import EnginePool, EngineTimeout
 from bot.repoconfig import RepoConfig
 from engine.bisection import Outcome
 from engine.errors import RegistryError
+from engine.scoring import ScoringLimits
 from sandbox import Sandbox, SandboxState
 from sandbox.records import Repo
 from tests.conftest import installation_token, seed_repo
+from tests.engine import attack_models
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -315,6 +317,30 @@ async def test_model_whose_external_data_is_missing_is_a_broken_step(
         assert newest["status"] == "fail"
         assert newest["broken"].startswith("models/fr-mlp-v09.onnx.data at ")
         assert newest["broken"].endswith(": missing")
+
+
+def with_newest(files: dict[str, bytes], model: onnx.ModelProto) -> dict[str, bytes]:
+    """``files`` with the newest model replaced by ``model`` (its registry sha256 updated)."""
+    data = model.SerializeToString()
+    document = json.loads(files[REGISTRY])
+    document["models"][-1]["sha256"] = hashlib.sha256(data).hexdigest()
+    return {**files, REGISTRY: json.dumps(document).encode(), "models/fr-mlp-v09.onnx": data}
+
+
+async def test_a_model_over_its_own_budget_is_a_broken_step_and_the_run_goes_on(
+    pool: EnginePool, tmp_path: Path
+) -> None:
+    files = with_newest(repository_files("regression"), attack_models.slow_model())
+    async for world in make_world(pool, tmp_path, files):
+        world.judge = replace(world.judge, limits=ScoringLimits(timeout_s=2.0))
+        run = await world.run()
+        assert run.outcome is Outcome.REGRESSION and run.report["first_bad_model"] == "fr-mlp-v06"
+        newest = next(s for s in run.report["steps"] if s["name"] == "fr-mlp-v09")
+        assert newest["status"] == "fail"
+        assert newest["broken"] == "exceeded the 2 s limit while scoring"
+        stored = [p.read_text() for p in world.judge.evaluations.rglob("*.json")]
+        assert len(stored) == len(run.report["steps"]) - 1
+        assert not any('"fr-mlp-v09"' in text for text in stored)
 
 
 async def test_a_run_past_its_engine_time_limit_stops_with_the_limit_named(
