@@ -219,7 +219,9 @@ def write_parquet(path: Path, table: Any, **options: Any) -> None:
     try:
         pq.write_table(table, sink, **options)
     except (pa.ArrowException, ValueError, TypeError) as error:
-        raise ReportError(f"cannot write {path}: {one_line(error, limit=_MESSAGE_LIMIT)}") from error
+        raise ReportError(
+            f"cannot write {path}: {one_line(error, limit=_MESSAGE_LIMIT)}"
+        ) from error
     write_bytes(path, sink.getvalue().to_pybytes())
 
 

@@ -68,7 +68,9 @@ def whole_number_in(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = _int(text)
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be a whole number in [{low}, {high}], not {text}")
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number in [{low}, {high}], not {text}"
+            )
         return value
 
     parse.__name__ = f"whole number in [{low}, {high}]"

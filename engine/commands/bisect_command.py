@@ -19,10 +19,10 @@ from engine.commands.arguments import (
 )
 from engine.commands.options import (
     CORRELATION,
-    RMSE,
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     EXIT_REGRESSION,
+    RMSE,
     default_cache_dir,
     unit_interval,
 )
@@ -39,7 +39,9 @@ def add_parser(commands: Any) -> None:
         "--registry", type=existing_file, help="registry.json whose models form the timeline"
     )
     source.add_argument("--models", type=existing_file, nargs="+", help="ONNX files, oldest first")
-    bisect.add_argument("--features", type=existing_file, required=True, help="feature cache (parquet)")
+    bisect.add_argument(
+        "--features", type=existing_file, required=True, help="feature cache (parquet)"
+    )
     bisect.add_argument("--min-plcc", type=CORRELATION, help="gate: PLCC must be at least this")
     bisect.add_argument("--min-srocc", type=CORRELATION, help="gate: SROCC must be at least this")
     bisect.add_argument("--max-rmse", type=RMSE, help="gate: RMSE must be at most this")
@@ -57,7 +59,9 @@ def add_parser(commands: Any) -> None:
     bisect.add_argument(
         "--confidence", type=unit_interval, default=0.95, help="interval confidence (default 0.95)"
     )
-    bisect.add_argument("--seed", type=whole_number_in(0, MAX_SEED), default=0, help="bootstrap seed (default 0)")
+    bisect.add_argument(
+        "--seed", type=whole_number_in(0, MAX_SEED), default=0, help="bootstrap seed (default 0)"
+    )
     bisect.add_argument(
         "--logistic", action="store_true", help="also report PLCC after a 4-parameter logistic fit"
     )
@@ -70,13 +74,16 @@ def add_parser(commands: Any) -> None:
     bisect.add_argument(
         "--max-model-mib",
         type=number_in(0, MAX_MODEL_MIB, low_open=True),
-        default=16.0, help="size cap per model in MiB (default 16)"
+        default=16.0,
+        help="size cap per model in MiB (default 16)",
     )
     bisect.add_argument(
         "--threads", type=thread_count, default=1, help="onnxruntime intra-op threads (default 1)"
     )
     bisect.add_argument("--json", type=output_file, help="write the JSON report here")
-    bisect.add_argument("--markdown", type=output_file, help="write the GitHub-markdown report here")
+    bisect.add_argument(
+        "--markdown", type=output_file, help="write the GitHub-markdown report here"
+    )
     bisect.set_defaults(run=run)
 
 

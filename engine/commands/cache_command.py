@@ -1,7 +1,6 @@
 """``model-guard cache build|check``: the synthetic golden feature cache."""
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from engine.commands.arguments import MAX_SEED, existing_folder, output_folder, whole_number_in

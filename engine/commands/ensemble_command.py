@@ -1,7 +1,6 @@
 """``model-guard ensemble train|validate|eval``: deep ensembles with calibrated intervals."""
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.commands.arguments import (
@@ -31,7 +30,9 @@ def add_parser(commands: Any) -> None:
     train.add_argument("--out", type=output_folder, required=True)
     train.add_argument("--members", type=whole_number_in(2, MAX_MEMBERS), default=5)
     train.add_argument("--base-seed", type=whole_number_in(0, MAX_SEED), default=0)
-    train.add_argument("--epochs", type=whole_number_in(1, MAX_EPOCHS), help="training epochs (default 200)")
+    train.add_argument(
+        "--epochs", type=whole_number_in(1, MAX_EPOCHS), help="training epochs (default 200)"
+    )
     train.add_argument(
         "--codec", action="store_true", help="append the codec block (encoder, preset, crf)"
     )

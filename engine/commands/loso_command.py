@@ -1,7 +1,6 @@
 """``model-guard loso``: leave-one-source-out training and evaluation, one report per seed."""
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from engine.commands.arguments import MAX_EPOCHS, existing_file, output_folder, whole_number_in
@@ -14,9 +13,15 @@ def add_parser(commands: Any) -> None:
     loso.add_argument(
         "--features", type=existing_file, required=True, help="feature cache with a source column"
     )
-    loso.add_argument("--seeds", type=seed_list, default="0,1,2,3,4", help="seeds (default 0,1,2,3,4)")
-    loso.add_argument("--out", type=output_folder, required=True, help="folder for loso_seed{N}.json")
-    loso.add_argument("--epochs", type=whole_number_in(1, MAX_EPOCHS), help="training epochs (default 200)")
+    loso.add_argument(
+        "--seeds", type=seed_list, default="0,1,2,3,4", help="seeds (default 0,1,2,3,4)"
+    )
+    loso.add_argument(
+        "--out", type=output_folder, required=True, help="folder for loso_seed{N}.json"
+    )
+    loso.add_argument(
+        "--epochs", type=whole_number_in(1, MAX_EPOCHS), help="training epochs (default 200)"
+    )
     loso.add_argument(
         "--dry-run", action="store_true", help="2 epochs, flagged so the gate refuses it"
     )

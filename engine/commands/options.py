@@ -88,7 +88,9 @@ def add_gate_flags(parser: argparse.ArgumentParser) -> None:
         "--per-seed-min", type=CORRELATION, default=0.95, help="every seed's PLCC at least this"
     )
     parser.add_argument("--per-fold-min", type=CORRELATION, help="every fold's PLCC at least this")
-    parser.add_argument("--seeds", type=seed_list, default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)")
+    parser.add_argument(
+        "--seeds", type=seed_list, default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)"
+    )
 
 
 def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
@@ -111,12 +113,22 @@ def add_policy_flags(parser: argparse.ArgumentParser) -> None:
         type=existing_file,
         help="JSON file holding a promotion policy block; the flags below override its keys",
     )
-    parser.add_argument("--mean-plcc", type=CORRELATION, help="policy: least mean of per-seed PLCCs")
+    parser.add_argument(
+        "--mean-plcc", type=CORRELATION, help="policy: least mean of per-seed PLCCs"
+    )
     parser.add_argument("--max-spread", type=SPREAD, help="policy: most max - min of seed PLCCs")
-    parser.add_argument("--per-seed-min", type=CORRELATION, help="policy: every seed's PLCC at least")
-    parser.add_argument("--per-fold-min", type=CORRELATION, help="policy: every fold's PLCC at least")
-    parser.add_argument("--seeds", type=seed_list, help="policy: seeds the evidence must include (e.g. 0,1,2,3,4)")
-    parser.add_argument("--min-seeds", type=COUNT, help="policy: fewest seeds (alone: a count only)")
+    parser.add_argument(
+        "--per-seed-min", type=CORRELATION, help="policy: every seed's PLCC at least"
+    )
+    parser.add_argument(
+        "--per-fold-min", type=CORRELATION, help="policy: every fold's PLCC at least"
+    )
+    parser.add_argument(
+        "--seeds", type=seed_list, help="policy: seeds the evidence must include (e.g. 0,1,2,3,4)"
+    )
+    parser.add_argument(
+        "--min-seeds", type=COUNT, help="policy: fewest seeds (alone: a count only)"
+    )
     parser.add_argument("--min-sources", type=COUNT, help="policy: fewest held-out sources")
 
 

@@ -1,7 +1,6 @@
 """``model-guard verdict DIR`` writes PROMOTE.json or HOLD.json; ``verdict verify`` re-checks one."""
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from engine.commands.arguments import existing_file, existing_folder, output_folder
@@ -28,7 +27,11 @@ def add_parser(commands: Any) -> None:
         "--features", type=existing_file, required=True, help="the feature table the LOSO ran on"
     )
     verdict.add_argument(
-        "--models", type=existing_file, nargs="+", required=True, help="every model the verdict promotes"
+        "--models",
+        type=existing_file,
+        nargs="+",
+        required=True,
+        help="every model the verdict promotes",
     )
     verdict.add_argument(
         "--out", type=output_folder, help="where the verdict goes (default: the LOSO folder)"
