@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli import main as engine_main
+from engine.commands.arguments import whole_number_in
 from engine.errors import UsageError
 
 
@@ -14,7 +15,7 @@ def add_app_commands(commands: Any) -> None:
     """Add ``serve`` to the engine's command parser."""
     serve = commands.add_parser("serve", help="run the GitHub App webhook service")
     serve.add_argument("--host", help="address to listen on (default HOST or 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="port (default PORT or 3000)")
+    serve.add_argument("--port", type=whole_number_in(1, 65535), help="port (default PORT or 3000)")
     serve.set_defaults(run=run_serve)
     demo = commands.add_parser(
         "demo",

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import EvidenceError, FeatureCacheError, RegistryError, UsageError
-from engine.evidence import read_json, write_json
+from engine.evidence import read_json, write_bytes, write_json, write_parquet
 from engine.features import FEATURES, SOURCE, TARGET, FeatureTable, describe_difference
 from engine.hashing import sha256_bytes
 from engine.onnxbuild import OPSET, Activation, Dense, build_mlp
@@ -170,9 +170,9 @@ def build_synthetic_cache(out: Path, *, seed: int) -> list[Path]:
     for folder in timelines:
         (out / folder).mkdir(parents=True, exist_ok=True)
     written = [out / FEATURES_FILE]
-    pq.write_table(
-        table,
+    write_parquet(
         written[0],
+        table,
         compression="zstd",
         compression_level=3,
         version="2.6",
@@ -421,7 +421,7 @@ def _write_timeline(folder: Path, specs: Sequence[_ModelSpec]) -> list[Path]:
             doc=f"{spec.model_id}: synthetic model-guard test model ({spec.notes})",
         )
         path = folder / f"{spec.model_id}.onnx"
-        path.write_bytes(data)
+        write_bytes(path, data)
         written.append(path)
         entries.append(
             {

@@ -3,8 +3,9 @@
 Every JSON file the engine reads as evidence (registry, LOSO reports, verdicts, manifests)
 goes through ``read_json``, which opens it through ``engine.safeio`` (regular files only,
 size cap, no symlink out of its folder, never blocking) and refuses nesting deeper than
-``MAX_JSON_DEPTH``; every file it writes goes through ``write_json`` or
-``write_bytes``.
+``MAX_JSON_DEPTH``; every file it writes goes through ``write_json``, ``write_text``,
+``write_parquet`` or ``write_bytes``, all atomic (temporary file in the same folder, fsync,
+``os.replace``).
 
 The float rule (``encode_float`` / ``decode_float``): JSON has no NaN or infinity, and
 Python's ``json`` writes and reads them as bare ``NaN``/``Infinity`` tokens that other
@@ -195,6 +196,29 @@ def write_bytes(path: Path, data: bytes) -> None:
     except OSError as error:
         raise ReportError(f"cannot write {path}: {error.strerror or error}") from error
     _fsync_folder(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a UTF-8 text file (a markdown report) atomically, like ``write_bytes``."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_parquet(path: Path, table: Any, **options: Any) -> None:
+    """Write a pyarrow table as parquet atomically: serialised in memory, then ``write_bytes``.
+
+    ``options`` go to ``pyarrow.parquet.write_table``; a serialiser failure leaves the old file.
+    """
+    import pyarrow as pa  # only callers that write parquet pay for pyarrow
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    try:
+        pq.write_table(table, sink, **options)
+    except (pa.ArrowException, ValueError, TypeError) as error:
+        raise ReportError(
+            f"cannot write {path}: {one_line(error, limit=_MESSAGE_LIMIT)}"
+        ) from error
+    write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def encode_float(value: float) -> float | str | None:

@@ -7,7 +7,6 @@ the promotion gate and writes the verdict the gate produced. Ensemble rows are f
 Everything goes through the engine's public API; nothing here is hand-edited.
 """
 
-import json
 import os
 import sys
 from dataclasses import replace
@@ -19,7 +18,7 @@ os.chdir(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, ".")
 ROOT = Path("model")
 
-from engine.evidence import write_bytes  # noqa: E402
+from engine.evidence import write_bytes, write_json  # noqa: E402
 from engine.features import load_features  # noqa: E402
 from engine.gate import GateThresholds  # noqa: E402
 from engine.hashing import sha256_file  # noqa: E402
@@ -112,7 +111,7 @@ def _write_registry(path: Path, rows: list[dict[str, object]]) -> None:
         "description": "model-guard's own models, trained on testdata/bisect by model/build.py",
         "models": rows,
     }
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_json(path, document)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.commands.arguments import (
+    MAX_BOOTSTRAP,
+    MAX_MODEL_MIB,
+    MAX_SEED,
+    existing_file,
+    number_in,
+    output_file,
+    output_folder,
+    thread_count,
+    whole_number_in,
+)
 from engine.commands.options import (
+    CORRELATION,
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     EXIT_REGRESSION,
+    RMSE,
     add_budget_flags,
     budget_limits,
     default_cache_dir,
@@ -25,13 +38,15 @@ def add_parser(commands: Any) -> None:
     )
     source = bisect.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--registry", type=Path, help="registry.json whose models form the timeline"
+        "--registry", type=existing_file, help="registry.json whose models form the timeline"
     )
-    source.add_argument("--models", type=Path, nargs="+", help="ONNX files, oldest first")
-    bisect.add_argument("--features", type=Path, required=True, help="feature cache (parquet)")
-    bisect.add_argument("--min-plcc", type=float, help="gate: PLCC must be at least this")
-    bisect.add_argument("--min-srocc", type=float, help="gate: SROCC must be at least this")
-    bisect.add_argument("--max-rmse", type=float, help="gate: RMSE must be at most this")
+    source.add_argument("--models", type=existing_file, nargs="+", help="ONNX files, oldest first")
+    bisect.add_argument(
+        "--features", type=existing_file, required=True, help="feature cache (parquet)"
+    )
+    bisect.add_argument("--min-plcc", type=CORRELATION, help="gate: PLCC must be at least this")
+    bisect.add_argument("--min-srocc", type=CORRELATION, help="gate: SROCC must be at least this")
+    bisect.add_argument("--max-rmse", type=RMSE, help="gate: RMSE must be at most this")
     bisect.add_argument(
         "--statistical", action="store_true", help="judge by bootstrap confidence intervals"
     )
@@ -40,31 +55,38 @@ def add_parser(commands: Any) -> None:
     )
     bisect.add_argument(
         "--bootstrap",
-        type=int,
+        type=whole_number_in(0, MAX_BOOTSTRAP),
         help="bootstrap resamples (default 1000 with --statistical, else 0)",
     )
     bisect.add_argument(
         "--confidence", type=unit_interval, default=0.95, help="interval confidence (default 0.95)"
     )
-    bisect.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    bisect.add_argument(
+        "--seed", type=whole_number_in(0, MAX_SEED), default=0, help="bootstrap seed (default 0)"
+    )
     bisect.add_argument(
         "--logistic", action="store_true", help="also report PLCC after a 4-parameter logistic fit"
     )
     bisect.add_argument(
-        "--cache-dir", type=Path, help=f"evaluation store (default {default_cache_dir()})"
+        "--cache-dir", type=output_folder, help=f"evaluation store (default {default_cache_dir()})"
     )
     bisect.add_argument(
         "--no-cache", action="store_true", help="neither read nor write the evaluation store"
     )
     bisect.add_argument(
-        "--max-model-mib", type=float, default=16.0, help="size cap per model in MiB (default 16)"
+        "--max-model-mib",
+        type=number_in(0, MAX_MODEL_MIB, low_open=True),
+        default=16.0,
+        help="size cap per model in MiB (default 16)",
     )
     bisect.add_argument(
-        "--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)"
+        "--threads", type=thread_count, default=1, help="onnxruntime intra-op threads (default 1)"
+    )
+    bisect.add_argument("--json", type=output_file, help="write the JSON report here")
+    bisect.add_argument(
+        "--markdown", type=output_file, help="write the GitHub-markdown report here"
     )
     add_budget_flags(bisect)
-    bisect.add_argument("--json", type=Path, help="write the JSON report here")
-    bisect.add_argument("--markdown", type=Path, help="write the GitHub-markdown report here")
     bisect.set_defaults(run=run)
 
 
@@ -156,9 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a text output, turning OS errors into a one-line user error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror or error}") from error
+    """Write a text output atomically (a failure is a one-line ``ReportError``)."""
+    from engine.evidence import write_text
+
+    write_text(path, text)

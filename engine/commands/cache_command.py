@@ -1,9 +1,9 @@
 """``model-guard cache build|check``: the synthetic golden feature cache."""
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from engine.commands.arguments import MAX_SEED, existing_folder, output_folder, whole_number_in
 from engine.commands.options import EXIT_BAD_INPUT, EXIT_OK, CommandParser
 
 
@@ -17,11 +17,11 @@ def add_parser(commands: Any) -> None:
     build.add_argument(
         "--synthetic", action="store_true", required=True, help="generate synthetic data"
     )
-    build.add_argument("--seed", type=int, required=True)
-    build.add_argument("--out", type=Path, required=True)
+    build.add_argument("--seed", type=whole_number_in(0, MAX_SEED), required=True)
+    build.add_argument("--out", type=output_folder, required=True)
     build.set_defaults(run=run_build)
     check = cache_commands.add_parser("check", help="rebuild a golden cache and report any drift")
-    check.add_argument("directory", type=Path)
+    check.add_argument("directory", type=existing_folder)
     check.set_defaults(run=run_check)
 
 

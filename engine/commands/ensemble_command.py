@@ -1,9 +1,17 @@
 """``model-guard ensemble train|validate|eval``: deep ensembles with calibrated intervals."""
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.commands.arguments import (
+    MAX_EPOCHS,
+    MAX_MEMBERS,
+    MAX_SEED,
+    existing_file,
+    output_file,
+    output_folder,
+    whole_number_in,
+)
 from engine.commands.options import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -24,12 +32,14 @@ def add_parser(commands: Any) -> None:
         dest="ensemble_command", required=True, parser_class=CommandParser
     )
     train = ensemble_commands.add_parser("train", help="train, calibrate and export an ensemble")
-    train.add_argument("--features", type=Path, required=True)
+    train.add_argument("--features", type=existing_file, required=True)
     train.add_argument("--id", required=True, help="ensemble id (names the manifest and members)")
-    train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--members", type=int, default=5)
-    train.add_argument("--base-seed", type=int, default=0)
-    train.add_argument("--epochs", type=int, help="training epochs (default 200)")
+    train.add_argument("--out", type=output_folder, required=True)
+    train.add_argument("--members", type=whole_number_in(2, MAX_MEMBERS), default=5)
+    train.add_argument("--base-seed", type=whole_number_in(0, MAX_SEED), default=0)
+    train.add_argument(
+        "--epochs", type=whole_number_in(1, MAX_EPOCHS), help="training epochs (default 200)"
+    )
     train.add_argument(
         "--codec", action="store_true", help="append the codec block (encoder, preset, crf)"
     )
@@ -40,16 +50,16 @@ def add_parser(commands: Any) -> None:
     train.add_argument("--score", choices=["normalised", "absolute"], default="normalised")
     train.set_defaults(run=run_train)
     validate = ensemble_commands.add_parser("validate", help="cross-check a manifest's members")
-    validate.add_argument("--manifest", type=Path, required=True)
-    validate.add_argument("--registry", type=Path)
+    validate.add_argument("--manifest", type=existing_file, required=True)
+    validate.add_argument("--registry", type=existing_file)
     validate.set_defaults(run=run_validate)
     evaluate = ensemble_commands.add_parser(
         "eval", help="interval coverage and metrics on a feature cache"
     )
-    evaluate.add_argument("--manifest", type=Path, required=True)
-    evaluate.add_argument("--features", type=Path, required=True)
-    evaluate.add_argument("--registry", type=Path)
-    evaluate.add_argument("--json", type=Path)
+    evaluate.add_argument("--manifest", type=existing_file, required=True)
+    evaluate.add_argument("--features", type=existing_file, required=True)
+    evaluate.add_argument("--registry", type=existing_file)
+    evaluate.add_argument("--json", type=output_file)
     add_budget_flags(evaluate)
     evaluate.set_defaults(run=run_eval)
 

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.commands.arguments import existing_folder, output_file
 from engine.commands.options import add_gate_flags, gate_thresholds
 
 if TYPE_CHECKING:
@@ -22,9 +23,9 @@ def add_parser(commands: Any) -> None:
     gate = commands.add_parser(
         "gate", help="judge per-seed LOSO reports (exit 0 pass, 1 fail, 2 bad input)"
     )
-    gate.add_argument("directory", type=Path, help="folder holding loso_seed{N}.json")
+    gate.add_argument("directory", type=existing_folder, help="folder holding loso_seed{N}.json")
     add_gate_flags(gate)
-    gate.add_argument("--json", type=Path, help="write the gate report here")
+    gate.add_argument("--json", type=output_file, help="write the gate report here")
     gate.set_defaults(run=run)
 
 

@@ -1,21 +1,27 @@
 """``model-guard loso``: leave-one-source-out training and evaluation, one report per seed."""
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from engine.commands.options import EXIT_OK, parse_seeds
+from engine.commands.arguments import MAX_EPOCHS, existing_file, output_folder, whole_number_in
+from engine.commands.options import EXIT_OK, seed_list
 
 
 def add_parser(commands: Any) -> None:
     """Add ``loso``."""
     loso = commands.add_parser("loso", help="leave-one-source-out evaluation, one report per seed")
     loso.add_argument(
-        "--features", type=Path, required=True, help="feature cache with a source column"
+        "--features", type=existing_file, required=True, help="feature cache with a source column"
     )
-    loso.add_argument("--seeds", default="0,1,2,3,4", help="seeds (default 0,1,2,3,4)")
-    loso.add_argument("--out", type=Path, required=True, help="folder for loso_seed{N}.json")
-    loso.add_argument("--epochs", type=int, help="training epochs (default 200)")
+    loso.add_argument(
+        "--seeds", type=seed_list, default="0,1,2,3,4", help="seeds (default 0,1,2,3,4)"
+    )
+    loso.add_argument(
+        "--out", type=output_folder, required=True, help="folder for loso_seed{N}.json"
+    )
+    loso.add_argument(
+        "--epochs", type=whole_number_in(1, MAX_EPOCHS), help="training epochs (default 200)"
+    )
     loso.add_argument(
         "--dry-run", action="store_true", help="2 epochs, flagged so the gate refuses it"
     )
@@ -33,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     features = load_features(args.features)
     written = run_loso(
         features,
-        seeds=parse_seeds(args.seeds),
+        seeds=args.seeds,
         out_dir=args.out,
         epochs=args.epochs,
         dry_run=args.dry_run,

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from engine.commands.arguments import MAX_COUNT, MAX_SEED, existing_file, number_in, whole_number_in
 from engine.errors import UsageError
 
 if TYPE_CHECKING:  # imported when a command runs: `model-guard --help` stays light
@@ -35,28 +36,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "model-guard" / "evaluations"
 
 
-def positive_number(text: str) -> float:
-    """Parse a number greater than 0."""
-    value = float(text)
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
-    return value
-
-
 def add_budget_flags(parser: argparse.ArgumentParser) -> None:
     """Add the per-model budget shared by the commands that score models (docs/scoring.md)."""
     from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
 
     parser.add_argument(
         "--max-memory-mib",
-        type=positive_number,
+        # The App's bounds (MODEL_GUARD_MODEL_MEMORY_MIB): 16 MiB to 1 TiB.
+        type=number_in(16, 2**20),
         default=float(DEFAULT_MEMORY_MIB),
         help="memory one model's loading and scoring may add, in MiB; "
         f"over it the model is broken (default {DEFAULT_MEMORY_MIB})",
     )
     parser.add_argument(
         "--model-timeout",
-        type=positive_number,
+        type=number_in(0.1, 86400),
         default=DEFAULT_TIMEOUT_S,
         help="seconds one model's loading and scoring may take; "
         f"over it the model is broken (default {DEFAULT_TIMEOUT_S:g})",
@@ -76,10 +70,23 @@ def budget_limits(args: argparse.Namespace, **limits: Any) -> "ScoringLimits":
 
 def unit_interval(text: str) -> float:
     """Parse a number in (0, 1)."""
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
-    return value
+    return _OPEN_UNIT(text)
+
+
+# Gate and bisect thresholds: correlations live in [-1, 1], an RMSE is positive.
+CORRELATION = number_in(-1.0, 1.0)
+SPREAD = number_in(0.0, 2.0)
+RMSE = number_in(0.0, 1e6, low_open=True)
+COUNT = whole_number_in(1, MAX_COUNT)
+_OPEN_UNIT = number_in(0.0, 1.0, low_open=True, high_open=True)
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """Parse ``--seeds`` for argparse: the reason of a bad list as an ``ArgumentTypeError``."""
+    try:
+        return parse_seeds(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--seeds ")) from None
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -96,6 +103,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             seeds.append(int(item))
         else:
             raise UsageError(f"--seeds must be a comma-separated list like 0,1,2,3,4, not {text!r}")
+        if len(seeds) > MAX_COUNT or any(seed > MAX_SEED for seed in seeds):
+            raise UsageError(f"--seeds must be at most {MAX_COUNT} seeds, each at most {MAX_SEED}")
     GateThresholds(seeds=tuple(seeds))  # one place for the seed rules (unique, non-negative)
     return tuple(seeds)
 
@@ -103,16 +112,18 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def add_gate_flags(parser: argparse.ArgumentParser) -> None:
     """Add the promotion-gate thresholds shared by `gate` and `verdict`."""
     parser.add_argument(
-        "--mean-plcc", type=float, default=0.95, help="mean of per-seed PLCCs must reach this"
+        "--mean-plcc", type=CORRELATION, default=0.95, help="mean of per-seed PLCCs must reach this"
     )
     parser.add_argument(
-        "--max-spread", type=float, default=0.005, help="max - min of per-seed PLCCs at most this"
+        "--max-spread", type=SPREAD, default=0.005, help="max - min of per-seed PLCCs at most this"
     )
     parser.add_argument(
-        "--per-seed-min", type=float, default=0.95, help="every seed's PLCC at least this"
+        "--per-seed-min", type=CORRELATION, default=0.95, help="every seed's PLCC at least this"
     )
-    parser.add_argument("--per-fold-min", type=float, help="every fold's PLCC at least this")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)")
+    parser.add_argument("--per-fold-min", type=CORRELATION, help="every fold's PLCC at least this")
+    parser.add_argument(
+        "--seeds", type=seed_list, default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)"
+    )
 
 
 def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
@@ -124,7 +135,7 @@ def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
         max_spread=args.max_spread,
         per_seed_min=args.per_seed_min,
         per_fold_min=args.per_fold_min,
-        seeds=parse_seeds(args.seeds),
+        seeds=args.seeds,
     )
 
 
@@ -132,16 +143,26 @@ def add_policy_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--policy FILE`` and the promotion-policy thresholds (the gate's flag names, no defaults)."""
     parser.add_argument(
         "--policy",
-        type=Path,
+        type=existing_file,
         help="JSON file holding a promotion policy block; the flags below override its keys",
     )
-    parser.add_argument("--mean-plcc", type=float, help="policy: least mean of per-seed PLCCs")
-    parser.add_argument("--max-spread", type=float, help="policy: most max - min of seed PLCCs")
-    parser.add_argument("--per-seed-min", type=float, help="policy: every seed's PLCC at least")
-    parser.add_argument("--per-fold-min", type=float, help="policy: every fold's PLCC at least")
-    parser.add_argument("--seeds", help="policy: seeds the evidence must include (e.g. 0,1,2,3,4)")
-    parser.add_argument("--min-seeds", type=int, help="policy: fewest seeds (alone: a count only)")
-    parser.add_argument("--min-sources", type=int, help="policy: fewest held-out sources")
+    parser.add_argument(
+        "--mean-plcc", type=CORRELATION, help="policy: least mean of per-seed PLCCs"
+    )
+    parser.add_argument("--max-spread", type=SPREAD, help="policy: most max - min of seed PLCCs")
+    parser.add_argument(
+        "--per-seed-min", type=CORRELATION, help="policy: every seed's PLCC at least"
+    )
+    parser.add_argument(
+        "--per-fold-min", type=CORRELATION, help="policy: every fold's PLCC at least"
+    )
+    parser.add_argument(
+        "--seeds", type=seed_list, help="policy: seeds the evidence must include (e.g. 0,1,2,3,4)"
+    )
+    parser.add_argument(
+        "--min-seeds", type=COUNT, help="policy: fewest seeds (alone: a count only)"
+    )
+    parser.add_argument("--min-sources", type=COUNT, help="policy: fewest held-out sources")
 
 
 def promotion_policy(args: argparse.Namespace) -> "PromotionPolicy | None":
@@ -153,7 +174,7 @@ def promotion_policy(args: argparse.Namespace) -> "PromotionPolicy | None":
         "max_spread": args.max_spread,
         "min_seed_plcc": args.per_seed_min,
         "min_fold_plcc": args.per_fold_min,
-        "seeds": None if args.seeds is None else list(parse_seeds(args.seeds)),
+        "seeds": None if args.seeds is None else list(args.seeds),
         "min_seeds": args.min_seeds,
         "min_sources": args.min_sources,
     }

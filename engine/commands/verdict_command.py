@@ -1,9 +1,9 @@
 """``model-guard verdict DIR`` writes PROMOTE.json or HOLD.json; ``verdict verify`` re-checks one."""
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from engine.commands.arguments import existing_file, existing_folder, output_folder
 from engine.commands.options import (
     add_gate_flags,
     add_policy_flags,
@@ -22,24 +22,28 @@ def add_parser(commands: Any) -> None:
         help="write PROMOTE.json or HOLD.json (exit 0 PROMOTE, 1 HOLD, 2 bad input); "
         "'verdict verify VERDICT [--registry R] [--policy P]' re-checks one",
     )
-    verdict.add_argument("directory", type=Path, help="folder holding loso_seed{N}.json")
+    verdict.add_argument("directory", type=existing_folder, help="folder holding loso_seed{N}.json")
     verdict.add_argument(
-        "--features", type=Path, required=True, help="the feature table the LOSO ran on"
+        "--features", type=existing_file, required=True, help="the feature table the LOSO ran on"
     )
     verdict.add_argument(
-        "--models", type=Path, nargs="+", required=True, help="every model the verdict promotes"
+        "--models",
+        type=existing_file,
+        nargs="+",
+        required=True,
+        help="every model the verdict promotes",
     )
     verdict.add_argument(
-        "--out", type=Path, help="where the verdict goes (default: the LOSO folder)"
+        "--out", type=output_folder, help="where the verdict goes (default: the LOSO folder)"
     )
     add_gate_flags(verdict)
     verdict.set_defaults(run=run)
     verify = commands.add_parser(VERIFY)
     verify.prog = "model-guard verdict verify"
-    verify.add_argument("verdict", type=Path, help="PROMOTE.json (or HOLD.json)")
+    verify.add_argument("verdict", type=existing_file, help="PROMOTE.json (or HOLD.json)")
     verify.add_argument(
         "--registry",
-        type=Path,
+        type=existing_file,
         help="fail if this registry promotes a model the verdict does not cover",
     )
     add_policy_flags(verify)

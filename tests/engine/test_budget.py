@@ -232,21 +232,6 @@ def test_cli_model_timeout_makes_the_slow_head_broken(
     assert report["first_bad_index"] == 6
 
 
-@pytest.mark.parametrize("flag", ["--model-timeout", "--max-memory-mib"])
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["bisect", "--models", "m.onnx", "--features", "f.parquet"],
-        ["ensemble", "eval", "--manifest", "m.json", "--features", "f.parquet"],
-    ],
-)
-def test_scoring_commands_refuse_a_budget_that_is_not_positive(
-    command: list[str], flag: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main([*command, flag, "0"]) == 1
-    assert "must be greater than 0" in capsys.readouterr().err
-
-
 def test_sparse_bomb_under_the_estimate_exceeds_memory_while_loading(
     tmp_path: Path, golden
 ) -> None:

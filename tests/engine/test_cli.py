@@ -14,6 +14,7 @@ from engine.cli import main
 
 BISECT = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
 FEATURES = str(BISECT / "features.parquet")
+MODEL = str(BISECT / "regression" / "fr-mlp-v00.onnx")
 
 
 def bisect(*extra: str, registry: str = "regression", store: Path) -> int:
@@ -115,18 +116,22 @@ def test_full_mode_visits_every_model(tmp_path: Path) -> None:
             ["bisect", "--features", FEATURES, "--min-plcc", "0.9"],
             "one of the arguments --registry --models is required",
         ),
-        (["bisect", "--models", "x.onnx", "--features", FEATURES], "at least one of min_plcc"),
+        (["bisect", "--models", MODEL, "--features", FEATURES], "at least one of min_plcc"),
         (
-            ["bisect", "--models", "x.onnx", "--features", "missing.parquet", "--min-plcc", "0.9"],
-            "missing.parquet",
+            ["bisect", "--models", "x.onnx", "--features", FEATURES, "--min-plcc", "0.9"],
+            "argument --models: x.onnx: not found",
+        ),
+        (
+            ["bisect", "--models", MODEL, "--features", "missing.parquet", "--min-plcc", "0.9"],
+            "argument --features: missing.parquet: not found",
         ),
         (
             ["bisect", "--registry", "nope.json", "--features", FEATURES, "--min-plcc", "0.9"],
             "no such file",
         ),
         (
-            ["bisect", "--models", "x.onnx", "--features", FEATURES, "--min-plcc", "abc"],
-            "invalid float value",
+            ["bisect", "--models", MODEL, "--features", FEATURES, "--min-plcc", "abc"],
+            "argument --min-plcc: expected a number, not 'abc'",
         ),
         (["frobnicate"], "invalid choice"),
     ],
@@ -149,7 +154,7 @@ def test_bad_parquet_gives_one_line_error(
         [
             "bisect",
             "--models",
-            "x.onnx",
+            MODEL,
             "--features",
             str(tmp_path / "f.parquet"),
             "--min-plcc",

@@ -266,5 +266,6 @@ def test_cli_policy_flag_errors_are_one_line_and_exit_2(
     assert main(["verdict", "verify", verdict, "--mean-plcc", "nan"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line == (
-        "model-guard: error: command line: promotion.min_mean_plcc must be a finite number, not nan"
+        "model-guard: error: argument --mean-plcc: must be a finite number, not 'nan' "
+        "(see 'model-guard verdict verify --help')"
     )
