@@ -259,7 +259,7 @@ def _markdown_row(step: Mapping[str, Any]) -> str:
 def _key_indices(report: Mapping[str, Any]) -> set[int]:
     """Indices a shortened table must keep: boundaries, non-monotonic and non-passing rows."""
     keep = {report.get(k) for k in ("first_bad_index", "last_good_index", "uncertain_index")}
-    keep |= {m["index"] for m in report["non_monotonic"]}
+    keep |= {m["index"] for m in [*report["non_monotonic"], *report.get("after_uncertain", ())]}
     keep |= {s["index"] for s in report["steps"] if s["status"] != "pass"}
     return {i for i in keep if i is not None}
 
@@ -377,7 +377,9 @@ def _fit_rows(
     after a failure, then other non-passing rows, then passing rows spread evenly.
     """
     boundary = {report.get(k) for k in ("first_bad_index", "last_good_index", "uncertain_index")}
-    later_passes = {m["index"] for m in report["non_monotonic"]}
+    later_passes = {
+        m["index"] for m in [*report["non_monotonic"], *report.get("after_uncertain", ())]
+    }
     tiers: list[list[Mapping[str, Any]]] = [
         [s for s in steps if s["index"] in boundary],
         [s for s in steps if s["index"] in later_passes and s["index"] not in boundary],
