@@ -9,6 +9,14 @@ too) and spends at most ``ceil(log2 n) + 2`` evaluations: the newest model first
 evaluation on a healthy nightly), then the oldest, then a binary search between a
 known-good and a known-bad index. Full mode evaluates every model and names the models
 that pass after an earlier failure, which a bisect cannot see.
+
+Statistical mode adds a third status, ``uncertain`` (the interval straddles the gate).
+A newest model that certainly fails always raises the alarm (``regression`` or
+``already_bad``), whatever earlier models say: when uncertain models hide the exact
+boundary, the result states the range ``first_bad_low .. first_bad_index`` in which the
+first bad model lies (after the last certainly-passing model, at or before the first
+certainly-failing one). ``inconclusive`` is kept for a newest model that is itself
+uncertain (docs/reports.md).
 """
 
 import math
@@ -62,6 +70,20 @@ class BisectResult(Generic[J]):
     last_good_index: int | None = None
     uncertain_index: int | None = None
     non_monotonic: tuple[int, ...] = ()
+    first_bad_low: int | None = None
+    after_uncertain: tuple[int, ...] = ()
+
+    @property
+    def first_bad_range(self) -> tuple[int, int] | None:
+        """The lowest and highest index the first bad model can have, or None without an alarm.
+
+        Both ends are equal when every model between the last pass and the first failure
+        was decided; uncertain models in between widen the range.
+        """
+        if self.first_bad_index is None:
+            return None
+        low = self.first_bad_index if self.first_bad_low is None else self.first_bad_low
+        return (low, self.first_bad_index)
 
     @property
     def evaluations(self) -> int:
@@ -83,8 +105,9 @@ def find_first_regression(
     """Search a timeline of ``n_models`` for the first model whose evaluation fails.
 
     ``evaluate(index)`` must return an object with a ``status``; a model that cannot be
-    loaded should come back as failing. An uncertain status (statistical mode) makes the
-    run ``inconclusive`` rather than guess a side.
+    loaded should come back as failing. An uncertain newest model makes the run
+    ``inconclusive``; uncertain earlier models only widen the stated range of the first
+    bad model when the newest certainly fails.
     """
     if n_models < 1:
         raise UsageError("the timeline is empty: nothing to bisect")
@@ -108,6 +131,7 @@ def _bisect(n_models: int, evaluate: Callable[[int], J]) -> BisectResult[J]:
         first_bad_index: int | None = None,
         last_good_index: int | None = None,
         uncertain_index: int | None = None,
+        first_bad_low: int | None = None,
     ) -> BisectResult[J]:
         return BisectResult(
             outcome,
@@ -117,6 +141,7 @@ def _bisect(n_models: int, evaluate: Callable[[int], J]) -> BisectResult[J]:
             first_bad_index=first_bad_index,
             last_good_index=last_good_index,
             uncertain_index=uncertain_index,
+            first_bad_low=first_bad_low,
         )
 
     newest = n_models - 1
@@ -131,13 +156,20 @@ def _bisect(n_models: int, evaluate: Callable[[int], J]) -> BisectResult[J]:
     if status is StepStatus.FAIL:
         return done(Outcome.ALREADY_BAD, first_bad_index=0)
     if status is StepStatus.UNCERTAIN:
-        return done(Outcome.INCONCLUSIVE, uncertain_index=0)
+        # The oldest model may or may not be bad; the newest certainly is: alarm with a range.
+        return done(Outcome.REGRESSION, first_bad_index=newest, first_bad_low=0, uncertain_index=0)
     good, bad = 0, newest
     while bad - good > 1:
         middle = (good + bad) // 2
         status = visit(middle)
         if status is StepStatus.UNCERTAIN:
-            return done(Outcome.INCONCLUSIVE, uncertain_index=middle, last_good_index=good)
+            return done(
+                Outcome.REGRESSION,
+                first_bad_index=bad,
+                first_bad_low=good + 1,
+                last_good_index=good,
+                uncertain_index=middle,
+            )
         if status is StepStatus.PASS:
             good = middle
         else:
@@ -146,38 +178,49 @@ def _bisect(n_models: int, evaluate: Callable[[int], J]) -> BisectResult[J]:
 
 
 def _scan_all(n_models: int, evaluate: Callable[[int], J]) -> BisectResult[J]:
-    """Evaluate every model; the first non-passing one decides the outcome."""
+    """Evaluate every model; the first certain failure raises the alarm.
+
+    The first bad model lies between the first non-passing model and the first certainly
+    failing one. Without any certain failure, an uncertain newest model makes the run
+    inconclusive; a passing newest model means no regression.
+    """
     visits = tuple(Visit(index, evaluate(index)) for index in range(n_models))
     statuses = [visit.result.status for visit in visits]
     first = next((i for i, status in enumerate(statuses) if status is not StepStatus.PASS), None)
     if first is None:
         return BisectResult(Outcome.NO_REGRESSION, n_models, True, visits)
-    later_passes = tuple(i for i in range(first + 1, n_models) if statuses[i] is StepStatus.PASS)
-    if statuses[first] is StepStatus.UNCERTAIN:
-        return BisectResult(
-            Outcome.INCONCLUSIVE,
-            n_models,
-            True,
-            visits,
-            uncertain_index=first,
-            last_good_index=first - 1 if first > 0 else None,
-            non_monotonic=later_passes,
+    failed = next((i for i, status in enumerate(statuses) if status is StepStatus.FAIL), None)
+    after_failure = failed if failed is not None else n_models
+    later_passes = tuple(
+        i for i in range(after_failure + 1, n_models) if statuses[i] is StepStatus.PASS
+    )
+    after_uncertain = tuple(
+        i for i in range(first + 1, after_failure) if statuses[i] is StepStatus.PASS
+    )
+    uncertain_index = first if statuses[first] is StepStatus.UNCERTAIN else None
+    last_good = first - 1 if first > 0 else None
+    if failed is None:
+        outcome = (
+            Outcome.INCONCLUSIVE if statuses[-1] is StepStatus.UNCERTAIN else Outcome.NO_REGRESSION
         )
-    if first == 0:
         return BisectResult(
-            Outcome.ALREADY_BAD,
+            outcome,
             n_models,
             True,
             visits,
-            first_bad_index=0,
-            non_monotonic=later_passes,
+            uncertain_index=uncertain_index,
+            last_good_index=last_good,
+            after_uncertain=after_uncertain,
         )
     return BisectResult(
-        Outcome.REGRESSION,
+        Outcome.ALREADY_BAD if failed == 0 else Outcome.REGRESSION,
         n_models,
         True,
         visits,
-        first_bad_index=first,
-        last_good_index=first - 1,
+        first_bad_index=failed,
+        first_bad_low=first if first != failed else None,
+        last_good_index=last_good,
+        uncertain_index=uncertain_index,
         non_monotonic=later_passes,
+        after_uncertain=after_uncertain,
     )

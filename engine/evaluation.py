@@ -23,9 +23,9 @@ from engine.budget import score_within_budget
 from engine.codec import codec_block, codec_vocabulary
 from engine.errors import BudgetExceeded, EngineError, EvidenceError, ModelRejected, UsageError
 from engine.evidence import read_json, write_json
-from engine.features import FeatureTable
+from engine.features import ENCODER, PARAM, SOURCE, FeatureTable
 from engine.hashing import sha256_file, sha256_json
-from engine.metrics import MetricReport, compute_metrics
+from engine.metrics import MetricReport, compute_metrics, distinct_resamples, min_groups
 from engine.scoring import CheckedModel, ScoringLimits, inspect_model
 from engine.threshold import StepStatus, Thresholds, judge
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from engine.registry import CodecSpec, Registry
 
 DEFAULT_LIMITS = ScoringLimits()
+# Columns ``--group-by`` may name: the string columns the feature loader reads and hashes.
+GROUPABLE: tuple[str, ...] = (SOURCE, ENCODER, PARAM)
 
 # Bump when a change to scoring, metrics or judging would change a stored result.
 EVALUATION_VERSION = 1
@@ -58,16 +60,93 @@ class MetricSettings:
     confidence: float = 0.95
     seed: int = 0
     logistic: bool = False
+    # The column whose values group rows for the bootstrap; None means ``source`` if present.
+    group_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-ready dict."""
-        return {
+        """Return the settings as a JSON-ready dict (``group_by`` only when chosen)."""
+        data: dict[str, Any] = {
             "statistical": self.statistical,
             "bootstrap": self.bootstrap,
             "confidence": self.confidence,
             "seed": self.seed,
             "logistic": self.logistic,
         }
+        if self.group_by is not None:  # left out by default so stored evaluations stay valid
+            data["group_by"] = self.group_by
+        return data
+
+
+@dataclass(frozen=True)
+class ResamplingPlan:
+    """How the bootstrap resamples a feature cache, and how fine its intervals can be.
+
+    ``method`` is ``grouped`` (whole groups of ``column`` are drawn), ``rows`` (rows are
+    drawn as if independent) or ``none`` (no bootstrap). ``distinct_resamples`` is how many
+    different resamples exist (C(2G - 1, G) for G groups); ``min_groups`` what the
+    confidence needs (docs/intervals.md). ``warnings`` are shown on stderr and in the report.
+    """
+
+    method: str
+    column: str | None
+    groups: int | None
+    distinct_resamples: int | None
+    min_groups: int | None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as a JSON-ready dict."""
+        return {
+            "method": self.method,
+            "column": self.column,
+            "groups": self.groups,
+            "distinct_resamples": self.distinct_resamples,
+            "min_groups": self.min_groups,
+        }
+
+
+def plan_resampling(features: FeatureTable, settings: MetricSettings) -> ResamplingPlan:
+    """Decide how to resample ``features``; refuse a statistical run with too few groups.
+
+    Raises UsageError (one line) when ``--statistical`` would bootstrap fewer groups than
+    ``min_groups(confidence)``: its interval would be the range of single groups.
+    """
+    column = settings.group_by or SOURCE
+    if settings.group_by is not None and settings.group_by not in GROUPABLE:
+        raise UsageError(
+            f"--group-by must be one of {', '.join(GROUPABLE)} (the string columns a cache may carry)"
+        )
+    groups = features.groups(column)
+    if settings.group_by is not None and groups is None:
+        raise UsageError(f"--group-by {column}: the feature cache has no {column} column")
+    if settings.bootstrap < 1:
+        return ResamplingPlan("none", None, None, None, None)
+    if groups is None:
+        warning = (
+            f"the feature cache has no {column} column: the bootstrap treats its "
+            f"{features.n_rows} rows as independent, so intervals are too narrow if frames "
+            "of one source are correlated (use --group-by)"
+        )
+        return ResamplingPlan("rows", None, None, None, None, (warning,))
+    count = len(set(groups.tolist()))
+    needed = min_groups(settings.confidence)
+    distinct = distinct_resamples(count)
+    if count < needed:
+        if settings.statistical:
+            raise UsageError(
+                f"--statistical needs at least {needed} {column} groups for a "
+                f"{settings.confidence:g} interval, the feature cache has {count} "
+                f"({distinct} distinct resamples); see docs/intervals.md"
+            )
+        warning = (
+            f"only {count} {column} group(s), {distinct} distinct resamples: the "
+            f"{settings.confidence:g} intervals need at least {needed} groups and are "
+            "shown for information only"
+        )
+        if count < 2:  # one group cannot be resampled as groups: rows are drawn instead
+            return ResamplingPlan("rows", column, count, None, needed, (warning,))
+        return ResamplingPlan("grouped", column, count, distinct, needed, (warning,))
+    return ResamplingPlan("grouped", column, count, distinct, needed)
 
 
 @dataclass(frozen=True)
@@ -181,11 +260,12 @@ class Evaluator:
         self.store = store
         self.evaluated = 0
         self.from_store = 0
+        self.plan = plan_resampling(features, settings)
         self._matrix = features.matrix()
         self._target = features.target()
-        groups = features.groups()
-        # A grouped bootstrap needs at least two sources; with one, resample rows instead.
-        self._groups = groups if groups is not None and len(set(groups.tolist())) > 1 else None
+        # A grouped bootstrap needs at least two groups; with one, resample rows instead.
+        column = self.plan.column if self.plan.method == "grouped" else None
+        self._groups = None if column is None else features.groups(column)
         self._codec_blocks: dict[int, np.ndarray] = {}
 
     def __call__(self, index: int) -> StepRecord:

@@ -64,11 +64,11 @@ class FeatureTable:
         """Return the subjective scores (``mos``) as a float32 array [N]."""
         return np.ascontiguousarray(self.frame[TARGET].to_numpy(dtype=np.float32))
 
-    def groups(self) -> np.ndarray | None:
-        """Return the content id of every row as an array of str, or None without a source column."""
-        if SOURCE not in self.frame.columns:
+    def groups(self, column: str = SOURCE) -> np.ndarray | None:
+        """Return every row's group id (``source`` by default) as str, or None without that column."""
+        if column not in self.frame.columns:
             return None
-        groups: np.ndarray = self.frame[SOURCE].to_numpy(dtype=str)
+        groups: np.ndarray = self.frame[column].to_numpy(dtype=str)
         return groups
 
 

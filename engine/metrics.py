@@ -678,3 +678,36 @@ def _percentile_intervals(replicates: FloatArray, *, confidence: float) -> dict[
             low, high = np.quantile(defined, [tail, 1.0 - tail])
             intervals[name] = Interval(float(low), float(high))
     return intervals
+
+
+# A grouped bootstrap is refused below this many groups whatever the confidence: 4 is the
+# smallest G whose single-group resamples (each of probability G**-G) fall below 2.5 %, the
+# tail of the default 95 % interval (3**-3 = 3.7 %, 4**-4 = 0.39 %). docs/intervals.md.
+MIN_GROUPS = 4
+
+
+def distinct_resamples(groups: int) -> int:
+    """Return how many different resamples a grouped bootstrap of ``groups`` groups can draw.
+
+    A resample is a multiset of ``G`` groups drawn from ``G``: C(2G - 1, G) of them
+    (10 for 3 groups, 126 for 5), however many resamples are requested.
+    """
+    if groups < 1:
+        raise UsageError(f"a bootstrap needs at least 1 group, got {groups}")
+    return math.comb(2 * groups - 1, groups)
+
+
+def min_groups(confidence: float) -> int:
+    """Return the fewest groups a grouped bootstrap needs for a ``confidence`` interval.
+
+    Both conditions must hold (docs/intervals.md): each tail of the interval, of mass
+    (1 - confidence) / 2, must be at least one distinct resample wide, so
+    C(2G - 1, G) >= 2 / (1 - confidence); and a resample of one group repeated G times
+    (probability G**-G each) must be rarer than a tail, else the interval is the range of
+    the single groups. Never below ``MIN_GROUPS``. 4 for 0.90, 5 for 0.95, 6 for 0.99.
+    """
+    tail = (1.0 - _confidence(confidence)) / 2.0
+    groups = MIN_GROUPS
+    while distinct_resamples(groups) * tail < 1.0 or float(groups) ** -groups >= tail:
+        groups += 1
+    return groups

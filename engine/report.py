@@ -2,11 +2,12 @@
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
 from engine.bisection import BisectResult, Outcome, evaluation_bound
-from engine.evaluation import MetricSettings, ModelRef, StepRecord
+from engine.evaluation import MetricSettings, ModelRef, StepRecord, plan_resampling
 from engine.features import FeatureTable
 from engine.threshold import Thresholds
 
@@ -42,6 +43,7 @@ def build_report(
         return None if index is None else models[index].name
 
     criterion = thresholds.primary()
+    plan = plan_resampling(features, replace(settings, statistical=False))
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -55,6 +57,8 @@ def build_report(
             "rows": features.n_rows,
             "content_hash": features.content_hash,
             "grouped_by_source": features.groups() is not None,
+            "resampling": plan.to_dict(),
+            "warnings": list(plan.warnings),
         },
         "timeline": {
             "n_models": result.n_models,
@@ -67,7 +71,11 @@ def build_report(
         "last_good_model": name(result.last_good_index),
         "uncertain_index": result.uncertain_index,
         "uncertain_model": name(result.uncertain_index),
+        "first_bad_range": None
+        if result.first_bad_range is None
+        else {"low": result.first_bad_range[0], "high": result.first_bad_range[1]},
         "non_monotonic": [{"index": i, "name": models[i].name} for i in result.non_monotonic],
+        "after_uncertain": [{"index": i, "name": models[i].name} for i in result.after_uncertain],
         "evaluations": {
             "visited": result.evaluations,
             "scored": scored,
@@ -80,7 +88,7 @@ def build_report(
 
 
 def summarise(report: Mapping[str, Any]) -> str:
-    """Return the one-line verdict of a report."""
+    """Return the one-line verdict of a report; a broken model is called broken, not failing."""
     outcome = Outcome(report["outcome"])
     gate = report["gate"]["description"]
     n = report["timeline"]["n_models"]
@@ -89,17 +97,45 @@ def summarise(report: Mapping[str, Any]) -> str:
         return (
             f"No regression: the newest model {newest} passes {gate} ({n} models in the timeline)."
         )
-    if outcome is Outcome.ALREADY_BAD:
-        return f"Already bad: the oldest model {report['first_bad_model']} fails {gate}; every model since is suspect."
-    if outcome is Outcome.REGRESSION:
+    if outcome is Outcome.INCONCLUSIVE:
+        newest = report["timeline"]["models"][-1]
         return (
-            f"Regression: {report['first_bad_model']} (index {report['first_bad_index']}) is the first model "
-            f"that fails {gate}; last good is {report['last_good_model']} (index {report['last_good_index']})."
+            f"Inconclusive: the confidence interval of the newest model {newest} (index {n - 1}) "
+            f"straddles {gate} and no model certainly fails; no alarm raised."
+        )
+    first_bad = report["first_bad_model"]
+    broken = broken_reason(report, report["first_bad_index"])
+    verdict = f"is broken ({broken})" if broken else f"fails {gate}"
+    if outcome is Outcome.ALREADY_BAD:
+        return f"Already bad: the oldest model {first_bad} {verdict}; every model since is suspect."
+    span = report.get("first_bad_range") or {}
+    low, high = span.get("low", report["first_bad_index"]), report["first_bad_index"]
+    if low != high:
+        after = (
+            "no model before it certainly passes"
+            if report["last_good_model"] is None
+            else f"the last model that certainly passes is {report['last_good_model']} "
+            f"(index {report['last_good_index']})"
+        )
+        return (
+            f"Regression: {first_bad} (index {high}) {verdict}; the first bad model lies in "
+            f"indices {low} to {high}: {after}, and models in between are uncertain, not failed."
+        )
+    last_good = f"last good is {report['last_good_model']} (index {report['last_good_index']})."
+    if broken:
+        return (
+            f"Regression: {first_bad} (index {high}) is broken ({broken}): the first model "
+            f"that does not pass {gate}; {last_good}"
         )
     return (
-        f"Inconclusive: the confidence interval of {report['uncertain_model']} "
-        f"(index {report['uncertain_index']}) straddles {gate}; no alarm raised."
+        f"Regression: {first_bad} (index {high}) is the first model that fails {gate}; {last_good}"
     )
+
+
+def broken_reason(report: Mapping[str, Any], index: int | None) -> str | None:
+    """Return why the visited model at ``index`` could not be scored, or None when it was scored."""
+    step = next((s for s in report["steps"] if s["index"] == index), None)
+    return None if step is None else step.get("broken")
 
 
 def _metric(step: Mapping[str, Any], key: str, *, digits: int = 4) -> str:
@@ -170,6 +206,9 @@ def _render_text(report: Mapping[str, Any]) -> str:
     lines.append(_counts(report))
     if report["non_monotonic"]:
         lines.append(f"Non-monotonic timeline: {_later_passes(report, code=False)}")
+    if report.get("after_uncertain"):
+        lines.append(_passes_after_uncertain(report, code=False))
+    lines.extend(_statistics_notes(report))
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +219,20 @@ def _later_passes(report: Mapping[str, Any], *, code: bool, most: int = 20) -> s
     names = ", ".join(f"{quote}{m['name']}{quote} (#{m['index']})" for m in later[:most])
     more = f" and {len(later) - most} more" if len(later) > most else ""
     return f"{len(later)} model(s) pass after an earlier failure: {names}{more}"
+
+
+def _passes_after_uncertain(report: Mapping[str, Any], *, code: bool, most: int = 20) -> str:
+    """Name the models that pass after an earlier uncertain (not failed) model."""
+    later = report.get("after_uncertain") or []
+    quote = "`" if code else ""
+    names = ", ".join(f"{quote}{m['name']}{quote} (#{m['index']})" for m in later[:most])
+    more = f" and {len(later) - most} more" if len(later) > most else ""
+    return f"{len(later)} model(s) pass after an earlier uncertain model (not a failure): {names}{more}"
+
+
+def _statistics_notes(report: Mapping[str, Any]) -> list[str]:
+    """Warnings about the bootstrap that the reader must see (e.g. frames treated as independent)."""
+    return [f"Warning: {w}" for w in report["features"].get("warnings") or ()]
 
 
 def _counts(report: Mapping[str, Any]) -> str:
@@ -206,7 +259,7 @@ def _markdown_row(step: Mapping[str, Any]) -> str:
 def _key_indices(report: Mapping[str, Any]) -> set[int]:
     """Indices a shortened table must keep: boundaries, non-monotonic and non-passing rows."""
     keep = {report.get(k) for k in ("first_bad_index", "last_good_index", "uncertain_index")}
-    keep |= {m["index"] for m in report["non_monotonic"]}
+    keep |= {m["index"] for m in [*report["non_monotonic"], *report.get("after_uncertain", ())]}
     keep |= {s["index"] for s in report["steps"] if s["status"] != "pass"}
     return {i for i in keep if i is not None}
 
@@ -265,6 +318,10 @@ def _render_markdown(report: Mapping[str, Any]) -> str:
     head = [f"### {OUTCOME_MARK[report['outcome']]} {summarise(report)}", ""]
     if report["non_monotonic"]:
         head += [f"**Non-monotonic timeline:** {_later_passes(report, code=True)}", ""]
+    if report.get("after_uncertain"):
+        head += [_passes_after_uncertain(report, code=True), ""]
+    for warning in _statistics_notes(report):
+        head += [f"**{warning}**", ""]
     table_head = [
         "| # | model | status | PLCC | SROCC | RMSE | n | note |",
         "|---:|---|---|---:|---:|---:|---:|---|",
@@ -320,7 +377,9 @@ def _fit_rows(
     after a failure, then other non-passing rows, then passing rows spread evenly.
     """
     boundary = {report.get(k) for k in ("first_bad_index", "last_good_index", "uncertain_index")}
-    later_passes = {m["index"] for m in report["non_monotonic"]}
+    later_passes = {
+        m["index"] for m in [*report["non_monotonic"], *report.get("after_uncertain", ())]
+    }
     tiers: list[list[Mapping[str, Any]]] = [
         [s for s in steps if s["index"] in boundary],
         [s for s in steps if s["index"] in later_passes and s["index"] not in boundary],

@@ -12,6 +12,7 @@ from bot.surfaces.checks import CheckAnnotation, CheckOutput, Conclusion
 from bot.surfaces.sticky import Section, fit_sections
 from engine.bisection import Outcome
 from engine.registry_review import RegistryReview
+from engine.report import broken_reason
 
 REGISTRY_CHECK = "model-guard/registry"
 PR_PURPOSE = "pr"  # the sticky comment's marker: <!-- model-guard:pr -->
@@ -158,7 +159,10 @@ def _timeline_title(timeline: TimelineVerdict, head: SideRun) -> str:
     if timeline.conclusion is Conclusion.SUCCESS:
         return "Registry valid; the timeline passes the gate"
     name = first_bad_model(head)
-    if timeline.conclusion is Conclusion.FAILURE and name is not None:
+    if timeline.conclusion is Conclusion.FAILURE and name is not None and head.run is not None:
+        broken = broken_reason(head.run.report, head.run.report.get("first_bad_index"))
+        if broken:
+            return _one_line(f"{name} is broken ({broken})")[:200]
         return f"{name} is the first model that fails the gate"
     return timeline.line.split(". ")[0][:200]
 

@@ -29,6 +29,7 @@ class RepoConfig:
     bootstrap: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    group_by: str | None = None
     logistic: bool = False
     tracking_label: str = "model-guard"
     nightly_enabled: bool = True
@@ -57,6 +58,7 @@ class RepoConfig:
             confidence=self.confidence,
             seed=self.seed,
             logistic=self.logistic,
+            group_by=self.group_by,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +77,7 @@ class RepoConfig:
                 "bootstrap": self.bootstrap,
                 "confidence": self.confidence,
                 "seed": self.seed,
+                "group_by": self.group_by,
             },
             "report": {"logistic": self.logistic},
             "tracking_issue": {"label": self.tracking_label},
@@ -130,6 +133,7 @@ def build_config(data: Mapping[str, Any]) -> RepoConfig:
         bootstrap=int(statistical["bootstrap"]),
         confidence=float(statistical["confidence"]),
         seed=int(statistical["seed"]),
+        group_by=None if statistical["group_by"] is None else str(statistical["group_by"]),
         logistic=bool(report["logistic"]),
         tracking_label=str(section("tracking_issue")["label"]),
         nightly_enabled=bool(nightly["enabled"]),

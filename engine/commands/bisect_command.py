@@ -65,6 +65,12 @@ def add_parser(commands: Any) -> None:
         "--seed", type=whole_number_in(0, MAX_SEED), default=0, help="bootstrap seed (default 0)"
     )
     bisect.add_argument(
+        "--group-by",
+        metavar="COLUMN",
+        help="resample whole groups of this column: source, encoder or param (default source "
+        "when the cache has it; docs/intervals.md)",
+    )
+    bisect.add_argument(
         "--logistic", action="store_true", help="also report PLCC after a 4-parameter logistic fit"
     )
     bisect.add_argument(
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         seed=args.seed,
         logistic=args.logistic,
+        group_by=args.group_by,
     )
     limits = budget_limits(
         args, max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
@@ -138,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     evaluator = timeline_evaluator(
         root, timeline, thresholds=thresholds, settings=settings, limits=limits, store=store
     )
+    for warning in evaluator.plan.warnings:
+        sys.stderr.write(f"model-guard: warning: {warning}\n")
     result = find_first_regression(
         len(timeline.models),
         lambda index: name_record(evaluator(index), timeline, index),

@@ -265,3 +265,68 @@ def test_ensemble_eval_refuses_a_missing_feature_file(capsys: pytest.CaptureFixt
     )
     assert code == 1
     assert "nowhere.parquet" in capsys.readouterr().err
+
+
+def _regrouped_cache(tmp_path: Path, groups: int | None) -> str:
+    """The bundled cache with its sources merged into ``groups`` groups (None: no column)."""
+    frame = pd.read_parquet(FEATURES)
+    if groups is None:
+        frame = frame.drop(columns=["source"])
+    else:
+        codes = frame["source"].astype("category").cat.codes
+        frame["source"] = [f"g{code % groups}" for code in codes]
+    path = tmp_path / "regrouped.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return str(path)
+
+
+def _statistical(features: str, *extra: str) -> int:
+    model = str(BISECT / "regression" / "fr-mlp-v07.onnx")
+    return main(
+        [
+            "bisect",
+            "--models",
+            model,
+            "--features",
+            features,
+            "--min-plcc",
+            "0.8",
+            "--statistical",
+            "--bootstrap",
+            "100",
+            "--no-cache",
+            *extra,
+        ]
+    )
+
+
+def test_statistical_over_three_sources_refuses_with_one_line_naming_g_and_minimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _statistical(_regrouped_cache(tmp_path, 3)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "at least 5 source groups" in err and "has 3 (10 distinct resamples)" in err
+
+
+def test_statistical_without_source_column_warns_on_stderr_and_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    assert _statistical(_regrouped_cache(tmp_path, None), "--json", str(out)) in (0, 2, 3)
+    captured = capsys.readouterr()
+    assert "warning: the feature cache has no source column" in captured.err
+    assert "Warning: the feature cache has no source column" in captured.out
+    report = json.loads(out.read_text())
+    assert report["features"]["resampling"]["method"] == "rows"
+    assert "as independent" in report["features"]["warnings"][0]
+
+
+def test_group_by_groups_by_the_named_column_and_refuses_an_unreadable_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The bundled cache has 9 sources (enough) but only 3 encoders (too few at 95 %).
+    assert _statistical(FEATURES, "--group-by", "encoder") == 1
+    assert "at least 5 encoder groups" in capsys.readouterr().err
+    assert _statistical(FEATURES, "--group-by", "scene") == 1
+    assert "--group-by must be one of source, encoder, param" in capsys.readouterr().err

@@ -5,12 +5,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
 from engine.bisection import Outcome, find_first_regression
-from engine.evaluation import EvaluationStore, Evaluator, MetricSettings, ModelRef, refs_from_paths
-from engine.features import load_features
+from engine.errors import UsageError
+from engine.evaluation import (
+    EvaluationStore,
+    Evaluator,
+    MetricSettings,
+    ModelRef,
+    plan_resampling,
+    refs_from_paths,
+)
+from engine.features import FEATURES, features_from_frame, load_features
 from engine.scoring import ScoringLimits
 from engine.threshold import StepStatus, Thresholds
 from tests.engine import onnx_factory as factory
@@ -187,3 +196,67 @@ def test_statistical_mode_attaches_intervals(golden, good_model: Path) -> None:
 
 def test_onnx_checker_sanity_of_factory_models(tmp_path: Path) -> None:
     onnx.checker.check_model(factory.linear_model())
+
+
+def _grouped_features(n_groups: int, *, column: str = "source"):
+
+    rng = np.random.default_rng(1)
+    rows = 6 * n_groups
+
+    frame = pd.DataFrame({name: rng.uniform(0, 1, rows).astype(np.float32) for name in FEATURES})
+    frame["mos"] = rng.uniform(0, 100, rows).astype(np.float32)
+    if column:
+        frame[column] = [f"g{i % n_groups}" for i in range(rows)]
+    return features_from_frame(frame)
+
+
+def test_statistical_refuses_three_sources_naming_the_count_and_the_minimum() -> None:
+
+    settings = MetricSettings(statistical=True, bootstrap=1000)
+    with pytest.raises(UsageError) as caught:
+        plan_resampling(_grouped_features(3), settings)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "at least 5 source groups" in message and "has 3 (10 distinct resamples)" in message
+
+
+def test_statistical_accepts_the_minimum_and_records_the_resolution() -> None:
+
+    plan = plan_resampling(_grouped_features(5), MetricSettings(statistical=True, bootstrap=1000))
+    assert (plan.method, plan.column, plan.groups) == ("grouped", "source", 5)
+    assert (plan.distinct_resamples, plan.min_groups, plan.warnings) == (126, 5, ())
+    lower = MetricSettings(statistical=True, bootstrap=1000, confidence=0.9)
+    assert plan_resampling(_grouped_features(4), lower).min_groups == 4
+
+
+def test_informational_bootstrap_over_few_groups_warns_instead_of_refusing() -> None:
+
+    plan = plan_resampling(_grouped_features(3), MetricSettings(bootstrap=200))
+    assert plan.method == "grouped" and plan.distinct_resamples == 10
+    assert "only 3 source group(s), 10 distinct resamples" in plan.warnings[0]
+
+
+def test_no_grouping_column_warns_that_rows_are_independent() -> None:
+
+    plan = plan_resampling(
+        _grouped_features(3, column=""), MetricSettings(statistical=True, bootstrap=1000)
+    )
+    assert plan.method == "rows" and plan.groups is None
+    assert "as independent" in plan.warnings[0]
+
+
+def test_group_by_selects_another_loaded_column_and_refuses_unknown_ones() -> None:
+
+    features = _grouped_features(6, column="encoder")
+    chosen = MetricSettings(statistical=True, bootstrap=1000, group_by="encoder")
+    plan = plan_resampling(features, chosen)
+    assert (plan.column, plan.groups) == ("encoder", 6)
+    with pytest.raises(UsageError, match="no source column"):
+        plan_resampling(features, MetricSettings(bootstrap=10, group_by="source"))
+    with pytest.raises(UsageError, match="--group-by must be one of"):
+        plan_resampling(features, MetricSettings(bootstrap=10, group_by="scene"))
+
+
+def test_group_by_is_part_of_the_store_key_only_when_chosen() -> None:
+    assert "group_by" not in MetricSettings().to_dict()
+    assert MetricSettings(group_by="encoder").to_dict()["group_by"] == "encoder"

@@ -1,5 +1,6 @@
 """Metrics pinned against scipy; NaN semantics, the logistic fit, the bootstrap, the JSON form."""
 
+import itertools
 import json
 import math
 import pickle
@@ -432,3 +433,30 @@ def test_plain_metrics_raise_usage_error_on_shape_mismatch() -> None:
     for metric in (plcc, srocc, krocc, rmse, plcc_logistic):
         with pytest.raises(UsageError, match="differ in length"):
             metric([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(("groups", "distinct"), [(1, 1), (2, 3), (3, 10), (4, 35), (5, 126)])
+def test_distinct_resamples_is_multisets_of_g_groups(groups: int, distinct: int) -> None:
+    assert metrics.distinct_resamples(groups) == distinct
+
+
+def test_distinct_resamples_counts_what_a_grouped_draw_can_produce() -> None:
+    """Enumerate every draw of 3 groups from 3: exactly C(5, 3) = 10 different multisets."""
+    draws = {tuple(sorted(d)) for d in itertools.product(range(3), repeat=3)}
+    assert len(draws) == metrics.distinct_resamples(3) == 10
+
+
+@pytest.mark.parametrize(("confidence", "needed"), [(0.5, 4), (0.9, 4), (0.95, 5), (0.99, 6)])
+def test_min_groups_follows_the_documented_table(confidence: float, needed: int) -> None:
+    assert metrics.min_groups(confidence) == needed
+    tail = (1 - confidence) / 2
+    assert metrics.distinct_resamples(needed) * tail >= 1 and needed**-needed < tail
+    below = needed - 1
+    if below >= metrics.MIN_GROUPS:  # one group fewer breaks a condition
+        assert metrics.distinct_resamples(below) * tail < 1 or below**-below >= tail
+
+
+def test_three_groups_have_single_source_resamples_above_the_95_percent_tail() -> None:
+    """The issue's arithmetic: each single-source resample of 3 groups has probability 1/27."""
+    assert 3**-3 > 0.025 > 4**-4
+    assert metrics.MIN_GROUPS == 4

@@ -176,3 +176,122 @@ def test_inconclusive_summary_says_no_alarm(features) -> None:
         wall_time_s=0.1,
     )
     assert "no alarm" in summarise(report)
+
+
+def status_record(index: int, status: StepStatus) -> StepRecord:
+    """A record with a given status (uncertain ones straddle the gate)."""
+    plcc = {StepStatus.PASS: 0.95, StepStatus.FAIL: 0.5, StepStatus.UNCERTAIN: 0.9}[status]
+    base = record(index, plcc)
+    reasons = {StepStatus.UNCERTAIN: ("plcc 0.9 straddles plcc >= 0.9",)}.get(status, base.reasons)
+    return StepRecord(
+        name=base.name,
+        path=base.path,
+        sha256=base.sha256,
+        status=status,
+        reasons=reasons,
+        broken=None,
+        metrics=base.metrics,
+        seconds=base.seconds,
+    )
+
+
+def status_report(features, statuses: list[StepStatus], *, full: bool = False):
+    models = [
+        ModelRef(name=f"model-with-a-long-name-{i:04d}", path=Path(f"m{i}.onnx"))
+        for i in range(len(statuses))
+    ]
+    result = find_first_regression(
+        len(statuses), lambda i: status_record(i, statuses[i]), full=full
+    )
+    return build_report(
+        result,
+        models=models,
+        features=features,
+        thresholds=GATE,
+        settings=MetricSettings(statistical=True, bootstrap=100),
+        scored=result.evaluations,
+        from_store=0,
+        wall_time_s=0.5,
+    )
+
+
+P, F, U = StepStatus.PASS, StepStatus.FAIL, StepStatus.UNCERTAIN
+
+
+def test_certain_newest_failure_behind_uncertain_oldest_is_a_regression_with_a_range(
+    features,
+) -> None:
+    report = status_report(features, [U, P, F, F, F])
+    assert report["outcome"] == "regression"
+    assert report["first_bad_range"] == {"low": 0, "high": 4}
+    line = summarise(report)
+    assert line.startswith("Regression: model-with-a-long-name-0004 (index 4) fails plcc >= 0.9")
+    assert "lies in indices 0 to 4" in line and "uncertain, not failed" in line
+    jsonschema.Draft202012Validator(schema()).validate(
+        json.loads(json.dumps(report, allow_nan=False))
+    )
+
+
+def test_full_scan_says_passes_after_uncertain_not_after_failure(features) -> None:
+    report = status_report(features, [P, U, P, F, P], full=True)
+    assert report["first_bad_range"] == {"low": 1, "high": 3}
+    text = render_table(report)
+    assert "1 model(s) pass after an earlier uncertain model (not a failure)" in text
+    assert "model-with-a-long-name-0002 (#2)" in text
+    assert "1 model(s) pass after an earlier failure: model-with-a-long-name-0004 (#4)" in text
+    assert "uncertain" in render_table(report, fmt=TableFormat.MARKDOWN)
+
+
+def test_exact_boundary_keeps_the_plain_regression_wording(features) -> None:
+    report = status_report(features, [P, P, F])
+    assert report["first_bad_range"] == {"low": 2, "high": 2}
+    assert "is the first model that fails plcc >= 0.9; last good is" in summarise(report)
+
+
+def test_broken_first_bad_model_is_called_broken_not_failing(features) -> None:
+    report = make_report(features, [0.95, 0.95, 0.95, 0.95], broken={2, 3})
+    line = summarise(report)
+    assert (
+        "model-with-a-long-name-0002 (index 2) is broken (op 'Loop' is not on the allowlist)"
+        in (line)
+    )
+    assert "fails plcc" not in line
+    assert render_table(report, fmt=TableFormat.MARKDOWN).startswith("### ❌ Regression")
+
+
+def test_broken_oldest_model_is_already_bad_and_called_broken(features) -> None:
+    line = summarise(make_report(features, [0.95, 0.95], broken={0, 1}))
+    assert line.startswith("Already bad: the oldest model model-with-a-long-name-0000 is broken (")
+
+
+def test_report_records_the_resampling_plan(features) -> None:
+    report = status_report(features, [P, P])
+    assert report["features"]["resampling"] == {
+        "method": "grouped",
+        "column": "source",
+        "groups": 5,
+        "distinct_resamples": 126,
+        "min_groups": 5,
+    }
+    assert report["features"]["warnings"] == []
+
+
+def test_report_warns_when_rows_are_treated_as_independent(features) -> None:
+    bare = features_from_frame(features.frame.drop(columns=["source"]))
+    models = [ModelRef(name="m0", path=Path("m0.onnx"))]
+    result = find_first_regression(1, lambda i: status_record(i, P))
+    report = build_report(
+        result,
+        models=models,
+        features=bare,
+        thresholds=GATE,
+        settings=MetricSettings(statistical=True, bootstrap=100),
+        scored=1,
+        from_store=0,
+        wall_time_s=0.1,
+    )
+    assert report["features"]["resampling"]["method"] == "rows"
+    assert "treats its 50 rows as independent" in report["features"]["warnings"][0]
+    assert "Warning: the feature cache has no source column" in render_table(report)
+    markdown = render_table(report, fmt=TableFormat.MARKDOWN)
+    assert "**Warning: the feature cache has no source column" in markdown

@@ -5,6 +5,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from bot.repoconfig import (
+    ConfigError,
     Permission,
     RepoConfig,
     config_schema,
@@ -128,3 +129,11 @@ def test_relative_paths_inside_the_repository_are_accepted(path: str) -> None:
 @pytest.mark.parametrize("schedule", ["0 * * * *", "37 4 * * *", "15 2 * * 1-5", "5 */6 1 * *"])
 def test_schedules_at_most_hourly_are_accepted(schedule: str) -> None:
     assert parse_repo_config(f"nightly:\n  schedule: '{schedule}'\n").schedule == schedule
+
+
+def test_statistical_group_by_reaches_the_engine_and_unknown_columns_are_refused() -> None:
+    config = parse_repo_config("statistical: {enabled: true, group_by: encoder}\n")
+    assert config.metric_settings().group_by == "encoder"
+    assert default_config().metric_settings().group_by is None
+    with pytest.raises(ConfigError):
+        parse_repo_config("statistical: {enabled: true, group_by: scene}\n")
