@@ -27,7 +27,10 @@ def add_parser(commands: Any) -> None:
         "--features", type=Path, required=True, help="the feature table the LOSO ran on"
     )
     verdict.add_argument(
-        "--models", type=Path, nargs="+", required=True, help="every model the verdict promotes"
+        "--models",
+        type=Path,
+        nargs="+",
+        help="every model the verdict promotes (default: the final models the LOSO reports bind)",
     )
     verdict.add_argument(
         "--out", type=Path, help="where the verdict goes (default: the LOSO folder)"
