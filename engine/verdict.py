@@ -553,12 +553,14 @@ def _trace_models(models: Sequence[BoundModel], reports: Sequence[LosoReport]) -
 
 
 def _final_model_files(reports: Sequence[LosoReport]) -> list[Path]:
-    """Return the final model files the reports bind, resolved against each report's folder."""
-    return [
+    """Return the final model files the reports bind (each once), resolved against each report's folder."""
+    files = [
         Path(os.path.normpath(report.path.parent / report.final_model.path))
         for report in reports
         if report.final_model is not None
     ]
+    # One file bound by two seeds is bound once here and refused as a binding reason (HOLD).
+    return list({file.resolve(): file for file in files}.values())
 
 
 def _binding_reasons(

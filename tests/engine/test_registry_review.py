@@ -425,6 +425,7 @@ def test_verdict_inputs_names_every_bound_file_relative_to_the_verdict(work: Wor
         *(f"../../../runs/loso/loso_seed{seed}.json" for seed in GOOD),
         f"../../{V04}.onnx",
         f"../../{V04}.onnx.data",
+        *(f"../../../runs/loso/final_seed{seed}.onnx" for seed in (1, 2, 3, 4)),
     )
 
 

@@ -157,12 +157,23 @@ def run_decide(evidence: Evidence, **thresholds: Any) -> Path:
     outcome = decide(
         evidence.loso,
         features=evidence.features,
-        models=evidence.models,
         out=evidence.out,
         thresholds=GateThresholds(**thresholds),
         argv=["verdict", str(evidence.loso)],
     )
     return outcome.path
+
+
+def final_of(directory: Path, seed: int) -> dict[str, str]:
+    """Return the final model a seed's report in ``directory`` binds."""
+    document = json.loads((directory / f"loso_seed{seed}.json").read_text(encoding="utf-8"))
+    return dict(document["final_model"])
+
+
+def rewrite_loso(evidence: Evidence, corpus_hash: str) -> None:
+    """Replace the LOSO folder with reports on ``corpus_hash`` binding the same final models."""
+    shutil.rmtree(evidence.loso)
+    write_loso(evidence.loso, corpus_hash, models=dict(enumerate(evidence.models[:2])))
 
 
 def bind_final_models(directory: Path, models: list[Path]) -> None:
@@ -210,7 +221,7 @@ def test_decide_writes_only_promote_and_removes_a_stale_hold(evidence: Evidence)
     assert outcome.removed == evidence.out / "HOLD.json"
     assert sorted(p.name for p in evidence.out.iterdir()) == ["PROMOTE.json"]
     document = json.loads(outcome.path.read_text(encoding="utf-8"))
-    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 1
+    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 2
     assert document["verdict"] == "PROMOTE" and document["reasons"] == []
     assert document["gate"]["passed"] is True
 
@@ -227,6 +238,7 @@ def test_decide_writes_only_hold_and_removes_a_stale_promote_when_the_gate_fails
             dry_run=True,
             rows=20,
             corpus_hash=load_features(evidence.features).content_hash,
+            final_model=final_of(evidence.loso, 4),
         ),
     )
     outcome = decide(
@@ -240,8 +252,7 @@ def test_decide_writes_only_hold_and_removes_a_stale_promote_when_the_gate_fails
 
 
 def test_decide_holds_when_the_loso_corpus_is_not_the_feature_table(evidence: Evidence) -> None:
-    shutil.rmtree(evidence.loso)
-    write_loso(evidence.loso, "c" * 64)
+    rewrite_loso(evidence, "c" * 64)
     outcome = decide(
         evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
     )
@@ -255,10 +266,14 @@ def test_decide_holds_when_the_loso_corpus_is_not_the_feature_table(evidence: Ev
 
 
 def test_decide_holds_when_a_source_of_the_table_is_never_held_out(evidence: Evidence) -> None:
-    shutil.rmtree(evidence.loso)
     digest = load_features(evidence.features).content_hash
     for seed in GOOD:
-        document = loso_document(seed, plcc=dict.fromkeys(SOURCES[:3], 0.962), corpus_hash=digest)
+        document = loso_document(
+            seed,
+            plcc=dict.fromkeys(SOURCES[:3], 0.962),
+            corpus_hash=digest,
+            final_model=final_of(evidence.loso, seed),
+        )
         write_report(evidence.loso, document)
     outcome = decide(
         evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
@@ -279,10 +294,11 @@ def test_decide_binds_paths_relative_to_the_verdict_folder(evidence: Evidence) -
     assert [r["path"] for r in bound["loso_reports"]] == [
         f"../../../runs/loso/loso_seed{seed}.json" for seed in range(5)
     ]
-    inline, external = bound["models"]
+    inline, external, *_ = bound["models"]
     assert inline == {
         "path": "../../fr-mlp-v03.onnx",
         "sha256": sha256_file(evidence.models[0]),
+        "seed": 0,
         "external_data": [],
     }
     data = evidence.models[1].parent / "fr-mlp-v04.onnx.data"
@@ -480,8 +496,7 @@ def test_verify_raises_when_the_verdict_file_is_missing(tmp_path: Path) -> None:
 def test_verify_fails_when_a_promote_is_forged_over_reports_of_other_data(
     evidence: Evidence,
 ) -> None:
-    shutil.rmtree(evidence.loso)
-    write_loso(evidence.loso, "c" * 64)
+    rewrite_loso(evidence, "c" * 64)
     hold = run_decide(evidence)
     document = json.loads(hold.read_text(encoding="utf-8"))
     document.update(verdict="PROMOTE", reasons=[])
@@ -579,7 +594,9 @@ def test_verify_refuses_a_model_appended_to_a_promote_that_no_loso_report_binds(
 ) -> None:
     verdict = run_decide(evidence)
     assert verify_verdict(verdict, registry=evidence.registry).ok
-    extra = onnx_factory.save(onnx_factory.linear_model(bias=42.0), evidence.root / "extra.onnx")
+    extra = onnx_factory.save(
+        onnx_factory.linear_model(bias=42.0), evidence.root / "model" / "x.onnx"
+    )
     append_model(verdict, extra, seed=seed)
     write_registry(
         evidence.registry,
@@ -593,13 +610,13 @@ def test_verify_refuses_a_model_appended_to_a_promote_that_no_loso_report_binds(
     digest = sha256_file(extra)[:12]
     if seed == 2:
         assert result.problems == (
-            "model ../../../extra.onnx: seed 2 is already traced to model "
+            "model ../../x.onnx: seed 2 is already traced to model "
             "../../../runs/loso/final_seed2.onnx",
         )
     else:
         why = "it names no seed" if seed is None else "seed 7 has no LOSO report here"
         assert result.problems == (
-            f"model ../../../extra.onnx (sha256 {digest}…): no LOSO report of the verdict binds "
+            f"model ../../x.onnx (sha256 {digest}…): no LOSO report of the verdict binds "
             f"it ({why}); only the seeds' final models can be promoted",
         )
 
@@ -636,7 +653,6 @@ def test_one_member_bound_by_two_seeds_holds_and_never_verifies(evidence: Eviden
         f"LOSO seeds 0,1 bind the same final model (sha256 {digest}…): one model file cannot "
         "be the final model of two seeds"
     )
-    assert "model ../../../runs/loso/final_seed0.onnx" not in outcome.reasons
 
 
 def test_verify_refuses_a_model_listed_twice(evidence: Evidence) -> None:
@@ -675,7 +691,7 @@ def test_verify_refuses_a_promote_forged_over_version_1_reports(evidence: Eviden
         "LOSO seed 0 (loso_seed0.json) is a schema_version 1 report that binds no final model, "
         "so it cannot back a promotion; re-run 'model-guard loso'"
     )
-    assert len(problems) == 5 + 5  # each seed binds nothing; each model is then unbound
+    assert len(problems) == 5  # one line per seed; the models' recorded seeds are all known
 
 
 def test_verify_refuses_a_report_rehashed_to_bind_another_final_model(
