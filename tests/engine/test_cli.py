@@ -260,3 +260,21 @@ def test_ensemble_eval_refuses_a_missing_feature_file(capsys: pytest.CaptureFixt
     )
     assert code == 1
     assert "nowhere.parquet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("final_models", "needle"),
+    [
+        (["0"], "--final-models takes SEED=MODEL pairs, not '0'"),
+        (["0=README.md", "0=app.yml"], "--final-models names seed 0 twice"),
+        (["0=README.md"], "missing seed(s) [1], unknown seed(s) none"),
+    ],
+)
+def test_loso_refuses_bad_final_models_before_training(
+    tmp_path: Path, final_models: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["loso", "--features", FEATURES, "--seeds", "0,1", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--final-models", *final_models]) == 1
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
