@@ -201,7 +201,12 @@ def test_loso_dry_run_writes_reports_that_the_gate_refuses(
         )
         == 0
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loso_seed0.json", "loso_seed1.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "final_seed0.onnx",  # each seed's final model, bound by its report
+        "final_seed1.onnx",
+        "loso_seed0.json",
+        "loso_seed1.json",
+    ]
     assert main(["gate", str(tmp_path), "--seeds", "0,1"]) == 1
     assert "dry" in capsys.readouterr().out.lower()
 
