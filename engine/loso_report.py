@@ -17,7 +17,9 @@ from engine.evidence import decode_float, encode_float, read_json, schema_proble
 from engine.hashing import sha256_bytes
 
 LOSO_SCHEMA = "model-guard/loso-report"
-LOSO_SCHEMA_VERSION = 1
+LOSO_SCHEMA_VERSION = 2
+"""Version 2 binds the seed's final model; version 1 reports are still read (and judged by the
+gate) but bind no model, so they can never back a promotion."""
 LOSO_SCHEMA_FILE = "loso-report.schema.json"
 LOSO_GLOB = "loso_seed*.json"
 # A report's own summary must agree with its folds to this many PLCC units.
@@ -36,6 +38,21 @@ class Corpus:
     def to_dict(self) -> dict[str, Any]:
         """Return the corpus as the report writes it."""
         return {"path": self.path, "content_hash": self.content_hash, "rows": self.rows}
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The model that ships for a seed: trained on every source with the report's settings and seed.
+
+    ``path`` is relative to the report's folder ('/'-separated); ``sha256`` is of its bytes.
+    """
+
+    path: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the binding as the report writes it."""
+        return {"path": self.path, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,8 @@ class LosoReport:
     corpus: Corpus
     folds: tuple[Fold, ...]
     hyperparameters: Mapping[str, Any] = field(repr=False, compare=False)
+    final_model: FinalModel | None = None
+    schema_version: int = LOSO_SCHEMA_VERSION
 
     @property
     def nan_folds(self) -> tuple[str, ...]:
@@ -125,6 +144,7 @@ def loso_document(
     dry_run: bool,
     hyperparameters: Mapping[str, Any],
     provenance: Mapping[str, Any],
+    final_model: FinalModel,
 ) -> dict[str, Any]:
     """Return one seed's ``model-guard/loso-report`` document, checked against its schema."""
     document = {
@@ -134,6 +154,7 @@ def loso_document(
         "dry_run": dry_run,
         "corpus": corpus.to_dict(),
         "hyperparameters": dict(hyperparameters),
+        "final_model": final_model.to_dict(),
         "folds": [fold.to_dict() for fold in result.folds],
         "summary": result.summary(),
         "run_provenance": dict(provenance),
@@ -190,6 +211,7 @@ def load_loso_report(path: Path) -> LosoReport:
     if seed != int(match.group(1)):
         raise EvidenceError(f"{path}: /seed is {seed} but the file name says seed {match.group(1)}")
     corpus = document["corpus"]
+    final = document.get("final_model")
     report = LosoReport(
         path=path,
         sha256=sha256_bytes(loaded.raw),
@@ -202,6 +224,10 @@ def load_loso_report(path: Path) -> LosoReport:
         ),
         folds=tuple(Fold.from_dict(entry) for entry in document["folds"]),
         hyperparameters=dict(document["hyperparameters"]),
+        final_model=None
+        if final is None
+        else FinalModel(path=str(final["path"]), sha256=str(final["sha256"])),
+        schema_version=int(document["schema_version"]),
     )
     _check_summary(report, document["summary"])
     return report

@@ -9,7 +9,7 @@ GitHub App; see docs/promotion.md.
 
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # engine.registry is imported where it is used, to keep this 
     from engine.registry import ModelEntry
 
 SCHEMA = "model-guard/verdict"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 traces every bound model to the LOSO seed whose report binds it (``seed``)."""
 VERDICT_SCHEMA_FILE = "verdict.schema.json"
 # Exit codes: `model-guard verdict` 0 PROMOTE / 1 HOLD, `verdict verify` 0 verified / 1 not;
 # bad input (an EngineError) is 2 for both.
@@ -74,12 +75,14 @@ class BoundModel:
     path: str
     sha256: str
     external_data: tuple[BoundFile, ...]
+    seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the binding as a JSON-ready dict."""
         return {
             "path": self.path,
             "sha256": self.sha256,
+            "seed": self.seed,
             "external_data": [item.to_dict() for item in self.external_data],
         }
 
@@ -136,15 +139,16 @@ def decide(
     directory: Path,
     *,
     features: Path,
-    models: Sequence[Path],
+    models: Sequence[Path] | None = None,
     out: Path,
     thresholds: GateThresholds | None = None,
     argv: Sequence[str] = (),
 ) -> VerdictOutcome:
     """Judge the LOSO reports in ``directory`` and write exactly one of PROMOTE.json / HOLD.json to ``out``.
 
-    PROMOTE needs the gate to pass and the reports' corpus to be ``features`` (same decoded
-    content hash, every source held out). Bad input raises an EngineError and writes nothing.
+    PROMOTE needs the gate to pass, the reports' corpus to be ``features`` (same decoded
+    content hash, every source held out) and ``models`` to be exactly the final models the
+    reports bind, one per seed (``models`` defaults to those files). Bad input raises an EngineError and writes nothing.
     The file of the other kind is removed first, so a crash can leave no verdict, never two.
     """
     from engine.evidence import write_json
@@ -152,16 +156,22 @@ def decide(
 
     started = utc_now()
     thresholds = GateThresholds() if thresholds is None else thresholds
+    reports = load_loso_reports(directory)
+    if models is None:
+        models = _final_model_files(reports)
     if not models:
         raise UsageError("no models given: a verdict must name the models it judges (--models)")
-    reports = load_loso_reports(directory)
     table = load_features(features)
     out = Path(out)
     _make_folder(out)
     base = out.resolve()
-    bound_models = _bind_models(models, base=base)
+    bound_models = _trace_models(_bind_models(models, base=base), reports)
     gate = evaluate_gate(reports, thresholds)
-    reasons = (*gate.reasons, *_binding_reasons(reports, table, label=Path(features).name))
+    reasons = (
+        *gate.reasons,
+        *_binding_reasons(reports, table, label=Path(features).name),
+        *model_binding_problems(reports, [model.to_dict() for model in bound_models]),
+    )
     verdict = Verdict.HOLD if reasons else Verdict.PROMOTE
     target = out / verdict.file_name
     stale = out / (Verdict.HOLD if verdict is Verdict.PROMOTE else Verdict.PROMOTE).file_name
@@ -223,6 +233,14 @@ def verify_verdict(
     """
     path = Path(verdict_path)
     document = read_json(path).value
+    if isinstance(document, dict) and document.get("schema_version") == 1:
+        return _result(
+            [
+                f"verdict {path.name} is schema_version 1: it traces no model to a LOSO seed, so it "
+                "cannot back a promotion; re-run 'model-guard loso' and 'model-guard verdict'"
+            ],
+            None,
+        )
     schema = schema_problems(document, VERDICT_SCHEMA_FILE)
     if schema:
         return _result([f"verdict {path.name} {problem}" for problem in schema], None)
@@ -235,6 +253,7 @@ def verify_verdict(
     for model in bound["models"]:
         _check_model(model, locator, problems)
     if reports is not None:
+        problems.extend(model_binding_problems(reports, bound["models"]))
         _check_gate(document["gate"], reports, verdict, problems=problems)
         if table is not None and verdict is Verdict.PROMOTE:
             label = str(bound["features"]["path"])
@@ -458,6 +477,91 @@ def coverage_problem(models: Sequence[Mapping[str, Any]], entry: "ModelEntry") -
         f"registry would promote {entry.id} (sha256 {_short(entry.sha256)}) "
         "which the verdict does not cover"
     )
+
+
+def model_binding_problems(
+    reports: Sequence[LosoReport], models: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Return why the verdict's models are not exactly the LOSO reports' final models, one per seed.
+
+    Refused, one line each naming the model or seed: a report that binds no final model
+    (schema_version 1), one file bound by two seeds, a model no report binds (no seed, or
+    a seed with no report), a model or seed listed twice, a model whose sha256 differs from
+    its seed's final model, and a seed whose final model is missing from the verdict.
+    """
+    problems: list[str] = []
+    by_seed = {report.seed: report for report in reports}
+    finals: dict[str, list[int]] = {}
+    for report in reports:
+        if report.final_model is None:
+            problems.append(
+                f"LOSO seed {report.seed} ({report.path.name}) is a schema_version "
+                f"{report.schema_version} report that binds no final model, so it cannot back a "
+                "promotion; re-run 'model-guard loso'"
+            )
+        else:
+            finals.setdefault(report.final_model.sha256, []).append(report.seed)
+    for digest, seeds in finals.items():
+        if len(seeds) > 1:
+            problems.append(
+                f"LOSO seeds {_seeds(seeds)} bind the same final model (sha256 {_short(digest)}): "
+                "one model file cannot be the final model of two seeds"
+            )
+    traced: dict[int, str] = {}
+    listed: dict[str, str] = {}
+    for model in models:
+        relative, digest, seed = str(model["path"]), str(model["sha256"]), model.get("seed")
+        if digest in listed:
+            problems.append(f"model {relative}: bound twice (same sha256 as {listed[digest]})")
+            continue
+        listed[digest] = relative
+        if seed is None or seed not in by_seed:
+            why = "it names no seed" if seed is None else f"seed {seed} has no LOSO report here"
+            problems.append(
+                f"model {relative} (sha256 {_short(digest)}): no LOSO report of the verdict binds "
+                f"it ({why}); only the seeds' final models can be promoted"
+            )
+            continue
+        if seed in traced:
+            problems.append(
+                f"model {relative}: seed {seed} is already traced to model {traced[seed]}"
+            )
+            continue
+        traced[seed] = relative
+        final = by_seed[seed].final_model
+        if final is not None and final.sha256 != digest:
+            problems.append(
+                f"model {relative} (seed {seed}): sha256 {_short(digest)}, but "
+                f"{by_seed[seed].path.name} binds final model {final.path} with sha256 "
+                f"{_short(final.sha256)}"
+            )
+    for report in reports:
+        if report.final_model is not None and report.seed not in traced:
+            problems.append(
+                f"LOSO seed {report.seed}: its final model {report.final_model.path} "
+                f"({report.path.name}) is missing from the verdict's models"
+            )
+    return problems
+
+
+def _trace_models(models: Sequence[BoundModel], reports: Sequence[LosoReport]) -> list[BoundModel]:
+    """Give every bound model the seed whose report binds its sha256 (None when no report does)."""
+    seeds: dict[str, int] = {}
+    for report in reports:
+        if report.final_model is not None:
+            seeds.setdefault(report.final_model.sha256, report.seed)
+    return [replace(model, seed=seeds.get(model.sha256)) for model in models]
+
+
+def _final_model_files(reports: Sequence[LosoReport]) -> list[Path]:
+    """Return the final model files the reports bind (each once), resolved against each report's folder."""
+    files = [
+        Path(os.path.normpath(report.path.parent / report.final_model.path))
+        for report in reports
+        if report.final_model is not None
+    ]
+    # One file bound by two seeds is bound once here and refused as a binding reason (HOLD).
+    return list({file.resolve(): file for file in files}.values())
 
 
 def _binding_reasons(

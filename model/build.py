@@ -1,7 +1,8 @@
 """Rebuild this project's own model registry from the golden cache: ``python model/build.py``.
 
 It trains a timeline of FR models (successive versions, one of them a genuinely worse
-checkpoint), a 5-member deep ensemble with its manifest, the per-seed LOSO reports, runs
+checkpoint), a 5-member deep ensemble with its manifest, the per-seed LOSO reports (the
+report of seed k binds member k, seeded k, as that seed's final model), runs
 the promotion gate and writes the verdict the gate produced. Ensemble rows are flipped to
 ``smoke: false`` only when that verdict is PROMOTE and ``verdict verify`` passes.
 Everything goes through the engine's public API; nothing here is hand-edited.
@@ -67,7 +68,16 @@ def build() -> None:
     registry = ROOT / "registry.json"
     _write_registry(registry, rows)
     evidence = ROOT / "evidence" / ENSEMBLE
-    run_loso(table, seeds=(0, 1, 2, 3, 4), out_dir=evidence, argv=["model/build.py"])
+    # The members ARE the seeds' final models (member k is seeded k with the LOSO settings):
+    # each LOSO report binds its member by sha256, so the verdict can promote only them.
+    seeds = tuple(range(len(members)))
+    run_loso(
+        table,
+        seeds=seeds,
+        out_dir=evidence,
+        argv=["model/build.py"],
+        final_models=dict(zip(seeds, members, strict=True)),
+    )
     outcome = decide(
         evidence,
         features=FEATURES,

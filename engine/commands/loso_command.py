@@ -1,10 +1,12 @@
 """``model-guard loso``: leave-one-source-out training and evaluation, one report per seed."""
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from engine.commands.arguments import MAX_EPOCHS, existing_file, output_folder, whole_number_in
 from engine.commands.options import EXIT_OK, seed_list
+from engine.errors import UsageError
 
 
 def add_parser(commands: Any) -> None:
@@ -28,6 +30,17 @@ def add_parser(commands: Any) -> None:
     loso.add_argument(
         "--sequential", action="store_true", help="train folds one by one (reference path)"
     )
+    loso.add_argument(
+        "--models-out",
+        type=output_folder,
+        help="folder for each seed's final model final_seed{N}.onnx (default: --out)",
+    )
+    loso.add_argument(
+        "--final-models",
+        nargs="+",
+        metavar="SEED=MODEL",
+        help="already-trained final models, one per seed (nothing is trained for them)",
+    )
     loso.set_defaults(run=run)
 
 
@@ -46,7 +59,24 @@ def run(args: argparse.Namespace) -> int:
         batched=not args.sequential,
         progress=True,
         argv=args.argv,
+        final_models=_final_models(args.final_models),
+        models_out=args.models_out,
     )
     for path in written:
         print(f"wrote {path}")
     return EXIT_OK
+
+
+def _final_models(pairs: list[str] | None) -> dict[int, Path] | None:
+    """Parse ``SEED=MODEL`` pairs; None when none were given."""
+    if pairs is None:
+        return None
+    models: dict[int, Path] = {}
+    for pair in pairs:
+        seed, sep, model = pair.partition("=")
+        if not sep or not seed.isdigit() or not model:
+            raise UsageError(f"--final-models takes SEED=MODEL pairs, not {pair!r}")
+        if int(seed) in models:
+            raise UsageError(f"--final-models names seed {seed} twice")
+        models[int(seed)] = Path(model)
+    return models

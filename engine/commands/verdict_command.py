@@ -30,8 +30,7 @@ def add_parser(commands: Any) -> None:
         "--models",
         type=existing_file,
         nargs="+",
-        required=True,
-        help="every model the verdict promotes",
+        help="every model the verdict promotes (default: the final models the LOSO reports bind)",
     )
     verdict.add_argument(
         "--out", type=output_folder, help="where the verdict goes (default: the LOSO folder)"

@@ -9,11 +9,15 @@ reference: a Python loop of separate ``train_network`` calls with the same seeds
 two give the same fold metrics up to float32 summation order (well under 1e-4 PLCC).
 
 Each seed's result is written to ``loso_seed<N>.json`` by ``engine.loso_report``, which
-``engine.gate`` reads back.
+``engine.gate`` reads back. Every report binds its seed's final model (the file that
+ships): by default a network trained with the same settings and seed on EVERY source,
+exported as byte-stable ONNX to ``final_seed<N>.onnx``; or an already-trained file named
+per seed (``final_models``), as model/build.py does with the ensemble members.
 """
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,14 @@ import numpy as np
 
 from engine.codec import codec_block, codec_vocabulary
 from engine.errors import FeatureCacheError, UsageError
+from engine.evidence import write_bytes
 from engine.features import SOURCE, FeatureTable
+from engine.hashing import sha256_file
 from engine.loso_report import (
     LOSO_SCHEMA,
     LOSO_SCHEMA_VERSION,
     Corpus,
+    FinalModel,
     Fold,
     SeedResult,
     loso_document,
@@ -111,12 +118,19 @@ def run_loso(
     batched: bool = True,
     progress: bool = False,
     argv: Sequence[str] = (),
+    final_models: Mapping[int, Path] | None = None,
+    models_out: Path | None = None,
 ) -> list[Path]:
     """Run LOSO for every seed and write ``out_dir/loso_seed<N>.json``; return the paths written.
 
     ``epochs`` overrides ``config.epochs``; ``dry_run`` trains ``DRY_RUN_EPOCHS`` epochs
-    and marks the reports so the promotion gate refuses them.
+    and marks the reports so the promotion gate refuses them. Each report binds its seed's
+    final model: ``final_models[seed]`` when given (one existing file per seed), otherwise
+    a network trained on every source with the same settings and seed, written to
+    ``models_out`` (default ``out_dir``) as ``final_seed<N>.onnx``.
     """
+    if final_models is not None:
+        _check_final_models(final_models, seeds)
     if dry_run:
         config = replace(config, epochs=DRY_RUN_EPOCHS)
     elif epochs is not None:
@@ -125,6 +139,15 @@ def run_loso(
     results = evaluate_loso(
         features, seeds=seeds, config=config, batched=batched, progress=progress
     )
+    out_dir = Path(out_dir)
+    if final_models is None:
+        final_models = train_final_models(
+            features,
+            seeds=seeds,
+            out_dir=out_dir if models_out is None else Path(models_out),
+            config=config,
+            progress=progress,
+        )
     finished = utc_now()
     provenance = build_provenance(
         schema=LOSO_SCHEMA,
@@ -146,10 +169,65 @@ def run_loso(
                 dry_run=dry_run,
                 batched=batched,
                 provenance=provenance,
+                final_model=_bind_final(final_models[result.seed], out_dir),
             ),
         )
         for result in results
     ]
+
+
+def train_final_models(
+    features: FeatureTable,
+    *,
+    seeds: Sequence[int],
+    out_dir: Path,
+    config: TrainConfig = DEFAULT_CONFIG,
+    progress: bool = False,
+) -> dict[int, Path]:
+    """Train each seed's network on EVERY row and export it as ``out_dir/final_seed<N>.onnx``."""
+    from engine.train.export import export_network
+
+    matrix, target = features.matrix(), features.target()
+    codec = codec_block(features) if config.codec else None
+    written: dict[int, Path] = {}
+    for seed in _check_seeds(seeds):
+        network = train_network(
+            matrix,
+            target,
+            seed=seed,
+            config=config,
+            codec=codec,
+            progress=progress,
+            label=f"final model seed {seed}",
+        )
+        path = Path(out_dir) / f"final_seed{seed}.onnx"
+        doc = f"model-guard LOSO final model, seed {seed}, trained on every source"
+        write_bytes(path, export_network(network, name=f"final_seed{seed}", doc=doc))
+        written[seed] = path
+    return written
+
+
+def _check_final_models(final_models: Mapping[int, Path], seeds: Sequence[int]) -> None:
+    """Require exactly one existing model file per seed."""
+    missing = sorted(set(seeds) - set(final_models))
+    extra = sorted(set(final_models) - set(seeds))
+    if missing or extra:
+        raise UsageError(
+            f"final models must name exactly one file per seed: missing seed(s) {missing or 'none'}, "
+            f"unknown seed(s) {extra or 'none'}"
+        )
+    for seed, path in final_models.items():
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: final model of seed {seed} not found")
+    files = [Path(path).resolve() for path in final_models.values()]
+    if len(set(files)) != len(files):
+        raise UsageError("one model file is named as the final model of two seeds")
+
+
+def _bind_final(path: Path, out_dir: Path) -> FinalModel:
+    """Bind a final model by sha256, its path relative to the report folder."""
+    relative = os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())
+    return FinalModel(path=Path(relative).as_posix(), sha256=sha256_file(Path(path)))
 
 
 def _document(
@@ -160,6 +238,7 @@ def _document(
     dry_run: bool,
     batched: bool,
     provenance: dict[str, Any],
+    final_model: FinalModel,
 ) -> dict[str, Any]:
     """Return one seed's report document: the run's corpus and hyperparameters around its folds."""
     hyperparameters = {
@@ -179,6 +258,7 @@ def _document(
         dry_run=dry_run,
         hyperparameters=hyperparameters,
         provenance=provenance,
+        final_model=final_model,
     )
 
 

@@ -206,7 +206,12 @@ def test_loso_dry_run_writes_reports_that_the_gate_refuses(
         )
         == 0
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loso_seed0.json", "loso_seed1.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "final_seed0.onnx",  # each seed's final model, bound by its report
+        "final_seed1.onnx",
+        "loso_seed0.json",
+        "loso_seed1.json",
+    ]
     assert main(["gate", str(tmp_path), "--seeds", "0,1"]) == 1
     assert "dry" in capsys.readouterr().out.lower()
 
@@ -330,3 +335,21 @@ def test_group_by_groups_by_the_named_column_and_refuses_an_unreadable_one(
     assert "at least 5 encoder groups" in capsys.readouterr().err
     assert _statistical(FEATURES, "--group-by", "scene") == 1
     assert "--group-by must be one of source, encoder, param" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("final_models", "needle"),
+    [
+        (["0"], "--final-models takes SEED=MODEL pairs, not '0'"),
+        (["0=README.md", "0=app.yml"], "--final-models names seed 0 twice"),
+        (["0=README.md"], "missing seed(s) [1], unknown seed(s) none"),
+    ],
+)
+def test_loso_refuses_bad_final_models_before_training(
+    tmp_path: Path, final_models: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["loso", "--features", FEATURES, "--seeds", "0,1", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--final-models", *final_models]) == 1
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

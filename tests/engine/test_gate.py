@@ -30,8 +30,14 @@ def loso_document(
     dry_run: bool = False,
     corpus_hash: str = CORPUS,
     rows: int = 40,
+    final_model: Mapping[str, str] | None = None,
+    schema_version: int = 2,
 ) -> dict[str, Any]:
-    """Return a schema-valid LOSO report whose summary agrees with its folds."""
+    """Return a schema-valid LOSO report whose summary agrees with its folds.
+
+    Version 2 binds ``final_model`` (a placeholder file name and hash unless given);
+    version 1 binds none.
+    """
     values = plcc if isinstance(plcc, Mapping) else dict.fromkeys(SOURCES, plcc)
     folds = [
         {
@@ -47,13 +53,17 @@ def loso_document(
     finite = [value for value in values.values() if value is not None]
     nan = [name for name, value in values.items() if value is None]
     mean = None if nan else math.fsum(finite) / len(finite)
+    if final_model is None:
+        final_model = {"path": f"final_seed{seed}.onnx", "sha256": f"{seed:064x}"}
+    bound = {"final_model": dict(final_model)} if schema_version == 2 else {}
     return {
         "schema": "model-guard/loso-report",
-        "schema_version": 1,
+        "schema_version": schema_version,
         "seed": seed,
         "dry_run": dry_run,
         "corpus": {"path": "features.parquet", "content_hash": corpus_hash, "rows": rows},
         "hyperparameters": {"epochs": 3, "hidden": [16, 8]},
+        **bound,
         "folds": folds,
         "summary": {
             "mean_plcc": mean,

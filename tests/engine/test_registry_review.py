@@ -37,7 +37,13 @@ from engine.registry_review import (
 from engine.scoring import ScoringLimits
 from engine.verdict import decide
 from tests.engine import onnx_factory
-from tests.engine.test_verdict import GOOD, feature_frame, write_loso, write_parquet
+from tests.engine.test_verdict import (
+    GOOD,
+    bind_final_models,
+    feature_frame,
+    write_loso,
+    write_parquet,
+)
 
 REGISTRY = "model/registry.json"
 V03, V04, V05 = "fr-mlp-v03", "fr-mlp-v04", "fr-mlp-v05"
@@ -88,10 +94,10 @@ class Work:
 
     def verdict(self, name: str, models: list[str], *, loso: str = "runs/loso", **gate: Any) -> str:
         """Decide over the LOSO reports in ``loso`` for ``models``; return the verdict's repo path."""
+        bind_final_models(self.root / loso, [self.files[model_id] for model_id in models])
         outcome = decide(
             self.root / loso,
             features=self.root / "data" / "features.parquet",
-            models=[self.files[model_id] for model_id in models],
             out=self.model / "evidence" / name,
             thresholds=GateThresholds(**gate),
         )
@@ -443,6 +449,7 @@ def test_verdict_inputs_names_every_bound_file_relative_to_the_verdict(work: Wor
         *(f"../../../runs/loso/loso_seed{seed}.json" for seed in GOOD),
         f"../../{V04}.onnx",
         f"../../{V04}.onnx.data",
+        *(f"../../../runs/loso/final_seed{seed}.onnx" for seed in (1, 2, 3, 4)),
     )
 
 
@@ -499,3 +506,29 @@ def test_row_pointed_at_a_missing_file_is_checked_even_with_the_same_hash(work: 
     [annotation] = review.annotations
     assert annotation.line == row_lines(text)[V03]
     assert annotation.message == f"{REGISTRY}#/models/0/onnx: file moved/fr-mlp-v03.onnx not found"
+
+
+def test_model_appended_to_an_honest_verdict_does_not_back_its_flip(work: Work) -> None:
+    work.registry([(V03, False), (V04, True), (V05, True)])
+    work.commit_base()
+    work.registry([(V03, False), (V04, False), (V05, False)])
+    verdict = work.verdict("v04", [V04])
+    path = work.root / verdict
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["bound_to"]["models"].append(
+        {
+            "path": f"../../{V05}.onnx",
+            "sha256": sha256_file(work.files[V05]),
+            "seed": 0,
+            "external_data": [],
+        }
+    )
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    review = work.review((verdict,))
+    assert not review.ok
+    problems = {p.model_id: p.problems for p in review.promotions}
+    expected = (
+        f"{verdict}: model ../../{V05}.onnx: seed 0 is already traced to model ../../{V04}.onnx"
+    )
+    assert expected in problems[V05]
+    assert expected in problems[V04]  # the forged verdict backs nothing at all

@@ -1,7 +1,9 @@
 """Promotion verdicts: exactly one file, bound by hash to its evidence, and verification of each binding."""
 
 import json
+import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,10 +56,41 @@ def write_parquet(frame: pd.DataFrame, path: Path, **options: Any) -> Path:
     return path
 
 
-def write_loso(directory: Path, corpus_hash: str, plccs: dict[int, float] = GOOD) -> None:
-    """Write one report per seed, all trained on ``corpus_hash``."""
+def write_loso(
+    directory: Path,
+    corpus_hash: str,
+    plccs: dict[int, float] = GOOD,
+    *,
+    models: Mapping[int, Path] | None = None,
+    schema_version: int = 2,
+) -> list[Path]:
+    """Write one report per seed, all trained on ``corpus_hash``; return the final models bound.
+
+    Seed N binds ``models[N]`` when given, else a small ONNX model of its own written to
+    ``directory/final_seed<N>.onnx`` (version 1 reports bind nothing).
+    """
+    finals: list[Path] = []
     for seed, value in plccs.items():
-        write_report(directory, loso_document(seed, plcc=value, corpus_hash=corpus_hash, rows=20))
+        model = (models or {}).get(seed)
+        if model is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            model = directory / f"final_seed{seed}.onnx"
+            onnx_factory.save(onnx_factory.linear_model(bias=10.0 + seed), model)
+        finals.append(model)
+        final = {
+            "path": Path(os.path.relpath(model.resolve(), directory.resolve())).as_posix(),
+            "sha256": sha256_file(model),
+        }
+        document = loso_document(
+            seed,
+            plcc=value,
+            corpus_hash=corpus_hash,
+            rows=20,
+            final_model=final,
+            schema_version=schema_version,
+        )
+        write_report(directory, document)
+    return finals
 
 
 def write_registry(path: Path, models: list[tuple[str, Path, bool]]) -> Path:
@@ -96,7 +129,6 @@ def build_evidence(tmp_path: Path) -> Evidence:
     """Build a passing set of evidence under ``tmp_path`` (four sources, seeds 0-4)."""
     features = write_parquet(feature_frame(), tmp_path / "data" / "features.parquet")
     loso = tmp_path / "runs" / "loso"
-    write_loso(loso, load_features(features).content_hash)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     inline = onnx_factory.save(onnx_factory.linear_model(), model_dir / "fr-mlp-v03.onnx")
@@ -105,6 +137,7 @@ def build_evidence(tmp_path: Path) -> Evidence:
         model_dir / "fr-mlp-v04.onnx",
         location="fr-mlp-v04.onnx.data",
     )
+    finals = write_loso(loso, load_features(features).content_hash, models={0: inline, 1: external})
     registry = write_registry(
         model_dir / "registry.json",
         [("fr-mlp-v03", inline, False), ("fr-mlp-v04", external, False)],
@@ -113,7 +146,7 @@ def build_evidence(tmp_path: Path) -> Evidence:
         root=tmp_path,
         features=features,
         loso=loso,
-        models=(inline, external),
+        models=tuple(finals),
         registry=registry,
         out=tmp_path / "model" / "evidence" / "v03",
     )
@@ -124,12 +157,51 @@ def run_decide(evidence: Evidence, **thresholds: Any) -> Path:
     outcome = decide(
         evidence.loso,
         features=evidence.features,
-        models=evidence.models,
         out=evidence.out,
         thresholds=GateThresholds(**thresholds),
         argv=["verdict", str(evidence.loso)],
     )
     return outcome.path
+
+
+def final_of(directory: Path, seed: int) -> dict[str, str]:
+    """Return the final model a seed's report in ``directory`` binds."""
+    document = json.loads((directory / f"loso_seed{seed}.json").read_text(encoding="utf-8"))
+    return dict(document["final_model"])
+
+
+def rewrite_loso(evidence: Evidence, corpus_hash: str) -> None:
+    """Replace the LOSO folder with reports on ``corpus_hash`` binding the same final models."""
+    shutil.rmtree(evidence.loso)
+    write_loso(evidence.loso, corpus_hash, models=dict(enumerate(evidence.models[:2])))
+
+
+def bind_final_models(directory: Path, models: list[Path]) -> None:
+    """Rewrite the folder's LOSO reports so seed k (in seed order) binds ``models[k]``.
+
+    Seeds beyond ``models`` bind a small model of their own (``final_seed<N>.onnx``).
+    """
+    for index, report in enumerate(sorted(directory.glob("loso_seed*.json"))):
+        document = json.loads(report.read_text(encoding="utf-8"))
+        seed = document["seed"]
+        if index < len(models):
+            model = models[index]
+        else:
+            model = directory / f"final_seed{seed}.onnx"
+            onnx_factory.save(onnx_factory.linear_model(bias=10.0 + seed), model)
+        relative = os.path.relpath(model.resolve(), directory.resolve())
+        document["final_model"] = {
+            "path": Path(relative).as_posix(),
+            "sha256": sha256_file(model),
+        }
+        write_report(directory, document)
+
+
+def decide_without_v04(evidence: Evidence) -> Path:
+    """Re-run LOSO so that no seed binds fr-mlp-v04, then decide over the final models."""
+    digest = load_features(evidence.features).content_hash
+    write_loso(evidence.loso, digest, models={0: evidence.models[0]})
+    return decide(evidence.loso, features=evidence.features, out=evidence.out).path
 
 
 def flip_byte(path: Path, offset: int = -1) -> None:
@@ -149,7 +221,7 @@ def test_decide_writes_only_promote_and_removes_a_stale_hold(evidence: Evidence)
     assert outcome.removed == evidence.out / "HOLD.json"
     assert sorted(p.name for p in evidence.out.iterdir()) == ["PROMOTE.json"]
     document = json.loads(outcome.path.read_text(encoding="utf-8"))
-    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 1
+    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 2
     assert document["verdict"] == "PROMOTE" and document["reasons"] == []
     assert document["gate"]["passed"] is True
 
@@ -166,6 +238,7 @@ def test_decide_writes_only_hold_and_removes_a_stale_promote_when_the_gate_fails
             dry_run=True,
             rows=20,
             corpus_hash=load_features(evidence.features).content_hash,
+            final_model=final_of(evidence.loso, 4),
         ),
     )
     outcome = decide(
@@ -179,8 +252,7 @@ def test_decide_writes_only_hold_and_removes_a_stale_promote_when_the_gate_fails
 
 
 def test_decide_holds_when_the_loso_corpus_is_not_the_feature_table(evidence: Evidence) -> None:
-    shutil.rmtree(evidence.loso)
-    write_loso(evidence.loso, "c" * 64)
+    rewrite_loso(evidence, "c" * 64)
     outcome = decide(
         evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
     )
@@ -194,10 +266,14 @@ def test_decide_holds_when_the_loso_corpus_is_not_the_feature_table(evidence: Ev
 
 
 def test_decide_holds_when_a_source_of_the_table_is_never_held_out(evidence: Evidence) -> None:
-    shutil.rmtree(evidence.loso)
     digest = load_features(evidence.features).content_hash
     for seed in GOOD:
-        document = loso_document(seed, plcc=dict.fromkeys(SOURCES[:3], 0.962), corpus_hash=digest)
+        document = loso_document(
+            seed,
+            plcc=dict.fromkeys(SOURCES[:3], 0.962),
+            corpus_hash=digest,
+            final_model=final_of(evidence.loso, seed),
+        )
         write_report(evidence.loso, document)
     outcome = decide(
         evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
@@ -218,10 +294,11 @@ def test_decide_binds_paths_relative_to_the_verdict_folder(evidence: Evidence) -
     assert [r["path"] for r in bound["loso_reports"]] == [
         f"../../../runs/loso/loso_seed{seed}.json" for seed in range(5)
     ]
-    inline, external = bound["models"]
+    inline, external, *_ = bound["models"]
     assert inline == {
         "path": "../../fr-mlp-v03.onnx",
         "sha256": sha256_file(evidence.models[0]),
+        "seed": 0,
         "external_data": [],
     }
     data = evidence.models[1].parent / "fr-mlp-v04.onnx.data"
@@ -320,7 +397,7 @@ def test_verify_fails_naming_the_feature_table_when_one_value_changes(evidence: 
 def test_verify_fails_when_the_registry_promotes_a_model_the_verdict_does_not_cover(
     evidence: Evidence,
 ) -> None:
-    decide(evidence.loso, features=evidence.features, models=evidence.models[:1], out=evidence.out)
+    decide_without_v04(evidence)
     result = verify_verdict(evidence.out / "PROMOTE.json", registry=evidence.registry)
     digest = sha256_file(evidence.models[1])
     assert result.problems == (
@@ -331,7 +408,7 @@ def test_verify_fails_when_the_registry_promotes_a_model_the_verdict_does_not_co
 def test_verify_model_ids_limits_coverage_to_the_models_a_pull_request_flips(
     evidence: Evidence,
 ) -> None:
-    decide(evidence.loso, features=evidence.features, models=evidence.models[:1], out=evidence.out)
+    decide_without_v04(evidence)
     verdict = evidence.out / "PROMOTE.json"
     assert verify_verdict(verdict, registry=evidence.registry, model_ids={"fr-mlp-v03"}).ok
     result = verify_verdict(verdict, registry=evidence.registry, model_ids={"fr-mlp-v99"})
@@ -343,7 +420,7 @@ def test_verify_ignores_registry_models_still_in_smoke(evidence: Evidence) -> No
         evidence.registry,
         [("fr-mlp-v03", evidence.models[0], False), ("fr-mlp-v04", evidence.models[1], True)],
     )
-    decide(evidence.loso, features=evidence.features, models=evidence.models[:1], out=evidence.out)
+    decide_without_v04(evidence)
     assert verify_verdict(evidence.out / "PROMOTE.json", registry=evidence.registry).ok
 
 
@@ -419,8 +496,7 @@ def test_verify_raises_when_the_verdict_file_is_missing(tmp_path: Path) -> None:
 def test_verify_fails_when_a_promote_is_forged_over_reports_of_other_data(
     evidence: Evidence,
 ) -> None:
-    shutil.rmtree(evidence.loso)
-    write_loso(evidence.loso, "c" * 64)
+    rewrite_loso(evidence, "c" * 64)
     hold = run_decide(evidence)
     document = json.loads(hold.read_text(encoding="utf-8"))
     document.update(verdict="PROMOTE", reasons=[])
@@ -495,3 +571,162 @@ def test_cli_promotion_bad_input_exits_2(
     assert main(["verdict", "verify", str(tmp_path / "PROMOTE.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "Traceback" not in err
+
+
+def append_model(verdict: Path, model: Path, *, seed: int | None) -> None:
+    """Append a model to a verdict's bound models with its correct sha256 (the attack)."""
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    relative = os.path.relpath(model.resolve(), verdict.parent.resolve())
+    document["bound_to"]["models"].append(
+        {
+            "path": Path(relative).as_posix(),
+            "sha256": sha256_file(model),
+            "seed": seed,
+            "external_data": [],
+        }
+    )
+    verdict.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+@pytest.mark.parametrize("seed", [None, 7, 2])
+def test_verify_refuses_a_model_appended_to_a_promote_that_no_loso_report_binds(
+    evidence: Evidence, seed: int | None
+) -> None:
+    verdict = run_decide(evidence)
+    assert verify_verdict(verdict, registry=evidence.registry).ok
+    extra = onnx_factory.save(
+        onnx_factory.linear_model(bias=42.0), evidence.root / "model" / "x.onnx"
+    )
+    append_model(verdict, extra, seed=seed)
+    write_registry(
+        evidence.registry,
+        [
+            ("fr-mlp-v03", evidence.models[0], False),
+            ("fr-mlp-v04", evidence.models[1], False),
+            ("fr-mlp-extra", extra, False),
+        ],
+    )
+    result = verify_verdict(verdict, registry=evidence.registry)
+    digest = sha256_file(extra)[:12]
+    if seed == 2:
+        assert result.problems == (
+            "model ../../x.onnx: seed 2 is already traced to model "
+            "../../../runs/loso/final_seed2.onnx",
+        )
+    else:
+        why = "it names no seed" if seed is None else "seed 7 has no LOSO report here"
+        assert result.problems == (
+            f"model ../../x.onnx (sha256 {digest}…): no LOSO report of the verdict binds "
+            f"it ({why}); only the seeds' final models can be promoted",
+        )
+
+
+def test_verify_refuses_a_promote_missing_a_seeds_final_model(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    document["bound_to"]["models"] = document["bound_to"]["models"][:-1]
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    assert verify_verdict(verdict).problems == (
+        "LOSO seed 4: its final model final_seed4.onnx (loso_seed4.json) is missing from the "
+        "verdict's models",
+    )
+
+
+def test_decide_holds_when_a_seeds_final_model_is_not_given(evidence: Evidence) -> None:
+    outcome = decide(
+        evidence.loso, features=evidence.features, models=evidence.models[:4], out=evidence.out
+    )
+    assert outcome.verdict is Verdict.HOLD
+    assert outcome.reasons == (
+        "LOSO seed 4: its final model final_seed4.onnx (loso_seed4.json) is missing from the "
+        "verdict's models",
+    )
+
+
+def test_one_member_bound_by_two_seeds_holds_and_never_verifies(evidence: Evidence) -> None:
+    member = evidence.models[0]
+    bind_final_models(evidence.loso, [member, member, *evidence.models[2:]])
+    outcome = decide(evidence.loso, features=evidence.features, out=evidence.out)
+    assert outcome.verdict is Verdict.HOLD
+    digest = sha256_file(member)[:12]
+    assert outcome.reasons[0] == (
+        f"LOSO seeds 0,1 bind the same final model (sha256 {digest}…): one model file cannot "
+        "be the final model of two seeds"
+    )
+
+
+def test_verify_refuses_a_model_listed_twice(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    append_model(verdict, evidence.models[0], seed=0)
+    assert verify_verdict(verdict).problems == (
+        "model ../../fr-mlp-v03.onnx: bound twice (same sha256 as ../../fr-mlp-v03.onnx)",
+    )
+
+
+def test_version_1_loso_reports_are_judged_but_cannot_back_a_promote(evidence: Evidence) -> None:
+    digest = load_features(evidence.features).content_hash
+    write_loso(evidence.loso, digest, schema_version=1)
+    outcome = decide(
+        evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
+    )
+    assert outcome.verdict is Verdict.HOLD and outcome.gate.passed
+    assert outcome.reasons[0] == (
+        "LOSO seed 0 (loso_seed0.json) is a schema_version 1 report that binds no final model, "
+        "so it cannot back a promotion; re-run 'model-guard loso'"
+    )
+    document = json.loads(outcome.path.read_text(encoding="utf-8"))
+    assert {model["seed"] for model in document["bound_to"]["models"]} == {None}
+
+
+def test_verify_refuses_a_promote_forged_over_version_1_reports(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    digest = load_features(evidence.features).content_hash
+    write_loso(evidence.loso, digest, schema_version=1)
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    for entry in document["bound_to"]["loso_reports"]:
+        entry["sha256"] = sha256_file(verdict.parent / entry["path"])
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    problems = verify_verdict(verdict).problems
+    assert problems[0] == (
+        "LOSO seed 0 (loso_seed0.json) is a schema_version 1 report that binds no final model, "
+        "so it cannot back a promotion; re-run 'model-guard loso'"
+    )
+    assert len(problems) == 5  # one line per seed; the models' recorded seeds are all known
+
+
+def test_verify_refuses_a_report_rehashed_to_bind_another_final_model(
+    evidence: Evidence,
+) -> None:
+    verdict = run_decide(evidence)
+    report = evidence.loso / "loso_seed1.json"
+    forged = json.loads(report.read_text(encoding="utf-8"))
+    forged["final_model"]["sha256"] = "f" * 64
+    report.write_text(json.dumps(forged), encoding="utf-8")
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    for entry in document["bound_to"]["loso_reports"]:
+        entry["sha256"] = sha256_file(verdict.parent / entry["path"])
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    model = sha256_file(evidence.models[1])[:12]
+    assert verify_verdict(verdict).problems == (
+        f"model ../../fr-mlp-v04.onnx (seed 1): sha256 {model}…, but loso_seed1.json binds "
+        "final model ../../model/fr-mlp-v04.onnx with sha256 ffffffffffff…",
+    )
+
+
+def test_verify_refuses_a_version_1_verdict_in_one_line(evidence: Evidence) -> None:
+    verdict = run_decide(evidence)
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    document["schema_version"] = 1
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    assert verify_verdict(verdict).problems == (
+        "verdict PROMOTE.json is schema_version 1: it traces no model to a LOSO seed, so it "
+        "cannot back a promotion; re-run 'model-guard loso' and 'model-guard verdict'",
+    )
+
+
+def test_decide_defaults_to_the_final_models_each_traced_to_its_seed(evidence: Evidence) -> None:
+    outcome = decide(evidence.loso, features=evidence.features, out=evidence.out)
+    assert outcome.verdict is Verdict.PROMOTE
+    document = json.loads(outcome.path.read_text(encoding="utf-8"))
+    traced = {model["seed"]: model["sha256"] for model in document["bound_to"]["models"]}
+    assert traced == {seed: sha256_file(path) for seed, path in enumerate(evidence.models)}

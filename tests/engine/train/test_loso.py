@@ -13,10 +13,13 @@ from engine.errors import FeatureCacheError, UsageError
 from engine.evidence import schema_problems
 from engine.features import features_from_frame
 from engine.gate import GateThresholds, evaluate_gate
-from engine.loso_report import load_loso_reports
+from engine.hashing import sha256_file
+from engine.loso_report import FinalModel, load_loso_reports
 from engine.train.loso import DRY_RUN_EPOCHS, evaluate_loso, run_loso
 from engine.train.network import TrainConfig
+from engine.verdict import decide
 from tests.engine.tables import small_frame, small_table
+from tests.engine.test_verdict import write_parquet
 
 pytestmark = pytest.mark.slow  # every test here trains
 SMALL = TrainConfig(epochs=20)
@@ -119,3 +122,50 @@ def test_loso_needs_a_source_column_and_two_sources() -> None:
 def test_loso_refuses_bad_seed_lists(seeds: list[int]) -> None:
     with pytest.raises(UsageError):
         evaluate_loso(small_table(), seeds=seeds)
+
+
+def test_run_loso_trains_each_seeds_final_model_on_every_source_and_binds_it(
+    tmp_path: Path,
+) -> None:
+    table = small_table()
+    models = tmp_path / "models"
+    paths = run_loso(table, seeds=[0, 1], out_dir=tmp_path / "a", epochs=5, models_out=models)
+    again = run_loso(table, seeds=[0, 1], out_dir=tmp_path / "b", epochs=5)
+    for seed, path in enumerate(paths):
+        final = json.loads(path.read_text())["final_model"]
+        model = models / f"final_seed{seed}.onnx"
+        assert final == {"path": f"../models/final_seed{seed}.onnx", "sha256": sha256_file(model)}
+        # onnx.helper export: the same settings and seed give the same bytes
+        assert (tmp_path / "b" / f"final_seed{seed}.onnx").read_bytes() == model.read_bytes()
+    assert [r.final_model for r in load_loso_reports(tmp_path / "b")] == [
+        FinalModel(f"final_seed{seed}.onnx", sha256_file(models / f"final_seed{seed}.onnx"))
+        for seed in (0, 1)
+    ]
+    assert again[0].name == "loso_seed0.json"
+    outcome = decide(
+        tmp_path / "a",
+        features=write_parquet(small_frame(), tmp_path / "features.parquet"),
+        out=tmp_path / "verdict",
+        thresholds=GateThresholds(mean_plcc=-1.0, per_seed_min=-1.0, max_spread=2.0, seeds=(0, 1)),
+    )
+    bound = json.loads(outcome.path.read_text())["bound_to"]["models"]
+    assert [(m["path"], m["seed"]) for m in bound] == [
+        ("../models/final_seed0.onnx", 0),
+        ("../models/final_seed1.onnx", 1),
+    ]
+
+
+def test_run_loso_binds_named_final_models_without_training_them(tmp_path: Path) -> None:
+    table = small_table()
+    member = tmp_path / "member.onnx"
+    member.write_bytes(b"any bytes: the report binds the file by hash")
+    (path,) = run_loso(table, seeds=[3], out_dir=tmp_path / "r", epochs=2, final_models={3: member})
+    assert json.loads(path.read_text())["final_model"] == {
+        "path": "../member.onnx",
+        "sha256": sha256_file(member),
+    }
+    assert not list((tmp_path / "r").glob("*.onnx"))
+    with pytest.raises(UsageError, match=r"missing seed\(s\) \[4\]"):
+        run_loso(table, seeds=[3, 4], out_dir=tmp_path, final_models={3: member})
+    with pytest.raises(UsageError, match="final model of two seeds"):
+        run_loso(table, seeds=[3, 4], out_dir=tmp_path, final_models={3: member, 4: member})
