@@ -87,7 +87,9 @@ def _edit(draw: st.DrawFn, document: Any, where: tuple[Any, ...], edit: str) -> 
 def encode(document: Any, *, draw: st.DrawFn) -> bytes:
     """JSON text for ``document``, sometimes with a repeated key or a raw non-finite number."""
     text = json.dumps(document, ensure_ascii=draw(st.booleans()))
-    trick = draw(st.sampled_from(["none", "none", "none", "repeat", "nan", "bom", "latin1", "deep"]))
+    trick = draw(
+        st.sampled_from(["none", "none", "none", "repeat", "nan", "bom", "latin1", "deep"])
+    )
     if trick == "repeat" and text.startswith("{") and len(text) > 2:
         text = text[0] + '"k": 1, "k": 2, ' + text[1:]
     elif trick == "nan" and text.startswith("{") and len(text) > 2:
