@@ -84,7 +84,7 @@ def models(draw: st.DrawFn) -> bytes:
     """A serialised model: an input, a chain of allowlisted ops, an output, random versions."""
     nodes, initializers = [], []
     current = "x"
-    ops = sorted(ALLOWED_OPS) + ["Loop", "Softmax"]
+    ops = [*sorted(ALLOWED_OPS), "Loop", "Softmax"]
     for step in range(draw(st.integers(min_value=0, max_value=4))):
         op = draw(st.sampled_from(ops))
         inputs = [current] if op != "Constant" else []
