@@ -80,9 +80,11 @@ def load_features(path: Path, *, max_bytes: int = _DEFAULT_MAX_BYTES) -> Feature
         )
     try:
         table = pq.read_table(path)
+        # pyarrow decodes column names lazily: a name that is not UTF-8 fails only here.
+        names = list(table.schema.names)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise FeatureCacheError(f"{path}: not a readable parquet file: {one_line(error)}") from None
-    _check_arrow_schema(table.schema, prefix=f"{path}: ")
+    _check_arrow_schema(table.schema, names=names, prefix=f"{path}: ")
     try:
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError, TypeError) as error:
@@ -163,9 +165,8 @@ def describe_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     return None
 
 
-def _check_arrow_schema(schema: pa.Schema, *, prefix: str) -> None:
+def _check_arrow_schema(schema: pa.Schema, *, names: list[str], prefix: str) -> None:
     """Reject wrong column types before pandas conversion can blur them (ints with nulls -> float)."""
-    names = list(schema.names)
     _check_required(names, prefix=prefix)
     for name in REQUIRED:
         kind = schema.field(name).type
