@@ -60,8 +60,9 @@ class Problem:
     keyword: str = ""
 
     def __str__(self) -> str:
-        """Return ``/folds/1/plcc: message`` on one line."""
-        return f"{self.pointer or '/'}: {self.message}"
+        """Return ``/folds/1/plcc: message`` on one line (control characters in keys escaped)."""
+        text = f"{self.pointer or '/'}: {self.message}"
+        return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def read_json(

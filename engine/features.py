@@ -120,14 +120,15 @@ def _read_bounded(handle: BinaryIO, *, limits: TableLimits, prefix: str) -> pa.T
         if strings:  # read string columns as dictionaries: their decoded size is measured first
             parquet = pq.ParquetFile(handle, read_dictionary=strings)
         schema, metadata = parquet.schema_arrow, parquet.metadata
+        # pyarrow decodes column names lazily: a name that is not UTF-8 fails only here.
+        names = [str(name) for name in schema.names]
     except _READ_ERRORS as error:
         raise FeatureCacheError(f"{prefix}not a readable parquet file: {one_line(error)}") from None
-    names = [str(name) for name in schema.names]
     wanted = [name for name in names if name in COLUMNS]
     duplicates = sorted({name for name in wanted if wanted.count(name) > 1})
     if duplicates:
         raise FeatureCacheError(f"{prefix}duplicate column names: {', '.join(duplicates)}")
-    _check_arrow_schema(schema, prefix=prefix)
+    _check_arrow_schema(schema, names=names, prefix=prefix)
     rows = max(
         metadata.num_rows,
         sum(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)),
@@ -270,9 +271,8 @@ def describe_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     return None
 
 
-def _check_arrow_schema(schema: pa.Schema, *, prefix: str) -> None:
+def _check_arrow_schema(schema: pa.Schema, *, names: list[str], prefix: str) -> None:
     """Reject wrong column types before pandas conversion can blur them (ints with nulls -> float)."""
-    names = list(schema.names)
     _check_required(names, prefix=prefix)
     for name in REQUIRED:
         kind = schema.field(name).type

@@ -121,6 +121,8 @@ def read_input(
 
 def json_depth(value: Any) -> int:
     """Return how deeply arrays and objects nest in a parsed JSON value (walked without recursion)."""
+    if not isinstance(value, dict | list):
+        return 0  # a bare scalar (null, a number, a string) nests nothing
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -128,7 +130,7 @@ def json_depth(value: Any) -> int:
         children = item.values() if isinstance(item, dict) else item
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest if isinstance(value, dict | list) else 0
+    return deepest
 
 
 def too_large(size: int, limit: int, *, kind: InputKind) -> str:

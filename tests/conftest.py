@@ -11,6 +11,7 @@ Typical use::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from sandbox import Sandbox, SandboxState
 from sandbox.records import Installation, Repo
@@ -135,3 +138,20 @@ async def installation_token(sandbox: Sandbox, installation: Installation, **bod
             raise AssertionError(f"token request answered {response.status}: {payload}")
         token: str = payload["token"]
         return token
+
+
+# Property tests: reproducible in CI (derandomize), no per-example deadline (the machines
+# are shared and busy), and bounded so the fuzz set stays within about a minute.
+# HYPOTHESIS_PROFILE=thorough explores far more examples locally.
+hypothesis_settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+hypothesis_settings.register_profile(
+    "thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

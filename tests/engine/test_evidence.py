@@ -148,3 +148,11 @@ def test_write_bytes_replaces_a_file_whole(tmp_path: Path) -> None:
     write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["model.onnx"]
+
+
+def test_problem_at_a_key_with_a_newline_prints_on_one_line() -> None:
+    # Found by tests/fuzz: an unexpected key "\n" in a LOSO report broke the one-line refusal.
+    document = {**loso_document(0), "\n": 1}
+    problems = schema_problems(document, "loso-report.schema.json")
+    assert problems and all("\n" not in str(problem) for problem in problems)
+    assert any("\\n" in str(problem) for problem in problems)

@@ -185,3 +185,16 @@ def test_describe_difference_reports_schema_first() -> None:
     assert describe_difference(frame, renamed) == "column 8 is 'encoder' != 'codec'"
     strings = frame.assign(encoder=["libx265"] + ["libx264"] * 11)
     assert describe_difference(frame, strings) == "column 'encoder' row 0: 'libx264' != 'libx265'"
+
+
+def test_column_name_that_is_not_utf8_is_an_unreadable_parquet_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # Found by tests/fuzz: pyarrow decodes names lazily, so this raised UnicodeDecodeError.
+    path = tmp_path / "features.parquet"
+    pq.write_table(pa.table({"adm2\u00e9": pa.array([1.0], pa.float32())}), path)
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace("adm2\u00e9".encode(), b"adm2\xff\xfe"))
+    with pytest.raises(FeatureCacheError, match="not a readable parquet file") as caught:
+        load_features(path)
+    assert "\n" not in str(caught.value)

@@ -209,7 +209,29 @@ def test_json_nested_past_the_depth_cap_is_refused_after_parsing(tmp_path: Path)
 
 def test_json_depth_counts_arrays_and_objects() -> None:
     assert json_depth({"a": ["[[[{", {"b": []}]}) == 4
+
+
+@pytest.mark.parametrize("scalar", [None, 0, 1.5, "[[[", True])
+def test_a_bare_scalar_document_nests_nothing_and_is_refused_by_its_schema(
+    scalar: object, tmp_path: Path
+) -> None:
+    """``null`` as a whole evidence file is a schema problem, not a TypeError (found by tests/fuzz)."""
+    assert json_depth(scalar) == 0
+    path = tmp_path / "loso_seed0.json"
+    path.write_text(json.dumps(scalar))
+    assert read_json(path).value == scalar
     assert json_depth([]) == 1 and json_depth("x") == 0 and json_depth({"a": 1, "b": [2]}) == 2
+
+
+@pytest.mark.parametrize("scalar", [None, 0, 1.5, "[[[", True])
+def test_a_bare_scalar_document_nests_nothing_and_reads_back(
+    scalar: object, tmp_path: Path
+) -> None:
+    """``null`` as a whole evidence file is for the schema to refuse, not a TypeError (tests/fuzz)."""
+    assert json_depth(scalar) == 0
+    path = tmp_path / "loso_seed0.json"
+    path.write_text(json.dumps(scalar))
+    assert read_json(path).value == scalar
 
 
 def test_deep_registry_is_a_value_error_for_blame() -> None:
