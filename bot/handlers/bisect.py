@@ -29,7 +29,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.github.permissions import Permission
 from bot.github.repofiles import RepoFiles
-from bot.github.repos import is_full_name, repo_vars
+from bot.github.repos import repo_vars
 from bot.handlers.bisect_view import (
     BISECT_PURPOSE,
     REPLIES,
@@ -38,6 +38,7 @@ from bot.handlers.bisect_view import (
     render_refusal,
     render_result_comment,
 )
+from bot.handlers.planning import event_origin
 from bot.handlers.run import (
     CheckSite,
     Failure,
@@ -410,19 +411,13 @@ def plan_command(event: sansio.Event, jobs: list[JobSpec]) -> None:
     parsed = parse_command(comment.get("body"))
     if parsed is None:
         return
-    installation, repository = data.get("installation"), data.get("repository")
-    installation_id = installation.get("id") if isinstance(installation, dict) else None
-    repo = repository.get("full_name") if isinstance(repository, dict) else None
+    origin = event_origin(data)
     number, comment_id, login = issue.get("number"), comment.get("id"), user.get("login")
-    if not (
-        isinstance(installation_id, int)
-        and isinstance(repo, str)
-        and is_full_name(repo)
-        and isinstance(number, int)
-        and isinstance(comment_id, int)
-        and isinstance(login, str)
+    if origin is None or not (
+        isinstance(number, int) and isinstance(comment_id, int) and isinstance(login, str)
     ):
         return
+    installation_id, repo = origin
     payload: dict[str, Any] = {
         "installation_id": installation_id,
         "repo": repo,

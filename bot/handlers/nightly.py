@@ -23,6 +23,7 @@ from bot.handlers.nightly_view import (
     render_tracking_comment,
     stored_outcome,
 )
+from bot.handlers.planning import RERUN, event_origin, pressed_button
 from bot.handlers.run import (
     CheckSite,
     Failure,
@@ -49,7 +50,6 @@ KIND = "nightly"
 HISTORY_RUNS = 14
 # The identifiers of the nightly check's buttons (``check_run.requested_action``).
 FULL_SCAN = "full-scan"
-RERUN = "rerun"
 
 
 @dataclass(frozen=True)
@@ -263,13 +263,10 @@ def _commit_job(
     full: bool = False,
 ) -> JobSpec | None:
     """A nightly job judging ``head_sha`` of the event's repository; None if the event is malformed."""
-    installation, repository = data.get("installation"), data.get("repository")
-    installation_id = installation.get("id") if isinstance(installation, dict) else None
-    repo = repository.get("full_name") if isinstance(repository, dict) else None
-    if not (
-        isinstance(installation_id, int) and isinstance(repo, str) and isinstance(head_sha, str)
-    ):
+    origin = event_origin(data)
+    if origin is None or not isinstance(head_sha, str):
         return None
+    installation_id, repo = origin
     return JobSpec(
         kind=KIND,
         key=key,
@@ -295,7 +292,7 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     run = data.get("check_run")
     if not isinstance(run, dict) or run.get("name") != NIGHTLY_CHECK:
         return
-    button = _button(data) if data.get("action") == "requested_action" else RERUN
+    button = pressed_button(data, (FULL_SCAN, RERUN))
     if button is None:
         return
     suite = run.get("check_suite")
@@ -309,13 +306,6 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     )
     if job is not None:
         jobs.append(job)
-
-
-def _button(data: dict[str, Any]) -> str | None:
-    """The nightly button a ``requested_action`` names, or None for anything else."""
-    action = data.get("requested_action")
-    identifier = action.get("identifier") if isinstance(action, dict) else None
-    return identifier if identifier in (FULL_SCAN, RERUN) else None
 
 
 def plan_suite_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:

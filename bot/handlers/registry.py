@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 from gidgethub import routing, sansio
 
 from bot.github.repofiles import RepoFiles, RepoSnapshot
-from bot.github.repos import is_full_name, repo_vars
+from bot.github.repos import repo_vars
+from bot.handlers.planning import RERUN, event_origin, pressed_button
 from bot.handlers.registry_view import (
     PR_PURPOSE,
     REGISTRY_CHECK,
@@ -50,7 +51,6 @@ from engine.errors import one_line
 
 KIND = "registry"
 FULL_SCAN = "full-scan"
-RERUN = "rerun"
 PULL_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
 # GitHub lists at most 3,000 files of a pull request (https://docs.github.com/rest/pulls/pulls#list-pull-requests-files).
 MAX_LISTED_FILES = 3000
@@ -269,18 +269,12 @@ def _job(
     full: bool = False,
 ) -> JobSpec | None:
     """A registry job for pull request ``number`` of the event's repository; None if malformed."""
-    installation, repository = data.get("installation"), data.get("repository")
-    installation_id = installation.get("id") if isinstance(installation, dict) else None
-    repo = repository.get("full_name") if isinstance(repository, dict) else None
-    if not (
-        isinstance(installation_id, int)
-        and isinstance(repo, str)
-        and is_full_name(repo)
-        and isinstance(number, int)
-        and number > 0
-        and (head_sha is None or isinstance(head_sha, str))
+    origin = event_origin(data)
+    if origin is None or not (
+        isinstance(number, int) and number > 0 and (head_sha is None or isinstance(head_sha, str))
     ):
         return None
+    installation_id, repo = origin
     return JobSpec(
         kind=KIND,
         key=f"registry:{repo}#{number}:{key_suffix}",
@@ -321,12 +315,9 @@ def plan_rerun(event: sansio.Event, jobs: list[JobSpec]) -> None:
     run = data.get("check_run")
     if not isinstance(run, dict) or run.get("name") != REGISTRY_CHECK:
         return
-    button: object = RERUN
-    if data.get("action") == "requested_action":
-        action = data.get("requested_action")
-        button = action.get("identifier") if isinstance(action, dict) else None
-        if button not in (FULL_SCAN, RERUN):
-            return
+    button = pressed_button(data, (FULL_SCAN, RERUN))
+    if button is None:
+        return
     number = _number_of(run)
     job = _job(
         data,
