@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from gidgethub.abc import GitHubAPI
 
 from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
-from bot.judging.pool import EnginePool, EngineTimeout
+from bot.judging.pool import EnginePool
 from bot.repoconfig import RepoConfig
 from engine.bisection import BisectResult, Outcome, find_first_regression
 from engine.evaluation import DEFAULT_LIMITS, MetricSettings, StepRecord, broken_step
@@ -119,10 +119,7 @@ class TimelineJudge:
 
     async def _engine(self, run: "_Run", fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` in the engine pool within what is left of the run's time limit."""
-        left = run.deadline - time.monotonic()
-        if left <= 0:
-            raise EngineTimeout(f"engine work exceeded the {self.time_limit:g} s limit of a run")
-        return await self.pool.run(fn, *args, timeout=left, **kwargs)
+        return await self.pool.run_before(run.deadline, self.time_limit, fn, *args, **kwargs)
 
     async def _judge(
         self, run: "_Run", config: RepoConfig, *, full: bool, started: float

@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import pickle
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -195,6 +196,19 @@ class EnginePool:
         self._busy: set[int] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    async def run_before(
+        self, deadline: float, budget: float, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> T:
+        """``run`` within what is left until ``deadline`` (``time.monotonic``) of a ``budget``-second run.
+
+        Every call of one judged run shares the run's budget, so many slow calls cannot
+        hold a worker for ever; past the deadline nothing is sent.
+        """
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise EngineTimeout(f"engine work exceeded the {budget:g} s limit of a run")
+        return await self.run(fn, *args, timeout=left, **kwargs)
 
     async def run(
         self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
