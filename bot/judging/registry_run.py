@@ -15,6 +15,7 @@ Then the head's timeline is bisected (and the base's, to say what the change did
 the nightly's lazy bisect: models unchanged since the base are judged once and remembered.
 """
 
+import posixpath
 import shutil
 import time
 import uuid
@@ -24,7 +25,7 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
-from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
+from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot, normalise_path
 from bot.judging.bisect_run import (
     MAX_FEATURES_BYTES,
     MAX_MODEL_BYTES,
@@ -32,7 +33,7 @@ from bot.judging.bisect_run import (
     TimelineJudge,
     TimelineRun,
 )
-from bot.judging.pool import EnginePool, EnginePoolError, EngineTimeout
+from bot.judging.pool import EnginePool, EnginePoolError
 from bot.repoconfig import RepoConfig
 from engine.errors import EngineError, RegistryError, one_line
 from engine.policy import PromotionPolicy
@@ -217,10 +218,7 @@ class RegistryChangeJudge:
             return  # too large, a symlink, a submodule: absent for the review, which says so
 
     async def _engine(self, deadline: float, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise EngineTimeout(f"engine work exceeded the {self.time_limit:g} s limit of a run")
-        return await self.pool.run(fn, *args, timeout=left, **kwargs)
+        return await self.pool.run_before(deadline, self.time_limit, fn, *args, **kwargs)
 
     async def _bisect(
         self, gh: GitHubAPI, snapshot: RepoSnapshot, config: RepoConfig, *, full: bool
@@ -234,16 +232,7 @@ class RegistryChangeJudge:
 
 def _join(folder: PurePosixPath, relative: str) -> str | None:
     """``folder/relative`` normalised inside the repository, or None if it leaves it."""
-    parts: list[str] = list(folder.parts)
-    for part in PurePosixPath(relative).parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        elif part == "/" or "\\" in part:
-            return None
-        else:
-            parts.append(part)
-    return "/".join(parts) if parts else None
+    try:
+        return normalise_path(posixpath.normpath((folder / relative).as_posix()))
+    except ValueError:
+        return None
