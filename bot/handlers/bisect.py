@@ -28,6 +28,7 @@ from gidgethub import BadRequest, RateLimitExceeded, routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.github.permissions import Permission
+from bot.github.pulls import get_pull
 from bot.github.repofiles import RepoFiles
 from bot.github.repos import repo_vars
 from bot.handlers.bisect_view import (
@@ -194,10 +195,7 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
         await react_to_comment(
             ctx.gh, repo=target.repo, comment_id=target.comment_id, reaction=Reaction.EYES
         )
-        pull: dict[str, Any] = await ctx.gh.getitem(
-            "/repos/{owner}/{repo}/pulls/{number}",
-            {**repo_vars(target.repo), "number": str(target.number)},
-        )
+        pull = await get_pull(ctx.gh, target.repo, target.number)
         head_sha = str(pull["head"]["sha"])
         # The base repository serves a fork's head commit too (refs/pull/<n>/head).
         snapshot = await self.files.snapshot(ctx.gh, target.repo, head_sha)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from gidgethub import routing, sansio
 
+from bot.github.pulls import changed_paths, get_pull
 from bot.github.repofiles import RepoFiles, RepoSnapshot
-from bot.github.repos import repo_vars
 from bot.handlers.planning import RERUN, event_origin, pressed_button
 from bot.handlers.registry_view import (
     PR_PURPOSE,
@@ -52,8 +52,6 @@ from engine.errors import one_line
 KIND = "registry"
 FULL_SCAN = "full-scan"
 PULL_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
-# GitHub lists at most 3,000 files of a pull request (https://docs.github.com/rest/pulls/pulls#list-pull-requests-files).
-MAX_LISTED_FILES = 3000
 # The job key (and so the check's external id) carries the pull request's number, so a
 # re-run of a check on a fork's commit (whose payload lists no pull request) finds it.
 _KEY = re.compile(r"^registry:(?P<repo>[^#]+)#(?P<number>[0-9]+):")
@@ -80,6 +78,7 @@ class PullTarget:
     base_sha: str
     head: RepoSnapshot
     changed: tuple[str, ...]
+    head_then: str  # the pull request's head when the target was resolved
 
 
 def is_model_related(path: str, config: RepoConfig) -> bool:
@@ -112,11 +111,11 @@ class RegistryCheck(JobKind[PullTarget, PullResult, RegistryView]):
         """The pull request at the event's head sha; NothingToJudge if no model-related file changed."""
         payload = ctx.job.payload
         repo, number, head_sha = str(payload["repo"]), int(payload["number"]), payload["head_sha"]
-        pull = await _pull(ctx, repo, number)
+        pull = await get_pull(ctx.gh, repo, number)
         if not isinstance(head_sha, str):
             head_sha = str(pull["head"]["sha"])
         base_sha = str(pull["base"]["sha"])
-        changed = await _changed_files(ctx, repo, number)
+        changed = await changed_paths(ctx.gh, repo, number)
         head = await self.files.snapshot(ctx.gh, repo, head_sha)
         try:
             config = await read_repo_config(self.files, ctx.gh, head)
@@ -124,18 +123,22 @@ class RegistryCheck(JobKind[PullTarget, PullResult, RegistryView]):
             config = None  # an invalid config is itself model-related: judge it
         if config is not None and not any(is_model_related(p, config) for p in changed):
             raise NothingToJudge(f"{repo}#{number}: no model-related file changed")
-        return PullTarget(repo, number, head_sha, base_sha, head, changed)
+        return PullTarget(repo, number, head_sha, base_sha, head, changed, _head_of(pull))
 
     def check_site(self, target: PullTarget) -> CheckSite:
         """The head commit: forks' pull requests are matched by head sha."""
         return CheckSite(target.repo, target.head_sha)
 
-    async def superseded_by(self, ctx: RunContext, target: PullTarget) -> str | None:
-        """The pull request's head now, when a push moved it past the judged commit."""
-        pull = await _pull(ctx, target.repo, target.number)
-        head = pull.get("head")
-        sha = head.get("sha") if isinstance(head, dict) else None
-        return sha if isinstance(sha, str) and sha != target.head_sha else None
+    async def superseded_by(
+        self, ctx: RunContext, target: PullTarget, *, judged: bool
+    ) -> str | None:
+        """The pull request's head now, when a push moved it past the judged commit.
+
+        Before judging, the head ``target`` read moments ago answers; after, GitHub is asked.
+        """
+        now = _head_of(await get_pull(ctx.gh, target.repo, target.number)) if judged else None
+        sha = now if judged else target.head_then
+        return sha if sha and sha != target.head_sha else None
 
     async def config(self, ctx: RunContext, target: PullTarget) -> RepoConfig:
         """The head's configuration (paths and gate); the policy comes from the base (``judge``)."""
@@ -228,28 +231,11 @@ class RegistryCheck(JobKind[PullTarget, PullResult, RegistryView]):
         return Published(result.html_url)
 
 
-async def _pull(ctx: RunContext, repo: str, number: int) -> dict[str, Any]:
-    pull: dict[str, Any] = await ctx.gh.getitem(
-        "/repos/{owner}/{repo}/pulls/{pull_number}",
-        url_vars={**repo_vars(repo), "pull_number": str(number)},
-    )
-    return pull
-
-
-async def _changed_files(ctx: RunContext, repo: str, number: int) -> tuple[str, ...]:
-    """Every changed path of the pull request, all pages (renames count on both sides)."""
-    paths: list[str] = []
-    async for item in ctx.gh.getiter(
-        "/repos/{owner}/{repo}/pulls/{pull_number}/files{?per_page}",
-        url_vars={**repo_vars(repo), "pull_number": str(number), "per_page": "100"},
-    ):
-        if isinstance(item, dict):
-            for key in ("filename", "previous_filename"):
-                if isinstance(item.get(key), str):
-                    paths.append(item[key])
-        if len(paths) >= MAX_LISTED_FILES * 2:
-            break
-    return tuple(dict.fromkeys(paths))
+def _head_of(pull: dict[str, Any]) -> str:
+    """The head sha of a pull request ("" when the payload has none)."""
+    head = pull.get("head")
+    sha = head.get("sha") if isinstance(head, dict) else None
+    return sha if isinstance(sha, str) else ""
 
 
 def registry_runner(

@@ -178,11 +178,12 @@ class JobKind(ABC, Generic[TargetT, ResultT, ViewT]):
         Raise ``NothingToJudge`` when the event turns out to concern nothing of this kind's.
         """
 
-    async def superseded_by(self, ctx: RunContext, target: TargetT) -> str | None:
+    async def superseded_by(self, ctx: RunContext, target: TargetT, *, judged: bool) -> str | None:
         """What replaced the target since the job was planned (a newer head sha), or None.
 
-        Asked before the judging and again before publishing: a superseded run publishes
-        nothing and its check is completed as ``cancelled``.
+        Asked before the judging (``judged`` False: ``target`` was resolved moments ago, so
+        a kind may answer from it) and again before publishing (``judged`` True: ask anew).
+        A superseded run publishes nothing and its check is completed as ``cancelled``.
         """
         return None
 
@@ -281,7 +282,7 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
         config: RepoConfig | None = None
         failure: Failure | None = None
         try:
-            if await self._cancel_if_superseded(opened):
+            if await self._cancel_if_superseded(opened, judged=False):
                 return
             config = await self.kind.config(ctx, target)
             if self.kind.opening_status is CheckStatus.QUEUED and opened.check_id is not None:
@@ -291,7 +292,7 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
                     ctx.gh, opened.site.repo, opened.check_id, output=output, started=True
                 )
             result = await self.kind.judge(ctx, target, config)
-            if await self._cancel_if_superseded(opened):
+            if await self._cancel_if_superseded(opened, judged=True):
                 return
             view = self.kind.render(target, config, result)
         except TRANSIENT_ERRORS as error:
@@ -308,9 +309,9 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             await park(self.services.store, job, why="GitHub kept failing; the run reported it")
         log.info("%s %s: %s", self.kind.name, opened.site.repo, view.conclusion.value)
 
-    async def _cancel_if_superseded(self, opened: _Opened[TargetT]) -> bool:
+    async def _cancel_if_superseded(self, opened: _Opened[TargetT], *, judged: bool) -> bool:
         """Complete the check as ``cancelled`` if something newer replaced the target."""
-        newer = await self.kind.superseded_by(opened.ctx, opened.target)
+        newer = await self.kind.superseded_by(opened.ctx, opened.target, judged=judged)
         if newer is None:
             return False
         if opened.check_id is None:
