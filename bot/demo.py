@@ -14,10 +14,10 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import yaml
 from aiohttp import web
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY = ROOT / "testdata" / "bisect" / "regression" / "registry.json"
 DEFAULT_FEATURES = ROOT / "testdata" / "bisect" / "features.parquet"
 DEMO_OWNER, DEMO_NAME = "acme", "video-models"
+T = TypeVar("T")
 DEMO_CONFIG = b"""\
 # model-guard's configuration for this repository (docs/configuration.md)
 version: 1
@@ -201,53 +202,72 @@ async def _pull_request(
     head = state.pull_head(repo, pull)
     since = len(sandbox.requests)
     await sandbox.deliver_pull_request(app_url, repo, pull)
-    deadline = time.monotonic() + timeout
-    tag = marker(PR_PURPOSE)
-    while time.monotonic() < deadline:
-        checks = [
-            run
-            for run in state.check_runs.values()
-            if run.repo_id == repo.id
-            and run.name == REGISTRY_CHECK
-            and run.head_sha == head
-            and run.status is CheckStatus.COMPLETED
-        ]
-        comments = [
-            c
-            for c in state.comments.values()
-            if c.repo_id == repo.id and c.issue_number == pull.number and tag in c.body
-        ]
-        if checks and comments:
-            made = len(sandbox.requests) - since
-            return PullResult(scenario, repo.full_name, pull.number, checks[0], comments[0], made)
-        await asyncio.sleep(0.2)
-    raise DemoError(
-        f"the registry check of {scenario.title!r} did not finish within {timeout:.0f} s"
+
+    def done() -> PullResult | None:
+        checks = _completed_checks(state, repo, REGISTRY_CHECK, head_sha=head)
+        comments = _marked_comments(state, repo, PR_PURPOSE, issue_number=pull.number)
+        if not (checks and comments):
+            return None
+        made = len(sandbox.requests) - since
+        return PullResult(scenario, repo.full_name, pull.number, checks[0], comments[0], made)
+
+    return await _until(
+        done, timeout=timeout, what=f"the registry check of {scenario.title!r} did not finish"
     )
 
 
 async def _wait_for_nightly(state: SandboxState, repo: Repo, *, timeout: float) -> DemoResult:
     """Poll the sandbox until the nightly check run is completed and the comment is there."""
+
+    def done() -> DemoResult | None:
+        checks = _completed_checks(state, repo, NIGHTLY_CHECK)
+        comments = _marked_comments(state, repo, NIGHTLY_PURPOSE)
+        if not (checks and comments):
+            return None
+        issue = state.issues[(repo.id, comments[0].issue_number)]
+        return DemoResult(comments[0], checks[0], issue.title, issue.number)
+
+    return await _until(done, timeout=timeout, what="the nightly job did not finish")
+
+
+def _completed_checks(
+    state: SandboxState, repo: Repo, name: str, *, head_sha: str | None = None
+) -> list[CheckRun]:
+    """The App's completed check runs called ``name`` on ``repo`` (on ``head_sha`` if given)."""
+    return [
+        run
+        for run in state.check_runs.values()
+        if run.repo_id == repo.id
+        and run.name == name
+        and (head_sha is None or run.head_sha == head_sha)
+        and run.status is CheckStatus.COMPLETED
+    ]
+
+
+def _marked_comments(
+    state: SandboxState, repo: Repo, purpose: str, *, issue_number: int | None = None
+) -> list[Comment]:
+    """The live comments on ``repo`` (on issue ``issue_number`` if given) carrying ``purpose``'s marker."""
+    tag = marker(purpose)
+    return [
+        c
+        for c in state.comments.values()
+        if c.repo_id == repo.id
+        and not c.deleted
+        and (issue_number is None or c.issue_number == issue_number)
+        and tag in c.body
+    ]
+
+
+async def _until(found: Callable[[], T | None], *, timeout: float, what: str) -> T:
+    """Poll ``found`` every 0.2 s until it returns a value; a DemoError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    tag = marker(NIGHTLY_PURPOSE)
     while time.monotonic() < deadline:
-        checks = [
-            run
-            for run in state.check_runs.values()
-            if run.repo_id == repo.id
-            and run.name == NIGHTLY_CHECK
-            and run.status is CheckStatus.COMPLETED
-        ]
-        comments = [
-            c
-            for c in state.comments.values()
-            if c.repo_id == repo.id and not c.deleted and tag in c.body
-        ]
-        if checks and comments:
-            issue = state.issues[(repo.id, comments[0].issue_number)]
-            return DemoResult(comments[0], checks[0], issue.title, issue.number)
+        value = found()
+        if value is not None:
+            return value
         await asyncio.sleep(0.2)
-    raise DemoError(f"the nightly job did not finish within {timeout:.0f} s")
+    raise DemoError(f"{what} within {timeout:.0f} s")
 
 
 def _show(result: DemoResult, repo: Repo, out: TextIO) -> None:
@@ -279,18 +299,18 @@ async def _bisect_command(
     )
     command = state.add_comment(repo, pull.number, DEMO_COMMAND, user=DEMO_MAINTAINER)
     await sandbox.deliver_issue_comment(app_url, repo, command)
-    tag = marker(BISECT_PURPOSE)
     bot = state.app.bot
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answered() -> CommandResult | None:
         reactions = tuple(r.content.value for r in state.reactions_on(command.id) if r.user == bot)
-        results = [
-            c for c in state.comments_by_app(repo, pull.number) if tag in c.body and not c.deleted
-        ]
+        results = _marked_comments(state, repo, BISECT_PURPOSE, issue_number=pull.number)
         if results and reactions and reactions[-1] in ("rocket", "confused"):
             return CommandResult(command, reactions, results[0])
-        await asyncio.sleep(0.2)
-    raise DemoError(f"the {DEMO_COMMAND!r} command got no answer within {timeout:.0f} s")
+        return None
+
+    return await _until(
+        answered, timeout=timeout, what=f"the {DEMO_COMMAND!r} command got no answer"
+    )
 
 
 def _show_command(result: CommandResult, out: TextIO) -> None:
