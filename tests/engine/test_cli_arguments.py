@@ -31,7 +31,14 @@ def _inputs(tmp: Path) -> dict[str, str]:
 
 
 # command words, required arguments (formatted with _inputs), bad-input exit code, options.
-_GATE = ("--mean-plcc", "--max-spread", "--per-seed-min", "--per-fold-min", "--seeds")
+_GATE = (
+    "--mean-plcc",
+    "--max-spread",
+    "--per-seed-min",
+    "--per-fold-min",
+    "--seeds",
+    "--min-sources",
+)
 COMMANDS = [
     (
         ["bisect"],
@@ -64,7 +71,7 @@ COMMANDS = [
         2,
         _GATE,
     ),
-    (["verdict", "verify"], ["{verdict}"], 2, (*_GATE, "--min-seeds", "--min-sources")),
+    (["verdict", "verify"], ["{verdict}"], 2, (*_GATE, "--min-seeds")),
     (["loso"], ["--features", "{features}", "--out", "{out}"], 1, ("--epochs", "--seeds")),
     (
         ["ensemble", "eval"],
