@@ -24,6 +24,10 @@ from engine.commands.options import (
 if TYPE_CHECKING:
     from engine.train.network import TrainConfig
 
+# `ensemble eval`: 0 when the manifest's own interval passes its coverage test, 1 when it
+# fails, 2 for bad input (engine.cli routes it with the promotion flow's codes).
+EXIT_COVERAGE_FAILS = 1
+
 
 def add_parser(commands: Any) -> None:
     """Add ``ensemble train``, ``ensemble validate`` and ``ensemble eval``."""
@@ -54,7 +58,9 @@ def add_parser(commands: Any) -> None:
     validate.add_argument("--registry", type=existing_file)
     validate.set_defaults(run=run_validate)
     evaluate = ensemble_commands.add_parser(
-        "eval", help="interval coverage and metrics on a feature cache"
+        "eval",
+        help="interval coverage and metrics on a feature cache (exit 0 coverage test passes, "
+        "1 it fails, 2 bad input)",
     )
     evaluate.add_argument("--manifest", type=existing_file, required=True)
     evaluate.add_argument("--features", type=existing_file, required=True)
@@ -103,7 +109,12 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """Score an ensemble on a feature cache: coverage of its intervals and metrics of the mean."""
     from engine.evidence import write_json
-    from engine.manifest import evaluate_ensemble, render_evaluation
+    from engine.manifest import (
+        EVALUATION_SCHEMA,
+        EVALUATION_SCHEMA_VERSION,
+        evaluate_ensemble,
+        render_evaluation,
+    )
     from engine.provenance import build_provenance, utc_now
 
     started = utc_now()
@@ -113,21 +124,21 @@ def run_eval(args: argparse.Namespace) -> int:
         registry_path=args.registry,
         limits=budget_limits(args),
     )
-    print(render_evaluation(evaluation), end="")
+    print(render_evaluation(evaluation))
     if args.json is not None:
         document = evaluation.to_dict()
         document["run_provenance"] = build_provenance(
-            schema="model-guard/ensemble-evaluation",
-            schema_version=1,
+            schema=EVALUATION_SCHEMA,
+            schema_version=EVALUATION_SCHEMA_VERSION,
             entrypoint="model-guard ensemble eval",
             argv=args.argv,
             inputs=[args.manifest, args.features],
-            outputs=[],
+            outputs=[args.json],
             started=started,
             finished=utc_now(),
         )
         write_json(args.json, document)
-    return EXIT_OK
+    return EXIT_OK if evaluation.coverage_test.passed else EXIT_COVERAGE_FAILS
 
 
 def _train_config(epochs: int | None, *, codec: bool = False) -> "TrainConfig":

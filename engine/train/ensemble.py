@@ -17,6 +17,7 @@ from scipy import stats
 
 from engine.codec import codec_block, codec_vocabulary
 from engine.conformal import (
+    DEFAULT_NOMINALS,
     ConformalCalibration,
     IntervalMethod,
     ScoreKind,
@@ -106,6 +107,11 @@ def train_ensemble(
     moments = ensemble_moments(predictions.astype(np.float64))
     truth = target[calib].astype(np.float64)
     calibration = calibrate(moments.mu, moments.sigma, truth, alpha=alpha, score=score)
+    levels = tuple(
+        calibrate(moments.mu, moments.sigma, truth, alpha=1.0 - nominal, score=score)
+        for nominal in DEFAULT_NOMINALS
+        if abs(nominal - calibration.nominal_coverage) > 1e-9
+    )
     metrics = compute_metrics(moments.mu, truth, groups=groups[calib])
     out_dir = Path(out_dir)
     written = _export_members(networks, ensemble_id=ensemble_id, out_dir=out_dir)
@@ -124,6 +130,7 @@ def train_ensemble(
             nominal_coverage=calibration.nominal_coverage,
             z=float(stats.norm.ppf(0.5 + calibration.nominal_coverage / 2)),
             calibration=calibration,
+            levels=levels,
         ),
         evaluation={
             "rows": "calibration",

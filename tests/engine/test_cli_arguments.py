@@ -76,7 +76,7 @@ COMMANDS = [
     (
         ["ensemble", "eval"],
         ["--manifest", "{verdict}", "--features", "{features}"],
-        1,
+        2,
         ("--max-memory-mib", "--model-timeout"),
     ),
 ]
@@ -161,7 +161,7 @@ def test_valid_boundary_values_parse(tmp_path: Path) -> None:
         ),
         (["gate", "{tmp}/loso", "--json", "{tmp}/loso"], 2, "is a folder"),
         (["gate", "{tmp}/loso", "--json", "{tmp}/m.onnx/r.json"], 2, "is a file, not a folder"),
-        (["ensemble", "eval", "--manifest", "", "--features", "{tmp}/m.onnx"], 1, "empty"),
+        (["ensemble", "eval", "--manifest", "", "--features", "{tmp}/m.onnx"], 2, "empty"),
         (["cache", "check", "{tmp}/nowhere"], 1, "not found"),
     ],
 )
