@@ -144,6 +144,14 @@ class EnsembleEvaluation:
         raise RuntimeError("the manifest's own level was not evaluated")  # evaluate_ensemble bug
 
     @property
+    def calibration_overlap(self) -> int:
+        """Return how many calibration rows were also training rows (0 when none or unrecorded)."""
+        split = self.manifest.document["training"].get("split")
+        overlap = split.get("calibration_overlap") if isinstance(split, Mapping) else None
+        rows = overlap.get("rows") if isinstance(overlap, Mapping) else None
+        return rows if isinstance(rows, int) and not isinstance(rows, bool) else 0
+
+    @property
     def same_corpus_as_training(self) -> bool:
         """Return whether the rows are the training corpus (the figures are then optimistic)."""
         return self.content_hash == self.manifest.corpus_hash
@@ -171,6 +179,7 @@ class EnsembleEvaluation:
                 "method": self.manifest.confidence.method.value,
                 **self.coverage_test.to_dict(),
             },
+            "calibration_overlap": self.calibration_overlap,
         }
 
 
@@ -356,6 +365,12 @@ def render_evaluation(evaluation: EnsembleEvaluation) -> str:
     )
     if evaluation.same_corpus_as_training:
         lines.append("warning: these rows are the training corpus; the figures are optimistic")
+    if evaluation.calibration_overlap:
+        lines.append(
+            f"warning: this ensemble was calibrated on {evaluation.calibration_overlap} rows that "
+            "were also training rows (--allow-calibration-overlap); its intervals are likely "
+            "too narrow"
+        )
     return "\n".join(lines)
 
 

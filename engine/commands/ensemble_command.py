@@ -52,6 +52,18 @@ def add_parser(commands: Any) -> None:
     )
     train.add_argument("--method", choices=["conformal", "gaussian"], default="conformal")
     train.add_argument("--score", choices=["normalised", "absolute"], default="normalised")
+    train.add_argument(
+        "--calibration",
+        type=existing_file,
+        help="calibrate on this feature table, training on every row of --features "
+        "(default: calibrate on held-out sources of --features)",
+    )
+    train.add_argument(
+        "--allow-calibration-overlap",
+        action="store_true",
+        help="calibrate even on rows that are also training rows (same features, target and "
+        "source); refused by default, recorded in the manifest when allowed",
+    )
     train.set_defaults(run=run_train)
     validate = ensemble_commands.add_parser("validate", help="cross-check a manifest's members")
     validate.add_argument("--manifest", type=existing_file, required=True)
@@ -76,6 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
     from engine.features import load_features
     from engine.train.ensemble import train_ensemble
 
+    calibration = None if args.calibration is None else load_features(args.calibration)
     trained = train_ensemble(
         load_features(args.features),
         ensemble_id=args.id,
@@ -86,9 +99,17 @@ def run_train(args: argparse.Namespace) -> int:
         method=IntervalMethod(args.method),
         nominal_coverage=args.nominal,
         score=ScoreKind(args.score),
+        calibration=calibration,
+        allow_calibration_overlap=args.allow_calibration_overlap,
         progress=True,
         argv=args.argv,
     )
+    if trained.calibration_overlap:
+        print(
+            f"warning: {trained.calibration_overlap} of {trained.calibration.n_calibration} "
+            "calibration rows are also training rows (allowed by --allow-calibration-overlap, "
+            "recorded in the manifest); the intervals are likely too narrow"
+        )
     print(f"wrote {trained.manifest_path} and {len(trained.member_paths)} members")
     return EXIT_OK
 
