@@ -342,6 +342,10 @@ class Store(ABC):
     async def delivery_count(self) -> int:
         """Return the number of deliveries recorded."""
 
+    @abstractmethod
+    async def known_deliveries(self, delivery_ids: Collection[str]) -> set[str]:
+        """Return those of ``delivery_ids`` the store has recorded."""
+
     # -- small key-value cache --------------------------------------------------------
 
     @abstractmethod

@@ -525,6 +525,10 @@ class SqliteStore(Store):
             raise InvalidValueError(f"limit must be >= 1, got {limit}")
         return await self._call(_list_values, namespace, limit)
 
+    async def known_deliveries(self, delivery_ids: Collection[str]) -> set[str]:
+        """Return those of ``delivery_ids`` the store has recorded."""
+        return await self._call(_known_deliveries, tuple(delivery_ids))
+
     async def acquire_claim(self, name: str, holder: str, *, ttl: timedelta) -> bool:
         """Take ``name`` for ``holder`` until ``ttl`` from now unless another live holder has it."""
         if not name or not holder:
@@ -848,3 +852,16 @@ def _release_claim(conn: sqlite3.Connection, name: str, holder: str) -> bool:
             "DELETE FROM claims WHERE name = ? AND holder = ?", (name, holder)
         ).rowcount
     return released == 1
+
+
+def _known_deliveries(conn: sqlite3.Connection, delivery_ids: tuple[str, ...]) -> set[str]:
+    known: set[str] = set()
+    # SQLite allows 32,766 bound parameters since 3.32; 500 a query stays far below any limit.
+    for start in range(0, len(delivery_ids), 500):
+        chunk = delivery_ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT delivery_id FROM deliveries WHERE delivery_id IN ({marks})", chunk
+        ).fetchall()
+        known.update(str(row["delivery_id"]) for row in rows)
+    return known
