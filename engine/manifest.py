@@ -483,11 +483,16 @@ class _MemberFile:
 
 def _member_file(relative: str, *, root: Path, label: str) -> _MemberFile:
     """Locate and hash a member's file: a safe path inside ``root``, present, readable."""
-    unsafe = _path_problem(relative, root)
+    path = root / relative
+    try:
+        unsafe = _path_problem(relative, root)
+        found = unsafe is None and path.is_file()
+    except (OSError, RuntimeError) as error:  # a name too long for the file system, a loop
+        reason = getattr(error, "strerror", None) or one_line(error)
+        return _MemberFile(label, None, None, f"{label}: cannot be looked up ({reason})")
     if unsafe:
         return _MemberFile(label, None, None, f"{label}: {unsafe}")
-    path = root / relative
-    if not path.is_file():
+    if not found:
         return _MemberFile(label, None, None, f"{label}: file not found")
     try:
         return _MemberFile(label, path, sha256_file(path), None)

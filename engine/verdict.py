@@ -509,12 +509,11 @@ def _find_within(relative: str, bases: Sequence[Path]) -> Path | None:
     """Return the first regular file ``relative`` names under one of ``bases`` (never outside it)."""
     for base in bases:
         candidate = base / relative
-        try:
-            inside = candidate.resolve().is_relative_to(bases[-1])
+        try:  # a name too long for the file system, or a symlink loop, is simply not found
+            if candidate.resolve().is_relative_to(bases[-1]) and candidate.is_file():
+                return candidate
         except (OSError, RuntimeError):
             continue
-        if inside and candidate.is_file():
-            return candidate
     return None
 
 

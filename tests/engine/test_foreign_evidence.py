@@ -385,3 +385,21 @@ def test_a_broken_document_of_ours_is_still_checked_strictly(tmp_path: Path) -> 
     result = verify_verdict(tmp_path / "PROMOTE.json")
     assert not result.foreign
     assert result.problems == ("verdict PROMOTE.json /: 'schema' is a required property",)
+
+
+def test_hostile_foreign_sizes_give_a_bounded_report_not_a_traceback(foreign: Foreign) -> None:
+    verdict = json.loads(foreign.verdict.read_text())
+    verdict["loso_dir"] = "a" * 5000
+    verdict["seeds"] = list(range(100_000))
+    write_json(foreign.verdict, verdict)
+    manifest = json.loads(foreign.manifest.read_text())
+    manifest["members"][0]["onnx"] = "b" * 5000
+    manifest["members"] *= 300  # 1500 members: only the first 256 are hashed
+    write_json(foreign.manifest, manifest)
+    problems = verify_verdict(foreign.verdict).problems
+    assert len(problems) == 2 + 32 + 1 + 2
+    assert problems[-3] == "LOSO reports: 99968 more seeds not looked up"
+    assert all(len(problem) < 400 for problem in problems)
+    lines = validate_manifest(foreign.manifest)
+    assert lines[0].endswith("...): cannot be looked up (File name too long)")
+    assert lines[-2] == f"{ENSEMBLE}.json lists 1500 members; only the first 256 were checked"
