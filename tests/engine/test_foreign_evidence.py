@@ -18,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.cli import main
+from engine.evidence import is_foreign
 from engine.manifest import ManifestError, check_manifest, load_manifest, validate_manifest
 from engine.verdict import verify_verdict
 
@@ -403,3 +404,20 @@ def test_hostile_foreign_sizes_give_a_bounded_report_not_a_traceback(foreign: Fo
     lines = validate_manifest(foreign.manifest)
     assert lines[0].endswith("...): cannot be looked up (File name too long)")
     assert lines[-2] == f"{ENSEMBLE}.json lists 1500 members; only the first 256 were checked"
+
+
+@pytest.mark.parametrize(
+    ("document", "foreign"),
+    [
+        ({"schema": "model-guard/verdict", "adr": "x"}, False),  # ours, broken: strict
+        ({"schema": "model-guard/loso-report"}, False),  # ours, the wrong kind: strict
+        ({"bound_to": {}, "corpus": {}}, False),  # our own key, no schema: strict
+        ({"schema_version": 1, "verdict": "PROMOTE", "corpus": {}}, True),
+        ({"schema": "vmafx/promote", "verdict": "PROMOTE"}, True),
+        ([{"verdict": "PROMOTE"}], False),  # not an object: a schema error, as before
+    ],
+)
+def test_foreignness_is_decided_by_our_schema_name_and_our_own_keys(
+    document: object, foreign: bool
+) -> None:
+    assert is_foreign(document, own_keys=("bound_to",)) is foreign
