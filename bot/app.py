@@ -19,10 +19,17 @@ from bot.github import GitHubClient, GitHubClientError
 from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
-from bot.handlers import ALWAYS_SENT_EVENTS, ROUTERS, SCHEDULED_KIND, job_handlers
+from bot.handlers import (
+    ALWAYS_SENT_EVENTS,
+    HANDLED_EVENTS,
+    ROUTERS,
+    SCHEDULED_KIND,
+    job_handlers,
+)
 from bot.handlers.run import RunServices
 from bot.intake.ingress import BodyGate, receive
 from bot.intake.planner import Planner
+from bot.intake.sweep import DeliverySweep
 from bot.jobs.parking import Resumer
 from bot.jobs.scheduler import Scheduler, ScheduleSource
 from bot.jobs.schedules import InstalledSchedules
@@ -51,6 +58,7 @@ class Services:
     workers: WorkerPool
     scheduler: Scheduler | None
     resumer: Resumer
+    sweep: DeliverySweep | None
     runs: RunServices
     schedules: InstalledSchedules | None  # None when a schedule source was given
 
@@ -182,12 +190,22 @@ async def _services_context(
         interval_seconds=settings.resume_s,
         on_enqueued=workers.wake,
     )
+    # The sweep goes with the scheduler: both reach out to GitHub unasked, and a service
+    # started without a schedule (tests, a replica kept for ingress) does neither.
+    sweep = (
+        DeliverySweep(
+            store, client.app_api, events=HANDLED_EVENTS, interval_seconds=settings.sweep_s
+        )
+        if schedule
+        else None
+    )
     app[SERVICES] = Services(
         client=client,
         pool=pool,
         workers=workers,
         scheduler=scheduler,
         resumer=resumer,
+        sweep=sweep,
         runs=runs,
         schedules=schedules,
     )
@@ -195,9 +213,13 @@ async def _services_context(
     await resumer.start()
     if scheduler is not None:
         await scheduler.start()
+    if sweep is not None:
+        await sweep.start()
     try:
         yield
     finally:
+        if sweep is not None:
+            await sweep.stop()
         if scheduler is not None:
             await scheduler.stop()
         await resumer.stop()

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,6 +38,7 @@ from engine.errors import EvidenceError, ReportError, one_line
 from engine.safeio import EVIDENCE_JSON, MAX_JSON_DEPTH, InputKind, json_depth, read_input
 
 MAX_JSON_BYTES = EVIDENCE_JSON.max_bytes
+OUR_SCHEMA_PREFIX = "model-guard/"
 INFINITE = "inf"
 NEGATIVE_INFINITE = "-inf"
 _MESSAGE_LIMIT = 300
@@ -143,6 +144,55 @@ def schema_problems(instance: Any, schema: str) -> list[Problem]:
                 )
             )
     return sorted(problems, key=lambda problem: (document_order(problem.pointer), problem.message))
+
+
+def is_foreign(document: Any, *, own_keys: Collection[str]) -> bool:
+    """Return whether a JSON document is another tool's, not one of ours (perhaps broken).
+
+    Ours declares ``"schema": "model-guard/..."``. An object that does not, and has none of
+    ``own_keys`` (keys only our format writes), is foreign. Anything else, a non-object or
+    one of ours with a broken schema, is checked strictly as ours. Foreignness never weakens a
+    check: a foreign document is read for its substantive faults and is never accepted.
+    """
+    if not isinstance(document, dict):
+        return False
+    declared = document.get("schema")
+    if isinstance(declared, str) and declared.startswith(OUR_SCHEMA_PREFIX):
+        return False
+    return not any(key in document for key in own_keys)
+
+
+@dataclass(frozen=True)
+class SchemaDifferences:
+    """How a foreign document differs from one of our formats: every difference, and a summary."""
+
+    format: str
+    problems: tuple[Problem, ...]
+
+    def summary(self) -> str:
+        """Return the one line that stands for all the differences (listed with --verbose)."""
+        count = len(self.problems)
+        return (
+            f"not model-guard's {self.format} format: {count} schema "
+            f"difference{'' if count == 1 else 's'} (fields it does not know or lacks), so it "
+            "is never accepted as one; --verbose lists them"
+        )
+
+    def lines(self, name: str) -> tuple[str, ...]:
+        """Return every difference as ``  <name>#<pointer>: why``, one line each (--verbose)."""
+        return tuple(f"  {name}#{problem}" for problem in self.problems)
+
+
+def schema_differences(document: Any, schema: str, *, format_name: str) -> SchemaDifferences:
+    """Compare a foreign document with one of our shipped schemas (``schema_problems``)."""
+    return SchemaDifferences(format_name, tuple(schema_problems(document, schema)))
+
+
+def shown(value: Any, *, limit: int = 80) -> str:
+    """Render a value read from a foreign document for a one-line message (escaped, capped)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def pointer_of(parts: Iterable[str | int]) -> str:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import onnx
@@ -31,13 +31,22 @@ from engine.conformal import (
     evaluate_intervals,
 )
 from engine.errors import EngineError, EvidenceError, ReportError, UsageError, one_line
-from engine.evidence import read_json, schema_problems, write_json
+from engine.evidence import (
+    SchemaDifferences,
+    is_foreign,
+    read_json,
+    schema_differences,
+    schema_problems,
+    shown,
+    write_json,
+)
 from engine.features import FEATURES, TARGET, load_features
 from engine.hashing import sha256_bytes, sha256_file
 from engine.metrics import MetricReport, compute_metrics
 from engine.registry import load_registry
 from engine.safeio import ONNX_GRAPH, read_input
 from engine.scoring import ScoringLimits, inspect_model
+from engine.verdict import OfferedModel, VerificationResult
 
 SCHEMA = "model-guard/ensemble-manifest"
 SCHEMA_VERSION = 1
@@ -49,6 +58,10 @@ EVALUATION_SCHEMA_VERSION = 2
 FEATURES_INPUT = "features"
 CODEC_INPUT = "codec"
 _MAX_MODEL_BYTES = 16 * 1024 * 1024
+# Keys only our manifest writes: a document with one of them is ours (and checked strictly).
+_OWN_KEYS = ("features", "target", "training")
+# A hostile foreign manifest may list any number of members: at most this many are hashed.
+MAX_FOREIGN_MEMBERS = 256
 
 
 class ManifestError(EngineError):
@@ -224,31 +237,99 @@ def write_manifest(path: Path, document: Mapping[str, Any]) -> None:
     write_json(path, document)
 
 
+@dataclass(frozen=True)
+class EvidenceReport:
+    """Problems of a manifest (and of a verdict about it) in report order, and the schema listing."""
+
+    problems: tuple[str, ...]
+    differences: tuple[str, ...]
+
+    def render_text(self, *, prefix: str = "", verbose: bool = False) -> str:
+        """Return one line per problem (``prefix`` before each) and, verbose, each schema difference."""
+        listed = self.differences if verbose else ()
+        return "".join(f"{prefix}{line}\n" for line in self.problems) + "".join(
+            f"{line}\n" for line in listed
+        )
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    """What ``check_manifest`` found: problems and the members, hashed, to offer to a verdict.
+
+    For a foreign manifest (another tool's format) ``differences`` holds its schema
+    differences from ours; ``problems`` are then only the substantive faults.
+    """
+
+    path: Path
+    problems: tuple[str, ...]
+    members: tuple[OfferedModel, ...]
+    differences: SchemaDifferences | None = None
+
+    @property
+    def foreign(self) -> bool:
+        """Return whether the manifest is another tool's format."""
+        return self.differences is not None
+
+    def report(self, verification: VerificationResult | None = None) -> EvidenceReport:
+        """Order the problems: the manifest's members, the verdict's faults, then schema summaries.
+
+        ``verification`` is the verdict verified with ``members=self.members``.
+        """
+        problems = list(self.problems)
+        differences: list[str] = []
+        if verification is not None and not verification.ok:
+            problems.extend(verification.faults)
+        if self.differences is not None:
+            problems.append(f"{self.path.name}: {self.differences.summary()}")
+            differences.extend(self.differences.lines(self.path.name))
+        if verification is not None and verification.foreign:
+            problems.append(verification.problems[-1])
+            differences.extend(verification.differences)
+        return EvidenceReport(tuple(problems), tuple(differences))
+
+
 def validate_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> list[str]:
     """Return every problem of a manifest, one line each (empty when it is valid).
+
+    See ``check_manifest``; a foreign manifest's last line summarises its schema differences.
+    """
+    return list(check_manifest(manifest_path, registry_path=registry_path).report().problems)
+
+
+def check_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> ManifestCheck:
+    """Check a manifest; every problem is one line.
 
     Checks the schema, the feature order, the codec vocabulary, every member's file
     (present, inside the manifest's folder, sha256 as recorded, inputs matching the codec
     width), and, given a registry, that each member has a registry row with the same id
-    and the same sha256.
+    and the same sha256. A foreign manifest (``engine.evidence.is_foreign``, e.g. a
+    ``kind: fr_ensemble`` manifest) is read for what matters: each member file missing or
+    whose sha256 differs from the manifest, one line each, then a summary of its schema
+    differences; it is never accepted.
     """
     manifest_path = Path(manifest_path)
     try:
         document = read_json(manifest_path).value
     except EngineError as error:
-        return [str(error)]
+        return ManifestCheck(manifest_path, (str(error),), ())
+    if is_foreign(document, own_keys=_OWN_KEYS):
+        return _check_foreign(manifest_path, document, registry_path=registry_path)
     name = manifest_path.name
     problems = [f"{name}#{line}" for line in schema_problems(document, SCHEMA_FILE)]
     if problems:
-        return problems
+        return ManifestCheck(manifest_path, tuple(problems), ())
     problems += _document_problems(document, name)
     width = _declared_codec_width(document)
     root = manifest_path.parent
+    offered = []
     for member in document["members"]:
-        problems += _member_problems(member, root=root, codec_width=width)
+        label = f"member {member['id']} ({member['onnx']})"
+        file = _member_file(member["onnx"], root=root, label=label)
+        problems += _member_problems(member, file, codec_width=width)
+        offered.append(OfferedModel(label, member["seed"], file.sha256))
     if registry_path is not None:
         problems += _registry_problems(document["members"], Path(registry_path))
-    return problems
+    return ManifestCheck(manifest_path, tuple(problems), tuple(offered))
 
 
 def load_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> Manifest:
@@ -474,24 +555,112 @@ def _declared_codec_width(document: Mapping[str, Any]) -> int:
     return 0 if codec is None else int(codec["width"])
 
 
-def _member_problems(member: Mapping[str, Any], *, root: Path, codec_width: int) -> list[str]:
-    """Check one member's file: safe path, present, hash as recorded, inputs as declared."""
-    label = f"member {member['id']} ({member['onnx']})"
-    unsafe = _path_problem(member["onnx"], root)
+@dataclass(frozen=True)
+class _MemberFile:
+    """A member's file: its path and sha256, or why it cannot be hashed."""
+
+    label: str
+    path: Path | None
+    sha256: str | None
+    problem: str | None
+
+
+def _member_file(relative: str, *, root: Path, label: str) -> _MemberFile:
+    """Locate and hash a member's file: a safe path inside ``root``, present, readable."""
+    path = root / relative
+    try:
+        unsafe = _path_problem(relative, root)
+        found = unsafe is None and path.is_file()
+    except (OSError, RuntimeError) as error:  # a name too long for the file system, a loop
+        reason = getattr(error, "strerror", None) or one_line(error)
+        return _MemberFile(label, None, None, f"{label}: cannot be looked up ({reason})")
     if unsafe:
-        return [f"{label}: {unsafe}"]
-    path = root / member["onnx"]
-    if not path.is_file():
-        return [f"{label}: file not found"]
+        return _MemberFile(label, None, None, f"{label}: {unsafe}")
+    if not found:
+        return _MemberFile(label, None, None, f"{label}: file not found")
+    try:
+        return _MemberFile(label, path, sha256_file(path), None)
+    except EvidenceError as error:
+        return _MemberFile(label, None, None, f"{label}: {one_line(error)}")
+
+
+def _stale(label: str, recorded: str, actual: str) -> str:
+    """Describe a member whose file no longer hashes as the manifest records."""
+    return (
+        f"{label}: stale hash: the manifest records sha256 {_short(recorded)} "
+        f"but the file hashes to {_short(actual)}"
+    )
+
+
+def _member_problems(
+    member: Mapping[str, Any], file: _MemberFile, *, codec_width: int
+) -> list[str]:
+    """Check one member's file: safe path, present, hash as recorded, inputs as declared."""
+    if file.problem is not None or file.path is None or file.sha256 is None:
+        return [file.problem or f"{file.label}: file not found"]
     problems = []
-    actual = sha256_file(path)
-    if actual != member["sha256"]:
-        problems.append(
-            f"{label}: stale hash: the manifest records sha256 {_short(member['sha256'])} "
-            f"but the file hashes to {_short(actual)}"
-        )
-    problems += _input_problems(path, label=label, codec_width=codec_width)
+    if file.sha256 != member["sha256"]:
+        problems.append(_stale(file.label, member["sha256"], file.sha256))
+    problems += _input_problems(file.path, label=file.label, codec_width=codec_width)
     return problems
+
+
+def _check_foreign(
+    manifest_path: Path, document: Mapping[str, Any], *, registry_path: Path | None
+) -> ManifestCheck:
+    """Read another tool's manifest for its members: each file missing or stale, one line each.
+
+    Members are read as the field writes them (``members: [{id, onnx, seed, sha256}]``,
+    paths relative to the manifest); the interface checks of our format are not applied,
+    since a foreign manifest declares its inputs its own way.
+    """
+    name = manifest_path.name
+    raw = document.get("members")
+    problems: list[str] = []
+    if not isinstance(raw, list) or not raw:
+        problems.append(f"{name} lists no members, so no member file can be checked")
+        raw = []
+    offered: list[OfferedModel] = []
+    readable: list[dict[str, Any]] = []
+    for index, member in enumerate(raw[:MAX_FOREIGN_MEMBERS]):
+        item = member if isinstance(member, dict) else {}
+        ident, relative, recorded = item.get("id"), item.get("onnx"), item.get("sha256")
+        seed = item.get("seed")
+        seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+        label = f"member {shown(ident) if isinstance(ident, str) else f'#{index}'}"
+        if not isinstance(relative, str) or not relative:
+            problems.append(f"{label}: names no 'onnx' file, so it cannot be checked")
+            offered.append(OfferedModel(label, seed, None))
+            continue
+        label = f"{label} ({shown(relative)})"
+        file = _member_file(relative, root=manifest_path.parent, label=label)
+        offered.append(OfferedModel(label, seed, file.sha256))
+        if file.problem is not None or file.sha256 is None:
+            problems.append(file.problem or f"{label}: file not found")
+        elif not _is_sha256(recorded):
+            problems.append(
+                f"{label}: the manifest records no sha256 (found {shown(recorded)}), so its "
+                "file cannot be checked against it"
+            )
+        elif recorded != file.sha256:
+            problems.append(_stale(label, recorded, file.sha256))
+        if isinstance(ident, str) and _is_sha256(recorded):
+            readable.append({"id": ident, "sha256": recorded})
+    if len(raw) > MAX_FOREIGN_MEMBERS:
+        problems.append(
+            f"{name} lists {len(raw)} members; only the first {MAX_FOREIGN_MEMBERS} were checked"
+        )
+    if registry_path is not None:
+        problems += _registry_problems(readable, Path(registry_path))
+    differences = schema_differences(document, SCHEMA_FILE, format_name="ensemble manifest")
+    return ManifestCheck(manifest_path, tuple(problems), tuple(offered), differences)
+
+
+def _is_sha256(value: Any) -> TypeGuard[str]:
+    """Return whether a value is a lower-case hex sha256."""
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 def _input_problems(path: Path, *, label: str, codec_width: int) -> list[str]:

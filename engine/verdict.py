@@ -11,14 +11,14 @@ import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from engine.errors import EngineError, EvidenceError, UsageError
-from engine.evidence import read_json, schema_problems
+from engine.evidence import is_foreign, read_json, schema_differences, schema_problems, shown
 from engine.features import FeatureTable, load_features
 from engine.gate import GateReport, GateThresholds, evaluate_gate
 from engine.hashing import sha256_bytes, sha256_file
@@ -126,22 +126,50 @@ class VerdictOutcome:
 
 @dataclass(frozen=True)
 class VerificationResult:
-    """The outcome of ``verify_verdict``: ok only when there is no problem; one line per problem."""
+    """The outcome of ``verify_verdict``: ok only when there is no problem; one line per problem.
+
+    For a foreign verdict (another tool's format) ``foreign`` is set, ``verdict`` is None, the
+    substantive faults come first and the last problem summarises ``differences``, the
+    schema differences from our format (listed by ``render_text(verbose=True)``).
+    """
 
     ok: bool
     problems: tuple[str, ...]
     verdict: Verdict | None
+    foreign: bool = False
+    differences: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
         """Return the CLI exit code: 0 verified, 1 not."""
         return EXIT_VERIFIED if self.ok else EXIT_NOT_VERIFIED
 
-    def render_text(self) -> str:
-        """Return ``verified`` or one line per problem."""
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """Return the problems without a foreign verdict's schema summary."""
+        return self.problems[:-1] if self.foreign else self.problems
+
+    def render_text(self, *, verbose: bool = False) -> str:
+        """Return ``verified`` or one line per problem (and, verbose, each schema difference)."""
         if self.ok:
             return "verified: the verdict holds for the files it names\n"
-        return "".join(f"problem: {problem}\n" for problem in self.problems)
+        listed = self.differences if verbose else ()
+        return "".join(f"problem: {problem}\n" for problem in self.problems) + "".join(
+            f"{line}\n" for line in listed
+        )
+
+
+@dataclass(frozen=True)
+class OfferedModel:
+    """A model offered as one a verdict judged (an ensemble member): its label, seed and sha256.
+
+    ``sha256`` is the file's own hash (None when the file cannot be read); ``seed`` is the
+    seed it claims (None when it names none).
+    """
+
+    label: str
+    seed: int | None
+    sha256: str | None
 
 
 def decide(
@@ -226,6 +254,7 @@ def verify_verdict(
     model_ids: Collection[str] | None = None,
     policy: PromotionPolicy | None = None,
     root: Path | None = None,
+    members: Sequence[OfferedModel] | None = None,
 ) -> VerificationResult:
     """Re-check a verdict against the files it names; every problem is one line naming its item.
 
@@ -237,11 +266,18 @@ def verify_verdict(
     the repository's policy (``engine.policy.check_policy``, each violation one problem).
     With ``registry``, every model with ``smoke: false`` (only those in ``model_ids`` when
     given) must be covered by a verdict model with the same sha256 and external data.
-    With ``root``, every named file must resolve inside it. A verdict that cannot be read as
-    JSON, or a registry that cannot be loaded, raises an EngineError (bad input).
+    With ``root``, every named file must resolve inside it. With ``members`` (an ensemble's
+    members), each must be a model the verdict judged (same sha256 and seed). A foreign verdict
+    (another tool's format, ``engine.evidence.is_foreign``) is read for what matters, never
+    verified: see ``_verify_foreign``. A verdict that cannot be read as JSON, or a registry
+    that cannot be loaded, raises an EngineError (bad input).
     """
     path = Path(verdict_path)
     document = read_json(path).value
+    if is_foreign(document, own_keys=_OWN_KEYS):
+        return _verify_foreign(
+            path, document, root=root, members=members, registry=registry, model_ids=model_ids
+        )
     version = document.get("schema_version") if isinstance(document, dict) else None
     old = _OLD_VERSIONS.get(version) if isinstance(version, int) else None
     if old is not None:
@@ -267,12 +303,223 @@ def verify_verdict(
         problems.extend(f"policy: {violation}" for violation in check_policy(document, policy))
     if registry is not None:
         problems.extend(_coverage_problems(bound["models"], registry, model_ids=model_ids))
+    if members is not None:
+        problems.extend(_unjudged_members(members, bound["models"]))
     return _result(problems, verdict)
 
 
 def _result(problems: Sequence[str], verdict: Verdict | None) -> VerificationResult:
     """Wrap problems into a result."""
     return VerificationResult(ok=not problems, problems=tuple(problems), verdict=verdict)
+
+
+# Keys only our verdict writes: a document with one of them is ours (and checked strictly).
+_OWN_KEYS = ("bound_to",)
+# Hostile foreign verdicts: at most this many seeds get a line of their own.
+_MAX_LISTED_SEEDS = 32
+_HEX = frozenset("0123456789abcdef")
+
+
+def _verify_foreign(
+    path: Path,
+    document: Mapping[str, Any],
+    *,
+    root: Path | None,
+    members: Sequence[OfferedModel] | None,
+    registry: Path | None,
+    model_ids: Collection[str] | None,
+) -> VerificationResult:
+    """Read another tool's verdict (e.g. a ``*_PROMOTE.json`` with ``corpus``, ``loso_dir``, ``seeds``).
+
+    It is never verified. The substantive faults come first, in this order: bound to no
+    data, missing LOSO evidence, not a PROMOTE, models it cannot be shown to have judged
+    (``members``, or the registry's production rows); then one line summarising the schema
+    differences from our format.
+    """
+    name = path.name
+    seeds = _foreign_seeds(document)
+    problems = [
+        *_foreign_data_problems(document, name),
+        *_foreign_loso_problems(document, path, seeds=seeds, root=root),
+        *_foreign_outcome_problems(document, name),
+    ]
+    listed = _seeds(seeds[:_MAX_LISTED_SEEDS]) + (",..." if len(seeds) > _MAX_LISTED_SEEDS else "")
+    if members is None:
+        problems.append(
+            f"verdict {name} names no model file or sha256 (only seeds {listed or 'none'}), "
+            "so no model can be shown to be one it judged"
+        )
+    else:
+        for member in members:
+            if member.seed is not None and member.seed in seeds:
+                problems.append(
+                    f"{member.label}: not shown to be a model the verdict judged: {name} names "
+                    f"seed {member.seed} but no model file or sha256"
+                )
+            else:
+                problems.append(
+                    f"{member.label}: not a model the verdict judged: {name} judged seeds "
+                    f"{listed or 'none'}, not {'no seed' if member.seed is None else member.seed}"
+                )
+    if registry is not None:
+        problems.extend(_coverage_problems((), registry, model_ids=model_ids))
+    differences = schema_differences(document, VERDICT_SCHEMA_FILE, format_name="verdict")
+    problems.append(f"verdict {name}: {differences.summary()}")
+    return VerificationResult(
+        ok=False,
+        problems=tuple(problems),
+        verdict=None,
+        foreign=True,
+        differences=differences.lines(name),
+    )
+
+
+def _foreign_seeds(document: Mapping[str, Any]) -> list[int]:
+    """Return the seeds a foreign verdict judged: ``seeds``, else its gate's per-seed keys."""
+    raw: Any = document.get("seeds")
+    if not isinstance(raw, list):
+        gate = document.get("gate")
+        per_seed = gate.get("per_seed_plccs") if isinstance(gate, dict) else None
+        raw = list(per_seed) if isinstance(per_seed, dict) else []
+    seeds: list[int] = []
+    for item in raw:
+        if isinstance(item, str) and item.isascii() and item.isdigit() and len(item) < 10:
+            item = int(item)
+        if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            seeds.append(item)
+    return sorted(set(seeds))
+
+
+def _foreign_data_problems(document: Mapping[str, Any], name: str) -> list[str]:
+    """Say when a foreign verdict is bound to no data: no corpus hash, or ``present: false``."""
+    corpus = document.get("corpus")
+    if not isinstance(corpus, dict):
+        return [f"verdict {name} is bound to no data: it names no corpus or feature-table hash"]
+    digest = corpus.get("sha256", corpus.get("content_hash"))
+    hashed = isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX
+    if hashed and corpus.get("present", True) is not False:
+        return []
+    details = [f"corpus present: {shown(corpus.get('present', 'not recorded'))}"]
+    details.append(f"sha256: {shown(digest)}")
+    where = corpus.get("corpus_root", corpus.get("path"))
+    if isinstance(where, str):
+        details.append(f"corpus_root: {shown(where)}")
+    return [
+        f"verdict {name} is bound to no data ({', '.join(details)}): its gate figures are not "
+        "tied to any corpus or feature table"
+    ]
+
+
+def _foreign_loso_problems(
+    document: Mapping[str, Any], path: Path, *, seeds: Sequence[int], root: Path | None
+) -> list[str]:
+    """Say what LOSO evidence a foreign verdict lacks: no report bound by hash, reports not found."""
+    name = path.name
+    loso_dir = document.get("loso_dir")
+    if not isinstance(loso_dir, str) or not seeds:
+        return [
+            f"verdict {name} has no LOSO evidence: it binds no per-seed LOSO report "
+            f"(loso_dir {shown(loso_dir)}, {len(seeds)} seeds)"
+        ]
+    problems = [
+        f"verdict {name} has no LOSO evidence bound by sha256: it names loso_dir "
+        f"{shown(loso_dir)} and seeds {_seeds(seeds[:_MAX_LISTED_SEEDS])}"
+        f"{',...' if len(seeds) > _MAX_LISTED_SEEDS else ''}, no report hashes"
+    ]
+    unsafe = _unsafe_relative(loso_dir)
+    if unsafe:
+        return [*problems, f"LOSO reports: loso_dir {shown(loso_dir)} {unsafe}; not opened"]
+    bases = _search_bases(path.parent.resolve(), None if root is None else Path(root).resolve())
+    for seed in seeds[:_MAX_LISTED_SEEDS]:
+        relative = f"{loso_dir.rstrip('/')}/loso_seed{seed}.json"
+        found = _find_within(relative, bases)
+        if found is None:
+            looked = f"{bases[0]}" if len(bases) == 1 else f"{bases[0]} up to {bases[-1]}"
+            problems.append(f"LOSO seed {seed}: {shown(relative)} not found (looked from {looked})")
+        else:
+            problems.append(
+                f"LOSO seed {seed}: {found} exists, but the verdict records no sha256 for it, "
+                "so it cannot be shown to be the report that was judged"
+            )
+    if len(seeds) > _MAX_LISTED_SEEDS:
+        problems.append(f"LOSO reports: {len(seeds) - _MAX_LISTED_SEEDS} more seeds not looked up")
+    return problems
+
+
+def _foreign_outcome_problems(document: Mapping[str, Any], name: str) -> list[str]:
+    """Say when a foreign verdict does not even claim a passed PROMOTE."""
+    problems = []
+    said = document.get("verdict")
+    if said != Verdict.PROMOTE.value:
+        problems.append(f"verdict {name} says {shown(said)}, not PROMOTE")
+    gate = document.get("gate")
+    if isinstance(gate, dict) and gate.get("passed") is False:
+        problems.append(f"verdict {name} records a gate that did not pass")
+    return problems
+
+
+def _unjudged_members(
+    members: Sequence[OfferedModel], models: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Return a line per offered model that is not one of the verdict's models (sha256 and seed)."""
+    seeds_by_hash = {str(model["sha256"]): model.get("seed") for model in models}
+    problems = []
+    for member in members:
+        if member.sha256 is None:
+            problems.append(
+                f"{member.label}: its file cannot be read, so it cannot be shown to be a model "
+                "the verdict judged"
+            )
+        elif member.sha256 not in seeds_by_hash:
+            problems.append(
+                f"{member.label}: not a model the verdict judged (sha256 {_short(member.sha256)} "
+                f"is none of its {len(models)} models)"
+            )
+        elif member.seed is not None and seeds_by_hash[member.sha256] != member.seed:
+            problems.append(
+                f"{member.label}: the verdict judged this file as seed "
+                f"{seeds_by_hash[member.sha256]}, not seed {member.seed}"
+            )
+    return problems
+
+
+def _unsafe_relative(relative: str) -> str | None:
+    """Return why a foreign relative folder may not be opened, or None."""
+    posix = PurePosixPath(relative)
+    if "\\" in relative or "\x00" in relative:
+        return "must use '/' separators and no NUL"
+    if posix.is_absolute() or relative.startswith("~") or ".." in posix.parts:
+        return "is not a relative path without '..'"
+    return None
+
+
+def _search_bases(folder: Path, root: Path | None) -> list[Path]:
+    """Return where a foreign verdict's repository-relative paths may start.
+
+    The verdict's folder and each parent up to ``root`` (or, without one, up to the
+    nearest parent holding ``.git``, the checkout; only the folder itself when there is none).
+    """
+    chain = [folder, *folder.parents]
+    if root is not None:
+        if not folder.is_relative_to(root):
+            return [folder]
+        return [base for base in chain if base.is_relative_to(root)]
+    for index, base in enumerate(chain):
+        if (base / ".git").exists():
+            return chain[: index + 1]
+    return [folder]
+
+
+def _find_within(relative: str, bases: Sequence[Path]) -> Path | None:
+    """Return the first regular file ``relative`` names under one of ``bases`` (never outside it)."""
+    for base in bases:
+        candidate = base / relative
+        try:  # a name too long for the file system, or a symlink loop, is simply not found
+            if candidate.resolve().is_relative_to(bases[-1]) and candidate.is_file():
+                return candidate
+        except (OSError, RuntimeError):
+            continue
+    return None
 
 
 def _verdict_file_problems(path: Path, verdict: Verdict) -> Iterator[str]:

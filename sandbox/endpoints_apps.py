@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sandbox.delivery import deliver_webhook
-from sandbox.errors import ApiError, invalid_field, not_found
-from sandbox.pagination import paginate
+from sandbox.errors import ApiError, invalid_field, not_found, validation_failed
+from sandbox.pagination import DEFAULT_PER_PAGE, MAX_PER_PAGE, paginate
 from sandbox.routing import Access, Call, Reply, RouteTable
 
 routes = RouteTable()
@@ -102,15 +102,32 @@ async def get_rate_limit(call: Call) -> Reply:
 
 @routes.route("GET", "/app/hook/deliveries", access=Access.APP)
 async def list_deliveries(call: Call) -> Reply:
-    """``GET /app/hook/deliveries``: recorded webhook deliveries, newest first."""
+    """``GET /app/hook/deliveries``: recorded webhook deliveries, newest first, by cursor.
+
+    GitHub pages this list with an opaque ``cursor`` (not ``page``) named in the ``Link``
+    header's ``next``; here the cursor is ``v1_<id>``, the id the next page starts below.
+    """
     deliveries = sorted(call.state.deliveries.values(), key=lambda d: d.id, reverse=True)
     status = call.query.get("status")
     if status == "success":
         deliveries = [d for d in deliveries if d.ok]
     elif status == "failure":
         deliveries = [d for d in deliveries if not d.ok]
-    page = paginate(deliveries, call.url)
-    return Reply(body=[call.render.delivery(d) for d in page.items])
+    cursor = call.query.get("cursor")
+    if cursor is not None:
+        if not (cursor.startswith("v1_") and cursor[3:].isdigit()):
+            raise validation_failed("HookDelivery", "cursor", "invalid", f"bad cursor {cursor!r}")
+        below = int(cursor[3:])
+        deliveries = [d for d in deliveries if d.id < below]
+    per_page = call.query.get("per_page")
+    size = int(per_page) if per_page is not None and per_page.isdigit() else DEFAULT_PER_PAGE
+    size = min(max(size, 1), MAX_PER_PAGE)
+    page, rest = deliveries[:size], deliveries[size:]
+    headers: dict[str, str] = {}
+    if rest:
+        following = call.url.update_query(cursor=f"v1_{page[-1].id}")
+        headers["Link"] = f'<{following}>; rel="next"'
+    return Reply(body=[call.render.delivery(d) for d in page], headers=headers)
 
 
 @routes.route("POST", "/app/hook/deliveries/{delivery_id}/attempts", access=Access.APP)

@@ -13,7 +13,7 @@ import gidgethub.aiohttp
 from bot.github.credentials import Credentials
 from bot.github.errors import GitHubClientError, GitHubRateLimited, GitHubUnavailable
 from bot.github.etags import EtagCache
-from bot.github.pacing import WritePacer
+from bot.github.pacing import HOUR, MINUTE, WritePacer
 from bot.github.policy import ClientPolicy, Retry, RetryReason, decide_retry
 from bot.telemetry import Telemetry
 
@@ -74,7 +74,11 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
         self._telemetry = telemetry
         self._timeout = aiohttp.ClientTimeout(total=policy.request_timeout)
         self._gate = asyncio.Semaphore(policy.per_installation_concurrency)
-        self._pacer = WritePacer(policy.writes_per_minute, clock=clock, sleep=sleep)
+        self._pacer = WritePacer(
+            ((policy.writes_per_minute, MINUTE), (policy.writes_per_hour, HOUR)),
+            clock=clock,
+            sleep=sleep,
+        )
         # A rate limit answered to one request holds back every request of this API until then.
         self._resume_at = 0.0
         self._closed = False

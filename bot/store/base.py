@@ -27,7 +27,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from types import TracebackType
 from typing import Any, Self
@@ -342,6 +342,10 @@ class Store(ABC):
     async def delivery_count(self) -> int:
         """Return the number of deliveries recorded."""
 
+    @abstractmethod
+    async def known_deliveries(self, delivery_ids: Collection[str]) -> set[str]:
+        """Return those of ``delivery_ids`` the store has recorded."""
+
     # -- small key-value cache --------------------------------------------------------
 
     @abstractmethod
@@ -359,3 +363,18 @@ class Store(ABC):
     @abstractmethod
     async def list_values(self, namespace: str, *, limit: int = 1000) -> dict[str, str]:
         """Return up to ``limit`` entries of ``namespace`` (key -> text), oldest write first."""
+
+    # -- claims: once-per-repository work across processes ------------------------------
+
+    @abstractmethod
+    async def acquire_claim(self, name: str, holder: str, *, ttl: timedelta) -> bool:
+        """Take the claim ``name`` for ``holder`` until ``ttl`` from now; True if taken.
+
+        A claim is held by one holder at a time across every process on the store; an
+        expired claim (its holder died or hung) can be taken by anyone, and the holder can
+        take its own claim again to extend it.
+        """
+
+    @abstractmethod
+    async def release_claim(self, name: str, holder: str) -> bool:
+        """Release ``name`` if ``holder`` still holds it; False if it did not."""

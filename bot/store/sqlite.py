@@ -111,6 +111,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN run_key TEXT",
         "CREATE UNIQUE INDEX runs_key ON runs (run_key)",
     ),
+    (
+        # Once-per-repository work (opening a tracking issue) claimed across processes.
+        """CREATE TABLE claims (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 _JOB_COLUMNS = (
@@ -517,6 +525,25 @@ class SqliteStore(Store):
             raise InvalidValueError(f"limit must be >= 1, got {limit}")
         return await self._call(_list_values, namespace, limit)
 
+    async def known_deliveries(self, delivery_ids: Collection[str]) -> set[str]:
+        """Return those of ``delivery_ids`` the store has recorded."""
+        return await self._call(_known_deliveries, tuple(delivery_ids))
+
+    async def acquire_claim(self, name: str, holder: str, *, ttl: timedelta) -> bool:
+        """Take ``name`` for ``holder`` until ``ttl`` from now unless another live holder has it."""
+        if not name or not holder:
+            raise InvalidValueError("a claim needs a name and a holder")
+        if ttl <= timedelta(0):
+            raise InvalidValueError(f"a claim's ttl must be positive, got {ttl}")
+        now = self._now()
+        return await self._call(
+            _acquire_claim, name, holder, encode_time(now), encode_time(now + ttl)
+        )
+
+    async def release_claim(self, name: str, holder: str) -> bool:
+        """Release ``name`` if ``holder`` still holds it."""
+        return await self._call(_release_claim, name, holder)
+
 
 # -- the SQL, each run on the store's thread with its connection ------------------------
 
@@ -803,3 +830,38 @@ def _delete_value(conn: sqlite3.Connection, namespace: str, key: str) -> bool:
             "DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
         ).rowcount
     return deleted == 1
+
+
+def _acquire_claim(
+    conn: sqlite3.Connection, name: str, holder: str, now: str, expires_at: str
+) -> bool:
+    with _write(conn):
+        taken = conn.execute(
+            """INSERT INTO claims (name, holder, expires_at) VALUES (?, ?, ?)
+               ON CONFLICT (name) DO UPDATE
+               SET holder = excluded.holder, expires_at = excluded.expires_at
+               WHERE claims.holder = excluded.holder OR claims.expires_at <= ?""",
+            (name, holder, expires_at, now),
+        ).rowcount
+    return taken == 1
+
+
+def _release_claim(conn: sqlite3.Connection, name: str, holder: str) -> bool:
+    with _write(conn):
+        released = conn.execute(
+            "DELETE FROM claims WHERE name = ? AND holder = ?", (name, holder)
+        ).rowcount
+    return released == 1
+
+
+def _known_deliveries(conn: sqlite3.Connection, delivery_ids: tuple[str, ...]) -> set[str]:
+    known: set[str] = set()
+    # SQLite allows 32,766 bound parameters since 3.32; 500 a query stays far below any limit.
+    for start in range(0, len(delivery_ids), 500):
+        chunk = delivery_ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT delivery_id FROM deliveries WHERE delivery_id IN ({marks})", chunk
+        ).fetchall()
+        known.update(str(row["delivery_id"]) for row in rows)
+    return known

@@ -5,9 +5,13 @@ remembered in the store (KV namespace ``tracking``) and verified on every use, s
 or relabelled issue is replaced by looking again rather than written to.
 """
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from gidgethub import BadRequest, InvalidField, RateLimitExceeded
@@ -23,6 +27,10 @@ NAMESPACE = "tracking"
 # https://docs.github.com/rest/issues/labels#create-a-label: names are at most 50 characters
 _MAX_LABEL = 50
 _LABEL_COLOR = "5319e7"
+# Opening an issue is a handful of requests; a claim outlives a slow GitHub, not a dead holder.
+CLAIM_TTL = timedelta(seconds=120)
+CLAIM_WAIT = 150.0
+CLAIM_POLL = 0.25
 
 log = logging.getLogger("model_guard.tracking")
 _locks = KeyedLocks()
@@ -97,32 +105,81 @@ async def ensure_tracking_issue(
         remembered = await _remembered(gh, store, key=key, url_vars=url_vars, label=label)
         if remembered is not None:
             return remembered
-        issue = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
-        if issue is None:
-            await _ensure_label(gh, url_vars=url_vars, label=label, spec=spec)
-
-            async def create() -> TrackingIssue:
-                data = await gh.post(
-                    "/repos/{owner}/{repo}/issues",
-                    url_vars,
-                    data={"title": spec.title, "body": spec.body, "labels": [label]},
+        async with _claimed(store, key):
+            # Another process may have opened the issue while this one waited for the claim
+            # (this costs a request only when something was remembered meanwhile).
+            remembered = await _remembered(gh, store, key=key, url_vars=url_vars, label=label)
+            if remembered is not None:
+                return remembered
+            issue = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
+            if issue is None:
+                issue = await _open(
+                    gh, url_vars=url_vars, repo=repo, label=label, spec=spec, bot_login=bot_login
                 )
-                return _found(data, created=True)
+            await store.set_value(NAMESPACE, key, str(issue.number))
+            return issue
 
-            async def find() -> TrackingIssue | None:
-                found = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
-                return None if found is None else replace(found, created=True)
 
-            issue = await create_once(create, find, what=f"tracking issue of {repo}")
-            log.info(
-                "opened the tracking issue",
-                extra={"fields": {"repo": repo, "issue": issue.number, "label": label}},
+@asynccontextmanager
+async def _claimed(store: Store, key: str) -> AsyncIterator[bool]:
+    """Hold the store's claim on opening ``key``'s issue; yields False if it could not be had.
+
+    The in-process lock serialises tasks; this claim serialises processes on one store, so
+    two replicas do not both find no issue and both open one. A holder that died leaves a
+    claim that expires after ``CLAIM_TTL``; a waiter that gives up (``CLAIM_WAIT``) goes on
+    unclaimed, and ``_settle`` still merges onto the older issue if both opened one.
+    """
+    name = f"{NAMESPACE}:{key}"
+    holder = uuid.uuid4().hex
+    waited = 0.0
+    while not (holding := await store.acquire_claim(name, holder, ttl=CLAIM_TTL)):
+        if waited >= CLAIM_WAIT:
+            log.warning(
+                "gave up waiting for another process to open the tracking issue",
+                extra={"fields": {"claim": name, "waited_s": round(waited, 1)}},
             )
-            issue = await _settle(
-                gh, url_vars=url_vars, label=label, bot_login=bot_login, ours=issue
-            )
-        await store.set_value(NAMESPACE, key, str(issue.number))
-        return issue
+            break
+        if await store.get_value(NAMESPACE, key) is not None:
+            break  # the holder has remembered its issue: use it
+        await asyncio.sleep(CLAIM_POLL)
+        waited += CLAIM_POLL
+    try:
+        yield holding
+    finally:
+        if holding:
+            await store.release_claim(name, holder)
+
+
+async def _open(
+    gh: GitHubAPI,
+    *,
+    url_vars: Mapping[str, str],
+    repo: str,
+    label: str,
+    spec: TrackingSpec,
+    bot_login: str,
+) -> TrackingIssue:
+    """Open the tracking issue (once, even when GitHub does not confirm the POST)."""
+    await _ensure_label(gh, url_vars=url_vars, label=label, spec=spec)
+
+    async def create() -> TrackingIssue:
+        data = await gh.post(
+            "/repos/{owner}/{repo}/issues",
+            url_vars,
+            data={"title": spec.title, "body": spec.body, "labels": [label]},
+        )
+        return _found(data, created=True)
+
+    async def find() -> TrackingIssue | None:
+        found = await _search(gh, url_vars=url_vars, label=label, bot_login=bot_login)
+        return None if found is None else replace(found, created=True)
+
+    issue = await create_once(create, find, what=f"tracking issue of {repo}")
+    log.info(
+        "opened the tracking issue",
+        extra={"fields": {"repo": repo, "issue": issue.number, "label": label}},
+    )
+    return await _settle(gh, url_vars=url_vars, label=label, bot_login=bot_login, ours=issue)
 
 
 async def _settle(

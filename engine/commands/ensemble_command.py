@@ -68,6 +68,15 @@ def add_parser(commands: Any) -> None:
     validate = ensemble_commands.add_parser("validate", help="cross-check a manifest's members")
     validate.add_argument("--manifest", type=existing_file, required=True)
     validate.add_argument("--registry", type=existing_file)
+    validate.add_argument(
+        "--verdict",
+        type=existing_file,
+        help="a PROMOTE.json (ours or another tool's): verify it and check that every member "
+        "is a model it judged",
+    )
+    validate.add_argument(
+        "--verbose", action="store_true", help="list every schema difference of a foreign file"
+    )
     validate.set_defaults(run=run_validate)
     evaluate = ensemble_commands.add_parser(
         "eval",
@@ -115,13 +124,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """Print every problem of a manifest (member hashes, registry rows, codec width); exit 1 on any."""
-    from engine.manifest import validate_manifest
+    """Print every problem of a manifest (member hashes, registry rows, codec width); exit 1 on any.
 
-    problems = validate_manifest(args.manifest, registry_path=args.registry)
-    for problem in problems:
-        print(problem)
-    if problems:
+    With ``--verdict``, the verdict's problems and every member it did not judge follow the
+    manifest's; a foreign file's schema differences come last, summarised.
+    """
+    from engine.manifest import check_manifest
+    from engine.verdict import verify_verdict
+
+    check = check_manifest(args.manifest, registry_path=args.registry)
+    verification = None
+    if args.verdict is not None:
+        verification = verify_verdict(args.verdict, members=check.members)
+    report = check.report(verification)
+    print(report.render_text(verbose=args.verbose), end="")
+    if report.problems:
         return EXIT_BAD_INPUT
     print(f"{args.manifest}: ok")
     return EXIT_OK

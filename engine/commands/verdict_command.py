@@ -45,6 +45,15 @@ def add_parser(commands: Any) -> None:
         type=existing_file,
         help="fail if this registry promotes a model the verdict does not cover",
     )
+    verify.add_argument(
+        "--manifest",
+        type=existing_file,
+        help="an ensemble manifest (ours or another tool's): its member files must hash as it "
+        "records and be the models the verdict judged",
+    )
+    verify.add_argument(
+        "--verbose", action="store_true", help="list every schema difference of a foreign file"
+    )
     add_policy_flags(verify)
     verify.set_defaults(run=run_verify)
 
@@ -67,8 +76,22 @@ def run(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Re-hash everything a verdict names (and check it against a policy); exit 0 only when all holds."""
-    from engine.verdict import verify_verdict
+    from engine.manifest import check_manifest
+    from engine.verdict import EXIT_NOT_VERIFIED, verify_verdict
 
-    result = verify_verdict(args.verdict, registry=args.registry, policy=promotion_policy(args))
-    print(result.render_text(), end="")
-    return result.exit_code
+    check = None if args.manifest is None else check_manifest(args.manifest)
+    result = verify_verdict(
+        args.verdict,
+        registry=args.registry,
+        policy=promotion_policy(args),
+        members=None if check is None else check.members,
+    )
+    if check is None:
+        print(result.render_text(verbose=args.verbose), end="")
+        return result.exit_code
+    report = check.report(result)
+    if not report.problems:
+        print(result.render_text(), end="")
+        return result.exit_code
+    print(report.render_text(prefix="problem: ", verbose=args.verbose), end="")
+    return EXIT_NOT_VERIFIED

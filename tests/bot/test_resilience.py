@@ -61,7 +61,7 @@ POLL_S = "0.05"
 REGRESSION = "fr-mlp-v06"
 # 50 jobs write ~120 times; GitHub's 80 content writes a minute (which the client paces to,
 # tested in test_github) would make the test wait a minute. The sandbox has no such limit.
-UNPACED = ClientPolicy(writes_per_minute=10_000)
+UNPACED = ClientPolicy(writes_per_minute=10_000, writes_per_hour=100_000)
 # A comment being created answers only after this long: meanwhile every other job finds no
 # comment yet, so the racers really do try to create it at the same time.
 COMMENT_POST = r"/repos/[^/]+/[^/]+/issues/\d+/comments$"

@@ -1,8 +1,11 @@
 """The tracking issue over real HTTP against the sandbox: found, remembered, or opened exactly once."""
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -190,3 +193,68 @@ async def test_issue_opened_at_the_same_moment_by_another_replica_wins_when_olde
     notes = [c.body for c in state.comments.values() if c.issue_number == ours]
     assert notes and f"reports on #{found.number}" in notes[0]
     assert await world.store.get_value(NAMESPACE, f"{REPO}:{LABEL}") == str(found.number)
+
+
+_OTHER_PROCESS = """
+import asyncio, json, sys
+import aiohttp
+from gidgethub.aiohttp import GitHubAPI
+from bot.store import SqliteStore
+from bot.surfaces.tracking import TrackingSpec, ensure_tracking_issue
+
+async def main(url, token, db, bot):
+    spec = TrackingSpec(title="t", body="b", label_description="d")
+    async with aiohttp.ClientSession() as session, SqliteStore(db) as store:
+        gh = GitHubAPI(session, "model-guard-tests", oauth_token=token, base_url=url)
+        issue = await ensure_tracking_issue(
+            gh, store, repo="acme/models", label="model-guard", spec=spec, bot_login=bot
+        )
+    print(json.dumps({"number": issue.number, "created": issue.created}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_two_processes_on_one_store_with_a_slow_github_open_one_issue(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # The in-process lock cannot see another process; the store's claim can. GitHub is slow
+    # to open the issue, so without the claim both processes would find none and open one.
+    installation, _repo = seed_repo(sandbox.state, {"README.md": b"models\n"})
+    token = await installation_token(sandbox, installation)
+    sandbox.faults.slow("POST", r"^/repos/acme/models/issues$", seconds=1.5, times=None)
+    db = tmp_path / "shared.db"
+    async with SqliteStore(db):
+        pass  # migrate once up front, as the service does at start
+    bot = sandbox.state.app.bot.login
+    runs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _OTHER_PROCESS,
+            sandbox.url,
+            token,
+            str(db),
+            bot,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outputs = [await run.communicate() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode() for _, err in outputs]
+    answers = [json.loads(out) for out, _ in outputs]
+    assert answers[0]["number"] == answers[1]["number"]
+    assert sorted(answer["created"] for answer in answers) == [False, True]
+    assert len(sandbox.requests_to("POST", r"^/repos/acme/models/issues$")) == 1
+
+
+async def test_a_claim_left_by_a_dead_holder_expires(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "store.db") as store:
+        assert await store.acquire_claim("tracking:x", "dead", ttl=timedelta(milliseconds=50))
+        assert not await store.acquire_claim("tracking:x", "alive", ttl=timedelta(seconds=5))
+        await asyncio.sleep(0.1)
+        assert await store.acquire_claim("tracking:x", "alive", ttl=timedelta(seconds=5))
+        assert not await store.release_claim("tracking:x", "dead")
+        assert await store.release_claim("tracking:x", "alive")
+        assert await store.acquire_claim("tracking:x", "next", ttl=timedelta(seconds=5))
