@@ -1,9 +1,12 @@
 """Evaluate one model of a timeline on a feature cache, with an on-disk store of past evaluations.
 
-An evaluation is keyed by everything that decides its result: the model's bytes (sha256
+An evaluation is keyed by everything that decides its metrics: the model's bytes (sha256
 of the graph file and of every external-data file), the feature cache's decoded content
-hash, the gate, the metric settings, the safety limits and the evaluation code's version.
-Re-running over an unchanged timeline therefore evaluates no model at all.
+hash, the metric settings (bootstrap size, confidence, seed, grouping, logistic fit,
+statistical mode), the safety limits and the evaluation code's version. The gate is not
+in the key: a stored record's metrics are judged again under the gate of the run that
+reads them, so re-running over an unchanged timeline, even with other thresholds, scores
+no model at all.
 
 Scoring runs within the model's memory and time budget (``engine.budget``). Running out of
 budget makes the model a broken (failing) step, but that result is never stored: it says
@@ -38,8 +41,9 @@ DEFAULT_LIMITS = ScoringLimits()
 # Columns ``--group-by`` may name: the string columns the feature loader reads and hashes.
 GROUPABLE: tuple[str, ...] = (SOURCE, ENCODER, PARAM)
 
-# Bump when a change to scoring, metrics or judging would change a stored result.
-EVALUATION_VERSION = 1
+# Bump when a change to scoring or metrics would change a stored result. 2: the key no
+# longer holds the gate (stored metrics are judged by the reading run).
+EVALUATION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,7 @@ class Evaluator:
         cached = self._from_store(key)
         if cached is not None:
             self.from_store += 1
-            return replace(cached, name=ref.name, path=str(ref.path), cached=True)
+            return replace(self._judged(cached), name=ref.name, path=str(ref.path), cached=True)
         self.evaluated += 1
         try:
             record = self._score(ref, checked, sha256, started, codec=codec)
@@ -307,6 +311,13 @@ class Evaluator:
         if self.store is not None:
             self.store.put(key, record.to_dict())
         return record
+
+    def _judged(self, record: StepRecord) -> StepRecord:
+        """Judge a stored record's metrics under this run's gate (a broken record stays broken)."""
+        if record.metrics is None:
+            return record
+        judgement = judge(record.metrics, self.thresholds, statistical=self.settings.statistical)
+        return replace(record, status=judgement.status, reasons=judgement.reasons)
 
     def _from_store(self, key: str) -> StepRecord | None:
         """Return the stored record for ``key``; a malformed one is treated as a miss."""
@@ -343,7 +354,8 @@ class Evaluator:
                 if ref.codec is None
                 else [ref.codec.vocabulary_version, ref.codec.width],
                 "features": self.features.content_hash,
-                "thresholds": self.thresholds.to_dict(),
+                # No thresholds: a stored record's metrics are judged again under the gate
+                # of the run that reads it (``_judged``), so a new gate re-scores nothing.
                 "settings": self.settings.to_dict(),
                 "max_opset": self.limits.max_opset,
             }
