@@ -264,6 +264,9 @@ def _key_indices(report: Mapping[str, Any]) -> set[int]:
     return {i for i in keep if i is not None}
 
 
+_CORRELATIONS = frozenset({"plcc", "srocc", "krocc", "plcc_logistic"})
+
+
 def _chart(report: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> list[str]:
     """A Mermaid xychart of the gate metric over the visited models, with the threshold line."""
     metric = report["chart_metric"]["metric"]
@@ -287,8 +290,10 @@ def _chart(report: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> lis
     high = max([*values, threshold])
     pad = (high - low) * 0.1 or 0.05
     low, high = low - pad, high + pad
-    if metric != "rmse":  # correlations live in [-1, 1]
+    if metric in _CORRELATIONS:  # correlations live in [-1, 1]
         low, high = max(low, -1.0), min(high, 1.0)
+    else:  # errors (RMSE, MAE) and interval widths are never negative
+        low = max(low, 0.0)
     labels = ", ".join(f'"#{s["index"]}"' for s, _ in points)
     lines = [
         "```mermaid",

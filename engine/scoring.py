@@ -219,6 +219,25 @@ def inspect_model(
     )
 
 
+def external_data_names(path: Path, *, limits: ScoringLimits = ScoringLimits()) -> tuple[str, ...]:
+    """Return the plain file names of the external data a model's graph reads (sorted).
+
+    For provenance: nothing is embedded or hashed, and a file that is not a readable,
+    well-formed ONNX model (or names unsafe locations) reads none, so () comes back.
+    """
+    try:
+        model = _parse(_read_model_file(Path(path), limit=limits.max_bytes))
+        names = {
+            _external_ref(tensor).location
+            for graph in _graphs(model.graph)
+            for tensor in _graph_tensors(graph)
+            if _is_external(tensor)
+        }
+    except ModelRejected:
+        return ()
+    return tuple(sorted(names))
+
+
 def score_model(
     model: CheckedModel,
     matrix: np.ndarray,

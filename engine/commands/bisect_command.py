@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.bisection import Outcome, find_first_regression
     from engine.evaluation import EvaluationStore, MetricSettings
     from engine.evidence import write_json
-    from engine.provenance import build_provenance, utc_now
+    from engine.provenance import InputRole, build_provenance, inputs_of, model_inputs, utc_now
     from engine.report import SCHEMA, SCHEMA_VERSION, TableFormat, render_table
     from engine.threshold import Thresholds
     from engine.timeline import (
@@ -137,10 +137,10 @@ def run(args: argparse.Namespace) -> int:
     root, features = Path("."), str(args.features)
     if args.registry is not None:
         timeline = read_timeline(root, str(args.registry), features)
-        inputs = [args.registry]
+        inputs = inputs_of([args.registry], InputRole.REGISTRY)
     else:
         timeline = timeline_of_files(root, [str(path) for path in args.models], features)
-        inputs = list(args.models)
+        inputs = []  # the models are listed with their external data below
     store = None if args.no_cache else EvaluationStore(args.cache_dir or default_cache_dir())
     evaluator = timeline_evaluator(
         root, timeline, thresholds=thresholds, settings=settings, limits=limits, store=store
@@ -166,13 +166,21 @@ def run(args: argparse.Namespace) -> int:
         _write_text(args.markdown, render_table(report, fmt=TableFormat.MARKDOWN))
         outputs.append(args.markdown)
     if args.json is not None:
-        visited = [root / timeline.models[visit.index].onnx for visit in result.visits]
+        visited = [timeline.models[visit.index] for visit in result.visits]
+        read = [
+            *model_inputs(root / model.onnx for model in visited),
+            # What the registry lists is read too (hashed by the admission check).
+            *inputs_of(
+                (root / path for model in visited for path in model.external),
+                InputRole.EXTERNAL_DATA,
+            ),
+        ]
         report["run_provenance"] = build_provenance(
             schema=SCHEMA,
             schema_version=SCHEMA_VERSION,
             entrypoint="model-guard bisect",
             argv=args.argv,
-            inputs=[*inputs, args.features, *visited],
+            inputs=[*inputs, *inputs_of([args.features], InputRole.FEATURES), *read],
             outputs=outputs,
             started=started,
             finished=utc_now(),

@@ -121,7 +121,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Score an ensemble on a feature cache: coverage of its intervals and metrics of the mean."""
     from engine.evidence import write_json
     from engine.manifest import evaluate_ensemble, render_evaluation
-    from engine.provenance import build_provenance, utc_now
+    from engine.provenance import InputRole, build_provenance, inputs_of, model_inputs, utc_now
 
     started = utc_now()
     evaluation = evaluate_ensemble(
@@ -138,7 +138,14 @@ def run_eval(args: argparse.Namespace) -> int:
             schema_version=1,
             entrypoint="model-guard ensemble eval",
             argv=args.argv,
-            inputs=[args.manifest, args.features],
+            inputs=[
+                *inputs_of([args.manifest], InputRole.MANIFEST),
+                *inputs_of([args.features], InputRole.FEATURES),
+                *inputs_of([args.registry], InputRole.REGISTRY),
+                *model_inputs(
+                    evaluation.manifest.root / member.onnx for member in evaluation.manifest.members
+                ),
+            ],
             outputs=[],
             started=started,
             finished=utc_now(),

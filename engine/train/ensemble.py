@@ -31,7 +31,7 @@ from engine.features import SOURCE, FeatureTable
 from engine.hashing import sha256_bytes
 from engine.manifest import Confidence, ManifestMember, build_manifest, write_manifest
 from engine.metrics import compute_metrics
-from engine.provenance import build_provenance, utc_now
+from engine.provenance import InputRole, build_provenance, inputs_of, utc_now
 from engine.train.export import export_network
 from engine.train.network import DEFAULT_CONFIG, TrainConfig, TrainedNetwork, train_network
 
@@ -149,7 +149,7 @@ def train_ensemble(
             schema_version=1,
             entrypoint=ENTRYPOINT,
             argv=list(argv),
-            inputs=[features.path] if features.path is not None else [],
+            inputs=inputs_of([features.path], InputRole.FEATURES),
             outputs=[path for _, path in written],
             started=started,
             finished=utc_now(),
