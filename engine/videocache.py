@@ -19,7 +19,7 @@ import math
 import multiprocessing
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -446,48 +446,12 @@ def build_video_cache(
     if summaries:
         say(f"reusing {len(summaries)} of {total} clips finished in {clips}")
     pending = [item for item in plan if item[2] not in summaries]
-    with tempfile.TemporaryDirectory(prefix="model-guard-references-") as scratch:
-        needed = list(dict.fromkeys(source for source, _rung, _id in pending))
-        references = {
-            source.source_id: str(Path(scratch) / f"{source.source_id}.y4m") for source in needed
-        }
-        with _executor(jobs) as pool:
-            rendered = [
-                pool.submit(
-                    _render_reference,
-                    str(ffmpeg.path),
-                    source,
-                    manifest.working,
-                    references[source.source_id],
-                )
-                for source in needed
-            ]
-            for rendering in rendered:
-                rendering.result()
-            if needed:
-                say(f"rendered {len(needed)} working references")
-            futures = [
-                pool.submit(
-                    run_clip,
-                    ClipJob(
-                        clip_id=clip_id,
-                        source_id=source.source_id,
-                        rung=rung,
-                        ffmpeg=str(ffmpeg.path),
-                        reference=references[source.source_id],
-                        result=str(clips / f"{clip_id}.json"),
-                        key=keys[clip_id],
-                    ),
-                )
-                for source, rung, clip_id in pending
-            ]
-            for future in concurrent.futures.as_completed(futures):
-                summary = future.result()
-                summaries[summary.clip_id] = summary
-                say(
-                    f"[{len(summaries):>4}/{total}] {summary.clip_id}: "
-                    f"{summary.frames} frames, VMAF {summary.pooled_vmaf:.2f}"
-                )
+    for summary in _encode(manifest, pending, ffmpeg=ffmpeg, clips=clips, keys=keys, jobs=jobs):
+        summaries[summary.clip_id] = summary
+        say(
+            f"[{len(summaries):>4}/{total}] {summary.clip_id}: "
+            f"{summary.frames} frames, VMAF {summary.pooled_vmaf:.2f}"
+        )
     table, commands, libvmaf = _assemble(manifest, plan, clips)
     written = [out / FEATURES_FILE, out / MANIFEST]
     write_parquet(written[0], table, compression="zstd", compression_level=9, version="2.6")
@@ -499,6 +463,59 @@ def build_video_cache(
         reused=total - len(pending),
         sources=_summaries(manifest, table),
     )
+
+
+def _encode(
+    manifest: VideoManifest,
+    pending: Sequence[tuple[Source, Rung, str]],
+    *,
+    ffmpeg: Ffmpeg,
+    clips: Path,
+    keys: Mapping[str, str],
+    jobs: int,
+) -> Iterator[ClipSummary]:
+    """Render the references the pending clips need, then encode and measure them in a pool.
+
+    Yields each clip as it finishes; on the first failure the clips not yet started are
+    cancelled and the error is raised (finished clips stay stored for the next run).
+    """
+    with tempfile.TemporaryDirectory(prefix="model-guard-references-") as scratch:
+        needed = list(dict.fromkeys(source for source, _rung, _id in pending))
+        references = {s.source_id: str(Path(scratch) / f"{s.source_id}.y4m") for s in needed}
+        with _executor(jobs) as pool:
+            try:
+                rendered = [
+                    pool.submit(
+                        _render_reference,
+                        str(ffmpeg.path),
+                        source,
+                        manifest.working,
+                        references[source.source_id],
+                    )
+                    for source in needed
+                ]
+                for rendering in rendered:
+                    rendering.result()
+                futures = [
+                    pool.submit(
+                        run_clip,
+                        ClipJob(
+                            clip_id=clip_id,
+                            source_id=source.source_id,
+                            rung=rung,
+                            ffmpeg=str(ffmpeg.path),
+                            reference=references[source.source_id],
+                            result=str(clips / f"{clip_id}.json"),
+                            key=keys[clip_id],
+                        ),
+                    )
+                    for source, rung, clip_id in pending
+                ]
+                for future in concurrent.futures.as_completed(futures):
+                    yield future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
 
 class _InlineExecutor(concurrent.futures.Executor):

@@ -155,3 +155,21 @@ def test_build_resumes_and_check_finds_no_drift_then_one_changed_value(tmp_path,
     write_parquet(out / "features.parquet", changed)
     assert main(["cache", "check", str(out)]) == 1
     assert "column 'mos' differs by up to" in capsys.readouterr().out
+
+
+def test_failed_encode_is_one_line_and_keeps_the_finished_clips(tmp_path, capsys):
+    document = json.loads(_tiny_manifest(tmp_path).read_text())
+    document["sources"] = document["sources"][:1]
+    document["ladder"] = [
+        {"encoder": "libx264", "crf": 30, "preset": "ultrafast"},
+        {"encoder": "libx264", "crf": 30, "preset": "nosuchpreset"},
+    ]
+    manifest, out = tmp_path / "broken.json", tmp_path / "cache"
+    manifest.write_text(json.dumps(document))
+    code = main(["cache", "build", "--from-videos", str(manifest), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "model-guard: error: ffmpeg failed" in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+    assert [p.name for p in (out / "clips").iterdir()] == ["carphone__libx264-crf30-ultrafast.json"]
+    assert not (out / "features.parquet").exists()
