@@ -152,8 +152,10 @@ def run_ffmpeg(
     errors = done.stderr.decode("utf-8", "replace")
     if done.returncode != 0:
         lines = [line.strip() for line in errors.splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit status {done.returncode}"
-        raise MediaError(f"ffmpeg failed: {one_line(last)}")
+        # The first line naming an error is the cause; the last one is often a consequence.
+        causes = [line for line in lines if re.search(r"error|invalid", line, re.IGNORECASE)]
+        cause = (causes or lines or [f"exit status {done.returncode}"])[0 if causes else -1]
+        raise MediaError(f"ffmpeg failed: {one_line(cause)}")
     return done.stdout.decode("utf-8", "replace") if stdout else errors
 
 

@@ -169,7 +169,7 @@ def test_failed_encode_is_one_line_and_keeps_the_finished_clips(tmp_path, capsys
     code = main(["cache", "build", "--from-videos", str(manifest), "--out", str(out)])
     assert code == 1
     err = capsys.readouterr().err
-    assert "model-guard: error: ffmpeg failed" in err
+    assert "model-guard: error: ffmpeg failed: x264 [error]: invalid preset" in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
     assert [p.name for p in (out / "clips").iterdir()] == ["carphone__libx264-crf30-ultrafast.json"]
     assert not (out / "features.parquet").exists()
