@@ -89,7 +89,6 @@ def import_registry(
     *,
     rule: OrderRule = OrderRule.NATURAL,
     order_file: Path | None = None,
-    destination: Path | None = None,
 ) -> ImportResult:
     """Convert a foreign registry; raises ``RegistryInvalid`` (every problem) when it cannot.
 
@@ -117,7 +116,7 @@ def import_registry(
         raise RegistryInvalid(problems)
     ids = [row["id"] for row in converted]
     added: dict[str, list[str]] = {model_id: [] for model_id in ids}
-    exclude = {source.resolve()} | ({destination.resolve()} if destination else set())
+    exclude = {source.resolve()}
     file_problems: list[Problem] = []
     for index, row in enumerate(converted):
         file_problems += _link_files(

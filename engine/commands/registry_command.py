@@ -93,7 +93,6 @@ def run_import(args: argparse.Namespace) -> int:
             source,
             rule=OrderRule(args.order_rule),
             order_file=args.order,
-            destination=destination,
         )
     except RegistryInvalid as refused:
         for problem in refused.problems:
@@ -136,10 +135,11 @@ def _check_destination(source: Path, destination: Path, *, force: bool) -> None:
 
 
 def _located(source: Path, problem: Any) -> str:
-    """``<source name>#<pointer>: <message>`` on one line."""
+    """``<source name>#<pointer>: <message>`` on one line (a whole-file message names the file)."""
     from engine.errors import one_line
 
-    return one_line(f"{source.name}#{problem.pointer}: {problem.message}", limit=1000)
+    where = f"{source.name}#{problem.pointer}: " if problem.pointer else ""
+    return one_line(f"{where}{problem.message}", limit=1000)
 
 
 def _print_summary(source: Path, destination: Path, result: Any) -> None:
