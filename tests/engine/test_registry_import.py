@@ -360,3 +360,27 @@ def test_destination_must_be_a_new_file_beside_the_source(
     code, _, err = run_import(foreign, capsys=capsys)
     assert code == 1 and "exists (use --force to replace it)" in err
     assert run_import(foreign, "--force", capsys=capsys)[0] == 0
+
+
+def test_validate_checks_twin_links_and_sidecar_paths_of_an_imported_registry(
+    foreign: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_import(foreign, capsys=capsys)[0] == 0
+    destination = foreign.parent / "model-guard.json"
+    document = json.loads(destination.read_text())
+    position = {row["id"]: i for i, row in enumerate(document["models"])}
+    document["models"][position["fr_tiny_v3_int8"]]["quantised_from"] = "fr_tiny_v99"
+    document["models"][position["nr_metric_v1_int8"]]["quantised_from"] = "nr_metric_v1_int8"
+    document["models"][position["fr_regressor_v1"]]["sidecar"] = "../fr_regressor_v1.json"
+    document["models"][position["fr_tiny_v1"]]["sigstore_bundle"] = "/etc/bundle.json"
+    destination.write_text(json.dumps(document))
+    assert [str(problem) for problem in validate_registry(destination)] == [
+        f"registry.json#/models/{position['fr_regressor_v1']}/sidecar: "
+        "path '../fr_regressor_v1.json' must not contain '..'",
+        f"registry.json#/models/{position['fr_tiny_v1']}/sigstore_bundle: "
+        "path '/etc/bundle.json' must be relative to the registry folder, not absolute",
+        f"registry.json#/models/{position['fr_tiny_v3_int8']}/quantised_from: "
+        "names 'fr_tiny_v99', which is not a row here",
+        f"registry.json#/models/{position['nr_metric_v1_int8']}/quantised_from: "
+        "a model cannot be its own int8 twin",
+    ]
