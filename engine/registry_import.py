@@ -128,6 +128,8 @@ def import_registry(
     index_of = {model_id: index for index, model_id in enumerate(ids)}
     for index, row in enumerate(converted):
         file_problems += _hash_problems(row, root, pointer=f"/models/{index}/sha256")
+        if "external_data" not in added[row["id"]]:  # declared by the source: check it
+            file_problems += _external_problems(row, root, base=f"/models/{index}")
     for twin in twins:
         parent = index_of[twin["quantised_from"]]
         file_problems += _hash_problems(twin, root, pointer=f"/models/{parent}/int8_sha256")
@@ -570,6 +572,27 @@ def _hash_problems(row: Mapping[str, Any], root: Path, *, pointer: str) -> list[
             )
         ]
     return []
+
+
+def _external_problems(row: Mapping[str, Any], root: Path, *, base: str) -> list[Problem]:
+    """One problem per external data file the source declares that is missing or differs."""
+    folder = (root / row["onnx"]).parent
+    problems = []
+    for position, item in enumerate(row.get("external_data", [])):
+        pointer = f"{base}/external_data/{position}/sha256"
+        try:
+            actual = sha256_file(folder / item["path"], within=root)
+        except (OSError, EngineError) as error:
+            problems.append(Problem(pointer, f"{item['path']}: {_unreadable(error)}"))
+            continue
+        if actual != item["sha256"]:
+            problems.append(
+                Problem(
+                    pointer,
+                    f"{item['path']} hashes to {actual}, not the declared sha256 {item['sha256']}",
+                )
+            )
+    return problems
 
 
 def _unreadable(error: BaseException) -> str:

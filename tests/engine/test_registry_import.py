@@ -384,3 +384,21 @@ def test_validate_checks_twin_links_and_sidecar_paths_of_an_imported_registry(
         f"registry.json#/models/{position['nr_metric_v1_int8']}/quantised_from: "
         "a model cannot be its own int8 twin",
     ]
+
+
+def test_external_data_the_source_declares_is_kept_and_checked(
+    foreign: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = json.loads(foreign.read_text())
+    index = next(i for i, row in enumerate(document["models"]) if row["id"] == "fr_tiny_v2")
+    declared = [{"path": "fr_tiny_v2.onnx.data", "sha256": "2" * 64}]
+    document["models"][index]["external_data"] = declared
+    foreign.write_text(json.dumps(document))
+    code, out, _ = run_import(foreign, capsys=capsys)
+    assert code == 2
+    actual = hashlib.sha256((foreign.parent / "fr_tiny_v2.onnx.data").read_bytes()).hexdigest()
+    assert [line for line in out if line.startswith("registry.json#")] == [
+        f"registry.json#/models/{index}/external_data/0/sha256: fr_tiny_v2.onnx.data hashes to "
+        f"{actual}, not the declared sha256 {'2' * 64}"
+    ]
+    assert rows(foreign.parent / "model-guard.json")["fr_tiny_v2"]["external_data"] == declared
