@@ -114,6 +114,7 @@ def import_registry(
         problems = document_problems(check, root)
     if problems:
         raise RegistryInvalid(problems)
+    order = _order(converted, rule=rule, order_file=order_file)
     ids = [row["id"] for row in converted]
     added: dict[str, list[str]] = {model_id: [] for model_id in ids}
     exclude = {source.resolve()}
@@ -125,18 +126,53 @@ def import_registry(
     twins, problems = _twins(converted, root, exclude=exclude)
     if problems:
         raise RegistryInvalid(problems)
-    index_of = {model_id: index for index, model_id in enumerate(ids)}
-    for index, row in enumerate(converted):
-        file_problems += _hash_problems(row, root, pointer=f"/models/{index}/sha256")
+    file_problems += _declared_file_problems(converted, twins, root, added=added)
+    timeline = _timeline(order, converted, twins, added=added)
+    rule_name = rule.value if order_file is None else f"file:{order_file.name}"
+    output = _top_level(document, read.raw, source, rule_name, ids, added)
+    output["models"] = [_ordered(row) for row in timeline]
+    return ImportResult(
+        document=output,
+        order=tuple(row["id"] for row in timeline),
+        rule=rule_name,
+        rule_text=ORDER_RULE_TEXT[rule]
+        if order_file is None
+        else f"the order listed in {order_file}",
+        file_problems=tuple(file_problems),
+        twins=tuple(twin["id"] for twin in twins),
+        defaulted_smoke=tuple(i for i in ids if "smoke" in added[i]),
+    )
+
+
+def _declared_file_problems(
+    rows: Sequence[Mapping[str, Any]],
+    twins: Sequence[Mapping[str, Any]],
+    root: Path,
+    *,
+    added: Mapping[str, list[str]],
+) -> list[Problem]:
+    """Every declared hash checked against its file, located in the source (pointer)."""
+    problems: list[Problem] = []
+    index_of = {row["id"]: index for index, row in enumerate(rows)}
+    for index, row in enumerate(rows):
+        problems += _hash_problems(row, root, pointer=f"/models/{index}/sha256")
         if "external_data" not in added[row["id"]]:  # declared by the source: check it
-            file_problems += _external_problems(row, root, base=f"/models/{index}")
+            problems += _external_problems(row, root, base=f"/models/{index}")
     for twin in twins:
         parent = index_of[twin["quantised_from"]]
-        file_problems += _hash_problems(twin, root, pointer=f"/models/{parent}/int8_sha256")
-    order = _order(converted, rule=rule, order_file=order_file)
-    rule_name = rule.value if order_file is None else f"file:{order_file.name}"
-    rule_text = ORDER_RULE_TEXT[rule] if order_file is None else f"the order listed in {order_file}"
-    by_id = {row["id"]: row for row in converted}
+        problems += _hash_problems(twin, root, pointer=f"/models/{parent}/int8_sha256")
+    return problems
+
+
+def _timeline(
+    order: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    twins: Sequence[dict[str, Any]],
+    *,
+    added: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """Rows in ``order``, each twin right after its parent, numbered 0, 1, 2, ..."""
+    by_id = {row["id"]: row for row in rows}
     twin_of = {twin["quantised_from"]: twin for twin in twins}
     timeline: list[dict[str, Any]] = []
     for model_id in order:
@@ -148,17 +184,7 @@ def import_registry(
         row["timeline"] = position
         if added[row["id"]] != ["*"]:
             added[row["id"]].append("timeline")
-    output = _top_level(document, read.raw, source, rule_name, ids, added)
-    output["models"] = [_ordered(row) for row in timeline]
-    return ImportResult(
-        document=output,
-        order=tuple(row["id"] for row in timeline),
-        rule=rule_name,
-        rule_text=rule_text,
-        file_problems=tuple(file_problems),
-        twins=tuple(twin["id"] for twin in twins),
-        defaulted_smoke=tuple(i for i in ids if "smoke" in added[i]),
-    )
+    return timeline
 
 
 def recover_source(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,10 +230,7 @@ def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
 
 def read_order_file(path: Path) -> tuple[str, ...]:
     """Read an order file: one id per line, oldest first; blank lines and ``#`` comments ignored."""
-    try:
-        raw = read_input(path, kind=ORDER_FILE, error=UsageError)
-    except UsageError:
-        raise
+    raw = read_input(path, kind=ORDER_FILE, error=UsageError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
