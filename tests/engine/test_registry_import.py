@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
 
 from engine.cli import main
@@ -402,3 +403,33 @@ def test_external_data_the_source_declares_is_kept_and_checked(
         f"{actual}, not the declared sha256 {'2' * 64}"
     ]
     assert rows(foreign.parent / "model-guard.json")["fr_tiny_v2"]["external_data"] == declared
+
+
+def test_fixture_is_byte_stable_and_shaped_like_the_field(
+    built: ForeignRegistry, tmp_path: Path
+) -> None:
+    again = write_foreign_registry(tmp_path / "again")
+    assert digests(again.folder) == digests(built.folder)  # same bytes on every run
+    document = json.loads(built.registry.read_text())
+    assert len(document["models"]) == 24 and "timeline" not in json.dumps(document)
+    kinds = [row["kind"] for row in document["models"]]
+    assert {kind: kinds.count(kind) for kind in set(kinds)} == {"fr": 17, "nr": 5, "filter": 2}
+    second_inputs = {}
+    for row in document["models"]:
+        model = onnx.load(str(built.folder / row["onnx"]), load_external_data=False)
+        assert model.ir_version == 9
+        assert [o.version for o in model.opset_import] == [row["opset"]]
+        if len(model.graph.input) == 2 and model.graph.input[0].name == "features":
+            second = model.graph.input[1]
+            width = second.type.tensor_type.shape.dim[1].dim_value
+            second_inputs.setdefault(second.name, set()).add(width)
+            sidecar = json.loads((built.folder / f"{row['id']}.json").read_text())
+            assert len(sidecar["codec_block_layout"]) == width
+            assert sidecar["codec_block_layout"][-2:] == ["preset_norm", "crf_norm"]
+    assert second_inputs == {"codec": {14}, "codec_onehot": {14}, "codec_block": {18}}
+    manifest = json.loads(built.ensemble_manifest.read_text())
+    for member in manifest["members"]:
+        actual = hashlib.sha256((built.folder / member["onnx"]).read_bytes()).hexdigest()
+        assert member["sha256"] != actual  # every member hash is stale
+    promote = json.loads(built.promote.read_text())
+    assert promote["verdict"] == "PROMOTE" and promote["corpus"]["present"] is False
