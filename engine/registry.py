@@ -20,6 +20,8 @@ SCHEMA_VERSION = 1
 MAX_REGISTRY_BYTES = REGISTRY_JSON.max_bytes
 _SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Row fields holding a path besides `onnx`: the same rules apply (relative, inside the folder).
+_PATH_FIELDS = ("sidecar", "sigstore_bundle")
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,11 @@ def validate_registry(
     return _sorted(problems)
 
 
+def document_problems(document: Any, root: Path) -> list[Problem]:
+    """Return the structural problems of a registry document (schema, ids, timeline, paths)."""
+    return _sorted(_structural_problems(document, root))
+
+
 def registry_schema() -> dict[str, Any]:
     """Return the registry JSON Schema shipped inside the package."""
     return load_schema(_SCHEMA_FILE)
@@ -256,12 +263,36 @@ def _structural_problems(document: Any, root: Path) -> list[Problem]:
                     )
                 )
             first_timeline.setdefault(timeline, index)
+        for field in _PATH_FIELDS:
+            usable = _usable(model, field, base=base, flagged=flagged)
+            if usable and (why := _path_problem(model[field], root)) is not None:
+                problems.append(Problem(f"{base}/{field}", why))
         if _usable(model, "onnx", base=base, flagged=flagged):
             if (why := _path_problem(model["onnx"], root)) is not None:
                 problems.append(Problem(f"{base}/onnx", why))
             elif isinstance(items := model.get("external_data"), list):
                 folder = (root / model["onnx"]).parent
                 problems.extend(_external_problems(items, folder, base=base, flagged=flagged))
+    problems.extend(_twin_problems(document, first_id, flagged=flagged))
+    return problems
+
+
+def _twin_problems(document: Any, ids: Mapping[str, int], *, flagged: set[str]) -> list[Problem]:
+    """An int8 twin's ``quantised_from`` must name another row of the registry."""
+    problems: list[Problem] = []
+    for index, model in _model_rows(document):
+        base = f"/models/{index}"
+        if not _usable(model, "quantised_from", base=base, flagged=flagged):
+            continue
+        parent = model["quantised_from"]
+        if parent == model.get("id"):
+            problems.append(
+                Problem(f"{base}/quantised_from", "a model cannot be its own int8 twin")
+            )
+        elif parent not in ids:
+            problems.append(
+                Problem(f"{base}/quantised_from", f"names {parent!r}, which is not a row here")
+            )
     return problems
 
 
