@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
+from engine.errors import UsageError
 from engine.evaluation import (
     DEFAULT_LIMITS,
     EvaluationStore,
@@ -24,10 +25,18 @@ from engine.evaluation import (
     ModelRef,
     StepRecord,
 )
+from engine.families import (
+    FamilyPlan,
+    NotJudged,
+    plan_families,
+    require_judged,
+    safe_reader,
+    select_families,
+)
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
-from engine.registry import CodecSpec, ExternalData, load_registry
-from engine.report import build_report
-from engine.scoring import ScoringLimits
+from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
+from engine.report import build_report, combine_reports
+from engine.scoring import ScoringLimits, read_graph_inputs
 from engine.threshold import Thresholds
 
 
@@ -56,6 +65,16 @@ class Timeline:
     models: tuple[TimelineModel, ...]
     feature_rows: int
     features_hash: str
+    family: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineSet:
+    """A registry's families, each its own timeline on one feature cache, and the rows not judged."""
+
+    timelines: tuple[Timeline, ...]
+    not_judged: tuple[NotJudged, ...]
+    known: tuple[str, ...]  # every family the registry has, selected or not
 
 
 def repo_path(registry: str, relative: str) -> str:
@@ -66,18 +85,67 @@ def repo_path(registry: str, relative: str) -> str:
 def read_timeline(root: Path, registry: str, features: str) -> Timeline:
     """Check the registry's structure and the feature cache's schema; list the timeline."""
     loaded = load_registry(Path(root) / registry)
-    models = tuple(
-        TimelineModel(
-            name=entry.id,
-            onnx=repo_path(registry, entry.onnx),
-            sha256=entry.sha256,
-            external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
-            codec=entry.codec,
-            external_data=entry.external_data,
-        )
-        for entry in loaded.models
-    )
+    models = tuple(_timeline_model(registry, entry) for entry in loaded.models)
     return _timeline(root, registry, features, models)
+
+
+def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
+    """A registry row as a timeline model, its files named by root-relative paths."""
+    return TimelineModel(
+        name=entry.id,
+        onnx=repo_path(registry, entry.onnx),
+        sha256=entry.sha256,
+        external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
+        codec=entry.codec,
+        external_data=entry.external_data,
+    )
+
+
+def read_timelines(
+    root: Path,
+    registry: str,
+    features: str,
+    *,
+    families: Sequence[str] | None = None,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+) -> TimelineSet:
+    """Split the registry into families (graph headers read under ``limits``); one timeline each.
+
+    ``families`` selects by name (None or empty: all); an unknown name is a one-line
+    ``UsageError`` naming the known ones. A graph file missing under ``root`` is placed as
+    its registry row declares (it will be broken when visited).
+    """
+    loaded = load_registry(Path(root) / registry)
+
+    def read(entry: ModelEntry) -> Any:
+        return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
+
+    plan = plan_families(loaded.models, read_inputs=safe_reader(read))
+    chosen = select_families(plan, families)
+    require_judged(chosen)
+    table = cached_features(Path(root) / features)
+    timelines = tuple(
+        Timeline(
+            registry=registry,
+            features=features,
+            models=tuple(_timeline_model(registry, entry) for entry in family.models),
+            feature_rows=table.n_rows,
+            features_hash=table.content_hash,
+            family=family.name,
+        )
+        for family in chosen.families
+    )
+    return TimelineSet(timelines, chosen.not_judged, plan.names)
+
+
+def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LIMITS) -> FamilyPlan:
+    """The registry's families and rows not judged, reading graph headers under ``root``."""
+    loaded = load_registry(Path(root) / registry)
+
+    def read(entry: ModelEntry) -> Any:
+        return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
+
+    return plan_families(loaded.models, read_inputs=safe_reader(read))
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
@@ -160,6 +228,36 @@ def assemble_report(
     )
     report["features"]["path"] = timeline.features
     return report
+
+
+def assemble_family_report(
+    root: Path,
+    timelines: TimelineSet,
+    results: Sequence[BisectResult[StepRecord]],
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """One report for every family's bisect: a section each, the worst family's verdict on top."""
+    if len(results) != len(timelines.timelines):
+        raise UsageError("one bisect result is needed per family")
+    reports = [
+        assemble_report(
+            root,
+            timeline,
+            result,
+            thresholds=thresholds,
+            settings=settings,
+            wall_time_s=wall_time_s,
+        )
+        for timeline, result in zip(timelines.timelines, results, strict=True)
+    ]
+    return combine_reports(
+        reports,
+        families=[timeline.family or "" for timeline in timelines.timelines],
+        not_judged=[item.to_dict() for item in timelines.not_judged],
+    )
 
 
 def cached_features(path: Path, *, limits: TableLimits = DEFAULT_TABLE_LIMITS) -> FeatureTable:
