@@ -140,9 +140,9 @@ def signature(inputs: Sequence[GraphInput]) -> str:
     return f"inputs{shapes}" if inputs else "no-inputs"
 
 
-def not_judged_text(item: NotJudged) -> str:
-    """The line a report shows for a row it did not judge."""
-    return f"not judged ({item.reason})"
+def why_not_judged(inputs: Sequence[GraphInput]) -> str | None:
+    """Why a graph with these inputs cannot be fed from a feature table (None when it can)."""
+    return _why_not(inputs, signature(inputs))
 
 
 def _place(entry: ModelEntry, inputs: tuple[GraphInput, ...] | None) -> _Placed:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
-from engine.errors import UsageError
+from engine.errors import EngineError, UsageError
 from engine.evaluation import (
     DEFAULT_LIMITS,
     EvaluationStore,
@@ -26,12 +26,14 @@ from engine.evaluation import (
     StepRecord,
 )
 from engine.families import (
+    JUDGED_KIND,
     FamilyPlan,
     NotJudged,
     plan_families,
     require_judged,
     safe_reader,
     select_families,
+    why_not_judged,
 )
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
 from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
@@ -115,12 +117,7 @@ def read_timelines(
     ``UsageError`` naming the known ones. A graph file missing under ``root`` is placed as
     its registry row declares (it will be broken when visited).
     """
-    loaded = load_registry(Path(root) / registry)
-
-    def read(entry: ModelEntry) -> Any:
-        return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
-
-    plan = plan_families(loaded.models, read_inputs=safe_reader(read))
+    plan = family_plan(root, registry, limits=limits)
     chosen = select_families(plan, families)
     require_judged(chosen)
     table = cached_features(Path(root) / features)
@@ -135,7 +132,8 @@ def read_timelines(
         )
         for family in chosen.families
     )
-    return TimelineSet(timelines, chosen.not_judged, plan.names)
+    skipped = tuple(replace(i, onnx=repo_path(registry, i.onnx)) for i in chosen.not_judged)
+    return TimelineSet(timelines, skipped, plan.names)
 
 
 def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LIMITS) -> FamilyPlan:
@@ -146,6 +144,34 @@ def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LI
         return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
 
     return plan_families(loaded.models, read_inputs=safe_reader(read))
+
+
+def graphs_of_other_kinds(root: Path, registry: str) -> tuple[str, ...]:
+    """Root-relative graph files of rows of kinds other than fr (their inputs say why they are not judged).
+
+    The App fetches these before ``read_timelines``; a regressor's graph is fetched only
+    when the bisect visits it, and ``unjudgeable`` then checks its inputs.
+    """
+    loaded = load_registry(Path(root) / registry)
+    return tuple(repo_path(registry, e.onnx) for e in loaded.models if e.kind != JUDGED_KIND)
+
+
+def unjudgeable(
+    root: Path, timeline: Timeline, index: int, *, limits: ScoringLimits = DEFAULT_LIMITS
+) -> NotJudged | None:
+    """Why a fetched model of a family cannot be judged on a feature table, or None when it can.
+
+    A graph that cannot be read is judgeable here: scoring it then says why it is broken.
+    """
+    model = timeline.models[index]
+    try:
+        inputs = read_graph_inputs(Path(root) / model.onnx, limits=limits)
+    except EngineError:
+        return None
+    why = why_not_judged(inputs)
+    if why is None:
+        return None
+    return NotJudged(model.name, JUDGED_KIND, model.onnx, timeline.family or "", f"kind fr: {why}")
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
