@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.errors import EngineError, EvidenceError, UsageError, one_line
 from engine.evidence import read_json, schema_problems
+from engine.families import JUDGED_KIND, why_not_judged
 from engine.policy import PolicyRule, PromotionPolicy
 from engine.registry import (
     MAX_REGISTRY_BYTES,
@@ -29,7 +30,7 @@ from engine.registry import (
     validate_registry,
 )
 from engine.registry_diff import RegistryDiff, diff_registries, id_lines
-from engine.scoring import ScoringLimits, inspect_model
+from engine.scoring import ScoringLimits, inspect_model, read_graph_inputs
 from engine.verdict import VERDICT_SCHEMA_FILE, coverage_problem, verify_verdict
 
 FAILURE = "failure"
@@ -371,12 +372,27 @@ def _safety_annotations(
                 limits=limits,
                 external_data=entry.external_map(),
                 codec_width=None if entry.codec is None else entry.codec.width,
+                scored=_judged_on_features(entry, path, limits=limits),
             )
         except EngineError as error:
             reason = _relative_text(one_line(error, limit=_MESSAGE_LIMIT), head_root)
             yield _annotation(model, 1, FAILURE, title, f"{model}: {reason}")
             line = locator.line_of(entry.pointer)
             yield _annotation(registry, line, FAILURE, title, f"{entry.id}: {model}: {reason}")
+
+
+def _judged_on_features(entry: ModelEntry, path: Path, *, limits: ScoringLimits) -> bool:
+    """True when the row is a regressor the bisect scores (its inputs and output are then checked).
+
+    A row of another kind, or with frame inputs, is not judged (docs/registry.md, Families):
+    it is never run, so it gets the file checks but not those that protect onnxruntime.
+    """
+    if entry.kind != JUDGED_KIND:
+        return False
+    try:
+        return why_not_judged(read_graph_inputs(path, limits=limits)) is None
+    except EngineError:
+        return True  # inspect_model says why the file is refused
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,11 @@ def summarise(report: Mapping[str, Any]) -> str:
     fine = sum(1 for f in others if f["outcome"] == "no_regression")
     tail = []
     if others:
-        tail.append(f"{fine} of {len(others)} other famil{'y' if len(others) == 1 else 'ies'} pass")
+        tail.append(
+            f"the other family {'passes' if fine else 'does not pass'}"
+            if len(others) == 1
+            else f"{fine} of {len(others)} other families pass"
+        )
     if report.get("not_judged"):
         tail.append(f"{len(report['not_judged'])} row(s) not judged")
     extra = f" ({'; '.join(tail)}.)" if tail else ""

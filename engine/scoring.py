@@ -163,16 +163,17 @@ def inspect_model(
     limits: ScoringLimits = ScoringLimits(),
     external_data: Mapping[str, str] | None = None,
     codec_width: int | None = None,
-    check_io: bool = True,
+    scored: bool = True,
 ) -> CheckedModel:
     """Check an untrusted ONNX file without running it; every problem is a one-line ModelRejected.
 
     ``external_data`` maps each allowed external file name to its sha256 (from the
     registry); when None, any plain file name in the model's own folder is allowed.
     ``codec_width`` (from the registry row) declares a codec-aware model: it must then have
-    a second float32 input named ``codec`` of shape [N, codec_width]. ``check_io`` False
-    skips the input and output shape checks (a model the engine does not score, such as a
-    frame model, still gets every safety check); its input and output names are then empty.
+    a second float32 input named ``codec`` of shape [N, codec_width]. ``scored`` False is
+    for a model the engine never runs (a row not judged, such as a frame model): the checks
+    that protect onnxruntime (op allowlist, input and output shapes) are skipped, the file,
+    size, opset, external-data and hash checks stay; input and output names are then empty.
     """
     path = Path(path)
     raw = _read_model_file(path, limit=limits.max_bytes)
@@ -183,7 +184,7 @@ def inspect_model(
     if model.training_info:
         raise _rejected("training_info graphs are not allowed")
     graphs = list(_graphs(model.graph))
-    op_types = _check_nodes(graphs)
+    op_types = _check_nodes(graphs) if scored else {n.op_type for g in graphs for n in g.node}
     _check_dense_size(graphs, budget=limits.max_memory_bytes)
     tensors = [tensor for graph in graphs for tensor in _graph_tensors(graph)]
     external = [(tensor, _external_ref(tensor)) for tensor in tensors if _is_external(tensor)]
@@ -198,7 +199,7 @@ def inspect_model(
         )
     _check_bounds([ref for _, ref in external], sizes, cap=limits.max_bytes)
     input_name, codec_input, output_name = "", None, ""
-    if check_io:
+    if scored:
         input_name, codec_input = _check_inputs(model.graph, codec_width=codec_width)
         output_name = _check_output(model.graph)
     contents = {name: _read_external(files[name], sizes[name], name) for name in names}
