@@ -33,6 +33,7 @@ from engine.families import (
     require_judged,
     safe_reader,
     select_families,
+    signature,
     why_not_judged,
 )
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
@@ -56,6 +57,7 @@ class TimelineModel:
     external: tuple[str, ...]
     codec: CodecSpec | None
     external_data: tuple[ExternalData, ...] | None = None
+    family: str | None = None  # the row's declared family, if any
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
         external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
         codec=entry.codec,
         external_data=entry.external_data,
+        family=entry.family,
     )
 
 
@@ -171,7 +174,8 @@ def unjudgeable(
     why = why_not_judged(inputs)
     if why is None:
         return None
-    return NotJudged(model.name, JUDGED_KIND, model.onnx, timeline.family or "", f"kind fr: {why}")
+    family = model.family or f"{JUDGED_KIND}/{signature(inputs)}"
+    return NotJudged(model.name, JUDGED_KIND, model.onnx, family, f"kind {JUDGED_KIND}: {why}")
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
