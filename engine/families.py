@@ -140,6 +140,11 @@ def signature(inputs: Sequence[GraphInput]) -> str:
     return f"inputs{shapes}" if inputs else "no-inputs"
 
 
+def is_judged_kind(kind: str) -> bool:
+    """True for full-reference regressor kinds: ``fr`` and its variants (``fr-codec``...)."""
+    return kind == JUDGED_KIND or kind.startswith(f"{JUDGED_KIND}-")
+
+
 def why_not_judged(inputs: Sequence[GraphInput]) -> str | None:
     """Why a graph with these inputs cannot be fed from a feature table (None when it can)."""
     return _why_not(inputs, signature(inputs))
@@ -152,7 +157,7 @@ def _place(entry: ModelEntry, inputs: tuple[GraphInput, ...] | None) -> _Placed:
             "" if entry.codec is None else f"+codec{entry.codec.width}"
         )
         family = entry.family or f"{entry.kind}/{declared}"
-        if entry.kind != JUDGED_KIND:
+        if not is_judged_kind(entry.kind):
             return _Placed(family, f"kind {entry.kind}: not a six-feature regressor")
         return _Placed(family, None)
     found = signature(inputs)
@@ -160,7 +165,7 @@ def _place(entry: ModelEntry, inputs: tuple[GraphInput, ...] | None) -> _Placed:
     why = _why_not(inputs, found)
     if why is not None:
         return _Placed(family, f"kind {entry.kind}: {why}")
-    if entry.kind != JUDGED_KIND:
+    if not is_judged_kind(entry.kind):
         return _Placed(family, f"kind {entry.kind}: only kind fr is judged on a feature table")
     return _Placed(family, None)
 

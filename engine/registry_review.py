@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.errors import EngineError, EvidenceError, UsageError, one_line
 from engine.evidence import read_json, schema_problems
-from engine.families import JUDGED_KIND, why_not_judged
+from engine.families import is_judged_kind, why_not_judged
 from engine.policy import PolicyRule, PromotionPolicy
 from engine.registry import (
     MAX_REGISTRY_BYTES,
@@ -387,7 +387,7 @@ def _judged_on_features(entry: ModelEntry, path: Path, *, limits: ScoringLimits)
     A row of another kind, or with frame inputs, is not judged (docs/registry.md, Families):
     it is never run, so it gets the file checks but not those that protect onnxruntime.
     """
-    if entry.kind != JUDGED_KIND:
+    if not is_judged_kind(entry.kind):
         return False
     try:
         return why_not_judged(read_graph_inputs(path, limits=limits)) is None

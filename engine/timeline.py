@@ -26,9 +26,9 @@ from engine.evaluation import (
     StepRecord,
 )
 from engine.families import (
-    JUDGED_KIND,
     FamilyPlan,
     NotJudged,
+    is_judged_kind,
     plan_families,
     require_judged,
     safe_reader,
@@ -58,6 +58,7 @@ class TimelineModel:
     codec: CodecSpec | None
     external_data: tuple[ExternalData, ...] | None = None
     family: str | None = None  # the row's declared family, if any
+    kind: str = "fr"
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
         codec=entry.codec,
         external_data=entry.external_data,
         family=entry.family,
+        kind=entry.kind,
     )
 
 
@@ -156,7 +158,7 @@ def graphs_of_other_kinds(root: Path, registry: str) -> tuple[str, ...]:
     when the bisect visits it, and ``unjudgeable`` then checks its inputs.
     """
     loaded = load_registry(Path(root) / registry)
-    return tuple(repo_path(registry, e.onnx) for e in loaded.models if e.kind != JUDGED_KIND)
+    return tuple(repo_path(registry, e.onnx) for e in loaded.models if not is_judged_kind(e.kind))
 
 
 def unjudgeable(
@@ -174,8 +176,8 @@ def unjudgeable(
     why = why_not_judged(inputs)
     if why is None:
         return None
-    family = model.family or f"{JUDGED_KIND}/{signature(inputs)}"
-    return NotJudged(model.name, JUDGED_KIND, model.onnx, family, f"kind {JUDGED_KIND}: {why}")
+    family = model.family or f"{model.kind}/{signature(inputs)}"
+    return NotJudged(model.name, model.kind, model.onnx, family, f"kind {model.kind}: {why}")
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
