@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.codec import codec_vocabulary
-from engine.errors import ModelRejected, UsageError
+from engine.errors import EngineError, ModelRejected, UsageError
 from engine.hashing import sha256_file
 from engine.registry import (
     CodecSpec,
@@ -35,7 +35,7 @@ from engine.registry import (
     hash_problems,
     sha256_mismatch,
 )
-from engine.scoring import CheckedModel, ScoringLimits, inspect_model
+from engine.scoring import CheckedModel, ScoringLimits, inspect_model, read_graph_inputs
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def admit_model(
     limits: ScoringLimits | None = None,
     pointer: str = "",
     root: Path | None = None,
+    kind: str | None = None,
 ) -> Admission:
     """Check one model as the registry row at ``pointer`` describes it; never raises for the model's faults.
 
@@ -72,6 +73,9 @@ def admit_model(
     plain file beside it may be read, nothing is compared). ``limits`` are the safety
     limits (default: the engine's). ``root`` is the folder no file
     may resolve out of (the registry's folder; default: the model's own folder).
+    ``kind`` is the row's kind: a row the bisect does not judge on a feature table (another
+    kind, or frame inputs; docs/registry.md, Families) is never run, so it gets the file
+    checks but not those that protect onnxruntime (op allowlist, input and output shapes).
     """
     path = Path(path)
     within = path.parent if root is None else Path(root)
@@ -99,6 +103,7 @@ def admit_model(
             limits=limits or ScoringLimits(),
             external_data=listed,
             codec_width=None if codec is None else codec.width,
+            scored=kind is None or _judged_on_features(kind, path, limits or ScoringLimits()),
         )
     except ModelRejected as error:
         return Admission(
@@ -123,6 +128,18 @@ def admit_model(
         for file in checked.external_files
     }
     return Admission((), checked=checked, sha256=sha256, external_sha256=external)
+
+
+def _judged_on_features(kind: str, path: Path, limits: ScoringLimits) -> bool:
+    """True when a row of ``kind`` with this graph is a regressor the bisect scores."""
+    from engine.families import is_judged_kind, takes_frames
+
+    if not is_judged_kind(kind):
+        return False
+    try:
+        return not takes_frames(read_graph_inputs(path, limits=limits))
+    except EngineError:
+        return True  # inspect_model says why the file is refused
 
 
 def codec_problem(codec: CodecSpec | None, *, pointer: str = "") -> Problem | None:

@@ -56,6 +56,7 @@ class ModelEntry:
     external_data: tuple[ExternalData, ...] = ()
     notes: str = ""
     codec: CodecSpec | None = None
+    family: str | None = None  # declared family; None: derived from kind and graph inputs
 
     def onnx_path(self, root: Path) -> Path:
         """Return the model file's path under the registry folder ``root``."""
@@ -182,6 +183,7 @@ def validate_registry(
             limits=limits or ScoringLimits(),
             pointer=base,
             root=path.parent,
+            kind=entry.kind,
         )
         problems.extend(admission.problems)
     return _sorted(problems)
@@ -389,6 +391,7 @@ def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
             vocabulary_version=int(model["codec"]["vocabulary_version"]),
             width=int(model["codec"]["width"]),
         ),
+        family=model.get("family"),
     )
 
 

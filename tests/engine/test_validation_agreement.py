@@ -225,7 +225,13 @@ def bisect_steps(registry: Path, tmp_path: Path) -> dict[str, dict[str, Any]] | 
     )
     if code == 1:
         return None
-    return {step["name"]: step for step in json.loads(out.read_text())["steps"]}
+    report = json.loads(out.read_text())
+    # Every family's steps (a model may form a family of its own by its input signature).
+    return {
+        step["name"]: step
+        for family in report.get("families") or [report]
+        for step in family["steps"]
+    }
 
 
 def validate_lines(registry: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
