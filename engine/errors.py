@@ -41,6 +41,10 @@ class ReportError(EngineError):
     """A report cannot be written or read."""
 
 
+class MediaError(EngineError):
+    """A video, a source manifest or the ffmpeg binary cannot be used as asked."""
+
+
 def one_line(error: BaseException | str, *, limit: int = 200) -> str:
     """Collapse an error (or message) to one line of at most ``limit`` characters."""
     text = " ".join(str(error).split()) or (

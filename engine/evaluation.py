@@ -1,9 +1,12 @@
 """Evaluate one model of a timeline on a feature cache, with an on-disk store of past evaluations.
 
-An evaluation is keyed by everything that decides its result: the model's bytes (sha256
+An evaluation is keyed by everything that decides its metrics: the model's bytes (sha256
 of the graph file and of every external-data file), the feature cache's decoded content
-hash, the gate, the metric settings, the safety limits and the evaluation code's version.
-Re-running over an unchanged timeline therefore evaluates no model at all.
+hash, the metric settings (bootstrap size, confidence, seed, grouping, logistic fit,
+statistical mode), the safety limits and the evaluation code's version. The gate is not
+in the key: a stored record's metrics are judged again under the gate of the run that
+reads them, so re-running over an unchanged timeline, even with other thresholds, scores
+no model at all.
 
 Scoring runs within the model's memory and time budget (``engine.budget``). Running out of
 budget makes the model a broken (failing) step, but that result is never stored: it says
@@ -19,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.admission import admit_model
 from engine.budget import score_within_budget
 from engine.codec import codec_block, codec_vocabulary
 from engine.errors import BudgetExceeded, EngineError, EvidenceError, ModelRejected, UsageError
 from engine.evidence import read_json, write_json
 from engine.features import ENCODER, PARAM, SOURCE, FeatureTable
-from engine.hashing import sha256_file, sha256_json
+from engine.hashing import sha256_json
 from engine.metrics import MetricReport, compute_metrics, distinct_resamples, min_groups
-from engine.scoring import CheckedModel, ScoringLimits, inspect_model
+from engine.registry import ExternalData
+from engine.scoring import CheckedModel, ScoringLimits
 from engine.threshold import StepStatus, Thresholds, judge
 
 if TYPE_CHECKING:
@@ -36,8 +41,9 @@ DEFAULT_LIMITS = ScoringLimits()
 # Columns ``--group-by`` may name: the string columns the feature loader reads and hashes.
 GROUPABLE: tuple[str, ...] = (SOURCE, ENCODER, PARAM)
 
-# Bump when a change to scoring, metrics or judging would change a stored result.
-EVALUATION_VERSION = 1
+# Bump when a change to scoring or metrics would change a stored result. 2: the key no
+# longer holds the gate (stored metrics are judged by the reading run).
+EVALUATION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -276,24 +282,26 @@ class Evaluator:
         """
         ref = self.models[index]
         started = time.perf_counter()
-        try:
-            sha256 = self._checked_sha256(ref)
-            checked = inspect_model(
-                ref.path,
-                limits=self.limits,
-                external_data=ref.external_data,
-                codec_width=None if ref.codec is None else ref.codec.width,
-            )
-            codec = self._codec_block(ref)
-        except ModelRejected as error:
+        admission = admit_model(
+            ref.path,
+            expected_sha256=ref.expected_sha256,
+            external_data=None
+            if ref.external_data is None
+            else tuple(ExternalData(name, sha) for name, sha in ref.external_data.items()),
+            codec=ref.codec,
+            limits=self.limits,
+        )
+        if admission.checked is None or admission.sha256 is None:
             self.evaluated += 1
-            return self._broken(ref, None, str(error), time.perf_counter() - started)
-        external = {name: sha256_file(ref.path.parent / name) for name in checked.external_files}
+            reason = admission.reason or "the model was not admitted"
+            return self._broken(ref, None, reason, time.perf_counter() - started)
+        checked, sha256, external = admission.checked, admission.sha256, admission.external_sha256
+        codec = self._codec_block(ref)
         key = self._key(sha256, external, ref)
         cached = self._from_store(key)
         if cached is not None:
             self.from_store += 1
-            return replace(cached, name=ref.name, path=str(ref.path), cached=True)
+            return replace(self._judged(cached), name=ref.name, path=str(ref.path), cached=True)
         self.evaluated += 1
         try:
             record = self._score(ref, checked, sha256, started, codec=codec)
@@ -303,6 +311,13 @@ class Evaluator:
         if self.store is not None:
             self.store.put(key, record.to_dict())
         return record
+
+    def _judged(self, record: StepRecord) -> StepRecord:
+        """Judge a stored record's metrics under this run's gate (a broken record stays broken)."""
+        if record.metrics is None:
+            return record
+        judgement = judge(record.metrics, self.thresholds, statistical=self.settings.statistical)
+        return replace(record, status=judgement.status, reasons=judgement.reasons)
 
     def _from_store(self, key: str) -> StepRecord | None:
         """Return the stored record for ``key``; a malformed one is treated as a miss."""
@@ -314,35 +329,16 @@ class Evaluator:
         except (EngineError, KeyError, TypeError, ValueError):
             return None
 
-    @staticmethod
-    def _checked_sha256(ref: ModelRef) -> str:
-        """Hash the model file and compare it with what the registry expects."""
-        if not ref.path.is_file():
-            raise ModelRejected(f"model file {ref.path.name} not found")
-        digest = sha256_file(ref.path)
-        if ref.expected_sha256 is not None and digest != ref.expected_sha256:
-            raise ModelRejected(
-                f"sha256 mismatch: registry says {ref.expected_sha256[:12]}…, file has {digest[:12]}…"
-            )
-        return digest
-
     def _codec_block(self, ref: ModelRef) -> np.ndarray | None:
-        """Return the cache's codec block for a codec-aware model (built once per vocabulary).
+        """Return the cache's codec block for an admitted codec-aware model (built once per vocabulary).
 
         A cache without ``encoder``/``param`` columns cannot score such a model: that is a
         FeatureCacheError (bad input), not a broken model.
         """
         if ref.codec is None:
             return None
-        version, width = ref.codec.vocabulary_version, ref.codec.width
-        try:
-            vocabulary = codec_vocabulary(version)
-        except UsageError as error:
-            raise ModelRejected(str(error)) from None
-        if vocabulary.width != width:
-            raise ModelRejected(
-                f"registry says the codec block is {width} wide, vocabulary v{version} is {vocabulary.width}"
-            )
+        version = ref.codec.vocabulary_version
+        vocabulary = codec_vocabulary(version)  # known and as wide as the row: admitted
         if version not in self._codec_blocks:
             self._codec_blocks[version] = codec_block(self.features, vocabulary=vocabulary)
         return self._codec_blocks[version]
@@ -358,7 +354,8 @@ class Evaluator:
                 if ref.codec is None
                 else [ref.codec.vocabulary_version, ref.codec.width],
                 "features": self.features.content_hash,
-                "thresholds": self.thresholds.to_dict(),
+                # No thresholds: a stored record's metrics are judged again under the gate
+                # of the run that reads it (``_judged``), so a new gate re-scores nothing.
                 "settings": self.settings.to_dict(),
                 "max_opset": self.limits.max_opset,
             }

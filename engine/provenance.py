@@ -1,5 +1,13 @@
 """Run provenance: the block every JSON the engine writes carries.
 
+Every input is a file the run read, with its ``role`` (``InputRole``): a graph file and
+each external-data file it reads are separate inputs (``model``, ``external_data``), so two
+runs over the same graph with other weights record different inputs. The ``entrypoint``
+is the code that ran: the installed ``engine`` package, which the ``model-guard`` console
+script (a wrapper pip generates, ``engine.cli:main``) and ``python -m engine`` both run;
+``entrypoint_sha256`` hashes it (``engine_sha256``), so a run from an edited or different
+installation records a different hash even outside a git checkout.
+
 Paths in the block (``argv``, ``inputs``, ``outputs``) are written so that a report does
 not leak the user's home directory: a path inside the git top-level (or, outside a
 checkout, inside the working folder) becomes relative to it, with '/' separators; any
@@ -8,21 +16,83 @@ given. In ``argv``, an argument is treated as a path when it exists or is absolu
 and ``--option=value`` arguments have their value treated the same way.
 """
 
+import functools
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.hashing import sha256_file
+from engine.hashing import sha256_file, sha256_json
 
+# Version of the block's own layout. 2: inputs carry a role, entrypoint_sha256 is recorded.
+PROVENANCE_VERSION = 2
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "pyarrow", "onnx", "onnxruntime", "jsonschema", "torch")
 _GIT_TIMEOUT_S = 5
+
+
+class InputRole(Enum):
+    """What an input file is to the run that read it."""
+
+    MODEL = "model"
+    EXTERNAL_DATA = "external_data"
+    FEATURES = "features"
+    LOSO_REPORT = "loso_report"
+    REGISTRY = "registry"
+    MANIFEST = "manifest"
+    VERDICT = "verdict"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One file a run read, and its role."""
+
+    path: Path
+    role: InputRole
+
+
+def inputs_of(paths: Iterable[Path | str | None], role: InputRole) -> list[Input]:
+    """Return the given files (None skipped) as inputs of one role."""
+    return [Input(Path(path), role) for path in paths if path is not None]
+
+
+def model_inputs(models: Iterable[Path | str]) -> list[Input]:
+    """Return each ONNX graph file and, after it, every external-data file its graph reads."""
+    from engine.scoring import external_data_names
+
+    found: list[Input] = []
+    for model in models:
+        path = Path(model)
+        found.append(Input(path, InputRole.MODEL))
+        found += inputs_of(
+            (path.parent / name for name in external_data_names(path)), InputRole.EXTERNAL_DATA
+        )
+    return found
+
+
+def engine_sha256() -> str:
+    """Return the sha256 of the running ``engine`` package: each source and schema file's path and hash.
+
+    Computed once per process (about 80 small files).
+    """
+    return _engine_sha256(Path(__file__).resolve().parent)
+
+
+@functools.cache
+def _engine_sha256(package: Path) -> str:
+    files = sorted(
+        path
+        for path in package.rglob("*")
+        if path.suffix in {".py", ".json"} and "__pycache__" not in path.parts and path.is_file()
+    )
+    return sha256_json({path.relative_to(package).as_posix(): sha256_file(path) for path in files})
 
 
 @dataclass(frozen=True)
@@ -68,13 +138,16 @@ def build_provenance(
     schema_version: int,
     entrypoint: str,
     argv: Sequence[str],
-    inputs: Sequence[Path],
+    inputs: Sequence[Input],
     outputs: Sequence[Path],
     started: datetime,
     finished: datetime,
     cwd: Path | None = None,
 ) -> dict[str, Any]:
-    """Return the ``run_provenance`` block: who ran what, on which code, data and machine."""
+    """Return the ``run_provenance`` block: who ran what, on which code, data and machine.
+
+    ``inputs`` are every file the run read, each with its role; ``outputs`` what it wrote.
+    """
     base = Path(cwd if cwd is not None else Path.cwd()).resolve()
     git = git_state(base)
     anchors = _Anchors(
@@ -83,7 +156,9 @@ def build_provenance(
     return {
         "schema": schema,
         "schema_version": schema_version,
+        "provenance_version": PROVENANCE_VERSION,
         "entrypoint": entrypoint,
+        "entrypoint_sha256": engine_sha256(),
         "model_guard_version": __version__,
         "argv": [_normalise_argument(argument, anchors) for argument in argv],
         "git": None if git is None else {"commit": git.commit, "dirty": git.dirty},
@@ -94,7 +169,7 @@ def build_provenance(
             "machine": platform.machine(),
             "executable": Path(sys.executable).name,
         },
-        "inputs": _describe_files(inputs, anchors),
+        "inputs": _describe_inputs(inputs, anchors),
         "outputs": _describe_files(outputs, anchors),
         "started": _iso(started),
         "finished": _iso(finished),
@@ -173,6 +248,18 @@ def _package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def _describe_inputs(inputs: Sequence[Input], anchors: _Anchors) -> list[dict[str, Any]]:
+    """Path, role, size and sha256 of each input; a folder expands to its files; no repeats."""
+    described: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for given in inputs:
+        for entry in _describe_files([given.path], anchors):
+            if entry["path"] not in seen:
+                seen.add(entry["path"])
+                described.append({"path": entry["path"], "role": given.role.value, **entry})
+    return described
 
 
 def _describe_files(paths: Sequence[Path], anchors: _Anchors) -> list[dict[str, Any]]:

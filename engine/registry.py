@@ -4,18 +4,24 @@ import re
 import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError, EvidenceError, RegistryError, one_line
 from engine.evidence import document_order, load_schema, read_json, schema_problems
 from engine.hashing import sha256_file
 from engine.safeio import REGISTRY_JSON
 
+if TYPE_CHECKING:
+    from engine.scoring import ScoringLimits
+
 SCHEMA_VERSION = 1
 MAX_REGISTRY_BYTES = REGISTRY_JSON.max_bytes
 _SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Row fields holding a path besides `onnx`: the same rules apply (relative, inside the folder).
+_PATH_FIELDS = ("sidecar", "sigstore_bundle")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class ModelEntry:
     external_data: tuple[ExternalData, ...] = ()
     notes: str = ""
     codec: CodecSpec | None = None
+    family: str | None = None  # declared family; None: derived from kind and graph inputs
 
     def onnx_path(self, root: Path) -> Path:
         """Return the model file's path under the registry folder ``root``."""
@@ -75,12 +82,22 @@ class Registry:
     models: tuple[ModelEntry, ...]
 
 
+class ProblemKind(Enum):
+    """Which check found a problem: the file's structure, a row's files, its codec, or its model."""
+
+    STRUCTURE = "structure"
+    FILES = "files"
+    CODEC = "codec"
+    SAFETY = "safety"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a registry, located by JSON pointer ("" = the whole file)."""
 
     pointer: str
     message: str
+    kind: ProblemKind = ProblemKind.STRUCTURE
 
     def __str__(self) -> str:
         """Return ``registry.json#/models/3/sha256: message`` on one line."""
@@ -121,13 +138,26 @@ def load_registry(path: Path) -> Registry:
     )
 
 
-def validate_registry(path: Path, *, files_of: Collection[str] | None = None) -> list[Problem]:
-    """Return every problem in a registry: structure, paths, files and hashes (empty when valid).
+def validate_registry(
+    path: Path,
+    *,
+    files_of: Collection[str] | None = None,
+    limits: "ScoringLimits | None" = None,
+) -> list[Problem]:
+    """Return every problem in a registry, empty when valid: what the bisect checks before scoring.
 
-    ``files_of`` limits the file and hash checks to the rows with those ids (a pull
-    request's check has only the files of the rows it changes); structure is always
-    checked for every row.
+    Structure (schema, ids, timeline, safe paths) is checked for every row; each row whose
+    structure is sound then goes through ``engine.admission.admit_model``, the very check
+    the bisect runs before scoring a model (files and hashes, codec width against the
+    codec vocabulary, the safety check under ``limits``, external data listed against
+    external data read). A row with a structural problem is only checked for its files.
+    ``files_of`` limits the per-row checks to the rows with those ids (a pull request's
+    check has only the files of the rows it changes).
     """
+    # Imported here: the admission check needs onnx and onnxruntime, loading a registry does not.
+    from engine.admission import admit_model
+    from engine.scoring import ScoringLimits
+
     path = Path(path)
     try:
         document = _read(path)
@@ -140,10 +170,28 @@ def validate_registry(path: Path, *, files_of: Collection[str] | None = None) ->
             isinstance(model.get("id"), str) and model["id"] in files_of
         ):
             continue
-        problems.extend(
-            _file_problems(model, path.parent, base=f"/models/{index}", flagged=flagged)
+        base = f"/models/{index}"
+        if not _clean(base, flagged):
+            problems.extend(_file_problems(model, path.parent, base=base, flagged=flagged))
+            continue
+        entry = _entry(model, index)
+        admission = admit_model(
+            entry.onnx_path(path.parent),
+            expected_sha256=entry.sha256,
+            external_data=entry.external_data,
+            codec=entry.codec,
+            limits=limits or ScoringLimits(),
+            pointer=base,
+            root=path.parent,
+            kind=entry.kind,
         )
+        problems.extend(admission.problems)
     return _sorted(problems)
+
+
+def document_problems(document: Any, root: Path) -> list[Problem]:
+    """Return the structural problems of a registry document (schema, ids, timeline, paths)."""
+    return _sorted(_structural_problems(document, root))
 
 
 def registry_schema() -> dict[str, Any]:
@@ -217,12 +265,36 @@ def _structural_problems(document: Any, root: Path) -> list[Problem]:
                     )
                 )
             first_timeline.setdefault(timeline, index)
+        for field in _PATH_FIELDS:
+            usable = _usable(model, field, base=base, flagged=flagged)
+            if usable and (why := _path_problem(model[field], root)) is not None:
+                problems.append(Problem(f"{base}/{field}", why))
         if _usable(model, "onnx", base=base, flagged=flagged):
             if (why := _path_problem(model["onnx"], root)) is not None:
                 problems.append(Problem(f"{base}/onnx", why))
             elif isinstance(items := model.get("external_data"), list):
                 folder = (root / model["onnx"]).parent
                 problems.extend(_external_problems(items, folder, base=base, flagged=flagged))
+    problems.extend(_twin_problems(document, first_id, flagged=flagged))
+    return problems
+
+
+def _twin_problems(document: Any, ids: Mapping[str, int], *, flagged: set[str]) -> list[Problem]:
+    """An int8 twin's ``quantised_from`` must name another row of the registry."""
+    problems: list[Problem] = []
+    for index, model in _model_rows(document):
+        base = f"/models/{index}"
+        if not _usable(model, "quantised_from", base=base, flagged=flagged):
+            continue
+        parent = model["quantised_from"]
+        if parent == model.get("id"):
+            problems.append(
+                Problem(f"{base}/quantised_from", "a model cannot be its own int8 twin")
+            )
+        elif parent not in ids:
+            problems.append(
+                Problem(f"{base}/quantised_from", f"names {parent!r}, which is not a row here")
+            )
     return problems
 
 
@@ -319,6 +391,7 @@ def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
             vocabulary_version=int(model["codec"]["vocabulary_version"]),
             width=int(model["codec"]["width"]),
         ),
+        family=model.get("family"),
     )
 
 
@@ -335,12 +408,12 @@ def _file_problems(
     if not all(_usable(model, name, base=base, flagged=flagged) for name in ("onnx", "sha256")):
         return []
     model_path = Path(root) / model["onnx"]
-    problems = _hash_problems(
+    problems = hash_problems(
         model_path,
         model["sha256"],
         path_pointer=f"{base}/onnx",
         hash_pointer=f"{base}/sha256",
-        label=f"file {model['onnx']}",
+        label=f"model file {PurePosixPath(model['onnx']).name}",
         beside="",
         root=Path(root),
     )
@@ -350,22 +423,22 @@ def _file_problems(
         if not _clean(pointer, flagged):
             continue
         problems.extend(
-            _hash_problems(
+            hash_problems(
                 model_path.parent / item["path"],
                 item["sha256"],
                 path_pointer=f"{pointer}/path",
                 hash_pointer=f"{pointer}/sha256",
                 label=f"external data file {item['path']}",
-                beside=f" beside {model['onnx']}",
+                beside=f" beside {PurePosixPath(model['onnx']).name}",
                 root=Path(root),
             )
         )
     return problems
 
 
-def _hash_problems(
+def hash_problems(
     path: Path,
-    expected: str,
+    expected: str | None,
     *,
     path_pointer: str,
     hash_pointer: str,
@@ -374,30 +447,39 @@ def _hash_problems(
     root: Path,
 ) -> list[Problem]:
     """Return why ``path`` (a file under the registry folder ``root``) is not a readable
-    regular file whose sha256 is ``expected``."""
+    regular file whose sha256 is ``expected`` (None: any readable regular file)."""
+    found = file_digest(path, path_pointer=path_pointer, label=label, beside=beside, root=root)
+    if isinstance(found, Problem):
+        return [found]
+    if expected is not None and found != expected:
+        return [sha256_mismatch(hash_pointer, expected=expected, found=found)]
+    return []
+
+
+def sha256_mismatch(pointer: str, *, expected: str, found: str) -> Problem:
+    """The problem of a file whose bytes do not hash to what the registry says."""
+    message = f"sha256 mismatch: registry says {expected[:12]}…, file has {found[:12]}…"
+    return Problem(pointer, message, ProblemKind.FILES)
+
+
+def file_digest(
+    path: Path, *, path_pointer: str, label: str, beside: str, root: Path
+) -> "str | Problem":
+    """Return the sha256 of a readable regular file under ``root``, or the problem reading it."""
     try:
         info = path.stat()
     except FileNotFoundError:
-        return [Problem(path_pointer, f"{label} not found{beside}")]
+        return Problem(path_pointer, f"{label} not found{beside}", ProblemKind.FILES)
     except OSError as error:
-        return [
-            Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
-        ]
+        why = f"{label}{beside} cannot be read ({error.strerror or error})"
+        return Problem(path_pointer, why, ProblemKind.FILES)
     if not stat.S_ISREG(info.st_mode):
-        return [Problem(path_pointer, f"{label}{beside} is not a regular file")]
+        return Problem(path_pointer, f"{label}{beside} is not a regular file", ProblemKind.FILES)
     try:
-        actual = sha256_file(path, within=root)
+        return sha256_file(path, within=root)
     except OSError as error:
-        return [
-            Problem(path_pointer, f"{label}{beside} cannot be read ({error.strerror or error})")
-        ]
+        why = f"{label}{beside} cannot be read ({error.strerror or error})"
+        return Problem(path_pointer, why, ProblemKind.FILES)
     except EngineError as error:  # swapped for a FIFO or a symlink out of the folder since stat
-        return [Problem(path_pointer, f"{label}{beside} cannot be read ({one_line(error)})")]
-    if actual != expected:
-        return [
-            Problem(
-                hash_pointer,
-                f"sha256 mismatch: registry says {expected[:12]}…, file has {actual[:12]}…",
-            )
-        ]
-    return []
+        why = f"{label}{beside} cannot be read ({one_line(error)})"
+        return Problem(path_pointer, why, ProblemKind.FILES)

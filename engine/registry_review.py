@@ -23,13 +23,14 @@ from engine.registry import (
     MAX_REGISTRY_BYTES,
     ModelEntry,
     Problem,
+    ProblemKind,
     Registry,
     RegistryInvalid,
     load_registry,
     validate_registry,
 )
 from engine.registry_diff import RegistryDiff, diff_registries, id_lines
-from engine.scoring import ScoringLimits, inspect_model
+from engine.scoring import ScoringLimits
 from engine.verdict import VERDICT_SCHEMA_FILE, coverage_problem, verify_verdict
 
 FAILURE = "failure"
@@ -211,14 +212,11 @@ def review_registry_change(
         return RegistryReview(name, None, tuple(annotations), ())
     base, notes = _load_base(base_root, where)
     touched = _touched(base, head)
-    annotations = [
-        *notes,
-        *(
-            _registry_annotation(p, locator, name, head_root, title="Model file problem")
-            for p in validate_registry(head_path, files_of={entry.id for entry in touched})
-        ),
-        *_safety_annotations(touched, head_root, where, locator, limits=limits or ScoringLimits()),
-    ]
+    # The same per-row check ``registry validate`` and the bisect run, for the changed rows.
+    problems = validate_registry(
+        head_path, files_of={entry.id for entry in touched}, limits=limits or ScoringLimits()
+    )
+    annotations = [*notes, *_problem_annotations(problems, head, head_root, where, locator)]
     diff = diff_registries(base, head, lines=locator.first_lines)
     promotions = _promotions(diff, head, locator, verdicts, head_root=head_root, policy=policy)
     return RegistryReview(name, diff, tuple(annotations), promotions)
@@ -349,34 +347,38 @@ def _touched(base: Registry | None, head: Registry) -> list[ModelEntry]:
     ]
 
 
-def _safety_annotations(
-    touched: Sequence[ModelEntry],
+def _problem_annotations(
+    problems: Sequence[Problem],
+    head: Registry,
     head_root: Path,
     where: PurePosixPath,
     locator: _Locator,
-    *,
-    limits: ScoringLimits,
 ) -> Iterator[Annotation]:
-    """Safety-check every new or changed model; each refusal on the file and on its registry row."""
+    """Annotate each problem on its registry row; a safety refusal also on the model's file."""
     registry = where.as_posix()
+    rows = {entry.pointer: entry for entry in head.models}
     title = "Model fails the safety check"
-    for entry in touched:
-        model = (where.parent / entry.onnx).as_posix()
-        path = head_root / model
-        if not path.is_file():
-            continue  # already a "not found" problem from the registry's file checks
-        try:
-            inspect_model(
-                path,
-                limits=limits,
-                external_data=entry.external_map(),
-                codec_width=None if entry.codec is None else entry.codec.width,
+    for problem in problems:
+        entry = rows.get(_row_pointer(problem.pointer))
+        if problem.kind is not ProblemKind.SAFETY or entry is None:
+            name = (
+                "Model file problem"
+                if problem.kind is not ProblemKind.CODEC
+                else "Invalid registry"
             )
-        except EngineError as error:
-            reason = _relative_text(one_line(error, limit=_MESSAGE_LIMIT), head_root)
-            yield _annotation(model, 1, FAILURE, title, f"{model}: {reason}")
-            line = locator.line_of(entry.pointer)
-            yield _annotation(registry, line, FAILURE, title, f"{entry.id}: {model}: {reason}")
+            yield _registry_annotation(problem, locator, registry, head_root, title=name)
+            continue
+        model = (where.parent / entry.onnx).as_posix()
+        reason = _relative_text(one_line(problem.message, limit=_MESSAGE_LIMIT), head_root)
+        yield _annotation(model, 1, FAILURE, title, f"{model}: {reason}")
+        line = locator.line_of(entry.pointer)
+        yield _annotation(registry, line, FAILURE, title, f"{entry.id}: {model}: {reason}")
+
+
+def _row_pointer(pointer: str) -> str:
+    """Return the ``/models/N`` prefix of a pointer into a row ("" when it names no row)."""
+    match = _ROW_POINTER.match(pointer)
+    return "" if match is None else f"/models/{match.group(1)}"
 
 
 @dataclass(frozen=True)

@@ -163,13 +163,17 @@ def inspect_model(
     limits: ScoringLimits = ScoringLimits(),
     external_data: Mapping[str, str] | None = None,
     codec_width: int | None = None,
+    scored: bool = True,
 ) -> CheckedModel:
     """Check an untrusted ONNX file without running it; every problem is a one-line ModelRejected.
 
     ``external_data`` maps each allowed external file name to its sha256 (from the
     registry); when None, any plain file name in the model's own folder is allowed.
     ``codec_width`` (from the registry row) declares a codec-aware model: it must then have
-    a second float32 input named ``codec`` of shape [N, codec_width].
+    a second float32 input named ``codec`` of shape [N, codec_width]. ``scored`` False is
+    for a model the engine never runs (a row not judged, such as a frame model): the checks
+    that protect onnxruntime (op allowlist, input and output shapes) are skipped, the file,
+    size, opset, external-data and hash checks stay; input and output names are then empty.
     """
     path = Path(path)
     raw = _read_model_file(path, limit=limits.max_bytes)
@@ -180,7 +184,7 @@ def inspect_model(
     if model.training_info:
         raise _rejected("training_info graphs are not allowed")
     graphs = list(_graphs(model.graph))
-    op_types = _check_nodes(graphs)
+    op_types = _check_nodes(graphs) if scored else {n.op_type for g in graphs for n in g.node}
     _check_dense_size(graphs, budget=limits.max_memory_bytes)
     tensors = [tensor for graph in graphs for tensor in _graph_tensors(graph)]
     external = [(tensor, _external_ref(tensor)) for tensor in tensors if _is_external(tensor)]
@@ -194,8 +198,10 @@ def inspect_model(
             f"model is {_size(n_bytes)} with its external data, over the {_size(limits.max_bytes)} cap"
         )
     _check_bounds([ref for _, ref in external], sizes, cap=limits.max_bytes)
-    input_name, codec_input = _check_inputs(model.graph, codec_width=codec_width)
-    output_name = _check_output(model.graph)
+    input_name, codec_input, output_name = "", None, ""
+    if scored:
+        input_name, codec_input = _check_inputs(model.graph, codec_width=codec_width)
+        output_name = _check_output(model.graph)
     contents = {name: _read_external(files[name], sizes[name], name) for name in names}
     if external_data is not None:
         for name in names:
@@ -217,6 +223,66 @@ def inspect_model(
         codec_input=codec_input,
         codec_width=codec_width or 0,
     )
+
+
+def external_data_names(path: Path, *, limits: ScoringLimits = ScoringLimits()) -> tuple[str, ...]:
+    """Return the plain file names of the external data a model's graph reads (sorted).
+
+    For provenance: nothing is embedded or hashed, and a file that is not a readable,
+    well-formed ONNX model (or names unsafe locations) reads none, so () comes back.
+    """
+    try:
+        model = _parse(_read_model_file(Path(path), limit=limits.max_bytes))
+        names = {
+            _external_ref(tensor).location
+            for graph in _graphs(model.graph)
+            for tensor in _graph_tensors(graph)
+            if _is_external(tensor)
+        }
+    except ModelRejected:
+        return ()
+    return tuple(sorted(names))
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One real (non-constant) graph input: its name, element type and dims ('?' if symbolic)."""
+
+    name: str
+    elem_type: int
+    dims: tuple[str, ...]
+
+
+def read_graph_inputs(
+    path: Path, *, limits: ScoringLimits = ScoringLimits()
+) -> tuple[GraphInput, ...]:
+    """Read a model's graph inputs from its header, under the size cap, without running it.
+
+    Only the ONNX protobuf is decoded (no external data, no onnxruntime); every problem is a
+    one-line ModelRejected. Inputs without a tensor type come back with rank 0.
+    """
+    model = _parse(_read_model_file(Path(path), limit=limits.max_bytes))
+    graph = model.graph
+    constant_names = {tensor.name for tensor in graph.initializer}
+    constant_names.update(sparse.values.name for sparse in graph.sparse_initializer)
+    found = []
+    for value in graph.input:
+        if value.name in constant_names:
+            continue
+        tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
+        dims: tuple[str, ...] = ()
+        if tensor is not None and tensor.HasField("shape"):
+            dims = tuple(
+                str(dim.dim_value) if dim.HasField("dim_value") else "?" for dim in tensor.shape.dim
+            )
+        found.append(
+            GraphInput(
+                name=str(value.name)[:_MAX_MESSAGE],
+                elem_type=0 if tensor is None else int(tensor.elem_type),
+                dims=dims,
+            )
+        )
+    return tuple(found)
 
 
 def score_model(

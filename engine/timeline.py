@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
+from engine.errors import EngineError, UsageError
 from engine.evaluation import (
     DEFAULT_LIMITS,
     EvaluationStore,
@@ -24,10 +25,21 @@ from engine.evaluation import (
     ModelRef,
     StepRecord,
 )
+from engine.families import (
+    FamilyPlan,
+    NotJudged,
+    is_judged_kind,
+    plan_families,
+    require_judged,
+    safe_reader,
+    select_families,
+    signature,
+    why_not_judged,
+)
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
-from engine.registry import CodecSpec, ExternalData, load_registry
-from engine.report import build_report
-from engine.scoring import ScoringLimits
+from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
+from engine.report import build_report, combine_reports
+from engine.scoring import ScoringLimits, read_graph_inputs
 from engine.threshold import Thresholds
 
 
@@ -45,6 +57,8 @@ class TimelineModel:
     external: tuple[str, ...]
     codec: CodecSpec | None
     external_data: tuple[ExternalData, ...] | None = None
+    family: str | None = None  # the row's declared family, if any
+    kind: str = "fr"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,16 @@ class Timeline:
     models: tuple[TimelineModel, ...]
     feature_rows: int
     features_hash: str
+    family: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineSet:
+    """A registry's families, each its own timeline on one feature cache, and the rows not judged."""
+
+    timelines: tuple[Timeline, ...]
+    not_judged: tuple[NotJudged, ...]
+    known: tuple[str, ...]  # every family the registry has, selected or not
 
 
 def repo_path(registry: str, relative: str) -> str:
@@ -66,18 +90,94 @@ def repo_path(registry: str, relative: str) -> str:
 def read_timeline(root: Path, registry: str, features: str) -> Timeline:
     """Check the registry's structure and the feature cache's schema; list the timeline."""
     loaded = load_registry(Path(root) / registry)
-    models = tuple(
-        TimelineModel(
-            name=entry.id,
-            onnx=repo_path(registry, entry.onnx),
-            sha256=entry.sha256,
-            external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
-            codec=entry.codec,
-            external_data=entry.external_data,
-        )
-        for entry in loaded.models
-    )
+    models = tuple(_timeline_model(registry, entry) for entry in loaded.models)
     return _timeline(root, registry, features, models)
+
+
+def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
+    """A registry row as a timeline model, its files named by root-relative paths."""
+    return TimelineModel(
+        name=entry.id,
+        onnx=repo_path(registry, entry.onnx),
+        sha256=entry.sha256,
+        external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
+        codec=entry.codec,
+        external_data=entry.external_data,
+        family=entry.family,
+        kind=entry.kind,
+    )
+
+
+def read_timelines(
+    root: Path,
+    registry: str,
+    features: str,
+    *,
+    families: Sequence[str] | None = None,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+) -> TimelineSet:
+    """Split the registry into families (graph headers read under ``limits``); one timeline each.
+
+    ``families`` selects by name (None or empty: all); an unknown name is a one-line
+    ``UsageError`` naming the known ones. A graph file missing under ``root`` is placed as
+    its registry row declares (it will be broken when visited).
+    """
+    plan = family_plan(root, registry, limits=limits)
+    chosen = select_families(plan, families)
+    require_judged(chosen)
+    table = cached_features(Path(root) / features)
+    timelines = tuple(
+        Timeline(
+            registry=registry,
+            features=features,
+            models=tuple(_timeline_model(registry, entry) for entry in family.models),
+            feature_rows=table.n_rows,
+            features_hash=table.content_hash,
+            family=family.name,
+        )
+        for family in chosen.families
+    )
+    skipped = tuple(replace(i, onnx=repo_path(registry, i.onnx)) for i in chosen.not_judged)
+    return TimelineSet(timelines, skipped, plan.names)
+
+
+def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LIMITS) -> FamilyPlan:
+    """The registry's families and rows not judged, reading graph headers under ``root``."""
+    loaded = load_registry(Path(root) / registry)
+
+    def read(entry: ModelEntry) -> Any:
+        return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
+
+    return plan_families(loaded.models, read_inputs=safe_reader(read))
+
+
+def graphs_of_other_kinds(root: Path, registry: str) -> tuple[str, ...]:
+    """Root-relative graph files of rows of kinds other than fr (their inputs say why they are not judged).
+
+    The App fetches these before ``read_timelines``; a regressor's graph is fetched only
+    when the bisect visits it, and ``unjudgeable`` then checks its inputs.
+    """
+    loaded = load_registry(Path(root) / registry)
+    return tuple(repo_path(registry, e.onnx) for e in loaded.models if not is_judged_kind(e.kind))
+
+
+def unjudgeable(
+    root: Path, timeline: Timeline, index: int, *, limits: ScoringLimits = DEFAULT_LIMITS
+) -> NotJudged | None:
+    """Why a fetched model of a family cannot be judged on a feature table, or None when it can.
+
+    A graph that cannot be read is judgeable here: scoring it then says why it is broken.
+    """
+    model = timeline.models[index]
+    try:
+        inputs = read_graph_inputs(Path(root) / model.onnx, limits=limits)
+    except EngineError:
+        return None
+    why = why_not_judged(inputs)
+    if why is None:
+        return None
+    family = model.family or f"{model.kind}/{signature(inputs)}"
+    return NotJudged(model.name, model.kind, model.onnx, family, f"kind {model.kind}: {why}")
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
@@ -160,6 +260,36 @@ def assemble_report(
     )
     report["features"]["path"] = timeline.features
     return report
+
+
+def assemble_family_report(
+    root: Path,
+    timelines: TimelineSet,
+    results: Sequence[BisectResult[StepRecord]],
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """One report for every family's bisect: a section each, the worst family's verdict on top."""
+    if len(results) != len(timelines.timelines):
+        raise UsageError("one bisect result is needed per family")
+    reports = [
+        assemble_report(
+            root,
+            timeline,
+            result,
+            thresholds=thresholds,
+            settings=settings,
+            wall_time_s=wall_time_s,
+        )
+        for timeline, result in zip(timelines.timelines, results, strict=True)
+    ]
+    return combine_reports(
+        reports,
+        families=[timeline.family or "" for timeline in timelines.timelines],
+        not_judged=[item.to_dict() for item in timelines.not_judged],
+    )
 
 
 def cached_features(path: Path, *, limits: TableLimits = DEFAULT_TABLE_LIMITS) -> FeatureTable:

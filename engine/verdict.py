@@ -27,6 +27,7 @@ from engine.policy import PromotionPolicy, check_policy
 from engine.safeio import ONNX_GRAPH, read_input
 
 if TYPE_CHECKING:  # engine.registry is imported where it is used, to keep this import light
+    from engine.provenance import Input
     from engine.registry import ModelEntry
 
 SCHEMA = "model-guard/verdict"
@@ -189,7 +190,7 @@ def decide(
     The file of the other kind is removed first, so a crash can leave no verdict, never two.
     """
     from engine.evidence import write_json
-    from engine.provenance import build_provenance, utc_now
+    from engine.provenance import InputRole, build_provenance, inputs_of, utc_now
 
     started = utc_now()
     thresholds = GateThresholds() if thresholds is None else thresholds
@@ -212,7 +213,11 @@ def decide(
     verdict = Verdict.HOLD if reasons else Verdict.PROMOTE
     target = out / verdict.file_name
     stale = out / (Verdict.HOLD if verdict is Verdict.PROMOTE else Verdict.PROMOTE).file_name
-    inputs = [Path(features), *(r.path for r in reports), *_model_files(models, bound_models, base)]
+    inputs = [
+        *inputs_of([features], InputRole.FEATURES),
+        *inputs_of((r.path for r in reports), InputRole.LOSO_REPORT),
+        *_model_files(models, bound_models, base),
+    ]
     document = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -882,12 +887,16 @@ def _bind_models(models: Sequence[Path], *, base: Path) -> list[BoundModel]:
     return bound
 
 
-def _model_files(models: Sequence[Path], bound: Sequence[BoundModel], base: Path) -> list[Path]:
+def _model_files(models: Sequence[Path], bound: Sequence[BoundModel], base: Path) -> list["Input"]:
     """Return every model and external-data file, for the provenance inputs."""
-    files: list[Path] = []
+    from engine.provenance import Input, InputRole
+
+    files: list[Input] = []
     for model, binding in zip(models, bound, strict=True):
-        files.append(Path(model))
-        files.extend(base / item.path for item in binding.external_data)
+        files.append(Input(Path(model), InputRole.MODEL))
+        files.extend(
+            Input(base / item.path, InputRole.EXTERNAL_DATA) for item in binding.external_data
+        )
     return files
 
 

@@ -1,10 +1,20 @@
-"""``model-guard cache build|check``: the synthetic golden feature cache."""
+"""``model-guard cache build|check``: the synthetic and the real-video golden feature caches."""
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
-from engine.commands.arguments import MAX_SEED, existing_folder, output_folder, whole_number_in
+from engine.commands.arguments import (
+    MAX_SEED,
+    existing_file,
+    existing_folder,
+    output_folder,
+    thread_count,
+    whole_number_in,
+)
 from engine.commands.options import EXIT_BAD_INPUT, EXIT_OK, CommandParser
+from engine.errors import UsageError
 
 
 def add_parser(commands: Any) -> None:
@@ -14,31 +24,88 @@ def add_parser(commands: Any) -> None:
         dest="cache_command", required=True, parser_class=CommandParser
     )
     build = cache_commands.add_parser("build", help="build a golden cache deterministically")
-    build.add_argument(
-        "--synthetic", action="store_true", required=True, help="generate synthetic data"
+    kind = build.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--synthetic", action="store_true", help="generate synthetic data")
+    kind.add_argument(
+        "--from-videos",
+        type=existing_file,
+        metavar="MANIFEST",
+        help="encode and measure the real sources of a video manifest (docs/real-video-cache.md)",
     )
-    build.add_argument("--seed", type=whole_number_in(0, MAX_SEED), required=True)
+    build.add_argument("--seed", type=whole_number_in(0, MAX_SEED), help="with --synthetic")
     build.add_argument("--out", type=output_folder, required=True)
+    _add_video_flags(build)
     build.set_defaults(run=run_build)
     check = cache_commands.add_parser("check", help="rebuild a golden cache and report any drift")
     check.add_argument("directory", type=existing_folder)
+    _add_video_flags(check)
     check.set_defaults(run=run_check)
 
 
+def _add_video_flags(parser: argparse.ArgumentParser) -> None:
+    """Add --jobs and --ffmpeg (real-video caches only)."""
+    parser.add_argument(
+        "--jobs",
+        type=thread_count,
+        default=1,
+        help="clips encoded and measured in parallel (real-video caches; default 1)",
+    )
+    parser.add_argument(
+        "--ffmpeg",
+        type=existing_file,
+        help="an ffmpeg built with libvmaf (default: the one of the imageio-ffmpeg package)",
+    )
+
+
+def _progress(line: str) -> None:
+    """Print one progress line on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_build(args: argparse.Namespace) -> int:
-    """Build the synthetic golden cache into a folder."""
+    """Build the synthetic golden cache, or the real-video one, into a folder."""
+    if args.from_videos is not None:
+        return _build_from_videos(args.from_videos, args.out, jobs=args.jobs, ffmpeg=args.ffmpeg)
     from engine.cache import build_synthetic_cache
 
+    if args.seed is None:
+        raise UsageError("cache build --synthetic needs --seed")
     written = build_synthetic_cache(args.out, seed=args.seed)
     print(f"wrote {len(written)} files to {args.out}")
+    return EXIT_OK
+
+
+def _build_from_videos(manifest: Path, out: Path, *, jobs: int, ffmpeg: Path | None) -> int:
+    """Build the real-video cache of a manifest; progress on stderr, summary on stdout."""
+    from engine.videocache import build_video_cache, read_manifest, source_summary_lines
+    from engine.vmaf import find_ffmpeg
+
+    binary = find_ffmpeg(ffmpeg)
+    report = build_video_cache(
+        read_manifest(manifest), out, ffmpeg=binary, jobs=jobs, progress=_progress
+    )
+    for line in source_summary_lines(report):
+        print(line)
+    print(
+        f"wrote {report.rows} rows to {out} ({report.encoded} clips encoded, "
+        f"{report.reused} reused)"
+    )
     return EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Rebuild a golden cache in a temporary folder and report any drift; exit 1 on drift."""
     from engine.cache import check_cache
+    from engine.videocache import check_video_cache, is_video_cache
 
-    drift = check_cache(args.directory)
+    if is_video_cache(args.directory):
+        from engine.vmaf import find_ffmpeg
+
+        drift = check_video_cache(
+            args.directory, ffmpeg=find_ffmpeg(args.ffmpeg), jobs=args.jobs, progress=_progress
+        )
+    else:
+        drift = check_cache(args.directory)
     for item in drift:
         print(f"DRIFT {item.file}: {item.detail}")
     if drift:

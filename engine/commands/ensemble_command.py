@@ -153,7 +153,7 @@ def run_eval(args: argparse.Namespace) -> int:
         evaluate_ensemble,
         render_evaluation,
     )
-    from engine.provenance import build_provenance, utc_now
+    from engine.provenance import InputRole, build_provenance, inputs_of, model_inputs, utc_now
 
     started = utc_now()
     evaluation = evaluate_ensemble(
@@ -170,7 +170,14 @@ def run_eval(args: argparse.Namespace) -> int:
             schema_version=EVALUATION_SCHEMA_VERSION,
             entrypoint="model-guard ensemble eval",
             argv=args.argv,
-            inputs=[args.manifest, args.features],
+            inputs=[
+                *inputs_of([args.manifest], InputRole.MANIFEST),
+                *inputs_of([args.features], InputRole.FEATURES),
+                *inputs_of([args.registry], InputRole.REGISTRY),
+                *model_inputs(
+                    evaluation.manifest.root / member.onnx for member in evaluation.manifest.members
+                ),
+            ],
             outputs=[args.json],
             started=started,
             finished=utc_now(),

@@ -51,7 +51,7 @@ def run_gate_command(
     from engine.evidence import write_json
     from engine.gate import evaluate_gate
     from engine.loso_report import load_loso_reports
-    from engine.provenance import build_provenance, utc_now
+    from engine.provenance import InputRole, build_provenance, inputs_of, utc_now
 
     started = utc_now()
     reports = load_loso_reports(directory)
@@ -67,7 +67,7 @@ def run_gate_command(
                 schema_version=GATE_SCHEMA_VERSION,
                 entrypoint="model-guard gate",
                 argv=list(argv),
-                inputs=[r.path for r in reports],
+                inputs=inputs_of((r.path for r in reports), InputRole.LOSO_REPORT),
                 outputs=[json_out],
                 started=started,
                 finished=utc_now(),

@@ -37,7 +37,7 @@ from engine.features import SOURCE, FeatureTable, row_hashes
 from engine.hashing import sha256_bytes
 from engine.manifest import Confidence, ManifestMember, build_manifest, write_manifest
 from engine.metrics import compute_metrics
-from engine.provenance import build_provenance, utc_now
+from engine.provenance import InputRole, build_provenance, inputs_of, utc_now
 from engine.train.export import export_network
 from engine.train.network import DEFAULT_CONFIG, TrainConfig, TrainedNetwork, train_network
 
@@ -175,9 +175,11 @@ def train_ensemble(
             schema_version=1,
             entrypoint=ENTRYPOINT,
             argv=list(argv),
-            inputs=[
-                t.path for t in (features, calibration) if t is not None and t.path is not None
-            ],
+            # the calibration table, when separate, is a feature table too
+            inputs=inputs_of(
+                [features.path, None if calibration is None else calibration.path],
+                InputRole.FEATURES,
+            ),
             outputs=[path for _, path in written],
             started=started,
             finished=utc_now(),

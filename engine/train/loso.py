@@ -41,7 +41,7 @@ from engine.loso_report import (
 )
 from engine.metrics import plcc, rmse, srocc
 from engine.onnxbuild import Dense
-from engine.provenance import build_provenance, utc_now
+from engine.provenance import InputRole, build_provenance, inputs_of, utc_now
 from engine.train.network import (
     DEFAULT_CONFIG,
     Float32Array,
@@ -154,7 +154,7 @@ def run_loso(
         schema_version=LOSO_SCHEMA_VERSION,
         entrypoint=ENTRYPOINT,
         argv=list(argv),
-        inputs=[features.path] if features.path is not None else [],
+        inputs=inputs_of([features.path], InputRole.FEATURES),
         outputs=[],
         started=started,
         finished=finished,

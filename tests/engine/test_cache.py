@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -90,6 +91,65 @@ def test_changed_mos_value_is_reported_with_its_row(copy: Path) -> None:
     drift = check_cache(copy)
     assert [item.file for item in drift] == ["features.parquet"]
     assert "column 'mos' row 17" in drift[0].detail
+
+
+def test_unchanged_pandas_round_trip_is_no_drift(copy: Path) -> None:
+    path = copy / "features.parquet"
+    frame = pq.read_table(path).to_pandas()
+    round_trip = pa.Table.from_pandas(frame, preserve_index=False)  # pandas 3: large_string
+    assert pa.types.is_large_string(round_trip.schema.field("source").type)
+    pq.write_table(round_trip, path)
+    assert check_cache(copy) == []
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda column: column.cast(pa.large_string()),
+        lambda column: column.cast(pa.large_binary()),
+        lambda column: column.cast(pa.binary()),
+        lambda column: column.dictionary_encode(),
+    ],
+    ids=["large_string", "large_binary", "binary", "dictionary"],
+)
+def test_other_encodings_of_the_same_strings_are_no_drift(copy: Path, encode) -> None:
+    path = copy / "features.parquet"
+    table = pq.read_table(path)
+    for name in ("source", "encoder", "param"):
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, encode(table.column(name)))
+    pq.write_table(table, path)
+    assert check_cache(copy) == []
+
+
+@pytest.mark.parametrize(
+    ("column", "change"),
+    [
+        ("mos", lambda values: values.cast(pa.float64())),
+        ("source", lambda values: pa.chunked_array([np.arange(len(values))])),
+        ("mos", lambda values: pa.chunked_array([np.arange(len(values))])),
+    ],
+    ids=["float32 to float64", "string to int", "float to int"],
+)
+def test_a_real_type_change_is_still_drift(copy: Path, column: str, change) -> None:
+    path = copy / "features.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index(column)
+    table = table.set_column(index, column, change(table.column(column)))
+    pq.write_table(table, path)
+    [drift] = check_cache(copy)
+    assert drift.file == "features.parquet" and drift.detail.startswith("schema differs")
+
+
+def test_binary_text_that_is_not_utf8_is_drift(copy: Path) -> None:
+    path = copy / "features.parquet"
+    table = pq.read_table(path)
+    values = [b"\xff\xfe", *table.column("source").cast(pa.binary()).to_pylist()[1:]]
+    index = table.schema.get_field_index("source")
+    table = table.set_column(index, "source", pa.array(values, pa.binary()))
+    pq.write_table(table, path)
+    [drift] = check_cache(copy)
+    assert "not UTF-8" in drift.detail
 
 
 def test_flipped_onnx_byte_is_reported(copy: Path) -> None:

@@ -57,7 +57,7 @@ COMMANDS = [
             "--model-timeout",
         ),
     ),
-    (["cache", "build"], ["--synthetic", "--out", "{out}"], 1, ("--seed",)),
+    (["cache", "build"], ["--synthetic", "--out", "{out}"], 1, ("--seed", "--jobs")),
     (
         ["ensemble", "train"],
         ["--features", "{features}", "--id", "e", "--out", "{out}"],

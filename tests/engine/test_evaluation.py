@@ -138,17 +138,39 @@ def test_second_run_over_unchanged_timeline_scores_no_model(tmp_path: Path, gold
     ]
 
 
-def test_store_key_changes_with_gate_and_settings(tmp_path: Path, golden, good_model: Path) -> None:
+def test_store_key_changes_with_metric_settings(tmp_path: Path, golden, good_model: Path) -> None:
     store = EvaluationStore(tmp_path / "store")
     refs = refs_from_paths([good_model])
     Evaluator(refs, golden, GATE, store=store)(0)
-    other_gate = Evaluator(refs, golden, Thresholds(min_plcc=0.95), store=store)
-    other_gate(0)
-    other_settings = Evaluator(
-        refs, golden, GATE, settings=MetricSettings(logistic=True), store=store
-    )
-    other_settings(0)
-    assert other_gate.evaluated == 1 and other_settings.evaluated == 1
+    for settings in (
+        MetricSettings(logistic=True),
+        MetricSettings(bootstrap=100),
+        MetricSettings(bootstrap=100, seed=1),
+        MetricSettings(bootstrap=100, group_by="encoder"),
+    ):
+        other = Evaluator(refs, golden, GATE, settings=settings, store=store)
+        other(0)
+        assert (other.evaluated, other.from_store) == (1, 0), settings
+
+
+def test_changing_a_threshold_rescores_nothing_and_judges_under_the_new_gate(
+    tmp_path: Path, golden
+) -> None:
+    refs = refs_from_paths(sorted((BISECT / "regression").glob("*.onnx")))
+    store = EvaluationStore(tmp_path / "store")
+    first = Evaluator(refs, golden, GATE, store=store)
+    records = [first(index) for index in range(len(refs))]
+    assert first.evaluated == len(refs)
+    plccs = [record.metrics.plcc for record in records if record.metrics is not None]
+    strict = Thresholds(min_plcc=max(plccs) + 0.001)  # every model fails this gate
+    for gate, expected in ((strict, StepStatus.FAIL), (Thresholds(max_rmse=1e9), StepStatus.PASS)):
+        again = Evaluator(refs, golden, gate, store=store)
+        judged = [again(index) for index in range(len(refs))]
+        assert (again.evaluated, again.from_store) == (0, len(refs))
+        assert {record.status for record in judged} == {expected}
+        assert [r.metrics for r in judged] == [r.metrics for r in records]
+        fresh = [Evaluator(refs, golden, gate)(index) for index in (0, len(refs) - 1)]
+        assert [r.reasons for r in fresh] == [judged[0].reasons, judged[-1].reasons]
 
 
 def test_corrupt_store_entry_is_a_miss_not_a_crash(

@@ -10,15 +10,26 @@ from typing import Any
 import pytest
 
 from engine import __version__
-from engine.hashing import sha256_bytes
-from engine.provenance import build_provenance, git_state, utc_now
+from engine.evidence import schema_problems
+from engine.hashing import sha256_bytes, sha256_file, sha256_json
+from engine.provenance import (
+    PROVENANCE_VERSION,
+    Input,
+    InputRole,
+    build_provenance,
+    engine_sha256,
+    git_state,
+    model_inputs,
+    utc_now,
+)
+from tests.engine import onnx_factory as factory
 
 STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def provenance(
     cwd: Path,
-    inputs: Sequence[Path] = (),
+    inputs: Sequence[Path | Input] = (),
     outputs: Sequence[Path] = (),
     argv: Sequence[str] = ("run",),
 ) -> dict[str, Any]:
@@ -27,7 +38,7 @@ def provenance(
         schema_version=1,
         entrypoint="model-guard test",
         argv=argv,
-        inputs=inputs,
+        inputs=[i if isinstance(i, Input) else Input(i, InputRole.FEATURES) for i in inputs],
         outputs=outputs,
         started=STARTED,
         finished=STARTED + timedelta(seconds=2.5),
@@ -60,7 +71,9 @@ def test_block_has_every_field(tmp_path: Path) -> None:
     assert list(block) == [
         "schema",
         "schema_version",
+        "provenance_version",
         "entrypoint",
+        "entrypoint_sha256",
         "model_guard_version",
         "argv",
         "git",
@@ -118,13 +131,17 @@ def test_inputs_and_outputs_are_hashed(tmp_path: Path) -> None:
     (tmp_path / "in.bin").write_bytes(b"abc")
     (tmp_path / "out.json").write_bytes(b"{}")
     block = provenance(tmp_path, [tmp_path / "in.bin"], [tmp_path / "out.json"])
-    assert block["inputs"] == [{"path": "in.bin", "size": 3, "sha256": sha256_bytes(b"abc")}]
+    assert block["inputs"] == [
+        {"path": "in.bin", "role": "features", "size": 3, "sha256": sha256_bytes(b"abc")}
+    ]
     assert block["outputs"] == [{"path": "out.json", "size": 2, "sha256": sha256_bytes(b"{}")}]
 
 
 def test_missing_input_is_flagged_not_fatal(tmp_path: Path) -> None:
     block = provenance(tmp_path, [tmp_path / "gone.bin"])
-    assert block["inputs"] == [{"path": "gone.bin", "size": None, "sha256": None, "missing": True}]
+    assert block["inputs"] == [
+        {"path": "gone.bin", "role": "features", "size": None, "sha256": None, "missing": True}
+    ]
 
 
 def test_folder_input_expands_to_sorted_files(tmp_path: Path) -> None:
@@ -225,3 +242,120 @@ def test_paths_are_made_relative_to_the_git_top_level_from_a_subfolder(checkout:
     block = provenance(checkout / "sub", [Path("in.bin")], argv=["in.bin"])
     assert block["argv"] == ["sub/in.bin"]
     assert block["inputs"][0]["path"] == "sub/in.bin"
+
+
+def test_block_records_the_engine_package_hash_as_the_entrypoint_hash(tmp_path: Path) -> None:
+    import engine
+
+    block = provenance(tmp_path)
+    assert block["provenance_version"] == PROVENANCE_VERSION == 2
+    assert block["entrypoint_sha256"] == engine_sha256()
+    package = Path(engine.__file__).parent
+    files = sorted(
+        p
+        for p in package.rglob("*")
+        if p.suffix in {".py", ".json"} and "__pycache__" not in p.parts
+    )
+    expected = sha256_json({f.relative_to(package).as_posix(): sha256_file(f) for f in files})
+    assert block["entrypoint_sha256"] == expected
+    assert "cli.py" in {f.name for f in files} and "registry.schema.json" in {f.name for f in files}
+
+
+def test_every_input_carries_its_role(tmp_path: Path) -> None:
+    for name in ("r.json", "f.parquet", "m.onnx", "seed.json"):
+        (tmp_path / name).write_bytes(name.encode())
+    block = provenance(
+        tmp_path,
+        [
+            Input(tmp_path / "r.json", InputRole.REGISTRY),
+            Input(tmp_path / "f.parquet", InputRole.FEATURES),
+            Input(tmp_path / "m.onnx", InputRole.MODEL),
+            Input(tmp_path / "seed.json", InputRole.LOSO_REPORT),
+        ],
+    )
+    assert [(i["path"], i["role"]) for i in block["inputs"]] == [
+        ("r.json", "registry"),
+        ("f.parquet", "features"),
+        ("m.onnx", "model"),
+        ("seed.json", "loso_report"),
+    ]
+
+
+def test_model_inputs_list_the_external_data_the_graph_reads(tmp_path: Path) -> None:
+    model = factory.save_external(factory.linear_model(), tmp_path / "m.onnx", location="w.bin")
+    plain = factory.save(factory.linear_model(), tmp_path / "plain.onnx")
+    found = model_inputs([model, plain])
+    assert found == [
+        Input(model, InputRole.MODEL),
+        Input(tmp_path / "w.bin", InputRole.EXTERNAL_DATA),
+        Input(plain, InputRole.MODEL),
+    ]
+
+
+def test_block_validates_against_the_provenance_schema(tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(b"abc")
+    block = provenance(
+        tmp_path, [tmp_path / "in.bin", tmp_path / "gone.bin"], [tmp_path / "in.bin"]
+    )
+    assert schema_problems(block, "run-provenance.schema.json") == []
+    block["inputs"][0]["role"] = "surprise"
+    assert schema_problems(block, "run-provenance.schema.json") != []
+
+
+def _bisect_inputs(tmp_path: Path, name: str, *source: str) -> list[dict[str, Any]]:
+    from engine.cli import main
+
+    out = tmp_path / f"{name}.json"
+    features = Path(__file__).resolve().parents[2] / "testdata" / "bisect" / "features.parquet"
+    main(
+        [
+            "bisect",
+            *source,
+            "--features",
+            str(features),
+            "--min-plcc",
+            "0.5",
+            "--no-cache",
+            "--json",
+            str(out),
+        ]
+    )
+    block = json.loads(out.read_text())["run_provenance"]
+    assert schema_problems(block, "run-provenance.schema.json") == []
+    return list(block["inputs"])
+
+
+def test_models_runs_with_different_external_weights_record_different_inputs(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    model = tmp_path / "m.onnx"
+    factory.save_external(factory.linear_model(), model, location="w.bin")
+    first = _bisect_inputs(tmp_path, "first", "--models", str(model))
+    graph = model.read_bytes()
+    (tmp_path / "w.bin").unlink()  # onnx appends to an existing external file
+    factory.save_external(
+        factory.linear_model(np.full((6, 1), 2.0, np.float32)), model, location="w.bin"
+    )
+    assert model.read_bytes() == graph, "only the weights changed"
+    second = _bisect_inputs(tmp_path, "second", "--models", str(model))
+    roles = [(i["path"].rsplit("/", 1)[-1], i["role"]) for i in first]
+    assert roles == [
+        ("features.parquet", "features"),
+        ("m.onnx", "model"),
+        ("w.bin", "external_data"),
+    ]
+    assert first[1] == second[1] and first[2] != second[2]
+    assert second[2]["sha256"] == sha256_file(tmp_path / "w.bin")
+
+
+def test_registry_run_records_the_registry_the_cache_and_each_visited_model_by_role(
+    tmp_path: Path,
+) -> None:
+    registry = (
+        Path(__file__).resolve().parents[2] / "testdata" / "bisect" / "allgood" / "registry.json"
+    )
+    inputs = _bisect_inputs(tmp_path, "run", "--registry", str(registry))
+    roles = [i["role"] for i in inputs]
+    assert roles[:2] == ["registry", "features"] and set(roles[2:]) == {"model"}

@@ -17,6 +17,7 @@ from engine.registry import (
     registry_schema,
     validate_registry,
 )
+from tests.engine import onnx_factory as factory
 
 BISECT = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
 
@@ -41,8 +42,13 @@ def folder(tmp_path: Path) -> Path:
     root = tmp_path / "reg"
     root.mkdir()
     for index in range(3):
-        (root / f"m{index}.onnx").write_bytes(f"model {index}".encode())
+        (root / f"m{index}.onnx").write_bytes(model_bytes(index))
     return root
+
+
+def model_bytes(index: int) -> bytes:
+    """A real, safe ONNX model (validate runs the bisect's safety check), distinct per index."""
+    return factory.linear_model(bias=float(index)).SerializeToString()
 
 
 def write(folder: Path, rows: list[dict[str, Any]], **top: Any) -> Path:
@@ -77,14 +83,60 @@ def test_valid_registry_loads_in_timeline_order_whatever_the_file_order(folder: 
 
 
 def test_entry_exposes_external_data_as_a_name_to_hash_map(folder: Path) -> None:
-    (folder / "m0.onnx.data").write_bytes(b"weights")
+    factory.save_external(factory.linear_model(), folder / "m0.onnx", location="m0.onnx.data")
+    weights = (folder / "m0.onnx.data").read_bytes()
     given = rows(folder)
-    given[0]["external_data"] = [{"path": "m0.onnx.data", "sha256": sha256_bytes(b"weights")}]
+    given[0]["external_data"] = [{"path": "m0.onnx.data", "sha256": sha256_bytes(weights)}]
     given[0]["notes"] = "int8"
     entry = load_registry(write(folder, given)).models[0]
-    assert entry.external_map() == {"m0.onnx.data": sha256_bytes(b"weights")}
+    assert entry.external_map() == {"m0.onnx.data": sha256_bytes(weights)}
     assert entry.notes == "int8" and entry.external_data[0].path == "m0.onnx.data"
     assert validate_registry(folder / "registry.json") == []
+
+
+def test_external_data_the_graph_reads_but_the_row_does_not_list_is_a_problem(
+    folder: Path,
+) -> None:
+    factory.save_external(factory.linear_model(), folder / "m0.onnx", location="w.bin")
+    given = rows(folder)
+    [problem] = validate_registry(write(folder, given))
+    assert str(problem) == (
+        "registry.json#/models/0/onnx: external data file 'w.bin' is not listed in the registry"
+    )
+
+
+def test_external_data_the_row_lists_but_the_graph_does_not_read_is_a_problem(
+    folder: Path,
+) -> None:
+    (folder / "w.bin").write_bytes(b"stale weights")
+    given = rows(folder)
+    given[0]["external_data"] = [{"path": "w.bin", "sha256": sha256_bytes(b"stale weights")}]
+    [problem] = validate_registry(write(folder, given))
+    assert str(problem) == (
+        "registry.json#/models/0/external_data/0/path: "
+        "external data file w.bin is listed but m0.onnx does not read it"
+    )
+
+
+def test_codec_width_that_contradicts_the_vocabulary_is_a_problem_at_the_width(
+    folder: Path,
+) -> None:
+    given = rows(folder)
+    given[1]["codec"] = {"vocabulary_version": 1, "width": 7}
+    [problem] = validate_registry(write(folder, given))
+    assert str(problem) == (
+        "registry.json#/models/1/codec/width: "
+        "registry says the codec block is 7 wide, vocabulary v1 is 6"
+    )
+
+
+def test_model_failing_the_safety_check_is_a_problem_at_its_onnx_path(folder: Path) -> None:
+    (folder / "m2.onnx").write_bytes(b"not onnx at all")
+    given = rows(folder)
+    given[2]["sha256"] = sha256_bytes(b"not onnx at all")
+    [problem] = validate_registry(write(folder, given))
+    assert problem.pointer == "/models/2/onnx"
+    assert problem.message.startswith("not a valid ONNX file")
 
 
 def test_integral_floats_are_read_as_integers(folder: Path) -> None:
@@ -225,7 +277,7 @@ def test_missing_model_file_is_reported_by_validate_but_not_by_load(folder: Path
 
 
 def rows_with_hash(folder: Path) -> list[dict[str, Any]]:
-    return [model_row(i, f"model {i}".encode()) for i in range(3)]
+    return [model_row(i, model_bytes(i)) for i in range(3)]
 
 
 def test_model_path_that_is_a_folder_is_not_a_regular_file(folder: Path) -> None:
@@ -241,7 +293,7 @@ def test_sha256_mismatch_is_reported_with_both_hashes(folder: Path) -> None:
     given[1]["sha256"] = "0" * 64
     path = write(folder, given)
     [problem] = validate_registry(path)
-    actual = sha256_bytes(b"model 1")
+    actual = sha256_bytes(model_bytes(1))
     assert str(problem) == (
         f"registry.json#/models/1/sha256: sha256 mismatch: registry says 000000000000…, "
         f"file has {actual[:12]}…"
@@ -266,12 +318,12 @@ def test_external_data_missing_and_mismatched_are_both_reported(folder: Path) ->
 
 def test_external_data_is_looked_up_beside_the_model_not_the_registry(folder: Path) -> None:
     (folder / "sub").mkdir()
-    (folder / "sub" / "m.onnx").write_bytes(b"m")
+    (folder / "sub" / "m.onnx").write_bytes(model_bytes(0))
     (folder / "w.bin").write_bytes(b"w")  # beside the registry: the wrong place
     given = rows(folder)
     given[0].update(
         onnx="sub/m.onnx",
-        sha256=sha256_bytes(b"m"),
+        sha256=sha256_bytes(model_bytes(0)),
         external_data=[{"path": "w.bin", "sha256": sha256_bytes(b"w")}],
     )
     assert pointers(write(folder, given)) == ["/models/0/external_data/0/path"]

@@ -507,7 +507,7 @@ def test_row_pointed_at_a_missing_file_is_checked_even_with_the_same_hash(work: 
     assert review.diff is not None and review.diff.items == ()  # same bytes: not a change
     [annotation] = review.annotations
     assert annotation.line == row_lines(text)[V03]
-    assert annotation.message == f"{REGISTRY}#/models/0/onnx: file moved/fr-mlp-v03.onnx not found"
+    assert annotation.message == f"{REGISTRY}#/models/0/onnx: model file fr-mlp-v03.onnx not found"
 
 
 def test_model_appended_to_an_honest_verdict_does_not_back_its_flip(work: Work) -> None:

@@ -1,6 +1,7 @@
 """Tests for the bisect report: its schema, its verdict line, and renderings that fit GitHub."""
 
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -115,6 +116,40 @@ def test_markdown_has_verdict_table_chart_and_collapsed_details(features) -> Non
     assert "| # | model | status | PLCC |" in text
     assert "xychart-beta" in text and "line [0.9000" in text
     assert "<details><summary>Details</summary>" in text
+
+
+@pytest.mark.parametrize(
+    "rmses", [[0.1, 0.2, 9.0, 12.0], [0.0, 0.0, 0.0, 6.0], [3.0, 3.0, 3.0, 3.0]]
+)
+def test_rmse_chart_axis_never_starts_below_zero(features, rmses: list[float]) -> None:
+    gate = Thresholds(max_rmse=5.0)
+    models = [ModelRef(name=f"m{i}", path=Path(f"m{i}.onnx")) for i in range(len(rmses))]
+
+    def evaluate(index: int) -> StepRecord:
+        base = record(index, 0.95)
+        assert base.metrics is not None
+        passed = rmses[index] <= 5.0
+        return replace(
+            base,
+            status=StepStatus.PASS if passed else StepStatus.FAIL,
+            metrics=replace(base.metrics, rmse=rmses[index]),
+        )
+
+    result = find_first_regression(len(rmses), evaluate, full=True)
+    report = build_report(
+        result,
+        models=models,
+        features=features,
+        thresholds=gate,
+        settings=MetricSettings(),
+        scored=result.evaluations,
+        from_store=0,
+        wall_time_s=0.1,
+    )
+    text = render_table(report, fmt=TableFormat.MARKDOWN)
+    [axis] = [line for line in text.splitlines() if line.strip().startswith("y-axis")]
+    low, high = (float(value) for value in axis.split('"rmse"')[1].split("-->"))
+    assert 0.0 <= low <= min(rmses) and high >= max(*rmses, 5.0)
 
 
 def test_broken_model_is_named_in_both_renderings_and_left_out_of_chart(features) -> None:
