@@ -1,12 +1,14 @@
 """The model registry (``registry.json``): schema, safe paths, hashes and timeline order."""
 
+import json
 import re
 import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from engine.declaration import RowDeclaration, declaration_problems
 from engine.errors import EngineError, EvidenceError, RegistryError, one_line
 from engine.evidence import document_order, load_schema, read_json, schema_problems
 from engine.hashing import sha256_file
@@ -16,6 +18,8 @@ SCHEMA_VERSION = 1
 MAX_REGISTRY_BYTES = REGISTRY_JSON.max_bytes
 _SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
+DEFAULT_QUANT_BUDGET_PLCC = 0.01
+"""How much PLCC a quantised twin may lose against its parent when the parent names no budget."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class ModelEntry:
     external_data: tuple[ExternalData, ...] = ()
     notes: str = ""
     codec: CodecSpec | None = None
+    declared: RowDeclaration | None = None
+    quantised_from: str | None = None
+    quant_budget_plcc: float = DEFAULT_QUANT_BUDGET_PLCC
 
     def onnx_path(self, root: Path) -> Path:
         """Return the model file's path under the registry folder ``root``."""
@@ -73,6 +80,16 @@ class Registry:
     root: Path
     schema_version: int
     models: tuple[ModelEntry, ...]
+
+    @property
+    def timeline_models(self) -> tuple[ModelEntry, ...]:
+        """The rows that are steps of the timeline: all but quantised twins."""
+        return tuple(entry for entry in self.models if entry.quantised_from is None)
+
+    @property
+    def twins(self) -> tuple[ModelEntry, ...]:
+        """The quantised twins (rows with ``quantised_from``), each checked against its parent."""
+        return tuple(entry for entry in self.models if entry.quantised_from is not None)
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,11 @@ def validate_registry(path: Path, *, files_of: Collection[str] | None = None) ->
             continue
         problems.extend(
             _file_problems(model, path.parent, base=f"/models/{index}", flagged=flagged)
+        )
+        problems.extend(
+            _declaration_problems(
+                document, model, index, path.parent, base=f"/models/{index}", flagged=flagged
+            )
         )
     return _sorted(problems)
 
@@ -217,6 +239,11 @@ def _structural_problems(document: Any, root: Path) -> list[Problem]:
                     )
                 )
             first_timeline.setdefault(timeline, index)
+        if _usable(model, "sidecar", base=base, flagged=flagged) and (
+            why := _path_problem(model["sidecar"], root)
+        ):
+            problems.append(Problem(f"{base}/sidecar", why))
+        problems.extend(_twin_problems(document, model, base=base, flagged=flagged))
         if _usable(model, "onnx", base=base, flagged=flagged):
             if (why := _path_problem(model["onnx"], root)) is not None:
                 problems.append(Problem(f"{base}/onnx", why))
@@ -296,6 +323,25 @@ def _external_problems(
     return problems
 
 
+def _twin(
+    entry: ModelEntry,
+    document: Mapping[str, Any],
+    model: Mapping[str, Any],
+    budgets: Mapping[str, float],
+) -> ModelEntry:
+    """Add what a row declares beyond the basic fields: declarations and its parent's budget."""
+    parent = model.get("quantised_from")
+    declared = _row_declaration(document, model)
+    return replace(
+        entry,
+        declared=None if declared.empty else declared,
+        quantised_from=parent,
+        quant_budget_plcc=budgets.get(parent, DEFAULT_QUANT_BUDGET_PLCC)
+        if parent is not None
+        else budgets[entry.id],
+    )
+
+
 def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
     """Build an entry from a schema-valid model row (JSON Schema counts 17.0 as an integer)."""
     return ModelEntry(
@@ -322,9 +368,118 @@ def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
     )
 
 
+def _row_declaration(document: Mapping[str, Any], model: Mapping[str, Any]) -> RowDeclaration:
+    """Return what a schema-valid row declares about its inputs (named vocabularies looked up)."""
+    vocabulary, missing = model.get("codec_vocabulary"), None
+    if isinstance(vocabulary, str):
+        named = document.get("codec_vocabularies", {})
+        vocabulary, missing = (
+            (named[vocabulary], None) if vocabulary in named else (None, vocabulary)
+        )
+    codec = model.get("codec")
+    return RowDeclaration(
+        sidecar=model.get("sidecar"),
+        preprocess=None if "preprocess" not in model else json.dumps(model["preprocess"]),
+        inputs=tuple(sorted(model.get("inputs", {}).items())),
+        vocabulary=None if vocabulary is None else json.dumps(vocabulary, sort_keys=True),
+        missing_vocabulary=missing,
+        legacy_codec=None
+        if codec is None
+        else (int(codec["vocabulary_version"]), int(codec["width"])),
+    )
+
+
+def _budgets(document: Mapping[str, Any]) -> dict[str, float]:
+    """Return each row id's PLCC budget for its quantised twins."""
+    return {
+        model["id"]: float(model.get("quant_accuracy_budget_plcc", DEFAULT_QUANT_BUDGET_PLCC))
+        for model in document["models"]
+    }
+
+
+def _twin_problems(
+    document: Any, model: Mapping[str, Any], *, base: str, flagged: set[str]
+) -> list[Problem]:
+    """A ``quantised_from`` must name another row that is not itself a quantised twin."""
+    if not _usable(model, "quantised_from", base=base, flagged=flagged):
+        return []
+    parent_id = model["quantised_from"]
+    rows = {row.get("id"): row for _, row in _model_rows(document)}
+    pointer = f"{base}/quantised_from"
+    if parent_id == model.get("id"):
+        return [Problem(pointer, "a model cannot be quantised from itself")]
+    if parent_id not in rows:
+        return [Problem(pointer, f"parent {parent_id!r} is not a row of this registry")]
+    if "quantised_from" in rows[parent_id]:
+        return [Problem(pointer, f"parent {parent_id!r} is itself a quantised twin")]
+    return []
+
+
+def _declaration_problems(
+    document: Any,
+    model: Mapping[str, Any],
+    index: int,
+    root: Path,
+    *,
+    base: str,
+    flagged: set[str],
+) -> list[Problem]:
+    """Check a row's preprocessing, input names and codec vocabulary, one problem per line.
+
+    Skipped for a row whose declaration fields already broke the schema or whose paths are
+    unsafe; the graph's names are checked only when its file matches its hash.
+    """
+    if not _clean(base, flagged) or not _clean("/codec_vocabularies", flagged):
+        return []
+    declared = _row_declaration(document, model)
+    if declared.empty:
+        return []
+    messages = declaration_problems(declared, root=root)
+    pointer = f"{base}/{_declaration_field(model)}"
+    if messages:
+        return [Problem(pointer, message) for message in messages]
+    return [Problem(pointer, message) for message in _graph_problems(declared, model, root)]
+
+
+def _declaration_field(model: Mapping[str, Any]) -> str:
+    """Name the field a declaration problem is reported on (the first declaration field present)."""
+    for name in ("preprocess", "inputs", "codec_vocabulary", "codec", "sidecar"):
+        if name in model:
+            return name
+    return "sidecar"
+
+
+def _graph_problems(declared: RowDeclaration, model: Mapping[str, Any], root: Path) -> list[str]:
+    """Check that declared names and the codec width match the graph (safety-checked bytes)."""
+    from engine.declaration import resolve_declaration
+    from engine.errors import ModelRejected
+    from engine.scoring import inspect_model
+
+    path = root / model["onnx"]
+    resolved = resolve_declaration(declared, root=root)
+    try:
+        inspect_model(
+            path,
+            external_data={item["path"]: item["sha256"] for item in model.get("external_data", [])},
+            codec_width=resolved.codec_width,
+            features_input=resolved.features_input,
+            codec_input=resolved.codec_input,
+            output_name=resolved.output_name,
+        )
+    except ModelRejected as error:
+        text = str(error)
+        if "declared" in text or "codec" in text or "inputs" in text:
+            return [f"{model['onnx']}: {text}"]
+    return []
+
+
 def _entries(document: Mapping[str, Any]) -> tuple[ModelEntry, ...]:
     """Build entries from a valid document, in canonical (ascending timeline) order."""
-    entries = (_entry(model, index) for index, model in enumerate(document["models"]))
+    budgets = _budgets(document)
+    entries = (
+        _twin(_entry(model, index), document, model, budgets)
+        for index, model in enumerate(document["models"])
+    )
     return tuple(sorted(entries, key=lambda entry: entry.timeline))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from engine.bisection import BisectResult, Outcome, evaluation_bound
 from engine.evaluation import MetricSettings, ModelRef, StepRecord, plan_resampling
 from engine.features import FeatureTable
+from engine.quantisation import render_twins
 from engine.threshold import Thresholds
 
 SCHEMA = "model-guard/bisect-report"
@@ -209,6 +210,9 @@ def _render_text(report: Mapping[str, Any]) -> str:
     if report.get("after_uncertain"):
         lines.append(_passes_after_uncertain(report, code=False))
     lines.extend(_statistics_notes(report))
+    if report.get("quantised_twins"):
+        lines.append("")
+        lines.extend(render_twins(report["quantised_twins"]))
     return "\n".join(lines) + "\n"
 
 
@@ -322,6 +326,9 @@ def _render_markdown(report: Mapping[str, Any]) -> str:
         head += [_passes_after_uncertain(report, code=True), ""]
     for warning in _statistics_notes(report):
         head += [f"**{warning}**", ""]
+    twins = render_twins(report.get("quantised_twins") or [])
+    if twins:  # a handful of lines: one per int8 twin, with both PLCCs, the drop and the budget
+        head += [f"**{twins[0]}**", "", *(f"- `{line.strip()}`" for line in twins[1:]), ""]
     table_head = [
         "| # | model | status | PLCC | SROCC | RMSE | n | note |",
         "|---:|---|---|---:|---:|---:|---:|---|",

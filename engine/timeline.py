@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
+from engine.declaration import RowDeclaration
 from engine.evaluation import (
     DEFAULT_LIMITS,
     EvaluationStore,
@@ -25,7 +26,8 @@ from engine.evaluation import (
     StepRecord,
 )
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
-from engine.registry import CodecSpec, ExternalData, load_registry
+from engine.quantisation import TwinCheck, check_twins
+from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
 from engine.report import build_report
 from engine.scoring import ScoringLimits
 from engine.threshold import Thresholds
@@ -45,6 +47,11 @@ class TimelineModel:
     external: tuple[str, ...]
     codec: CodecSpec | None
     external_data: tuple[ExternalData, ...] | None = None
+    declared: RowDeclaration | None = None
+    # The registry's folder under the root (a sidecar is read relative to it).
+    folder: str = "."
+    quantised_from: str | None = None
+    quant_budget_plcc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class Timeline:
     models: tuple[TimelineModel, ...]
     feature_rows: int
     features_hash: str
+    # Quantised twins: not steps of the timeline, each checked against its parent.
+    twins: tuple[TimelineModel, ...] = ()
 
 
 def repo_path(registry: str, relative: str) -> str:
@@ -66,18 +75,25 @@ def repo_path(registry: str, relative: str) -> str:
 def read_timeline(root: Path, registry: str, features: str) -> Timeline:
     """Check the registry's structure and the feature cache's schema; list the timeline."""
     loaded = load_registry(Path(root) / registry)
-    models = tuple(
-        TimelineModel(
-            name=entry.id,
-            onnx=repo_path(registry, entry.onnx),
-            sha256=entry.sha256,
-            external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
-            codec=entry.codec,
-            external_data=entry.external_data,
-        )
-        for entry in loaded.models
+    models = tuple(_timeline_model(registry, entry) for entry in loaded.timeline_models)
+    twins = tuple(_timeline_model(registry, entry) for entry in loaded.twins)
+    return replace(_timeline(root, registry, features, models), twins=twins)
+
+
+def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
+    """Name a registry row by root-relative paths."""
+    return TimelineModel(
+        name=entry.id,
+        onnx=repo_path(registry, entry.onnx),
+        sha256=entry.sha256,
+        external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
+        codec=entry.codec,
+        external_data=entry.external_data,
+        declared=entry.declared,
+        folder=posixpath.dirname(registry) or ".",
+        quantised_from=entry.quantised_from,
+        quant_budget_plcc=entry.quant_budget_plcc if entry.quantised_from else None,
     )
-    return _timeline(root, registry, features, models)
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
@@ -98,9 +114,13 @@ def timeline_evaluator(
     limits: ScoringLimits = DEFAULT_LIMITS,
     store: EvaluationStore | None = None,
 ) -> Evaluator:
-    """Return an evaluator of the timeline's models (files read under ``root``)."""
+    """Return an evaluator of the timeline's models, then its twins (files read under ``root``).
+
+    Index ``i < len(timeline.models)`` is a timeline step; ``len(timeline.models) + j`` is
+    twin ``j`` (``engine.quantisation`` checks those).
+    """
     return Evaluator(
-        [_reference(root, model) for model in timeline.models],
+        [_reference(root, model) for model in (*timeline.models, *timeline.twins)],
         cached_features(Path(root) / timeline.features),
         thresholds,
         settings=settings,
@@ -226,4 +246,18 @@ def _reference(root: Path, model: TimelineModel) -> ModelRef:
         if model.external_data is None
         else {item.path: item.sha256 for item in model.external_data},
         codec=model.codec,
+        declared=model.declared,
+        root=Path(root) / model.folder,
+    )
+
+
+def check_quantised_twins(timeline: Timeline, evaluator: Evaluator) -> tuple[TwinCheck, ...]:
+    """Judge each quantised twin of the timeline against its parent (``engine.quantisation``)."""
+    parents = {model.name: index for index, model in enumerate(timeline.models)}
+    twins = [
+        (twin.name, str(twin.quantised_from), float(twin.quant_budget_plcc or 0.0))
+        for twin in timeline.twins
+    ]
+    return check_twins(
+        twins, parents=parents, evaluate=evaluator, first_twin_index=len(timeline.models)
     )

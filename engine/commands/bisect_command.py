@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.threshold import Thresholds
     from engine.timeline import (
         assemble_report,
+        check_quantised_twins,
         name_record,
         read_timeline,
         timeline_evaluator,
@@ -160,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         wall_time_s=time.perf_counter() - clock,
     )
+    twins = check_quantised_twins(timeline, evaluator)
+    if twins:
+        report["quantised_twins"] = [check.to_dict() for check in twins]
     sys.stdout.write(render_table(report, fmt=TableFormat.TEXT))
     outputs: list[Path] = []
     if args.markdown is not None:
@@ -179,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         )
         write_json(args.json, report)
     outcome = Outcome(report["outcome"])
+    if not all(check.passed for check in twins):
+        return EXIT_REGRESSION  # a twin over its budget fails the run (not its parent)
     if outcome is Outcome.NO_REGRESSION:
         return EXIT_OK
     if outcome is Outcome.INCONCLUSIVE:
