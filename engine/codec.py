@@ -261,7 +261,21 @@ def parse_vocabulary(declaration: object, *, where: str = "codec_vocabulary") ->
         declaration.get("extra_columns", []), f"{where}/extra_columns", problems
     )
     default = [f"encoder={name}" for name in slots] + [column.name for column in extras]
-    layout = _layout(declaration.get("layout", default), slots, extras, f"{where}/layout", problems)
+    raw_extras = declaration.get("extra_columns", [])
+    # Columns declared but refused above are still known to the layout (no second problem).
+    declared = {
+        item.get("name")
+        for item in (raw_extras if isinstance(raw_extras, list) else [])
+        if isinstance(item, Mapping)
+    }
+    layout = _layout(
+        declaration.get("layout", default),
+        slots,
+        extras,
+        f"{where}/layout",
+        problems,
+        declared=declared,
+    )
     if problems:
         raise VocabularyInvalid(problems)
     assert isinstance(version, int | str)
@@ -487,6 +501,7 @@ def _layout(
     extras: tuple[ExtraColumn, ...],
     where: str,
     problems: list[str],
+    declared: set[Any],
 ) -> tuple[str, ...]:
     """Return the layout with slots as ``encoder=<name>``: every column exactly once."""
     if not isinstance(value, list):
@@ -499,6 +514,8 @@ def _layout(
         column = (
             f"encoder={(match.group('a') or match.group('b')).strip().lower()}" if match else item
         )
+        if isinstance(column, str) and column in declared and column not in wanted:
+            continue  # an extra column whose own declaration was refused
         if not isinstance(column, str) or column not in wanted:
             problems.append(
                 f"{where}/{position}: {item!r} is neither an encoder slot nor an extra column"
@@ -508,7 +525,7 @@ def _layout(
         else:
             layout.append(column)
     absent = [column for column in wanted if column not in layout]
-    if absent and len(layout) == len(value):
+    if absent and not problems:
         problems.append(f"{where}: {', '.join(absent)} missing from the layout")
     if len(value) > _MAX_WIDTH:
         problems.append(f"{where}: {len(value)} columns, over the limit of {_MAX_WIDTH}")
