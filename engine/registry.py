@@ -67,9 +67,21 @@ class ModelEntry:
         return {item.path: item.sha256 for item in self.external_data}
 
     def files(self) -> tuple[str, ...]:
-        """The graph and its external data, as '/'-paths relative to the registry folder."""
+        """The graph, its external data and its sidecar, as '/'-paths relative to the registry folder.
+
+        The sidecar comes last: whoever fetches a model's files (the App) fetches it too.
+        """
         folder = PurePosixPath(self.onnx).parent
-        return (self.onnx, *((folder / item.path).as_posix() for item in self.external_data))
+        sidecar = (
+            ()
+            if self.declared is None or self.declared.sidecar is None
+            else (self.declared.sidecar,)
+        )
+        return (
+            self.onnx,
+            *((folder / item.path).as_posix() for item in self.external_data),
+            *sidecar,
+        )
 
 
 @dataclass(frozen=True)

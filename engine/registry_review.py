@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from engine.declaration import resolve_declaration
 from engine.errors import EngineError, EvidenceError, UsageError, one_line
 from engine.evidence import read_json, schema_problems
 from engine.policy import PolicyRule, PromotionPolicy
@@ -340,7 +341,7 @@ def _touched(base: Registry | None, head: Registry) -> list[ModelEntry]:
     old = {} if base is None else {entry.id: entry for entry in base.models}
 
     def files(entry: ModelEntry) -> tuple[object, ...]:
-        return (entry.onnx, entry.sha256, entry.external_data, entry.codec)
+        return (entry.onnx, entry.sha256, entry.external_data, entry.codec, entry.declared)
 
     return [
         entry
@@ -366,11 +367,16 @@ def _safety_annotations(
         if not path.is_file():
             continue  # already a "not found" problem from the registry's file checks
         try:
+            # Bound as the bisect binds it: declared names, vocabulary width (sidecar read here).
+            declared = resolve_declaration(entry.declared, root=head_root / where.parent)
             inspect_model(
                 path,
                 limits=limits,
                 external_data=entry.external_map(),
-                codec_width=None if entry.codec is None else entry.codec.width,
+                codec_width=declared.codec_width,
+                features_input=declared.features_input,
+                codec_input=declared.codec_input,
+                output_name=declared.output_name,
             )
         except EngineError as error:
             reason = _relative_text(one_line(error, limit=_MESSAGE_LIMIT), head_root)

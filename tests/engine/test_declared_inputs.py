@@ -532,3 +532,38 @@ def test_twin_budget_defaults_to_one_hundredth_and_a_dangling_parent_is_a_proble
     assert check["drop"] == pytest.approx(0.0113, abs=0.002)
     assert (check["budget"], check["passed"], code) == (0.01, False, 2)
     assert report["outcome"] == "no_regression"
+
+
+def test_pull_request_check_binds_a_sidecar_declared_codec_model_and_fetches_its_sidecar(
+    tmp_path: Path,
+) -> None:
+    from engine.policy import PromotionPolicy
+    from engine.registry_review import changed_model_files, review_registry_change
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    layout = [f"encoder_onehot[{slot}]" for slot in VOCAB_16] + ["preset_norm", "crf_norm"]
+    declared = sidecar(
+        folder / "c.json",
+        encoder_vocab=VOCAB_16,
+        codec_block_layout=layout,
+        input_names=["features", "codec_block"],
+    )
+    weights = np.ones(24, dtype=np.float32)
+    write_registry(
+        folder,
+        [
+            {
+                "id": "c",
+                "onnx": "c.onnx",
+                "sidecar": declared,
+                "_bytes": codec_linear(18, "codec_block", weights),
+            }
+        ],
+    )
+    assert changed_model_files(None, tmp_path, "model/registry.json") == (
+        "model/c.onnx",
+        "model/c.json",
+    )
+    review = review_registry_change(None, tmp_path, "model/registry.json", policy=PromotionPolicy())
+    assert review.annotations == ()
