@@ -89,7 +89,21 @@ def build_report(
 
 
 def summarise(report: Mapping[str, Any]) -> str:
-    """Return the one-line verdict of a report; a broken model is called broken, not failing."""
+    """Return the one-line verdict of a report; a broken model is called broken, not failing.
+
+    Quantised twins that fail their PLCC budget are named after the timeline's verdict.
+    """
+    failed = [t["twin"] for t in report.get("quantised_twins") or [] if not t["passed"]]
+    if not failed:
+        return _summarise_timeline(report)
+    return (
+        f"{_summarise_timeline(report)} But {len(failed)} quantised twin(s) fail their "
+        f"PLCC budget: {', '.join(failed)}."
+    )
+
+
+def _summarise_timeline(report: Mapping[str, Any]) -> str:
+    """Return the one-line verdict of the timeline's bisect."""
     outcome = Outcome(report["outcome"])
     gate = report["gate"]["description"]
     n = report["timeline"]["n_models"]

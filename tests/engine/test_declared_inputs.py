@@ -500,6 +500,7 @@ def test_int8_twins_within_and_over_budget(
     assert bad["passed"] is False and bad["drop"] > 0.02
     assert "over the budget 0.02" in bad["reason"]
     assert "fp32.int8 vs fp32: pass" in out and "bad.int8 vs fp32: FAIL" in out
+    assert out.splitlines()[0].endswith("But 1 quantised twin(s) fail their PLCC budget: bad.int8.")
     assert f"drop {bad['drop']:.4f}, budget 0.02" in out
     assert report["outcome"] == "no_regression"  # the parent itself passes
     assert code == 2  # but the run fails for the twin over budget
