@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from engine.cli import main
 from engine.codec import X264_PRESETS, VocabularyInvalid, codec_vocabulary, parse_vocabulary
 from engine.evaluation import EvaluationStore, Evaluator, refs_from_registry
+from engine.evidence import schema_problems
 from engine.features import FEATURES, load_features
 from engine.hashing import sha256_file
 from engine.metrics import plcc
@@ -504,6 +505,7 @@ def test_int8_twins_within_and_over_budget(
     assert f"drop {bad['drop']:.4f}, budget 0.02" in out
     assert report["outcome"] == "no_regression"  # the parent itself passes
     assert code == 2  # but the run fails for the twin over budget
+    assert list(schema_problems(report, "bisect-report.schema.json")) == []
 
 
 def test_twin_budget_defaults_to_one_hundredth_and_a_dangling_parent_is_a_problem(
