@@ -145,9 +145,21 @@ def is_judged_kind(kind: str) -> bool:
     return kind == JUDGED_KIND or kind.startswith(f"{JUDGED_KIND}-")
 
 
-def takes_frames(inputs: Sequence[GraphInput]) -> bool:
-    """True for a graph fed with frames (an input of rank 3 or more): never judged on features."""
-    return signature(inputs).startswith("frames")
+def judged(kind: str, inputs: Sequence[GraphInput], *, declared_family: str | None) -> bool:
+    """True when the bisect judges a row of ``kind`` with this graph on a feature table.
+
+    Kind fr (or ``fr-…``) with a [N, 6] features input (and optionally a codec input); or,
+    when the row names its ``family``, any graph of that kind not fed with frames: the row
+    claims a place in that timeline, so inputs that do not fit make it broken there. A row
+    without ``family`` whose graph does not fit is listed as not judged, never an alarm
+    (a probe or a helper graph of kind fr in a field registry).
+    """
+    if not is_judged_kind(kind):
+        return False
+    found = signature(inputs)
+    if found.startswith("frames"):
+        return False
+    return declared_family is not None or _why_not(inputs, found) is None
 
 
 def why_not_judged(inputs: Sequence[GraphInput]) -> str | None:
@@ -157,8 +169,10 @@ def why_not_judged(inputs: Sequence[GraphInput]) -> str | None:
 
 def _place(entry: ModelEntry, inputs: tuple[GraphInput, ...] | None) -> _Placed:
     """Decide a row's family and whether the engine can judge it on a feature table."""
-    declared = f"features{_WIDTH}" + ("" if entry.codec is None else f"+codec{entry.codec.width}")
     if inputs is None:
+        declared = f"features{_WIDTH}" + (
+            "" if entry.codec is None else f"+codec{entry.codec.width}"
+        )
         family = entry.family or f"{entry.kind}/{declared}"
         if not is_judged_kind(entry.kind):
             return _Placed(family, f"kind {entry.kind}: not a six-feature regressor")
@@ -167,10 +181,10 @@ def _place(entry: ModelEntry, inputs: tuple[GraphInput, ...] | None) -> _Placed:
     family = entry.family or f"{entry.kind}/{found}"
     why = _why_not(inputs, found)
     if why is not None:
-        if is_judged_kind(entry.kind) and not found.startswith("frames"):
-            # A regressor row whose vector inputs do not fit its feature table is a broken
-            # model of the timeline it declares, not a row of another kind: judged there.
-            return _Placed(entry.family or f"{entry.kind}/{declared}", None)
+        if judged(entry.kind, inputs, declared_family=entry.family):
+            # The row names its family: a regressor of that timeline whose inputs do not fit
+            # the feature table is a broken model of it (an alarm), not a row to skip.
+            return _Placed(family, None)
         return _Placed(family, f"kind {entry.kind}: {why}")
     if not is_judged_kind(entry.kind):
         return _Placed(family, f"kind {entry.kind}: only kind fr is judged on a feature table")

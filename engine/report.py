@@ -9,6 +9,7 @@ from typing import Any
 from engine.bisection import BisectResult, Outcome, evaluation_bound
 from engine.evaluation import MetricSettings, ModelRef, StepRecord, plan_resampling
 from engine.features import FeatureTable
+from engine.quantisation import render_twins
 from engine.threshold import Thresholds
 
 SCHEMA = "model-guard/bisect-report"
@@ -155,7 +156,21 @@ def summarise(report: Mapping[str, Any]) -> str:
 
 
 def summarise_family(report: Mapping[str, Any]) -> str:
-    """Return the one-line verdict of one timeline; a broken model is called broken, not failing."""
+    """Return the one-line verdict of one timeline; a broken model is called broken, not failing.
+
+    Quantised twins that fail their PLCC budget are named after the timeline's verdict.
+    """
+    failed = [t["twin"] for t in report.get("quantised_twins") or [] if not t["passed"]]
+    if not failed:
+        return _summarise_timeline(report)
+    return (
+        f"{_summarise_timeline(report)} But {len(failed)} quantised twin(s) fail their "
+        f"PLCC budget: {', '.join(failed)}."
+    )
+
+
+def _summarise_timeline(report: Mapping[str, Any]) -> str:
+    """Return the one-line verdict of the timeline's bisect."""
     outcome = Outcome(report["outcome"])
     gate = report["gate"]["description"]
     n = report["timeline"]["n_models"]
@@ -344,6 +359,9 @@ def _render_text(report: Mapping[str, Any]) -> str:
     if report.get("after_uncertain"):
         lines.append(_passes_after_uncertain(report, code=False))
     lines.extend(_statistics_notes(report))
+    if report.get("quantised_twins"):
+        lines.append("")
+        lines.extend(render_twins(report["quantised_twins"]))
     return "\n".join(lines) + "\n"
 
 
@@ -462,6 +480,9 @@ def _render_markdown(report: Mapping[str, Any], *, limit: int = MARKDOWN_LIMIT) 
         head += [_passes_after_uncertain(report, code=True), ""]
     for warning in _statistics_notes(report):
         head += [f"**{warning}**", ""]
+    twins = render_twins(report.get("quantised_twins") or [])
+    if twins:  # a handful of lines: one per int8 twin, with both PLCCs, the drop and the budget
+        head += [f"**{twins[0]}**", "", *(f"- `{line.strip()}`" for line in twins[1:]), ""]
     table_head = [
         "| # | model | status | PLCC | SROCC | RMSE | n | note |",
         "|---:|---|---|---:|---:|---:|---:|---|",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
+from engine.declaration import RowDeclaration
 from engine.errors import EngineError, UsageError
 from engine.evaluation import (
     DEFAULT_LIMITS,
@@ -29,6 +30,7 @@ from engine.families import (
     FamilyPlan,
     NotJudged,
     is_judged_kind,
+    judged,
     plan_families,
     require_judged,
     safe_reader,
@@ -37,6 +39,7 @@ from engine.families import (
     why_not_judged,
 )
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
+from engine.quantisation import TwinCheck, check_twins
 from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
 from engine.report import build_report, combine_reports
 from engine.scoring import ScoringLimits, read_graph_inputs
@@ -59,6 +62,11 @@ class TimelineModel:
     external_data: tuple[ExternalData, ...] | None = None
     family: str | None = None  # the row's declared family, if any
     kind: str = "fr"
+    declared: RowDeclaration | None = None
+    # The registry's folder under the root (a sidecar is read relative to it).
+    folder: str = "."
+    quantised_from: str | None = None
+    quant_budget_plcc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class Timeline:
     feature_rows: int
     features_hash: str
     family: str | None = None
+    # Quantised twins: not steps of the timeline, each checked against its parent.
+    twins: tuple[TimelineModel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,9 @@ def repo_path(registry: str, relative: str) -> str:
 def read_timeline(root: Path, registry: str, features: str) -> Timeline:
     """Check the registry's structure and the feature cache's schema; list the timeline."""
     loaded = load_registry(Path(root) / registry)
-    models = tuple(_timeline_model(registry, entry) for entry in loaded.models)
-    return _timeline(root, registry, features, models)
+    models = tuple(_timeline_model(registry, entry) for entry in loaded.timeline_models)
+    twins = tuple(_timeline_model(registry, entry) for entry in loaded.twins)
+    return replace(_timeline(root, registry, features, models), twins=twins)
 
 
 def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
@@ -105,6 +116,10 @@ def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
         external_data=entry.external_data,
         family=entry.family,
         kind=entry.kind,
+        declared=entry.declared,
+        folder=posixpath.dirname(registry) or ".",
+        quantised_from=entry.quantised_from,
+        quant_budget_plcc=entry.quant_budget_plcc if entry.quantised_from else None,
     )
 
 
@@ -126,6 +141,7 @@ def read_timelines(
     chosen = select_families(plan, families)
     require_judged(chosen)
     table = cached_features(Path(root) / features)
+    twins = load_registry(Path(root) / registry).twins
     timelines = tuple(
         Timeline(
             registry=registry,
@@ -134,11 +150,30 @@ def read_timelines(
             feature_rows=table.n_rows,
             features_hash=table.content_hash,
             family=family.name,
+            # Each twin is checked in its parent's family.
+            twins=tuple(
+                _timeline_model(registry, twin)
+                for twin in twins
+                if twin.quantised_from in {entry.id for entry in family.models}
+            ),
         )
         for family in chosen.families
     )
     skipped = tuple(replace(i, onnx=repo_path(registry, i.onnx)) for i in chosen.not_judged)
-    return TimelineSet(timelines, skipped, plan.names)
+    # A twin of a row no family judges is not judged either (listed, so nothing goes unseen).
+    unjudged = {item.name: item for item in plan.not_judged}
+    twins_skipped = tuple(
+        NotJudged(
+            twin.id,
+            twin.kind,
+            repo_path(registry, twin.onnx),
+            unjudged[twin.quantised_from].family,
+            f"int8 twin of {twin.quantised_from}, which is not judged",
+        )
+        for twin in twins
+        if twin.quantised_from in unjudged
+    )
+    return TimelineSet(timelines, skipped + twins_skipped, plan.names)
 
 
 def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LIMITS) -> FamilyPlan:
@@ -148,7 +183,7 @@ def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LI
     def read(entry: ModelEntry) -> Any:
         return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
 
-    return plan_families(loaded.models, read_inputs=safe_reader(read))
+    return plan_families(loaded.timeline_models, read_inputs=safe_reader(read))
 
 
 def graphs_of_other_kinds(root: Path, registry: str) -> tuple[str, ...]:
@@ -173,6 +208,8 @@ def unjudgeable(
         inputs = read_graph_inputs(Path(root) / model.onnx, limits=limits)
     except EngineError:
         return None
+    if judged(model.kind, inputs, declared_family=model.family):
+        return None  # scoring says why it is broken, if it is
     why = why_not_judged(inputs)
     if why is None:
         return None
@@ -183,7 +220,15 @@ def unjudgeable(
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
     """List plain ONNX files (oldest first, named by file stem) as a timeline without a registry."""
     listed = tuple(
-        TimelineModel(name=Path(path).stem, onnx=path, sha256=None, external=(), codec=None)
+        TimelineModel(
+            name=Path(path).stem,
+            onnx=path,
+            sha256=None,
+            external=(),
+            codec=None,
+            # No registry: the model's own folder bounds what it may read.
+            folder=posixpath.dirname(path) or ".",
+        )
         for path in models
     )
     return _timeline(root, None, features, listed)
@@ -198,9 +243,13 @@ def timeline_evaluator(
     limits: ScoringLimits = DEFAULT_LIMITS,
     store: EvaluationStore | None = None,
 ) -> Evaluator:
-    """Return an evaluator of the timeline's models (files read under ``root``)."""
+    """Return an evaluator of the timeline's models, then its twins (files read under ``root``).
+
+    Index ``i < len(timeline.models)`` is a timeline step; ``len(timeline.models) + j`` is
+    twin ``j`` (``engine.quantisation`` checks those).
+    """
     return Evaluator(
-        [_reference(root, model) for model in timeline.models],
+        [_reference(root, model) for model in (*timeline.models, *timeline.twins)],
         cached_features(Path(root) / timeline.features),
         thresholds,
         settings=settings,
@@ -270,10 +319,18 @@ def assemble_family_report(
     thresholds: Thresholds,
     settings: MetricSettings,
     wall_time_s: float,
+    twins: Sequence[Sequence[TwinCheck]] = (),
 ) -> dict[str, Any]:
-    """One report for every family's bisect: a section each, the worst family's verdict on top."""
+    """One report for every family's bisect: a section each, the worst family's verdict on top.
+
+    ``twins`` are each family's quantised-twin checks (``check_quantised_twins``); each family
+    report lists its own, and the top level lists them all, so a failing twin in any family
+    is named in the headline.
+    """
     if len(results) != len(timelines.timelines):
         raise UsageError("one bisect result is needed per family")
+    if twins and len(twins) != len(results):
+        raise UsageError("one list of twin checks is needed per family")
     reports = [
         assemble_report(
             root,
@@ -285,11 +342,20 @@ def assemble_family_report(
         )
         for timeline, result in zip(timelines.timelines, results, strict=True)
     ]
-    return combine_reports(
+    for report, checks in zip(reports, twins, strict=False):
+        if checks:
+            report["quantised_twins"] = [check.to_dict() for check in checks]
+    combined = combine_reports(
         reports,
         families=[timeline.family or "" for timeline in timelines.timelines],
         not_judged=[item.to_dict() for item in timelines.not_judged],
     )
+    every = [check.to_dict() for checks in twins for check in checks]
+    if every:
+        combined["quantised_twins"] = every
+    else:
+        combined.pop("quantised_twins", None)
+    return combined
 
 
 def cached_features(path: Path, *, limits: TableLimits = DEFAULT_TABLE_LIMITS) -> FeatureTable:
@@ -356,4 +422,18 @@ def _reference(root: Path, model: TimelineModel) -> ModelRef:
         if model.external_data is None
         else {item.path: item.sha256 for item in model.external_data},
         codec=model.codec,
+        declared=model.declared,
+        root=Path(root) / model.folder,
+    )
+
+
+def check_quantised_twins(timeline: Timeline, evaluator: Evaluator) -> tuple[TwinCheck, ...]:
+    """Judge each quantised twin of the timeline against its parent (``engine.quantisation``)."""
+    parents = {model.name: index for index, model in enumerate(timeline.models)}
+    twins = [
+        (twin.name, str(twin.quantised_from), float(twin.quant_budget_plcc or 0.0))
+        for twin in timeline.twins
+    ]
+    return check_twins(
+        twins, parents=parents, evaluate=evaluator, first_twin_index=len(timeline.models)
     )

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.timeline import (
         TimelineSet,
         assemble_family_report,
+        check_quantised_twins,
         name_record,
         read_timelines,
         timeline_evaluator,
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         timelines = TimelineSet((listed,), (), ())
         inputs = []  # the models are listed with their external data below
     store = None if args.no_cache else EvaluationStore(args.cache_dir or default_cache_dir())
-    results, visited = [], []
+    results, visited, twins = [], [], []
     for number, timeline in enumerate(timelines.timelines):
         evaluator = timeline_evaluator(
             root, timeline, thresholds=thresholds, settings=settings, limits=limits, store=store
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         )
         results.append(result)
         visited += [timeline.models[visit.index] for visit in result.visits]
+        twins.append(check_quantised_twins(timeline, evaluator))
     report = assemble_family_report(
         root,
         timelines,
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         settings=settings,
         wall_time_s=time.perf_counter() - clock,
+        twins=twins,
     )
     sys.stdout.write(render_table(report, fmt=TableFormat.TEXT))
     outputs: list[Path] = []
@@ -201,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         )
         write_json(args.json, report)
     outcome = Outcome(report["outcome"])
+    if not all(check.passed for checks in twins for check in checks):
+        return EXIT_REGRESSION  # a twin over its budget fails the run (not its parent)
     if outcome is Outcome.NO_REGRESSION:
         return EXIT_OK
     if outcome is Outcome.INCONCLUSIVE:
