@@ -115,11 +115,7 @@ async def _store_context(app: web.Application, *, given: Store | None) -> AsyncI
     store = (
         given
         if given is not None
-        else create_store(
-            database=settings.database,
-            database_url=settings.database_url,
-            pool_size=settings.database_pool,
-        )
+        else create_store(settings.database, pool_size=settings.database_pool)
     )
     await store.open()
     app[STORE] = store

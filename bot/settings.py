@@ -30,9 +30,8 @@ class Settings:
     app_id: str | None = None
     private_key: str | None = field(default=None, repr=False)
     api_url: str = DEFAULT_API_URL
-    database: Path = Path("model-guard.sqlite3")
-    # A postgresql:// URL in MODEL_GUARD_DB (it may hold a password: kept out of repr).
-    database_url: str | None = field(default=None, repr=False)
+    # A SQLite file, or a postgresql:// URL (str; it may hold a password: kept out of repr).
+    database: Path | str = field(default=Path("model-guard.sqlite3"), repr=False)
     database_pool: int = 10
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
@@ -87,14 +86,12 @@ class Settings:
         if private_key is not None:
             _check_private_key(private_key, source=key_source)
         database = env.get("MODEL_GUARD_DB", "model-guard.sqlite3")
-        database_url = database if is_postgres_url(database) else None
         return cls(
             webhook_secret=secret,
             app_id=env.get("GITHUB_APP_ID") or None,
             private_key=private_key,
             api_url=env.get("GITHUB_API_URL", DEFAULT_API_URL).rstrip("/"),
-            database=sqlite_path(database) if database_url is None else Settings.database,
-            database_url=database_url,
+            database=database if is_postgres_url(database) else sqlite_path(database),
             database_pool=_integer(env, "MODEL_GUARD_DB_POOL", 10, low=1, high=1000),
             host=env.get("HOST", "0.0.0.0"),
             port=_integer(env, "PORT", DEFAULT_PORT, low=1, high=65535),

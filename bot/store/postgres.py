@@ -10,8 +10,9 @@ process, so any number of replicas may share one database:
   (https://www.postgresql.org/docs/15/sql-select.html#SQL-FOR-UPDATE-SHARE);
 - heartbeat, complete and fail are single ``UPDATE``\\ s fenced by job id, ``running`` state
   and the lease holder, so a worker whose lease was requeued and claimed again changes nothing;
-- leases, claims and timestamps use the database clock (``now()``), one clock for every
-  replica, unless the store is given a ``clock`` or a call an explicit ``now`` (tests);
+- leases, due times, requeues, claims and timestamps use the database clock (``now()``),
+  one clock for every replica whatever their own clocks say: a ``now`` passed by a caller
+  is ignored, unless the store was made with a ``clock`` (tests drive time with one);
 - migrations run at ``open()`` in one transaction holding ``pg_advisory_xact_lock`` for the
   schema, so replicas starting together apply each version exactly once.
 
@@ -215,7 +216,8 @@ class PostgresStore(Store):
         """Configure the store; nothing connects until ``open()``.
 
         ``conninfo`` is a libpq connection string or ``postgresql://`` URL. Without a
-        ``clock`` every time comes from the database's ``now()``; a clock is for tests.
+        ``clock`` every time comes from the database's ``now()`` and the ``now`` arguments
+        of the calls are ignored; with one (tests) they are honoured as in SQLite.
         """
         if not 1 <= min_connections <= max_connections:
             raise InvalidValueError(
@@ -237,12 +239,16 @@ class PostgresStore(Store):
     # -- plumbing -------------------------------------------------------------------
 
     def _now(self, now: datetime | None = None) -> datetime | None:
-        """The caller's time, the test clock's, or None for the database clock."""
+        """None (the database clock), or with a test clock the caller's time or the clock's.
+
+        Without a clock a caller's ``now`` is checked but not used: each replica's workers
+        pass their own wall clock, and leases must be timed on one clock shared by all.
+        """
         if now is not None:
-            return require_aware(now, name="now")
-        if self._clock is not None:
-            return require_aware(self._clock(), name="now")
-        return None
+            now = require_aware(now, name="now")
+        if self._clock is None:
+            return None
+        return now if now is not None else require_aware(self._clock(), name="now")
 
     def _require_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]:
         if self._pool is None:

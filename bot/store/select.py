@@ -21,11 +21,11 @@ def sqlite_path(database: str) -> Path:
     return Path(database)
 
 
-def create_store(*, database: Path, database_url: str | None = None, pool_size: int = 10) -> Store:
-    """Return the (unopened) store: PostgreSQL when ``database_url`` is set, else SQLite."""
-    if database_url is None:
-        return SqliteStore(database)
+def create_store(database: Path | str, *, pool_size: int = 10) -> Store:
+    """Return the (unopened) store ``database`` names: a PostgreSQL URL or a SQLite file."""
+    if isinstance(database, Path) or not is_postgres_url(database):
+        return SqliteStore(sqlite_path(str(database)))
     # Imported here: psycopg is only loaded by a service that runs on PostgreSQL.
     from bot.store.postgres import PostgresStore
 
-    return PostgresStore(database_url, max_connections=pool_size)
+    return PostgresStore(database, max_connections=pool_size)

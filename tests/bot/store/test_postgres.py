@@ -1,11 +1,12 @@
 """PostgreSQL-only behaviour: which setting selects it, and a password never shown."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.settings import Settings
-from bot.store import StoreError
+from bot.store import JobSpec, StoreError
 from bot.store.select import create_store, sqlite_path
 from bot.store.sqlite import SqliteStore
 from tests.bot.store.conftest import postgres_url
@@ -22,9 +23,9 @@ def test_a_postgres_url_in_model_guard_db_selects_the_postgres_store(url: str) -
     from bot.store.postgres import PostgresStore
 
     settings = _settings(url)
-    assert settings.database_url == url
+    assert settings.database == url
     assert "pw" not in repr(settings)
-    store = create_store(database=settings.database, database_url=settings.database_url)
+    store = create_store(settings.database)
     assert isinstance(store, PostgresStore)
     assert "pw" not in repr(store)
     assert store.name == "postgresql://u:***@db:5432/guard"
@@ -40,9 +41,8 @@ def test_a_postgres_url_in_model_guard_db_selects_the_postgres_store(url: str) -
 )
 def test_a_file_path_or_sqlite_url_keeps_the_sqlite_store(setting: str, path: Path) -> None:
     settings = _settings(setting)
-    assert settings.database_url is None
     assert settings.database == path == sqlite_path(setting)
-    store = create_store(database=settings.database, database_url=settings.database_url)
+    store = create_store(settings.database)
     assert isinstance(store, SqliteStore)
     assert store.path == str(path)
 
@@ -58,3 +58,22 @@ async def test_a_wrong_password_fails_open_with_an_error_that_does_not_show_it()
         await store.open()
     assert "not-the-Secret-42" not in str(failure.value)
     assert "***" in str(failure.value)
+
+
+async def test_a_replica_with_a_clock_a_year_ahead_neither_stretches_nor_steals_leases(
+    postgres_schema: str,
+) -> None:
+    from bot.store.postgres import PostgresStore
+
+    ahead = datetime.now(UTC) + timedelta(days=365)
+    async with PostgresStore(postgres_schema) as honest, PostgresStore(postgres_schema) as skewed:
+        await honest.enqueue(JobSpec("bisect", "k", {}))
+        # Its wall clock says next year: the lease still ends 30 s after the database's now.
+        job = await skewed.claim_job("skewed-worker", lease_seconds=30, now=ahead)
+        assert job is not None and job.lease_until is not None
+        assert job.lease_until == job.updated_at + timedelta(seconds=30)
+        assert job.lease_until < ahead
+        # Nor can it requeue a live lease by believing it expired long ago.
+        assert await skewed.requeue_abandoned(now=ahead) == 0
+        assert not await skewed.extend_lease(job.id, worker_id="other", lease_seconds=30)
+        assert await honest.complete_job(job.id, worker_id="skewed-worker")
