@@ -20,6 +20,7 @@ Repository names are compared case-insensitively (as GitHub does) by keying on `
 Job and KV keys use the ``"C"`` collation, so key order is code-point order as in SQLite.
 """
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
@@ -27,7 +28,6 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.store.base import (
@@ -47,7 +47,8 @@ from bot.store.base import (
     require_day,
 )
 
-# Each entry is one schema version; never edit a released one, append a new one.
+# Each entry is one schema version; never edit a released one, append a new one. Payloads
+# are canonical JSON text, as in SQLite: jsonb would refuse a U+0000 inside a string.
 MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (
         """CREATE TABLE deliveries (
@@ -63,7 +64,7 @@ MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             kind TEXT NOT NULL,
             key TEXT COLLATE "C" NOT NULL UNIQUE,
-            payload JSONB NOT NULL,
+            payload TEXT NOT NULL,
             state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
             attempts INTEGER NOT NULL DEFAULT 0,
             max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
@@ -154,7 +155,7 @@ def _job_from_row(row: dict[str, Any]) -> Job:
         id=row["id"],
         kind=row["kind"],
         key=row["key"],
-        payload=row["payload"],
+        payload=json.loads(row["payload"]),
         state=JobState(row["state"]),
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
@@ -189,11 +190,11 @@ _INSERT_JOB: LiteralString = f"""
 
 
 def _job_params(spec: JobSpec, *, delivery_id: str | None, now: datetime | None) -> dict[str, Any]:
-    """Bind one job's insert; the payload is checked (JSON only) before any write starts."""
+    """Bind one job's insert, encoding its payload (InvalidValueError if JSON cannot hold it)."""
     return {
         "kind": spec.kind,
         "key": spec.key,
-        "payload": Jsonb(spec.payload, dumps=lambda value: encode_payload(value)),
+        "payload": encode_payload(spec.payload),
         "max_attempts": spec.max_attempts,
         "run_at": spec.run_at,
         "delivery_id": delivery_id,
@@ -347,8 +348,8 @@ class PostgresStore(Store):
     async def record_delivery(self, delivery: Delivery, jobs: Sequence[JobSpec] = ()) -> bool:
         """Record a delivery and enqueue its jobs in one transaction; False if seen before."""
         now = self._now()
-        for spec in jobs:  # refuse a payload JSON cannot hold before anything is written
-            encode_payload(spec.payload)
+        # Encoded first: a payload JSON cannot hold is refused before anything is written.
+        inserts = [_job_params(spec, delivery_id=delivery.delivery_id, now=now) for spec in jobs]
         pool = self._require_pool()
         try:
             async with pool.connection() as conn, conn.transaction():
@@ -370,10 +371,8 @@ class PostgresStore(Store):
                 )
                 if cursor.rowcount == 0:
                     return False
-                for spec in jobs:
-                    await conn.execute(
-                        _INSERT_JOB, _job_params(spec, delivery_id=delivery.delivery_id, now=now)
-                    )
+                for params in inserts:
+                    await conn.execute(_INSERT_JOB, params)
         except PoolTimeout as exc:
             raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
         except psycopg.Error as exc:
@@ -382,7 +381,6 @@ class PostgresStore(Store):
 
     async def enqueue(self, job: JobSpec) -> Job | None:
         """Enqueue a job outside any delivery (the scheduler); None if its key exists."""
-        encode_payload(job.payload)
         rows = await self._execute(_INSERT_JOB, _job_params(job, delivery_id=None, now=self._now()))
         return _job_from_row(rows[0]) if rows else None
 
@@ -483,6 +481,8 @@ class PostgresStore(Store):
     ) -> bool:
         """Record a failed attempt: requeue for ``retry_at`` if attempts remain, else FAILED."""
         retry = None if retry_at is None else require_aware(retry_at, name="retry_at")
+        # PostgreSQL text cannot hold NUL; an error message is for people, so show it escaped.
+        error = error.replace("\x00", "\\x00")
         # One statement: the retry decision reads the row it updates, under its row lock.
         changed = await self._rowcount(
             f"""UPDATE jobs SET
@@ -594,9 +594,8 @@ class PostgresStore(Store):
     ) -> bool:
         """Claim the ``(kind, repo, day)`` run, enqueueing ``job`` with it; True for one caller."""
         require_day(day)
-        if job is not None:
-            encode_payload(job.payload)
         now = self._now()
+        insert = None if job is None else _job_params(job, delivery_id=None, now=now)
         pool = self._require_pool()
         try:
             async with pool.connection() as conn, conn.transaction():
@@ -607,8 +606,8 @@ class PostgresStore(Store):
                     {"kind": kind, "repo": repo, "day": day, "now": now},
                 )
                 claimed = cursor.rowcount == 1
-                if claimed and job is not None:
-                    await conn.execute(_INSERT_JOB, _job_params(job, delivery_id=None, now=now))
+                if claimed and insert is not None:
+                    await conn.execute(_INSERT_JOB, insert)
         except PoolTimeout as exc:
             raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
         except psycopg.Error as exc:

@@ -790,3 +790,15 @@ async def test_without_a_clock_the_lease_is_timed_by_the_store_clock_of_the_clai
         assert job.lease_until == job.updated_at + timedelta(seconds=30)
         assert job.lease_until.utcoffset() == timedelta(0)
         assert await store.requeue_abandoned() == 0
+
+
+async def test_payloads_and_errors_with_nul_characters_are_kept(store: Store) -> None:
+    # A comment body may carry U+0000; PostgreSQL's text and jsonb refuse a raw NUL.
+    await store.enqueue(JobSpec("bisect", "nul", {"body": "a\x00b"}))
+    job = await store.claim_job("w", lease_seconds=60)
+    assert job is not None
+    assert job.payload == {"body": "a\x00b"}
+    assert await store.fail_job(job.id, worker_id="w", error="bad byte \x00 here")
+    failed = await store.get_job(job.id)
+    assert failed is not None
+    assert failed.last_error is not None and failed.last_error.startswith("bad byte ")
