@@ -146,6 +146,11 @@ def redact_conninfo(conninfo: str) -> str:
     return f"postgresql://{user}{secret}{'@' if user else ''}{host}:{port}/{name}"
 
 
+def _describe(error: BaseException) -> str:
+    """An error's message on one line (libpq's messages span several)."""
+    return " ".join(str(error).split())
+
+
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
@@ -266,9 +271,9 @@ class PostgresStore(Store):
                 cursor = await conn.execute(query, params)
                 return await cursor.fetchall() if cursor.description is not None else []
         except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
+            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
 
     async def _rowcount(self, query: LiteralString, params: dict[str, Any]) -> int:
         """Run one writing statement in its own transaction; return how many rows it changed."""
@@ -278,15 +283,26 @@ class PostgresStore(Store):
                 cursor = await conn.execute(query, params)
                 return cursor.rowcount
         except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
+            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
 
     async def open(self) -> None:
         """Open the pool (failing fast if the database is unreachable) and migrate."""
         if self._pool is not None:
             raise StoreError(f"store {self.name} is already open")
-        conninfo = make_conninfo(self.conninfo, connect_timeout=max(1, int(self.connect_timeout)))
+        try:
+            conninfo = make_conninfo(
+                self.conninfo, connect_timeout=max(1, int(self.connect_timeout))
+            )
+            # One plain connection first: the pool retries quietly and would only report a
+            # timeout, where this names the cause (unknown host, refused, wrong password).
+            probe = await psycopg.AsyncConnection.connect(conninfo)
+            await probe.close()
+        except psycopg.Error as exc:
+            # libpq quotes a connection string it cannot parse: never show it, password and all.
+            message = _describe(exc).replace(self.conninfo, "(the connection string)")
+            raise StoreError(f"{self.name}: cannot connect: {message}") from None
         pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
             conninfo,
             min_size=self.min_connections,
@@ -304,9 +320,9 @@ class PostgresStore(Store):
             self._pool = None
             await pool.close()
             if isinstance(exc, PoolTimeout):
-                raise StoreError(f"{self.name}: cannot connect: {exc}") from None
+                raise StoreError(f"{self.name}: cannot connect: {_describe(exc)}") from None
             if isinstance(exc, psycopg.Error):
-                raise StoreError(f"{self.name}: {exc}") from exc
+                raise StoreError(f"{self.name}: {_describe(exc)}") from exc
             raise
 
     async def _migrate(self) -> None:
@@ -374,9 +390,9 @@ class PostgresStore(Store):
                 for params in inserts:
                     await conn.execute(_INSERT_JOB, params)
         except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
+            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
         return True
 
     async def enqueue(self, job: JobSpec) -> Job | None:
@@ -531,9 +547,9 @@ class PostgresStore(Store):
                 )
                 return cursor.rowcount
         except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
+            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
 
     async def requeue_abandoned(self, *, now: datetime | None = None) -> int:
         """Requeue running jobs whose lease expired by ``now``; exhausted ones become FAILED."""
@@ -609,9 +625,9 @@ class PostgresStore(Store):
                 if claimed and insert is not None:
                     await conn.execute(_INSERT_JOB, insert)
         except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {exc}") from exc
+            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
         return claimed
 
     async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:

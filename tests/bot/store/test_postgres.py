@@ -56,8 +56,10 @@ async def test_a_wrong_password_fails_open_with_an_error_that_does_not_show_it()
     store = PostgresStore(url, connect_timeout=5)
     with pytest.raises(StoreError) as failure:
         await store.open()
-    assert "not-the-Secret-42" not in str(failure.value)
-    assert "***" in str(failure.value)
+    message = str(failure.value)
+    assert "not-the-Secret-42" not in message
+    assert "***" in message
+    assert "password authentication failed" in message  # the cause, not just a timeout
 
 
 async def test_a_replica_with_a_clock_a_year_ahead_neither_stretches_nor_steals_leases(
@@ -77,3 +79,19 @@ async def test_a_replica_with_a_clock_a_year_ahead_neither_stretches_nor_steals_
         assert await skewed.requeue_abandoned(now=ahead) == 0
         assert not await skewed.extend_lease(job.id, worker_id="other", lease_seconds=30)
         assert await honest.complete_job(job.id, worker_id="skewed-worker")
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:hunter2@127.0.0.1:notaport/guard", "postgresql://u:hunter2@[::1/guard"]
+)
+async def test_a_malformed_connection_string_fails_open_without_showing_the_password(
+    url: str,
+) -> None:
+    from bot.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    assert "hunter2" not in repr(store)
+    with pytest.raises(StoreError) as failure:
+        await store.open()
+    assert "hunter2" not in str(failure.value)
+    assert "\n" not in str(failure.value)
