@@ -21,7 +21,8 @@ Job and KV keys use the ``"C"`` collation, so key order is code-point order as i
 """
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
@@ -261,31 +262,31 @@ class PostgresStore(Store):
             raise StoreNotOpenError(f"store {self.name} is not open")
         return self._pool
 
-    async def _execute(
-        self, query: LiteralString, params: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        """Run one statement in its own transaction; return its rows (empty if none)."""
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """A pooled connection inside one transaction (commit on success), errors mapped."""
         pool = self._require_pool()
         try:
-            async with pool.connection() as conn:
-                cursor = await conn.execute(query, params)
-                return await cursor.fetchall() if cursor.description is not None else []
+            async with pool.connection() as conn, conn.transaction():
+                yield conn
         except PoolTimeout as exc:
             raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: {_describe(exc)}") from exc
 
+    async def _execute(
+        self, query: LiteralString, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run one statement in its own transaction; return its rows (empty if none)."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall() if cursor.description is not None else []
+
     async def _rowcount(self, query: LiteralString, params: dict[str, Any]) -> int:
         """Run one writing statement in its own transaction; return how many rows it changed."""
-        pool = self._require_pool()
-        try:
-            async with pool.connection() as conn:
-                cursor = await conn.execute(query, params)
-                return cursor.rowcount
-        except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
+        async with self._transaction() as conn:
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
 
     async def open(self) -> None:
         """Open the pool (failing fast if the database is unreachable) and migrate."""
@@ -366,33 +367,27 @@ class PostgresStore(Store):
         now = self._now()
         # Encoded first: a payload JSON cannot hold is refused before anything is written.
         inserts = [_job_params(spec, delivery_id=delivery.delivery_id, now=now) for spec in jobs]
-        pool = self._require_pool()
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(
-                    """INSERT INTO deliveries (delivery_id, event, action, installation_id,
-                                               repository, received_at, payload_sha256)
-                       VALUES (%(id)s, %(event)s, %(action)s, %(installation)s, %(repo)s,
-                               %(received)s, %(sha)s)
-                       ON CONFLICT (delivery_id) DO NOTHING""",
-                    {
-                        "id": delivery.delivery_id,
-                        "event": delivery.event,
-                        "action": delivery.action,
-                        "installation": delivery.installation_id,
-                        "repo": delivery.repository,
-                        "received": delivery.received_at,
-                        "sha": delivery.payload_sha256,
-                    },
-                )
-                if cursor.rowcount == 0:
-                    return False
-                for params in inserts:
-                    await conn.execute(_INSERT_JOB, params)
-        except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                """INSERT INTO deliveries (delivery_id, event, action, installation_id,
+                                           repository, received_at, payload_sha256)
+                   VALUES (%(id)s, %(event)s, %(action)s, %(installation)s, %(repo)s,
+                           %(received)s, %(sha)s)
+                   ON CONFLICT (delivery_id) DO NOTHING""",
+                {
+                    "id": delivery.delivery_id,
+                    "event": delivery.event,
+                    "action": delivery.action,
+                    "installation": delivery.installation_id,
+                    "repo": delivery.repository,
+                    "received": delivery.received_at,
+                    "sha": delivery.payload_sha256,
+                },
+            )
+            if cursor.rowcount == 0:
+                return False
+            for params in inserts:
+                await conn.execute(_INSERT_JOB, params)
         return True
 
     async def enqueue(self, job: JobSpec) -> Job | None:
@@ -525,31 +520,25 @@ class PostgresStore(Store):
 
     async def _requeue(self, *, now: datetime | None, expired_only: bool) -> int:
         expired: LiteralString = f" AND lease_until <= {_NOW}" if expired_only else ""
-        pool = self._require_pool()
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    f"""UPDATE jobs
-                        SET state = 'failed', lease_until = NULL, updated_at = {_NOW},
-                            last_error = 'abandoned by ' || COALESCE(claimed_by, '?')
-                                         || ' after ' || attempts || ' of ' || max_attempts
-                                         || ' attempts'
-                        WHERE state = 'running' AND attempts >= max_attempts{expired}""",
-                    {"now": now},
-                )
-                cursor = await conn.execute(
-                    f"""UPDATE jobs
-                        SET state = 'queued', claimed_by = NULL, lease_until = NULL,
-                            updated_at = {_NOW},
-                            last_error = 'abandoned by ' || COALESCE(claimed_by, '?')
-                        WHERE state = 'running'{expired}""",
-                    {"now": now},
-                )
-                return cursor.rowcount
-        except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"""UPDATE jobs
+                    SET state = 'failed', lease_until = NULL, updated_at = {_NOW},
+                        last_error = 'abandoned by ' || COALESCE(claimed_by, '?')
+                                     || ' after ' || attempts || ' of ' || max_attempts
+                                     || ' attempts'
+                    WHERE state = 'running' AND attempts >= max_attempts{expired}""",
+                {"now": now},
+            )
+            cursor = await conn.execute(
+                f"""UPDATE jobs
+                    SET state = 'queued', claimed_by = NULL, lease_until = NULL,
+                        updated_at = {_NOW},
+                        last_error = 'abandoned by ' || COALESCE(claimed_by, '?')
+                    WHERE state = 'running'{expired}""",
+                {"now": now},
+            )
+            return cursor.rowcount
 
     async def requeue_abandoned(self, *, now: datetime | None = None) -> int:
         """Requeue running jobs whose lease expired by ``now``; exhausted ones become FAILED."""
@@ -612,22 +601,16 @@ class PostgresStore(Store):
         require_day(day)
         now = self._now()
         insert = None if job is None else _job_params(job, delivery_id=None, now=now)
-        pool = self._require_pool()
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(
-                    f"""INSERT INTO schedule_runs (kind, repo_key, day, claimed_at)
-                        VALUES (%(kind)s, lower(%(repo)s), %(day)s, {_NOW})
-                        ON CONFLICT (kind, repo_key, day) DO NOTHING""",
-                    {"kind": kind, "repo": repo, "day": day, "now": now},
-                )
-                claimed = cursor.rowcount == 1
-                if claimed and insert is not None:
-                    await conn.execute(_INSERT_JOB, insert)
-        except PoolTimeout as exc:
-            raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {_describe(exc)}") from exc
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                f"""INSERT INTO schedule_runs (kind, repo_key, day, claimed_at)
+                    VALUES (%(kind)s, lower(%(repo)s), %(day)s, {_NOW})
+                    ON CONFLICT (kind, repo_key, day) DO NOTHING""",
+                {"kind": kind, "repo": repo, "day": day, "now": now},
+            )
+            claimed = cursor.rowcount == 1
+            if claimed and insert is not None:
+                await conn.execute(_INSERT_JOB, insert)
         return claimed
 
     async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:
