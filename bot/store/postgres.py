@@ -293,9 +293,10 @@ class PostgresStore(Store):
         if self._pool is not None:
             raise StoreError(f"store {self.name} is already open")
         try:
-            conninfo = make_conninfo(
-                self.conninfo, connect_timeout=max(1, int(self.connect_timeout))
-            )
+            extra: dict[str, Any] = {"connect_timeout": max(1, int(self.connect_timeout))}
+            if "application_name" not in conninfo_to_dict(self.conninfo):
+                extra["application_name"] = "model-guard"  # how pg_stat_activity names us
+            conninfo = make_conninfo(self.conninfo, **extra)
             # One plain connection first: the pool retries quietly and would only report a
             # timeout, where this names the cause (unknown host, refused, wrong password).
             probe = await psycopg.AsyncConnection.connect(conninfo)
@@ -309,6 +310,9 @@ class PostgresStore(Store):
             min_size=self.min_connections,
             max_size=self.max_connections,
             kwargs={"row_factory": dict_row},
+            # A round trip per checkout, so a connection the server dropped (restart,
+            # failover, idle timeout) is replaced before a delivery is written on it.
+            check=AsyncConnectionPool.check_connection,
             timeout=self.connect_timeout,
             name="model-guard-store",
             open=False,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import Settings
-from bot.store import JobSpec, StoreError
+from bot.store import Delivery, JobSpec, StoreError
 from bot.store.select import create_store, sqlite_path
 from bot.store.sqlite import SqliteStore
 from tests.bot.store.conftest import postgres_url
@@ -95,3 +95,32 @@ async def test_a_malformed_connection_string_fails_open_without_showing_the_pass
         await store.open()
     assert "hunter2" not in str(failure.value)
     assert "\n" not in str(failure.value)
+
+
+async def test_a_store_whose_connections_the_server_dropped_reconnects_without_losing_a_call(
+    postgres_schema: str,
+) -> None:
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from bot.store.postgres import PostgresStore
+
+    app = f"model-guard-test-{uuid.uuid4().hex[:8]}"
+    async with PostgresStore(
+        make_conninfo(postgres_schema, application_name=app), min_connections=2
+    ) as store:
+        await store.set_value("tracking", "o/r", "7")
+        # As after a server restart or failover: every connection of the pool is cut.
+        with psycopg.connect(postgres_schema, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (app,),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        assert await store.get_value("tracking", "o/r") == "7"
+        assert await store.record_delivery(
+            Delivery("d-after", "ping", None, None, None, datetime.now(UTC), "0" * 64)
+        )
