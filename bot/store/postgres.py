@@ -263,28 +263,34 @@ class PostgresStore(Store):
         return self._pool
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        """A pooled connection inside one transaction (commit on success), errors mapped."""
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """A pooled connection in autocommit mode (each statement its own transaction)."""
         pool = self._require_pool()
         try:
-            async with pool.connection() as conn, conn.transaction():
+            async with pool.connection() as conn:
                 yield conn
         except PoolTimeout as exc:
             raise StoreBusyError(f"{self.name}: no free connection: {_describe(exc)}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: {_describe(exc)}") from exc
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """A pooled connection inside one transaction: committed on success, else rolled back."""
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
     async def _execute(
         self, query: LiteralString, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """Run one statement in its own transaction; return its rows (empty if none)."""
-        async with self._transaction() as conn:
+        """Run one statement (atomic on its own); return its rows (empty if none)."""
+        async with self._connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall() if cursor.description is not None else []
 
     async def _rowcount(self, query: LiteralString, params: dict[str, Any]) -> int:
-        """Run one writing statement in its own transaction; return how many rows it changed."""
-        async with self._transaction() as conn:
+        """Run one writing statement (atomic on its own); return how many rows it changed."""
+        async with self._connection() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
 
@@ -309,7 +315,9 @@ class PostgresStore(Store):
             conninfo,
             min_size=self.min_connections,
             max_size=self.max_connections,
-            kwargs={"row_factory": dict_row},
+            # Autocommit: a lone statement is its own transaction, with no BEGIN and COMMIT
+            # round trips; several statements that must hold together use transaction().
+            kwargs={"row_factory": dict_row, "autocommit": True},
             # A round trip per checkout, so a connection the server dropped (restart,
             # failover, idle timeout) is replaced before a delivery is written on it.
             check=AsyncConnectionPool.check_connection,
