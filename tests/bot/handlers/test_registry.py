@@ -486,3 +486,46 @@ async def test_a_pull_request_adding_a_family_and_frame_models_gets_one_comment_
     assert "#### Family `fr/features6`" in body and "#### Family `fr/good`" in body
     assert "not judged (kind nr: needs frames)" in body
     assert "not judged (kind fr: needs two or more frame inputs)" in body
+
+
+async def test_a_pull_request_on_an_imported_field_registry_raises_no_false_alarm(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The field's 24-row registry, imported, at the base; the change adds a new regressor version."""
+    from engine.registry_import import import_registry
+    from tests.bot.handlers.conftest import CONFIG, CONFIG_PATH
+    from tests.families import BISECT, FEATURES
+    from tests.fixtures.foreign_registry import write_foreign_registry
+
+    source = write_foreign_registry(tmp_path / "tiny").registry
+    folder = source.parent
+    base = {
+        f"model/tiny/{path.relative_to(folder).as_posix()}": path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    document = import_registry(source).document
+    base["model/tiny/model-guard.json"] = json.dumps(document, indent=2).encode()
+    base[FEATURES] = (BISECT / "features.parquet").read_bytes()
+    base[CONFIG_PATH] = CONFIG.replace(b"models/registry.json", b"model/tiny/model-guard.json")
+    newest = max(
+        document["models"],
+        key=lambda row: row["timeline"] if row["id"].startswith("fr_tiny") else -1,
+    )
+    added = {
+        **newest,
+        "id": "fr_tiny_v11",
+        "timeline": 1 + max(r["timeline"] for r in document["models"]),
+        "smoke": True,  # not promoted: no verdict needed
+    }
+    head = {**document, "models": [*document["models"], added]}
+    change = {"model/tiny/model-guard.json": json.dumps(head, indent=2).encode()}
+    (tmp_path / "run").mkdir()
+    repo, pull, sha = await judge_pull(sandbox, tmp_path / "run", change, base=base)
+    check = only_registry_check(sandbox, repo, sha)
+    body = pr_comment(sandbox, repo, pull).body
+    assert check.conclusion is CheckConclusion.SUCCESS, body
+    assert check.output.annotations_count == 0
+    assert "fr_tiny_v11" in body
+    assert "#### Family `fr/features6+codec18`" in body
+    assert "not judged (kind nr: needs frames)" in body
