@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.codec import codec_vocabulary
-from engine.errors import ModelRejected, UsageError
+from engine.declaration import (
+    DeclarationInvalid,
+    InputDeclaration,
+    RowDeclaration,
+    resolve_declaration,
+)
+from engine.errors import EngineError, ModelRejected, UsageError
 from engine.hashing import sha256_file
 from engine.registry import (
     CodecSpec,
@@ -35,20 +41,22 @@ from engine.registry import (
     hash_problems,
     sha256_mismatch,
 )
-from engine.scoring import CheckedModel, ScoringLimits, inspect_model
+from engine.scoring import CheckedModel, ScoringLimits, inspect_model, read_graph_inputs
 
 
 @dataclass(frozen=True)
 class Admission:
     """What ``admit_model`` found: every problem (located under the row's pointer), or the checked model.
 
-    ``external_sha256`` maps each external-data file the graph reads to its sha256.
+    ``external_sha256`` maps each external-data file the graph reads to its sha256;
+    ``declaration`` is how the scorer feeds the model (its row's resolved declaration).
     """
 
     problems: tuple[Problem, ...]
     checked: CheckedModel | None = field(default=None, repr=False)
     sha256: str | None = None
     external_sha256: Mapping[str, str] = field(default_factory=dict)
+    declaration: InputDeclaration = field(default_factory=InputDeclaration)
 
     @property
     def reason(self) -> str | None:
@@ -65,6 +73,9 @@ def admit_model(
     limits: ScoringLimits | None = None,
     pointer: str = "",
     root: Path | None = None,
+    kind: str | None = None,
+    family: str | None = None,
+    declared: RowDeclaration | None = None,
 ) -> Admission:
     """Check one model as the registry row at ``pointer`` describes it; never raises for the model's faults.
 
@@ -72,6 +83,14 @@ def admit_model(
     plain file beside it may be read, nothing is compared). ``limits`` are the safety
     limits (default: the engine's). ``root`` is the folder no file
     may resolve out of (the registry's folder; default: the model's own folder).
+    ``kind`` and ``family`` are the row's: a row the bisect does not judge on a feature table
+    (``engine.families.judged``: another kind, frame inputs, or inputs that do not fit on a
+    row naming no family; docs/registry.md, Families) is never run, so it gets the file
+    checks but not those that protect onnxruntime (op allowlist, input and output shapes).
+    ``declared`` is what the row (or its sidecar, read under ``root``) declares about the
+    model's inputs: standardisation, input and output names, codec vocabulary
+    (``engine.declaration``); the resolved declaration comes back in ``Admission.declaration``
+    for the scorer, and a declaration that cannot be used is a problem (never scored raw).
     """
     path = Path(path)
     within = path.parent if root is None else Path(root)
@@ -92,15 +111,36 @@ def admit_model(
         return Admission(tuple(problems), sha256=sha256)
     if (why := codec_problem(codec, pointer=pointer)) is not None:
         return Admission((why,), sha256=sha256)
+    if declared is None and codec is not None:
+        declared = RowDeclaration(legacy_codec=(codec.vocabulary_version, codec.width))
+    try:
+        declaration = resolve_declaration(declared, root=within)
+    except DeclarationInvalid as error:
+        field = _declaration_field(declared)
+        problems = [
+            Problem(f"{pointer}/{field}", message, ProblemKind.DECLARATION)
+            for message in error.problems
+        ]
+        return Admission(tuple(problems), sha256=sha256)
     listed = None if external_data is None else {item.path: item.sha256 for item in external_data}
     try:
         checked = inspect_model(
             path,
             limits=limits or ScoringLimits(),
             external_data=listed,
-            codec_width=None if codec is None else codec.width,
+            codec_width=declaration.codec_width,
+            features_input=declaration.features_input,
+            codec_input=declaration.codec_input,
+            output_name=declaration.output_name,
+            scored=kind is None
+            or _judged_on_features(kind, family, path, limits or ScoringLimits()),
         )
     except ModelRejected as error:
+        text = str(error)
+        if declared is not None and (text.startswith("declared ") or "codec" in text):
+            # The graph lacks a name the row (or its sidecar) declares: the declaration's fault.
+            where = f"{pointer}/{_declaration_field(declared)}"
+            return Admission((Problem(where, text, ProblemKind.DECLARATION),), sha256=sha256)
         return Admission(
             (Problem(f"{pointer}/onnx", str(error), ProblemKind.SAFETY),), sha256=sha256
         )
@@ -122,7 +162,35 @@ def admit_model(
         file: listed[file] if listed is not None else sha256_file(path.parent / file)
         for file in checked.external_files
     }
-    return Admission((), checked=checked, sha256=sha256, external_sha256=external)
+    return Admission(
+        (), checked=checked, sha256=sha256, external_sha256=external, declaration=declaration
+    )
+
+
+def _declaration_field(declared: RowDeclaration | None) -> str:
+    """The row field a declaration problem is reported on (the first declaring field present)."""
+    if declared is not None:
+        for field, present in (
+            ("preprocess", declared.preprocess is not None),
+            ("inputs", bool(declared.inputs)),
+            ("codec_vocabulary", declared.vocabulary is not None or declared.missing_vocabulary),
+            ("codec", declared.legacy_codec is not None),
+        ):
+            if present:
+                return field
+    return "sidecar"
+
+
+def _judged_on_features(kind: str, family: str | None, path: Path, limits: ScoringLimits) -> bool:
+    """True when a row of ``kind`` with this graph is a regressor the bisect scores."""
+    from engine.families import is_judged_kind, judged
+
+    if not is_judged_kind(kind):
+        return False
+    try:
+        return judged(kind, read_graph_inputs(path, limits=limits), declared_family=family)
+    except EngineError:
+        return True  # inspect_model says why the file is refused
 
 
 def codec_problem(codec: CodecSpec | None, *, pointer: str = "") -> Problem | None:

@@ -24,7 +24,14 @@ import numpy as np
 
 from engine.admission import admit_model
 from engine.budget import score_within_budget
-from engine.codec import codec_block, codec_vocabulary
+from engine.codec import CodecVocabulary, codec_block
+from engine.declaration import (
+    DeclarationInvalid,
+    InputDeclaration,
+    RowDeclaration,
+    Standardisation,
+    resolve_declaration,
+)
 from engine.errors import BudgetExceeded, EngineError, EvidenceError, ModelRejected, UsageError
 from engine.evidence import read_json, write_json
 from engine.features import ENCODER, PARAM, SOURCE, FeatureTable
@@ -55,6 +62,21 @@ class ModelRef:
     expected_sha256: str | None = None
     external_data: Mapping[str, str] | None = field(default=None, hash=False)
     codec: "CodecSpec | None" = None
+    # What the row declares (preprocessing, names, vocabulary); its sidecar is read under ``root``.
+    declared: RowDeclaration | None = None
+    root: Path | None = None
+
+    def declaration(self) -> InputDeclaration:
+        """Resolve the row's declaration (reading its sidecar); a bad one is a ModelRejected."""
+        declared = self.declared
+        if declared is None and self.codec is not None:
+            declared = RowDeclaration(
+                legacy_codec=(self.codec.vocabulary_version, self.codec.width)
+            )
+        try:
+            return resolve_declaration(declared, root=self.root or self.path.parent)
+        except DeclarationInvalid as error:
+            raise ModelRejected(f"declaration: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -232,8 +254,10 @@ def refs_from_registry(registry: "Registry") -> list[ModelRef]:
             expected_sha256=entry.sha256,
             external_data=entry.external_map(),
             codec=entry.codec,
+            declared=entry.declared,
+            root=registry.root,
         )
-        for entry in registry.models
+        for entry in registry.timeline_models
     ]
 
 
@@ -272,7 +296,8 @@ class Evaluator:
         # A grouped bootstrap needs at least two groups; with one, resample rows instead.
         column = self.plan.column if self.plan.method == "grouped" else None
         self._groups = None if column is None else features.groups(column)
-        self._codec_blocks: dict[int, np.ndarray] = {}
+        self._codec_blocks: dict[CodecVocabulary, np.ndarray] = {}
+        self._prepared: dict[Standardisation, np.ndarray] = {}
 
     def __call__(self, index: int) -> StepRecord:
         """Evaluate the model at timeline ``index`` (served from the store when possible).
@@ -289,22 +314,27 @@ class Evaluator:
             if ref.external_data is None
             else tuple(ExternalData(name, sha) for name, sha in ref.external_data.items()),
             codec=ref.codec,
+            declared=ref.declared,
             limits=self.limits,
+            root=ref.root,
         )
         if admission.checked is None or admission.sha256 is None:
             self.evaluated += 1
             reason = admission.reason or "the model was not admitted"
             return self._broken(ref, None, reason, time.perf_counter() - started)
         checked, sha256, external = admission.checked, admission.sha256, admission.external_sha256
-        codec = self._codec_block(ref)
-        key = self._key(sha256, external, ref)
+        declaration = admission.declaration
+        codec = self._codec_block(declaration)
+        key = self._key(sha256, external, ref, declaration)
         cached = self._from_store(key)
         if cached is not None:
             self.from_store += 1
             return replace(self._judged(cached), name=ref.name, path=str(ref.path), cached=True)
         self.evaluated += 1
         try:
-            record = self._score(ref, checked, sha256, started, codec=codec)
+            record = self._score(
+                ref, checked, sha256, started, codec=codec, matrix=self._matrix_for(declaration)
+            )
         except BudgetExceeded as error:
             # Transient: not stored, so a larger budget re-judges the model.
             return self._broken(ref, sha256, str(error), time.perf_counter() - started)
@@ -329,37 +359,52 @@ class Evaluator:
         except (EngineError, KeyError, TypeError, ValueError):
             return None
 
-    def _codec_block(self, ref: ModelRef) -> np.ndarray | None:
-        """Return the cache's codec block for an admitted codec-aware model (built once per vocabulary).
+    def _codec_block(self, declaration: InputDeclaration) -> np.ndarray | None:
+        """Return the cache's codec block for a codec-aware model (built once per vocabulary).
 
-        A cache without ``encoder``/``param`` columns cannot score such a model: that is a
-        FeatureCacheError (bad input), not a broken model.
+        A cache without the columns the vocabulary needs cannot score such a model: that is
+        a FeatureCacheError (bad input), not a broken model.
         """
-        if ref.codec is None:
+        vocabulary = declaration.vocabulary
+        if vocabulary is None:
             return None
-        version = ref.codec.vocabulary_version
-        vocabulary = codec_vocabulary(version)  # known and as wide as the row: admitted
-        if version not in self._codec_blocks:
-            self._codec_blocks[version] = codec_block(self.features, vocabulary=vocabulary)
-        return self._codec_blocks[version]
+        if vocabulary not in self._codec_blocks:
+            self._codec_blocks[vocabulary] = codec_block(self.features, vocabulary=vocabulary)
+        return self._codec_blocks[vocabulary]
 
-    def _key(self, sha256: str, external: Mapping[str, str], ref: ModelRef) -> str:
-        """Return the store key for a model's bytes under this evaluator's settings."""
-        return sha256_json(
-            {
-                "evaluation_version": EVALUATION_VERSION,
-                "model": sha256,
-                "external": dict(sorted(external.items())),
-                "codec": None
-                if ref.codec is None
-                else [ref.codec.vocabulary_version, ref.codec.width],
-                "features": self.features.content_hash,
-                # No thresholds: a stored record's metrics are judged again under the gate
-                # of the run that reads it (``_judged``), so a new gate re-scores nothing.
-                "settings": self.settings.to_dict(),
-                "max_opset": self.limits.max_opset,
-            }
-        )
+    def _matrix_for(self, declaration: InputDeclaration) -> np.ndarray:
+        """Return the feature matrix as the model declares it: reordered and standardised."""
+        standardisation = declaration.standardisation
+        if standardisation is None:
+            return self._matrix
+        if standardisation not in self._prepared:
+            self._prepared[standardisation] = standardisation.apply(self._matrix)
+        return self._prepared[standardisation]
+
+    def _key(
+        self,
+        sha256: str,
+        external: Mapping[str, str],
+        ref: ModelRef,
+        declaration: InputDeclaration,
+    ) -> str:
+        """Return the store key for a model's bytes (and declarations) under these settings."""
+        payload: dict[str, Any] = {
+            "evaluation_version": EVALUATION_VERSION,
+            "model": sha256,
+            "external": dict(sorted(external.items())),
+            "codec": None if ref.codec is None else [ref.codec.vocabulary_version, ref.codec.width],
+            "features": self.features.content_hash,
+            # No thresholds: a stored record's metrics are judged again under the gate
+            # of the run that reads it (``_judged``), so a new gate re-scores nothing.
+            "settings": self.settings.to_dict(),
+            "max_opset": self.limits.max_opset,
+        }
+        # Only models that declare something get the field, so older keys stay valid; the
+        # sidecar's sha256 is in it, so a changed sidecar re-scores.
+        if (declared := declaration.key()) is not None:
+            payload["declaration"] = declared
+        return sha256_json(payload)
 
     def _score(
         self,
@@ -369,6 +414,7 @@ class Evaluator:
         started: float,
         *,
         codec: np.ndarray | None,
+        matrix: np.ndarray,
     ) -> StepRecord:
         """Score and judge one checked model; a model failing at run time comes back broken.
 
@@ -376,9 +422,7 @@ class Evaluator:
         does not store it.
         """
         try:
-            predictions = score_within_budget(
-                checked, self._matrix, codec=codec, limits=self.limits
-            )
+            predictions = score_within_budget(checked, matrix, codec=codec, limits=self.limits)
         except BudgetExceeded:
             raise
         except ModelRejected as error:

@@ -1,13 +1,15 @@
 """The model registry (``registry.json``): schema, safe paths, hashes and timeline order."""
 
+import json
 import re
 import stat
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from engine.declaration import RowDeclaration
 from engine.errors import EngineError, EvidenceError, RegistryError, one_line
 from engine.evidence import document_order, load_schema, read_json, schema_problems
 from engine.hashing import sha256_file
@@ -20,6 +22,11 @@ SCHEMA_VERSION = 1
 MAX_REGISTRY_BYTES = REGISTRY_JSON.max_bytes
 _SCHEMA_FILE = "registry.schema.json"
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Row fields holding a path besides `onnx`: the same rules apply (relative, inside the folder).
+_PATH_FIELDS = ("sidecar", "sigstore_bundle")
+
+DEFAULT_QUANT_BUDGET_PLCC = 0.01
+"""How much PLCC a quantised twin may lose against its parent when the parent names no budget."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,10 @@ class ModelEntry:
     external_data: tuple[ExternalData, ...] = ()
     notes: str = ""
     codec: CodecSpec | None = None
+    family: str | None = None  # declared family; None: derived from kind and graph inputs
+    declared: RowDeclaration | None = None
+    quantised_from: str | None = None
+    quant_budget_plcc: float = DEFAULT_QUANT_BUDGET_PLCC
 
     def onnx_path(self, root: Path) -> Path:
         """Return the model file's path under the registry folder ``root``."""
@@ -64,9 +75,21 @@ class ModelEntry:
         return {item.path: item.sha256 for item in self.external_data}
 
     def files(self) -> tuple[str, ...]:
-        """The graph and its external data, as '/'-paths relative to the registry folder."""
+        """The graph, its external data and its sidecar, as '/'-paths relative to the registry folder.
+
+        The sidecar comes last: whoever fetches a model's files (the App) fetches it too.
+        """
         folder = PurePosixPath(self.onnx).parent
-        return (self.onnx, *((folder / item.path).as_posix() for item in self.external_data))
+        sidecar = (
+            ()
+            if self.declared is None or self.declared.sidecar is None
+            else (self.declared.sidecar,)
+        )
+        return (
+            self.onnx,
+            *((folder / item.path).as_posix() for item in self.external_data),
+            *sidecar,
+        )
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,16 @@ class Registry:
     schema_version: int
     models: tuple[ModelEntry, ...]
 
+    @property
+    def timeline_models(self) -> tuple[ModelEntry, ...]:
+        """The rows that are steps of the timeline: all but quantised twins."""
+        return tuple(entry for entry in self.models if entry.quantised_from is None)
+
+    @property
+    def twins(self) -> tuple[ModelEntry, ...]:
+        """The quantised twins (rows with ``quantised_from``), each checked against its parent."""
+        return tuple(entry for entry in self.models if entry.quantised_from is not None)
+
 
 class ProblemKind(Enum):
     """Which check found a problem: the file's structure, a row's files, its codec, or its model."""
@@ -85,6 +118,7 @@ class ProblemKind(Enum):
     STRUCTURE = "structure"
     FILES = "files"
     CODEC = "codec"
+    DECLARATION = "declaration"
     SAFETY = "safety"
 
 
@@ -172,6 +206,9 @@ def validate_registry(
             problems.extend(_file_problems(model, path.parent, base=base, flagged=flagged))
             continue
         entry = _entry(model, index)
+        declared = (
+            _row_declaration(document, model) if _clean("/codec_vocabularies", flagged) else None
+        )
         admission = admit_model(
             entry.onnx_path(path.parent),
             expected_sha256=entry.sha256,
@@ -180,9 +217,17 @@ def validate_registry(
             limits=limits or ScoringLimits(),
             pointer=base,
             root=path.parent,
+            kind=entry.kind,
+            family=entry.family,
+            declared=None if declared is None or declared.empty else declared,
         )
         problems.extend(admission.problems)
     return _sorted(problems)
+
+
+def document_problems(document: Any, root: Path) -> list[Problem]:
+    """Return the structural problems of a registry document (schema, ids, timeline, paths)."""
+    return _sorted(_structural_problems(document, root))
 
 
 def registry_schema() -> dict[str, Any]:
@@ -256,6 +301,11 @@ def _structural_problems(document: Any, root: Path) -> list[Problem]:
                     )
                 )
             first_timeline.setdefault(timeline, index)
+        for field in _PATH_FIELDS:
+            usable = _usable(model, field, base=base, flagged=flagged)
+            if usable and (why := _path_problem(model[field], root)) is not None:
+                problems.append(Problem(f"{base}/{field}", why))
+        problems.extend(_twin_problems(document, model, base=base, flagged=flagged))
         if _usable(model, "onnx", base=base, flagged=flagged):
             if (why := _path_problem(model["onnx"], root)) is not None:
                 problems.append(Problem(f"{base}/onnx", why))
@@ -335,6 +385,25 @@ def _external_problems(
     return problems
 
 
+def _twin(
+    entry: ModelEntry,
+    document: Mapping[str, Any],
+    model: Mapping[str, Any],
+    budgets: Mapping[str, float],
+) -> ModelEntry:
+    """Add what a row declares beyond the basic fields: declarations and its parent's budget."""
+    parent = model.get("quantised_from")
+    declared = _row_declaration(document, model)
+    return replace(
+        entry,
+        declared=None if declared.empty else declared,
+        quantised_from=parent,
+        quant_budget_plcc=budgets.get(parent, DEFAULT_QUANT_BUDGET_PLCC)
+        if parent is not None
+        else budgets[entry.id],
+    )
+
+
 def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
     """Build an entry from a schema-valid model row (JSON Schema counts 17.0 as an integer)."""
     return ModelEntry(
@@ -358,12 +427,64 @@ def _entry(model: Mapping[str, Any], index: int) -> ModelEntry:
             vocabulary_version=int(model["codec"]["vocabulary_version"]),
             width=int(model["codec"]["width"]),
         ),
+        family=model.get("family"),
     )
+
+
+def _row_declaration(document: Mapping[str, Any], model: Mapping[str, Any]) -> RowDeclaration:
+    """Return what a schema-valid row declares about its inputs (named vocabularies looked up)."""
+    vocabulary, missing = model.get("codec_vocabulary"), None
+    if isinstance(vocabulary, str):
+        named = document.get("codec_vocabularies", {})
+        vocabulary, missing = (
+            (named[vocabulary], None) if vocabulary in named else (None, vocabulary)
+        )
+    codec = model.get("codec")
+    return RowDeclaration(
+        sidecar=model.get("sidecar"),
+        preprocess=None if "preprocess" not in model else json.dumps(model["preprocess"]),
+        inputs=tuple(sorted(model.get("inputs", {}).items())),
+        vocabulary=None if vocabulary is None else json.dumps(vocabulary, sort_keys=True),
+        missing_vocabulary=missing,
+        legacy_codec=None
+        if codec is None
+        else (int(codec["vocabulary_version"]), int(codec["width"])),
+    )
+
+
+def _budgets(document: Mapping[str, Any]) -> dict[str, float]:
+    """Return each row id's PLCC budget for its quantised twins."""
+    return {
+        model["id"]: float(model.get("quant_accuracy_budget_plcc", DEFAULT_QUANT_BUDGET_PLCC))
+        for model in document["models"]
+    }
+
+
+def _twin_problems(
+    document: Any, model: Mapping[str, Any], *, base: str, flagged: set[str]
+) -> list[Problem]:
+    """A ``quantised_from`` must name another row that is not itself a quantised twin."""
+    if not _usable(model, "quantised_from", base=base, flagged=flagged):
+        return []
+    parent_id = model["quantised_from"]
+    rows = {row.get("id"): row for _, row in _model_rows(document)}
+    pointer = f"{base}/quantised_from"
+    if parent_id == model.get("id"):
+        return [Problem(pointer, "a model cannot be quantised from itself")]
+    if parent_id not in rows:
+        return [Problem(pointer, f"parent {parent_id!r} is not a row of this registry")]
+    if "quantised_from" in rows[parent_id]:
+        return [Problem(pointer, f"parent {parent_id!r} is itself a quantised twin")]
+    return []
 
 
 def _entries(document: Mapping[str, Any]) -> tuple[ModelEntry, ...]:
     """Build entries from a valid document, in canonical (ascending timeline) order."""
-    entries = (_entry(model, index) for index, model in enumerate(document["models"]))
+    budgets = _budgets(document)
+    entries = (
+        _twin(_entry(model, index), document, model, budgets)
+        for index, model in enumerate(document["models"])
+    )
     return tuple(sorted(entries, key=lambda entry: entry.timeline))
 
 

@@ -338,7 +338,7 @@ def _touched(base: Registry | None, head: Registry) -> list[ModelEntry]:
     old = {} if base is None else {entry.id: entry for entry in base.models}
 
     def files(entry: ModelEntry) -> tuple[object, ...]:
-        return (entry.onnx, entry.sha256, entry.external_data, entry.codec)
+        return (entry.onnx, entry.sha256, entry.external_data, entry.codec, entry.declared)
 
     return [
         entry
@@ -363,7 +363,7 @@ def _problem_annotations(
         if problem.kind is not ProblemKind.SAFETY or entry is None:
             name = (
                 "Model file problem"
-                if problem.kind is not ProblemKind.CODEC
+                if problem.kind not in (ProblemKind.CODEC, ProblemKind.DECLARATION)
                 else "Invalid registry"
             )
             yield _registry_annotation(problem, locator, registry, head_root, title=name)

@@ -9,10 +9,15 @@ from typing import Any
 from engine.bisection import BisectResult, Outcome, evaluation_bound
 from engine.evaluation import MetricSettings, ModelRef, StepRecord, plan_resampling
 from engine.features import FeatureTable
+from engine.quantisation import render_twins
 from engine.threshold import Thresholds
 
 SCHEMA = "model-guard/bisect-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What ``build_report`` writes for one timeline on its own; ``combine_reports`` makes it a 2.
+TIMELINE_SCHEMA_VERSION = 1
+# Version 1 reports (one timeline, no ``families``) are still read: see ``family_reports``.
+READABLE_VERSIONS = (1, 2)
 # GitHub refuses issue comments and check-run summaries over 65,536 characters; keep a margin.
 MARKDOWN_LIMIT = 65_000
 CHART_POINTS = 120
@@ -46,7 +51,7 @@ def build_report(
     plan = plan_resampling(features, replace(settings, statistical=False))
     return {
         "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": TIMELINE_SCHEMA_VERSION,
         "outcome": result.outcome.value,
         "mode": "full" if result.full else "bisect",
         "gate": {**thresholds.to_dict(), "description": thresholds.describe()},
@@ -87,8 +92,85 @@ def build_report(
     }
 
 
+SEVERITY = {"no_regression": 0, "inconclusive": 1, "regression": 2, "already_bad": 3}
+
+
+def combine_reports(
+    reports: Sequence[Mapping[str, Any]],
+    *,
+    families: Sequence[str],
+    not_judged: Sequence[Mapping[str, str]] = (),
+) -> dict[str, Any]:
+    """One report for several families' bisects: the worst family's fields on top, each family listed.
+
+    The top-level fields are those of the worst family (already bad, then regression, then
+    inconclusive; the first such family in registry order), so a reader of one timeline
+    (version 1) still reads the verdict that matters; ``families`` holds every family's own
+    report and ``not_judged`` the rows no family bisects (docs/reports.md).
+    """
+    if not reports or len(reports) != len(families):
+        raise ValueError("combine_reports needs one family name per report, and at least one")
+    entries = [
+        {"family": name, **{k: v for k, v in report.items() if k not in _TOP_ONLY}}
+        for name, report in zip(families, reports, strict=True)
+    ]
+    worst = max(range(len(reports)), key=lambda i: (SEVERITY[reports[i]["outcome"]], -i))
+    combined = dict(reports[worst])
+    combined["schema_version"] = SCHEMA_VERSION
+    combined["family"] = families[worst]
+    combined["families"] = entries
+    combined["not_judged"] = [dict(item) for item in not_judged]
+    return combined
+
+
+_TOP_ONLY = frozenset({"schema", "schema_version", "run_provenance"})
+
+
+def family_reports(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every family's report (a version 1 report is one unnamed family)."""
+    return list(report.get("families") or [report])
+
+
+def _is_sectioned(report: Mapping[str, Any]) -> bool:
+    """True when a report needs a section per family (more than one, or rows not judged)."""
+    return len(family_reports(report)) > 1 or bool(report.get("not_judged"))
+
+
 def summarise(report: Mapping[str, Any]) -> str:
-    """Return the one-line verdict of a report; a broken model is called broken, not failing."""
+    """Return the one-line verdict of a report: the worst family's, and how the others fared."""
+    if not _is_sectioned(report):
+        return summarise_family(report)
+    others = [f for f in family_reports(report) if f.get("family") != report.get("family")]
+    fine = sum(1 for f in others if f["outcome"] == "no_regression")
+    tail = []
+    if others:
+        tail.append(
+            f"the other family {'passes' if fine else 'does not pass'}"
+            if len(others) == 1
+            else f"{fine} of {len(others)} other families pass"
+        )
+    if report.get("not_judged"):
+        tail.append(f"{len(report['not_judged'])} row(s) not judged")
+    extra = f" ({'; '.join(tail)}.)" if tail else ""
+    return f"Family {report.get('family')}: {summarise_family(report)}{extra}"
+
+
+def summarise_family(report: Mapping[str, Any]) -> str:
+    """Return the one-line verdict of one timeline; a broken model is called broken, not failing.
+
+    Quantised twins that fail their PLCC budget are named after the timeline's verdict.
+    """
+    failed = [t["twin"] for t in report.get("quantised_twins") or [] if not t["passed"]]
+    if not failed:
+        return _summarise_timeline(report)
+    return (
+        f"{_summarise_timeline(report)} But {len(failed)} quantised twin(s) fail their "
+        f"PLCC budget: {', '.join(failed)}."
+    )
+
+
+def _summarise_timeline(report: Mapping[str, Any]) -> str:
+    """Return the one-line verdict of the timeline's bisect."""
     outcome = Outcome(report["outcome"])
     gate = report["gate"]["description"]
     n = report["timeline"]["n_models"]
@@ -176,10 +258,78 @@ OUTCOME_MARK = {
 
 
 def render_table(report: Mapping[str, Any], *, fmt: TableFormat = TableFormat.TEXT) -> str:
-    """Render a report as plain terminal text or as GitHub markdown (under 65,000 characters)."""
+    """Render a report as plain terminal text or as GitHub markdown (under 65,000 characters).
+
+    A report of one family and no rows left out renders as one timeline; otherwise there is
+    a section per family under the overall verdict, and the rows not judged at the end.
+    """
+    if not _is_sectioned(report):
+        if fmt is TableFormat.MARKDOWN:
+            return _render_markdown(report)
+        return _render_text(report)
     if fmt is TableFormat.MARKDOWN:
-        return _render_markdown(report)
-    return _render_text(report)
+        return _render_families_markdown(report)
+    return _render_families_text(report)
+
+
+def _not_judged_lines(report: Mapping[str, Any], *, code: bool) -> list[str]:
+    """One line per row not judged: ``name (onnx): not judged (kind nr: needs frames)``."""
+    quote = "`" if code else ""
+    return [
+        f"{'- ' if code else '  '}{quote}{item['name']}{quote} ({item['family']}): "
+        f"not judged ({item['reason']})"
+        for item in report.get("not_judged") or ()
+    ]
+
+
+def _render_families_text(report: Mapping[str, Any]) -> str:
+    """Terminal text: the overall verdict, then each family's table, then the rows not judged."""
+    lines = [summarise(report), ""]
+    for family in family_reports(report):
+        lines.append(f"== family {family['family']} ({family['timeline']['n_models']} models) ==")
+        lines.append(_render_text(family))
+    if report.get("not_judged"):
+        lines.append(f"Not judged ({len(report['not_judged'])} rows; no alarm):")
+        lines.extend(_not_judged_lines(report, code=False))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _render_families_markdown(report: Mapping[str, Any]) -> str:
+    """GitHub markdown: the overall verdict, an overview table, a section per family, rows not judged."""
+    families = family_reports(report)
+    head = [
+        f"### {OUTCOME_MARK[report['outcome']]} {summarise(report)}",
+        "",
+        "| family | models | verdict | first bad |",
+        "|---|---:|---|---|",
+    ]
+    for family in families:
+        head.append(
+            f"| `{family['family']}` | {family['timeline']['n_models']} | "
+            f"{OUTCOME_MARK[family['outcome']]} {family['outcome'].replace('_', ' ')} | "
+            f"{'`' + family['first_bad_model'] + '`' if family.get('first_bad_model') else '-'} |"
+        )
+    tail: list[str] = []
+    if report.get("not_judged"):
+        tail = [
+            "",
+            f"#### Not judged ({len(report['not_judged'])} rows; never an alarm)",
+            "",
+            *_not_judged_lines(report, code=True),
+        ]
+        if sum(len(line) + 1 for line in tail) > MARKDOWN_LIMIT // 8:
+            tail = [
+                *tail[:3],
+                *tail[3:][:40],
+                f"- … the JSON report lists all {len(report['not_judged'])}",
+            ]
+    share = (MARKDOWN_LIMIT - sum(len(line) + 1 for line in [*head, *tail])) // len(families)
+    sections = []
+    for family in families:
+        text = _render_markdown(family, limit=max(share - 200, 2000))
+        title = f"#### Family `{family['family']}`: "
+        sections += ["", text.replace("### ", title, 1).rstrip("\n")]
+    return "\n".join([*head, *sections, *tail]) + "\n"
 
 
 def _render_text(report: Mapping[str, Any]) -> str:
@@ -198,7 +348,7 @@ def _render_text(report: Mapping[str, Any]) -> str:
         for step in _rows_in_timeline_order(report)
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    lines = [summarise(report), ""]
+    lines = [summarise_family(report), ""]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
@@ -209,6 +359,9 @@ def _render_text(report: Mapping[str, Any]) -> str:
     if report.get("after_uncertain"):
         lines.append(_passes_after_uncertain(report, code=False))
     lines.extend(_statistics_notes(report))
+    if report.get("quantised_twins"):
+        lines.append("")
+        lines.extend(render_twins(report["quantised_twins"]))
     return "\n".join(lines) + "\n"
 
 
@@ -317,16 +470,19 @@ def _chart(report: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> lis
     return lines
 
 
-def _render_markdown(report: Mapping[str, Any]) -> str:
+def _render_markdown(report: Mapping[str, Any], *, limit: int = MARKDOWN_LIMIT) -> str:
     """GitHub markdown: verdict, table, chart, collapsed details; rows dropped to fit the limit."""
     steps = _rows_in_timeline_order(report)
-    head = [f"### {OUTCOME_MARK[report['outcome']]} {summarise(report)}", ""]
+    head = [f"### {OUTCOME_MARK[report['outcome']]} {summarise_family(report)}", ""]
     if report["non_monotonic"]:
         head += [f"**Non-monotonic timeline:** {_later_passes(report, code=True)}", ""]
     if report.get("after_uncertain"):
         head += [_passes_after_uncertain(report, code=True), ""]
     for warning in _statistics_notes(report):
         head += [f"**{warning}**", ""]
+    twins = render_twins(report.get("quantised_twins") or [])
+    if twins:  # a handful of lines: one per int8 twin, with both PLCCs, the drop and the budget
+        head += [f"**{twins[0]}**", "", *(f"- `{line.strip()}`" for line in twins[1:]), ""]
     table_head = [
         "| # | model | status | PLCC | SROCC | RMSE | n | note |",
         "|---:|---|---|---:|---:|---:|---:|---|",
@@ -349,14 +505,12 @@ def _render_markdown(report: Mapping[str, Any]) -> str:
     ]
     chart = _chart(report, steps)
     rows = [_markdown_row(step) for step in steps]
-    budget = (
-        MARKDOWN_LIMIT - sum(len(line) + 1 for line in [*head, *table_head, *details, *chart]) - 400
-    )
+    budget = limit - sum(len(line) + 1 for line in [*head, *table_head, *details, *chart]) - 400
     if sum(len(r) + 1 for r in rows) > budget:
         rows = _fit_rows(report, steps, budget)
     body = [*head, *table_head, *rows, "", *chart, *details]
     text = "\n".join(body) + "\n"
-    if len(text) > MARKDOWN_LIMIT:  # a pathological chart: drop it rather than cut the table
+    if len(text) > limit:  # a pathological chart: drop it rather than cut the table
         text = (
             "\n".join(
                 [

@@ -52,6 +52,8 @@ class InputKind:
 
 EVIDENCE_JSON = InputKind("evidence JSON", 16 * _MIB)
 REGISTRY_JSON = InputKind("registry JSON", 4 * _MIB)
+# A model's sidecar (preprocessing and codec declarations): a few KiB in the field.
+SIDECAR_JSON = InputKind("sidecar JSON", 1 * _MIB)
 FEATURE_CACHE = InputKind("feature cache", 512 * _MIB)
 ONNX_GRAPH = InputKind("ONNX graph file", 2048 * _MIB)
 # Files only hashed, never parsed (models, external data): streamed, so the cap is generous.

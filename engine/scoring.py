@@ -163,13 +163,22 @@ def inspect_model(
     limits: ScoringLimits = ScoringLimits(),
     external_data: Mapping[str, str] | None = None,
     codec_width: int | None = None,
+    scored: bool = True,
+    features_input: str | None = None,
+    codec_input: str | None = None,
+    output_name: str | None = None,
 ) -> CheckedModel:
     """Check an untrusted ONNX file without running it; every problem is a one-line ModelRejected.
 
     ``external_data`` maps each allowed external file name to its sha256 (from the
     registry); when None, any plain file name in the model's own folder is allowed.
     ``codec_width`` (from the registry row) declares a codec-aware model: it must then have
-    a second float32 input named ``codec`` of shape [N, codec_width].
+    a second float32 input of shape [N, codec_width], named ``codec_input`` (default
+    ``codec``). ``features_input`` and ``output_name``, when declared (``engine.declaration``),
+    must be the graph's features input and its output. ``scored`` False is for a model the
+    engine never runs (a row not judged, such as a frame model): the checks that protect
+    onnxruntime (op allowlist, input and output shapes) are skipped, the file, size, opset,
+    external-data and hash checks stay; input and output names are then empty.
     """
     path = Path(path)
     raw = _read_model_file(path, limit=limits.max_bytes)
@@ -180,7 +189,7 @@ def inspect_model(
     if model.training_info:
         raise _rejected("training_info graphs are not allowed")
     graphs = list(_graphs(model.graph))
-    op_types = _check_nodes(graphs)
+    op_types = _check_nodes(graphs) if scored else {n.op_type for g in graphs for n in g.node}
     _check_dense_size(graphs, budget=limits.max_memory_bytes)
     tensors = [tensor for graph in graphs for tensor in _graph_tensors(graph)]
     external = [(tensor, _external_ref(tensor)) for tensor in tensors if _is_external(tensor)]
@@ -194,8 +203,15 @@ def inspect_model(
             f"model is {_size(n_bytes)} with its external data, over the {_size(limits.max_bytes)} cap"
         )
     _check_bounds([ref for _, ref in external], sizes, cap=limits.max_bytes)
-    input_name, codec_input = _check_inputs(model.graph, codec_width=codec_width)
-    output_name = _check_output(model.graph)
+    input_name, codec_name, output = "", None, ""
+    if scored:
+        input_name, codec_name = _check_inputs(
+            model.graph,
+            codec_width=codec_width,
+            features_input=features_input,
+            codec_input=codec_input or CODEC_INPUT,
+        )
+        output = _check_output(model.graph, declared=output_name)
     contents = {name: _read_external(files[name], sizes[name], name) for name in names}
     if external_data is not None:
         for name in names:
@@ -210,11 +226,11 @@ def inspect_model(
         ir_version=model.ir_version,
         opset=opset,
         input_name=input_name,
-        output_name=output_name,
+        output_name=output,
         op_types=tuple(sorted(op_types)),
         external_files=tuple(names),
         payload=model.SerializeToString(),
-        codec_input=codec_input,
+        codec_input=codec_name,
         codec_width=codec_width or 0,
     )
 
@@ -236,6 +252,47 @@ def external_data_names(path: Path, *, limits: ScoringLimits = ScoringLimits()) 
     except ModelRejected:
         return ()
     return tuple(sorted(names))
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One real (non-constant) graph input: its name, element type and dims ('?' if symbolic)."""
+
+    name: str
+    elem_type: int
+    dims: tuple[str, ...]
+
+
+def read_graph_inputs(
+    path: Path, *, limits: ScoringLimits = ScoringLimits()
+) -> tuple[GraphInput, ...]:
+    """Read a model's graph inputs from its header, under the size cap, without running it.
+
+    Only the ONNX protobuf is decoded (no external data, no onnxruntime); every problem is a
+    one-line ModelRejected. Inputs without a tensor type come back with rank 0.
+    """
+    model = _parse(_read_model_file(Path(path), limit=limits.max_bytes))
+    graph = model.graph
+    constant_names = {tensor.name for tensor in graph.initializer}
+    constant_names.update(sparse.values.name for sparse in graph.sparse_initializer)
+    found = []
+    for value in graph.input:
+        if value.name in constant_names:
+            continue
+        tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
+        dims: tuple[str, ...] = ()
+        if tensor is not None and tensor.HasField("shape"):
+            dims = tuple(
+                str(dim.dim_value) if dim.HasField("dim_value") else "?" for dim in tensor.shape.dim
+            )
+        found.append(
+            GraphInput(
+                name=str(value.name)[:_MAX_MESSAGE],
+                elem_type=0 if tensor is None else int(tensor.elem_type),
+                dims=dims,
+            )
+        )
+    return tuple(found)
 
 
 def score_model(
@@ -593,14 +650,23 @@ def _embed(tensor: TensorProto, ref: _ExternalRef, content: bytes) -> None:
     del tensor.external_data[:]
 
 
-def _check_inputs(graph: GraphProto, *, codec_width: int | None) -> tuple[str, str | None]:
-    """Require the real inputs: float32 [N, 6], plus ``codec`` [N, K] for a codec-aware model.
+def _check_inputs(
+    graph: GraphProto, *, codec_width: int | None, features_input: str | None, codec_input: str
+) -> tuple[str, str | None]:
+    """Require the real inputs: float32 [N, 6], plus ``codec_input`` [N, K] for a codec-aware model.
 
     Returns the features input's name and the codec input's name (None without one).
+    A declared ``features_input`` must be the features input's name.
     """
     constant_names = {tensor.name for tensor in graph.initializer}
     constant_names.update(sparse.values.name for sparse in graph.sparse_initializer)
     inputs = [value for value in graph.input if value.name not in constant_names]
+    names = ", ".join(_quote(value.name) for value in inputs) or "none"
+    if features_input is not None and features_input not in {value.name for value in inputs}:
+        raise _rejected(
+            f"declared features input {_quote(features_input)} is not an input of the graph "
+            f"(it has {names})"
+        )
     if codec_width is None:
         if len(inputs) != 1:
             hint = (
@@ -612,14 +678,13 @@ def _check_inputs(graph: GraphProto, *, codec_width: int | None) -> tuple[str, s
                 f"model has {len(inputs)} inputs, expected exactly one [N, {len(FEATURES)}]{hint}"
             )
         return _check_width(inputs[0], len(FEATURES), what="features"), None
-    if len(inputs) != 2 or CODEC_INPUT not in {value.name for value in inputs}:
-        names = ", ".join(_quote(value.name) for value in inputs)
+    if len(inputs) != 2 or codec_input not in {value.name for value in inputs}:
         raise _rejected(
-            f"codec-aware model must have inputs [N, {len(FEATURES)}] and {CODEC_INPUT!r} "
-            f"[N, {codec_width}], it has {names or 'none'}"
+            f"codec-aware model must have inputs [N, {len(FEATURES)}] and {_quote(codec_input)} "
+            f"[N, {codec_width}], it has {names}"
         )
-    features = next(value for value in inputs if value.name != CODEC_INPUT)
-    codec = next(value for value in inputs if value.name == CODEC_INPUT)
+    features = next(value for value in inputs if value.name != codec_input)
+    codec = next(value for value in inputs if value.name == codec_input)
     return (
         _check_width(features, len(FEATURES), what="features"),
         _check_width(codec, codec_width, what="codec columns"),
@@ -636,13 +701,17 @@ def _check_width(value: ValueInfoProto, width: int, *, what: str) -> str:
     return str(value.name)
 
 
-def _check_output(graph: GraphProto) -> str:
-    """Require exactly one output, float32 [N] or [N, 1]; return its name."""
+def _check_output(graph: GraphProto, *, declared: str | None = None) -> str:
+    """Require exactly one output, float32 [N] or [N, 1] (named ``declared`` if given); return its name."""
     if len(graph.output) != 1:
         raise _rejected(
             f"model has {len(graph.output)} outputs, expected exactly one [N] or [N, 1]"
         )
     value = graph.output[0]
+    if declared is not None and value.name != declared:
+        raise _rejected(
+            f"declared output {_quote(declared)} is not the graph's output {_quote(value.name)}"
+        )
     dims = _float_tensor_dims(value, role="output")
     if not (len(dims) == 1 or (len(dims) == 2 and dims[1] == "1")):
         raise _rejected(

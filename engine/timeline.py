@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
+from engine.declaration import RowDeclaration
+from engine.errors import EngineError, UsageError
 from engine.evaluation import (
     DEFAULT_LIMITS,
     EvaluationStore,
@@ -24,10 +26,23 @@ from engine.evaluation import (
     ModelRef,
     StepRecord,
 )
+from engine.families import (
+    FamilyPlan,
+    NotJudged,
+    is_judged_kind,
+    judged,
+    plan_families,
+    require_judged,
+    safe_reader,
+    select_families,
+    signature,
+    why_not_judged,
+)
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
-from engine.registry import CodecSpec, ExternalData, load_registry
-from engine.report import build_report
-from engine.scoring import ScoringLimits
+from engine.quantisation import TwinCheck, check_twins
+from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
+from engine.report import build_report, combine_reports
+from engine.scoring import ScoringLimits, read_graph_inputs
 from engine.threshold import Thresholds
 
 
@@ -45,6 +60,13 @@ class TimelineModel:
     external: tuple[str, ...]
     codec: CodecSpec | None
     external_data: tuple[ExternalData, ...] | None = None
+    family: str | None = None  # the row's declared family, if any
+    kind: str = "fr"
+    declared: RowDeclaration | None = None
+    # The registry's folder under the root (a sidecar is read relative to it).
+    folder: str = "."
+    quantised_from: str | None = None
+    quant_budget_plcc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,18 @@ class Timeline:
     models: tuple[TimelineModel, ...]
     feature_rows: int
     features_hash: str
+    family: str | None = None
+    # Quantised twins: not steps of the timeline, each checked against its parent.
+    twins: tuple[TimelineModel, ...] = ()
+
+
+@dataclass(frozen=True)
+class TimelineSet:
+    """A registry's families, each its own timeline on one feature cache, and the rows not judged."""
+
+    timelines: tuple[Timeline, ...]
+    not_judged: tuple[NotJudged, ...]
+    known: tuple[str, ...]  # every family the registry has, selected or not
 
 
 def repo_path(registry: str, relative: str) -> str:
@@ -66,24 +100,135 @@ def repo_path(registry: str, relative: str) -> str:
 def read_timeline(root: Path, registry: str, features: str) -> Timeline:
     """Check the registry's structure and the feature cache's schema; list the timeline."""
     loaded = load_registry(Path(root) / registry)
-    models = tuple(
-        TimelineModel(
-            name=entry.id,
-            onnx=repo_path(registry, entry.onnx),
-            sha256=entry.sha256,
-            external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
-            codec=entry.codec,
-            external_data=entry.external_data,
-        )
-        for entry in loaded.models
+    models = tuple(_timeline_model(registry, entry) for entry in loaded.timeline_models)
+    twins = tuple(_timeline_model(registry, entry) for entry in loaded.twins)
+    return replace(_timeline(root, registry, features, models), twins=twins)
+
+
+def _timeline_model(registry: str, entry: ModelEntry) -> TimelineModel:
+    """A registry row as a timeline model, its files named by root-relative paths."""
+    return TimelineModel(
+        name=entry.id,
+        onnx=repo_path(registry, entry.onnx),
+        sha256=entry.sha256,
+        external=tuple(repo_path(registry, path) for path in entry.files()[1:]),
+        codec=entry.codec,
+        external_data=entry.external_data,
+        family=entry.family,
+        kind=entry.kind,
+        declared=entry.declared,
+        folder=posixpath.dirname(registry) or ".",
+        quantised_from=entry.quantised_from,
+        quant_budget_plcc=entry.quant_budget_plcc if entry.quantised_from else None,
     )
-    return _timeline(root, registry, features, models)
+
+
+def read_timelines(
+    root: Path,
+    registry: str,
+    features: str,
+    *,
+    families: Sequence[str] | None = None,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+) -> TimelineSet:
+    """Split the registry into families (graph headers read under ``limits``); one timeline each.
+
+    ``families`` selects by name (None or empty: all); an unknown name is a one-line
+    ``UsageError`` naming the known ones. A graph file missing under ``root`` is placed as
+    its registry row declares (it will be broken when visited).
+    """
+    plan = family_plan(root, registry, limits=limits)
+    chosen = select_families(plan, families)
+    require_judged(chosen)
+    table = cached_features(Path(root) / features)
+    twins = load_registry(Path(root) / registry).twins
+    timelines = tuple(
+        Timeline(
+            registry=registry,
+            features=features,
+            models=tuple(_timeline_model(registry, entry) for entry in family.models),
+            feature_rows=table.n_rows,
+            features_hash=table.content_hash,
+            family=family.name,
+            # Each twin is checked in its parent's family.
+            twins=tuple(
+                _timeline_model(registry, twin)
+                for twin in twins
+                if twin.quantised_from in {entry.id for entry in family.models}
+            ),
+        )
+        for family in chosen.families
+    )
+    skipped = tuple(replace(i, onnx=repo_path(registry, i.onnx)) for i in chosen.not_judged)
+    # A twin of a row no family judges is not judged either (listed, so nothing goes unseen).
+    unjudged = {item.name: item for item in plan.not_judged}
+    twins_skipped = tuple(
+        NotJudged(
+            twin.id,
+            twin.kind,
+            repo_path(registry, twin.onnx),
+            unjudged[twin.quantised_from].family,
+            f"int8 twin of {twin.quantised_from}, which is not judged",
+        )
+        for twin in twins
+        if twin.quantised_from in unjudged
+    )
+    return TimelineSet(timelines, skipped + twins_skipped, plan.names)
+
+
+def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LIMITS) -> FamilyPlan:
+    """The registry's families and rows not judged, reading graph headers under ``root``."""
+    loaded = load_registry(Path(root) / registry)
+
+    def read(entry: ModelEntry) -> Any:
+        return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
+
+    return plan_families(loaded.timeline_models, read_inputs=safe_reader(read))
+
+
+def graphs_of_other_kinds(root: Path, registry: str) -> tuple[str, ...]:
+    """Root-relative graph files of rows of kinds other than fr (their inputs say why they are not judged).
+
+    The App fetches these before ``read_timelines``; a regressor's graph is fetched only
+    when the bisect visits it, and ``unjudgeable`` then checks its inputs.
+    """
+    loaded = load_registry(Path(root) / registry)
+    return tuple(repo_path(registry, e.onnx) for e in loaded.models if not is_judged_kind(e.kind))
+
+
+def unjudgeable(
+    root: Path, timeline: Timeline, index: int, *, limits: ScoringLimits = DEFAULT_LIMITS
+) -> NotJudged | None:
+    """Why a fetched model of a family cannot be judged on a feature table, or None when it can.
+
+    A graph that cannot be read is judgeable here: scoring it then says why it is broken.
+    """
+    model = timeline.models[index]
+    try:
+        inputs = read_graph_inputs(Path(root) / model.onnx, limits=limits)
+    except EngineError:
+        return None
+    if judged(model.kind, inputs, declared_family=model.family):
+        return None  # scoring says why it is broken, if it is
+    why = why_not_judged(inputs)
+    if why is None:
+        return None
+    family = model.family or f"{model.kind}/{signature(inputs)}"
+    return NotJudged(model.name, model.kind, model.onnx, family, f"kind {model.kind}: {why}")
 
 
 def timeline_of_files(root: Path, models: Sequence[str], features: str) -> Timeline:
     """List plain ONNX files (oldest first, named by file stem) as a timeline without a registry."""
     listed = tuple(
-        TimelineModel(name=Path(path).stem, onnx=path, sha256=None, external=(), codec=None)
+        TimelineModel(
+            name=Path(path).stem,
+            onnx=path,
+            sha256=None,
+            external=(),
+            codec=None,
+            # No registry: the model's own folder bounds what it may read.
+            folder=posixpath.dirname(path) or ".",
+        )
         for path in models
     )
     return _timeline(root, None, features, listed)
@@ -98,9 +243,13 @@ def timeline_evaluator(
     limits: ScoringLimits = DEFAULT_LIMITS,
     store: EvaluationStore | None = None,
 ) -> Evaluator:
-    """Return an evaluator of the timeline's models (files read under ``root``)."""
+    """Return an evaluator of the timeline's models, then its twins (files read under ``root``).
+
+    Index ``i < len(timeline.models)`` is a timeline step; ``len(timeline.models) + j`` is
+    twin ``j`` (``engine.quantisation`` checks those).
+    """
     return Evaluator(
-        [_reference(root, model) for model in timeline.models],
+        [_reference(root, model) for model in (*timeline.models, *timeline.twins)],
         cached_features(Path(root) / timeline.features),
         thresholds,
         settings=settings,
@@ -160,6 +309,53 @@ def assemble_report(
     )
     report["features"]["path"] = timeline.features
     return report
+
+
+def assemble_family_report(
+    root: Path,
+    timelines: TimelineSet,
+    results: Sequence[BisectResult[StepRecord]],
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    wall_time_s: float,
+    twins: Sequence[Sequence[TwinCheck]] = (),
+) -> dict[str, Any]:
+    """One report for every family's bisect: a section each, the worst family's verdict on top.
+
+    ``twins`` are each family's quantised-twin checks (``check_quantised_twins``); each family
+    report lists its own, and the top level lists them all, so a failing twin in any family
+    is named in the headline.
+    """
+    if len(results) != len(timelines.timelines):
+        raise UsageError("one bisect result is needed per family")
+    if twins and len(twins) != len(results):
+        raise UsageError("one list of twin checks is needed per family")
+    reports = [
+        assemble_report(
+            root,
+            timeline,
+            result,
+            thresholds=thresholds,
+            settings=settings,
+            wall_time_s=wall_time_s,
+        )
+        for timeline, result in zip(timelines.timelines, results, strict=True)
+    ]
+    for report, checks in zip(reports, twins, strict=False):
+        if checks:
+            report["quantised_twins"] = [check.to_dict() for check in checks]
+    combined = combine_reports(
+        reports,
+        families=[timeline.family or "" for timeline in timelines.timelines],
+        not_judged=[item.to_dict() for item in timelines.not_judged],
+    )
+    every = [check.to_dict() for checks in twins for check in checks]
+    if every:
+        combined["quantised_twins"] = every
+    else:
+        combined.pop("quantised_twins", None)
+    return combined
 
 
 def cached_features(path: Path, *, limits: TableLimits = DEFAULT_TABLE_LIMITS) -> FeatureTable:
@@ -226,4 +422,18 @@ def _reference(root: Path, model: TimelineModel) -> ModelRef:
         if model.external_data is None
         else {item.path: item.sha256 for item in model.external_data},
         codec=model.codec,
+        declared=model.declared,
+        root=Path(root) / model.folder,
+    )
+
+
+def check_quantised_twins(timeline: Timeline, evaluator: Evaluator) -> tuple[TwinCheck, ...]:
+    """Judge each quantised twin of the timeline against its parent (``engine.quantisation``)."""
+    parents = {model.name: index for index, model in enumerate(timeline.models)}
+    twins = [
+        (twin.name, str(twin.quantised_from), float(twin.quant_budget_plcc or 0.0))
+        for twin in timeline.twins
+    ]
+    return check_twins(
+        twins, parents=parents, evaluate=evaluator, first_twin_index=len(timeline.models)
     )

@@ -1,7 +1,9 @@
 """Bisect a repository's model timeline at one commit: fetch files lazily, judge in the engine pool.
 
 The engine work is ``engine.timeline``'s three steps, each one call into the pool: read the
-timeline (the registry is parsed there, once), judge one model, assemble the report.
+timelines (the registry is parsed there, once, and split into families), judge one model,
+assemble the report. Each family of six-feature regressors is searched on its own; rows of
+other kinds are not judged (their graphs are fetched only to say why, e.g. needs frames).
 
 The search itself is the engine's pure ``find_first_regression``. It runs here, on the event
 loop, over a memo of finished evaluations: when it asks for a model not judged yet, the
@@ -10,11 +12,12 @@ is replayed. The search costs microseconds, so replaying it ``ceil(log2 N) + 2``
 free, and the bisect fetches only the models it visits.
 """
 
+import contextlib
 import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,11 +27,21 @@ from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from bot.judging.pool import EnginePool
 from bot.repoconfig import RepoConfig
 from engine.bisection import BisectResult, Outcome, find_first_regression
+from engine.errors import UsageError
 from engine.evaluation import DEFAULT_LIMITS, MetricSettings, StepRecord, broken_step
+from engine.families import NotJudged
 from engine.report import TableFormat, render_table, summarise
 from engine.scoring import ScoringLimits
 from engine.threshold import Thresholds
-from engine.timeline import Timeline, assemble_report, judge_model, read_timeline
+from engine.timeline import (
+    Timeline,
+    TimelineSet,
+    assemble_family_report,
+    graphs_of_other_kinds,
+    judge_model,
+    read_timelines,
+    unjudgeable,
+)
 
 MAX_REGISTRY_BYTES = 1024 * 1024
 MAX_FEATURES_BYTES = 256 * 1024 * 1024
@@ -127,34 +140,93 @@ class TimelineJudge:
         gh, snapshot, root = run.gh, run.snapshot, run.root
         await self.files.fetch_to(gh, snapshot, config.registry, root, max_bytes=MAX_REGISTRY_BYTES)
         await self.files.fetch_to(gh, snapshot, config.features, root, max_bytes=MAX_FEATURES_BYTES)
-        timeline = await self._engine(run, read_timeline, root, config.registry, config.features)
+        for path in await self._engine(run, graphs_of_other_kinds, root, config.registry):
+            # Not judged either way; unfetched, the reason comes from its kind alone.
+            with contextlib.suppress(RepoFileError):
+                await self.files.fetch_to(gh, snapshot, path, root, max_bytes=MAX_MODEL_BYTES)
+        timelines: TimelineSet = await self._engine(
+            run,
+            read_timelines,
+            root,
+            config.registry,
+            config.features,
+            families=config.families,
+            limits=self.limits,
+        )
         thresholds, settings = config.thresholds(), config.metric_settings()
-        memo: dict[int, StepRecord] = {}
-        while not isinstance(found := _search(len(timeline.models), memo, full=full), BisectResult):
-            if run.stop is not None and await run.stop():
-                raise RunStopped(f"stopped before judging model {found} of {snapshot.repo}")
-            memo[found] = await self._evaluate(
-                run, timeline, found, thresholds=thresholds, settings=settings
+        families = [
+            await self._search_family(
+                run, timeline, full=full, thresholds=thresholds, settings=settings
             )
+            for timeline in timelines.timelines
+        ]
+        judged = [family for family in families if family.result is not None]
+        if not judged:
+            raise UsageError(
+                "nothing to bisect: no model of the selected families is a six-feature regressor"
+            )
+        results = [family.result for family in judged]
+        skipped = [*timelines.not_judged, *(item for f in families for item in f.dropped)]
+        timelines = TimelineSet(
+            tuple(family.timeline for family in judged), tuple(skipped), timelines.known
+        )
         report = await self._engine(
             run,
-            assemble_report,
+            assemble_family_report,
             root,
-            timeline,
-            found,
+            timelines,
+            results,
             thresholds=thresholds,
             settings=settings,
             wall_time_s=time.time() - started,
         )
+        outcome = Outcome(report["outcome"])
         return TimelineRun(
             repo=snapshot.repo,
             commit_sha=snapshot.commit_sha,
-            outcome=found.outcome,
+            outcome=outcome,
             summary=summarise(report),
             markdown=render_table(report, fmt=TableFormat.MARKDOWN),
             report=report,
-            fetched_models=len(memo),
+            fetched_models=sum(family.fetched for family in families),
         )
+
+    async def _search_family(
+        self,
+        run: "_Run",
+        timeline: Timeline,
+        *,
+        full: bool,
+        thresholds: Thresholds,
+        settings: MetricSettings,
+    ) -> "_FamilyRun":
+        """Bisect one family, fetching only the models the search visits.
+
+        A visited model whose graph turns out not to be a feature regressor (frame inputs)
+        leaves the family as not judged, and the search starts again without it.
+        """
+        memo: dict[str, StepRecord] = {}  # by model name: indices shift when a model leaves
+        dropped: list[NotJudged] = []
+        fetched = 0
+        while timeline.models:
+            by_index = {i: memo[m.name] for i, m in enumerate(timeline.models) if m.name in memo}
+            found = _search(len(timeline.models), by_index, full=full)
+            if isinstance(found, BisectResult):
+                return _FamilyRun(found, timeline, tuple(dropped), fetched)
+            if run.stop is not None and await run.stop():
+                raise RunStopped(f"stopped before judging model {found} of {run.snapshot.repo}")
+            fetched += 1
+            record = await self._evaluate(
+                run, timeline, found, thresholds=thresholds, settings=settings
+            )
+            if isinstance(record, StepRecord):
+                memo[timeline.models[found].name] = record
+                continue
+            dropped.append(record)
+            timeline = replace(
+                timeline, models=tuple(m for i, m in enumerate(timeline.models) if i != found)
+            )
+        return _FamilyRun(None, timeline, tuple(dropped), fetched)
 
     async def _evaluate(
         self,
@@ -164,8 +236,11 @@ class TimelineJudge:
         *,
         thresholds: Thresholds,
         settings: MetricSettings,
-    ) -> StepRecord:
-        """Fetch one model (and its external data) and judge it in the engine pool."""
+    ) -> "StepRecord | NotJudged":
+        """Fetch one model (and its external data) and judge it in the engine pool.
+
+        A graph that is not a feature regressor comes back as ``NotJudged`` instead.
+        """
         model = timeline.models[index]
         try:
             for path in (model.onnx, *model.external):
@@ -175,6 +250,11 @@ class TimelineJudge:
         except RepoFileError as error:
             # A model the App cannot fetch counts as broken (failing), like an unloadable one.
             return broken_step(model.name, model.onnx, str(error))
+        skip: NotJudged | None = await self._engine(
+            run, unjudgeable, run.root, timeline, index, limits=self.limits
+        )
+        if skip is not None:
+            return skip
         # The parsed timeline travels with the call: no worker re-reads the registry.
         record: StepRecord = await self._engine(
             run,
@@ -188,6 +268,16 @@ class TimelineJudge:
             store_dir=self.evaluations,
         )
         return record
+
+
+@dataclass(frozen=True)
+class _FamilyRun:
+    """One family's search: its result (None when no model was left), timeline and dropped rows."""
+
+    result: BisectResult[Any] | None
+    timeline: Timeline
+    dropped: tuple[NotJudged, ...]
+    fetched: int
 
 
 @dataclass(frozen=True)

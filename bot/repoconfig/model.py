@@ -22,6 +22,7 @@ class RepoConfig:
     version: int = 1
     registry: str = "model/registry.json"
     features: str = "testdata/videos/real/features.parquet"
+    families: tuple[str, ...] = ()  # empty: every family of the registry
     min_plcc: float | None = 0.9
     min_srocc: float | None = None
     max_rmse: float | None = None
@@ -67,6 +68,7 @@ class RepoConfig:
             "version": self.version,
             "registry": self.registry,
             "features": self.features,
+            "families": list(self.families),
             "gate": {
                 "min_plcc": self.min_plcc,
                 "min_srocc": self.min_srocc,
@@ -126,6 +128,7 @@ def build_config(data: Mapping[str, Any]) -> RepoConfig:
         version=int(value("version")),
         registry=str(value("registry")),
         features=str(value("features")),
+        families=tuple(str(name) for name in value("families")),
         min_plcc=_optional_float(gate["min_plcc"]),
         min_srocc=_optional_float(gate["min_srocc"]),
         max_rmse=_optional_float(gate["max_rmse"]),

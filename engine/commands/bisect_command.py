@@ -44,6 +44,12 @@ def add_parser(commands: Any) -> None:
     bisect.add_argument(
         "--features", type=existing_file, required=True, help="feature cache (parquet)"
     )
+    bisect.add_argument(
+        "--family",
+        action="append",
+        metavar="NAME",
+        help="bisect only this family of the registry (repeatable; default every family)",
+    )
     bisect.add_argument("--min-plcc", type=CORRELATION, help="gate: PLCC must be at least this")
     bisect.add_argument("--min-srocc", type=CORRELATION, help="gate: SROCC must be at least this")
     bisect.add_argument("--max-rmse", type=RMSE, help="gate: RMSE must be at most this")
@@ -105,9 +111,11 @@ def run(args: argparse.Namespace) -> int:
     from engine.report import SCHEMA, SCHEMA_VERSION, TableFormat, render_table
     from engine.threshold import Thresholds
     from engine.timeline import (
-        assemble_report,
+        TimelineSet,
+        assemble_family_report,
+        check_quantised_twins,
         name_record,
-        read_timeline,
+        read_timelines,
         timeline_evaluator,
         timeline_of_files,
     )
@@ -135,30 +143,40 @@ def run(args: argparse.Namespace) -> int:
         args, max_bytes=int(args.max_model_mib * 1024 * 1024), intra_op_threads=args.threads
     )
     root, features = Path("."), str(args.features)
+    if args.family and args.registry is None:
+        raise UsageError("--family needs --registry (plain --models files form one timeline)")
     if args.registry is not None:
-        timeline = read_timeline(root, str(args.registry), features)
+        timelines = read_timelines(
+            root, str(args.registry), features, families=args.family, limits=limits
+        )
         inputs = inputs_of([args.registry], InputRole.REGISTRY)
     else:
-        timeline = timeline_of_files(root, [str(path) for path in args.models], features)
+        listed = timeline_of_files(root, [str(path) for path in args.models], features)
+        timelines = TimelineSet((listed,), (), ())
         inputs = []  # the models are listed with their external data below
     store = None if args.no_cache else EvaluationStore(args.cache_dir or default_cache_dir())
-    evaluator = timeline_evaluator(
-        root, timeline, thresholds=thresholds, settings=settings, limits=limits, store=store
-    )
-    for warning in evaluator.plan.warnings:
-        sys.stderr.write(f"model-guard: warning: {warning}\n")
-    result = find_first_regression(
-        len(timeline.models),
-        lambda index: name_record(evaluator(index), timeline, index),
-        full=args.full,
-    )
-    report = assemble_report(
+    results, visited, twins = [], [], []
+    for number, timeline in enumerate(timelines.timelines):
+        evaluator = timeline_evaluator(
+            root, timeline, thresholds=thresholds, settings=settings, limits=limits, store=store
+        )
+        if number == 0:
+            for warning in evaluator.plan.warnings:
+                sys.stderr.write(f"model-guard: warning: {warning}\n")
+        result = find_first_regression(
+            len(timeline.models), _named(evaluator, timeline, name_record), full=args.full
+        )
+        results.append(result)
+        visited += [timeline.models[visit.index] for visit in result.visits]
+        twins.append(check_quantised_twins(timeline, evaluator))
+    report = assemble_family_report(
         root,
-        timeline,
-        result,
+        timelines,
+        results,
         thresholds=thresholds,
         settings=settings,
         wall_time_s=time.perf_counter() - clock,
+        twins=twins,
     )
     sys.stdout.write(render_table(report, fmt=TableFormat.TEXT))
     outputs: list[Path] = []
@@ -166,7 +184,6 @@ def run(args: argparse.Namespace) -> int:
         _write_text(args.markdown, render_table(report, fmt=TableFormat.MARKDOWN))
         outputs.append(args.markdown)
     if args.json is not None:
-        visited = [timeline.models[visit.index] for visit in result.visits]
         read = [
             *model_inputs(root / model.onnx for model in visited),
             # What the registry lists is read too (hashed by the admission check).
@@ -187,11 +204,18 @@ def run(args: argparse.Namespace) -> int:
         )
         write_json(args.json, report)
     outcome = Outcome(report["outcome"])
+    if not all(check.passed for checks in twins for check in checks):
+        return EXIT_REGRESSION  # a twin over its budget fails the run (not its parent)
     if outcome is Outcome.NO_REGRESSION:
         return EXIT_OK
     if outcome is Outcome.INCONCLUSIVE:
         return EXIT_INCONCLUSIVE
     return EXIT_REGRESSION
+
+
+def _named(evaluator: Any, timeline: Any, name_record: Any) -> Any:
+    """Return ``evaluate(index)`` for one family's timeline, records named by repository path."""
+    return lambda index: name_record(evaluator(index), timeline, index)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -106,13 +106,13 @@ def test_read_json_refuses_text_that_is_not_utf8(tmp_path: Path) -> None:
 def test_schema_problems_lists_every_problem_in_document_order_with_its_pointer() -> None:
     document = {
         "schema_version": 1,
-        "models": [{"id": f"m{i}"} for i in range(11)] + [{"id": "BAD\n", "extra": 1}],
+        "models": [{"id": f"m{i}"} for i in range(11)] + [{"id": "BAD\n", "surplus": 1}],
     }
     problems = schema_problems(document, "registry.schema.json")
     pointers = [problem.pointer for problem in problems]
     assert pointers.index("/models/2") < pointers.index("/models/10") < pointers.index("/models/11")
     assert any(
-        p.pointer == "/models/11/extra" and "unexpected property" in p.message for p in problems
+        p.pointer == "/models/11/surplus" and "unexpected property" in p.message for p in problems
     )
     assert any(p.pointer == "/models/11/id" and p.keyword == "pattern" for p in problems)
     assert str(problems[0]).startswith(f"{problems[0].pointer}: ")

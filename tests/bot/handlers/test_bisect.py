@@ -407,3 +407,22 @@ async def test_502s_on_reads_and_a_lost_answer_on_the_result_still_leave_one_res
     (result,) = results(sandbox, repo, pull)
     assert "❌ regression" in result.body
     assert len(sandbox.requests_to("POST", r".*/issues/\d+/comments")) == 1
+
+
+async def test_bisect_on_a_registry_of_families_answers_with_one_comment_per_family_section(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from tests.bot.handlers.conftest import CONFIG, CONFIG_PATH
+    from tests.families import mixed_files
+
+    _, repo = seeded(sandbox, {**mixed_files(), CONFIG_PATH: CONFIG})
+    pull = open_pull(sandbox, repo)
+    async with running_app(settings_for(sandbox, tmp_path), schedule=False) as running:
+        await post(sandbox, running, repo, pull, "/bisect")
+        await wait_for_jobs(running.store, done=1)
+    (result,) = results(sandbox, repo, pull)
+    assert "## model-guard /bisect: ❌ regression" in result.body
+    assert "#### Family `fr/features6`: ❌ Regression: fr-mlp-v06" in result.body
+    assert "#### Family `fr/good`: ✅ No regression" in result.body
+    assert "not judged (kind filter: needs frames)" in result.body
+    assert replies(sandbox, repo, pull) == []

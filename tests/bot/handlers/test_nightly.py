@@ -1135,3 +1135,53 @@ def test_alert_names_the_change_and_mentions_whom_the_repository_configured() ->
     assert "No regression \\| all good" in text and "[the tracking comment](u)" in text
     assert text.endswith("cc @acme/vq-team @octocat")
     assert "could not judge → green" in (render_alert(view, error, comment_url=None) or "")
+
+
+# ---- families: one timeline per family, frame models not judged ---------------------------
+
+
+def mixed_repo(config: bytes = CONFIG) -> dict[str, bytes]:
+    """Two FR families (one regressing, one fine) and three frame models, as in tests/families.py."""
+    from tests.families import mixed_files
+
+    return {**mixed_files(), CONFIG_PATH: config}
+
+
+async def test_nightly_judges_each_family_in_one_comment_and_never_alarms_on_frame_models(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, mixed_repo())
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE  # the worst family regresses
+    assert "fr-mlp-v06" in (check.output.title or "")
+    comment = only_comment(sandbox, repo)
+    body = comment.body
+    assert "#### Family `fr/features6`: ❌ Regression: fr-mlp-v06 (index 6)" in body
+    assert "#### Family `fr/good`: ✅ No regression" in body
+    assert "`nr-frames-v1` (nr/frames): not judged (kind nr: needs frames)" in body
+    assert "`filter-denoise-v1` (filter/frames): not judged (kind filter: needs frames)" in body
+    assert "broken" not in body
+
+
+async def test_nightly_config_selects_the_families_it_judges(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, mixed_repo(CONFIG + b"families: [fr/good]\n"))
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.SUCCESS
+    body = only_comment(sandbox, repo).body
+    assert "fr/good" in body and "fr-mlp-v06" not in body
+    assert "not judged (kind nr: needs frames)" in body
+
+
+async def test_nightly_with_an_unknown_family_fails_in_one_line_naming_the_known_ones(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, mixed_repo(CONFIG + b"families: [fr/missing]\n"))
+    await app_service.run(repo, installation_id=installation_id)
+    check = only_check(sandbox, repo)
+    assert check.conclusion is CheckConclusion.FAILURE
+    shown = f"{check.output.summary}\n{check.output.text}"
+    assert "unknown family 'fr/missing'" in shown and "fr/features6, fr/good" in shown

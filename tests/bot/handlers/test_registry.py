@@ -458,3 +458,31 @@ async def test_rerun_all_checks_and_the_full_scan_button_judge_the_pull_request_
     assert [r.name for r in state.check_runs.values() if r.repo_id == repo.id] == [
         REGISTRY_CHECK
     ] * 3
+
+
+async def test_a_pull_request_adding_a_family_and_frame_models_gets_one_comment_with_each_family(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The base has one FR family (already regressing); the change adds a second family and frame models."""
+    from tests.bot.handlers.conftest import CONFIG, CONFIG_PATH
+    from tests.families import REGISTRY, mixed_files
+
+    head = mixed_files()
+    document = json.loads(head[REGISTRY])
+    document["models"] = [row for row in document["models"] if row["onnx"].startswith("a/")]
+    base = {
+        **{path: data for path, data in head.items() if not path.startswith("models/")},
+        **{path: data for path, data in head.items() if path.startswith("models/a/")},
+        REGISTRY: json.dumps(document, indent=2).encode(),
+        CONFIG_PATH: CONFIG,
+    }
+    change = {path: data for path, data in head.items() if path not in base or path == REGISTRY}
+    repo, pull, sha = await judge_pull(sandbox, tmp_path, change, base=base)
+    check = only_registry_check(sandbox, repo, sha)
+    # The regression was already there at the base: neutral, and frame models raise nothing.
+    assert check.conclusion is CheckConclusion.NEUTRAL, check.output
+    assert check.output.annotations_count == 0
+    body = pr_comment(sandbox, repo, pull).body
+    assert "#### Family `fr/features6`" in body and "#### Family `fr/good`" in body
+    assert "not judged (kind nr: needs frames)" in body
+    assert "not judged (kind fr: needs two or more frame inputs)" in body

@@ -379,3 +379,23 @@ async def test_a_stop_check_saying_false_changes_nothing(regression: World) -> N
     snapshot = await regression.judge.files.snapshot(regression.gh, REPO, "main")
     run = await regression.judge.judge(regression.gh, snapshot, CONFIG, stop=stop)
     assert run.outcome is Outcome.REGRESSION and run.report["first_bad_model"] == "fr-mlp-v06"
+
+
+async def test_mixed_registry_fetches_only_visited_regressors_and_the_frame_models(
+    pool: EnginePool, tmp_path: Path
+) -> None:
+    """A frame model of kind fr is found out when visited: it leaves its family, not judged."""
+    from tests.families import mixed_files
+
+    async for world in make_world(pool, tmp_path, mixed_files()):
+        run = await world.run()
+        assert run.outcome is Outcome.REGRESSION and run.report["first_bad_model"] == "fr-mlp-v06"
+        families = {f["family"]: f for f in run.report["families"]}
+        assert families["fr/good"]["outcome"] == "no_regression"
+        skipped = {item["name"]: item for item in run.report["not_judged"]}
+        assert skipped["fr-pair-v1"]["family"] == "fr/frames2"
+        assert skipped["fr-pair-v1"]["reason"] == "kind fr: needs two or more frame inputs"
+        assert skipped["nr-frames-v1"]["reason"] == "kind nr: needs frames"
+        visited = {step["path"] for f in families.values() for step in f["steps"]}
+        frames = {f"models/frames/{name}.onnx" for name in skipped}
+        assert sorted(world.fetched_models()) == sorted(visited | frames)

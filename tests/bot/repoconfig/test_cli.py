@@ -25,7 +25,8 @@ def test_main_check_reports_each_problem_and_exits_1(
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"{path}:3: bogus: is not a known key; the keys here are "
-        "alerts, commands, features, gate, nightly, promotion, registry, report, statistical, "
+        "alerts, commands, families, features, gate, nightly, promotion, registry, report, "
+        "statistical, "
         "tracking_issue, version",
         f"{path}:2: gate.min_plcc: must be at most 1, not `3`",
     ]
