@@ -251,7 +251,7 @@ def build_fitted_timelines(features: Path, out: Path, *, seed: int) -> list[Path
         raise UsageError(f"{out}: exists and is not a folder")
     table = load_features(Path(features))
     matrix, target = table.matrix().astype(np.float64), table.target().astype(np.float64)
-    teacher = fit_teacher(matrix, target)
+    teacher = _fit_teacher(matrix, target)
     timelines = {
         REGRESSION_DIR: _regression_models(seed, teacher),
         ALLGOOD_DIR: _allgood_models(seed, teacher),
@@ -280,7 +280,7 @@ def build_fitted_timelines(features: Path, out: Path, *, seed: int) -> list[Path
     return written
 
 
-def fit_teacher(matrix: np.ndarray, target: np.ndarray) -> _Teacher:
+def _fit_teacher(matrix: np.ndarray, target: np.ndarray) -> _Teacher:
     """Least-squares fit of floor + span * sigmoid(bias + w . z) to ``target``, rounded to 4 decimals.
 
     ``z`` standardises with the table's own mean and standard deviation. Rounding keeps
