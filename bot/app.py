@@ -38,7 +38,8 @@ from bot.judging.bisect_run import TimelineJudge
 from bot.judging.pool import EnginePool
 from bot.judging.registry_run import RegistryChangeJudge
 from bot.settings import Settings
-from bot.store import JobState, SqliteStore, Store
+from bot.store import JobState, Store
+from bot.store.select import create_store
 from bot.telemetry import CONTENT_TYPE_LATEST, Telemetry
 
 log = logging.getLogger("model_guard.app")
@@ -109,8 +110,13 @@ def create_app(
 
 
 async def _store_context(app: web.Application, *, given: Store | None) -> AsyncIterator[None]:
-    """Open the store (SQLite at MODEL_GUARD_DB unless one is given)."""
-    store = given if given is not None else SqliteStore(app[SETTINGS].database)
+    """Open the store MODEL_GUARD_DB names (SQLite file or PostgreSQL URL) unless one is given."""
+    settings = app[SETTINGS]
+    store = (
+        given
+        if given is not None
+        else create_store(settings.database, pool_size=settings.database_pool)
+    )
     await store.open()
     app[STORE] = store
     yield

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.errors import SettingsError
 from bot.jobs.worker import RequeueMode, WorkerOptions
+from bot.store.select import is_postgres_url, sqlite_path
 from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
 from engine.scoring import ScoringLimits
 
@@ -29,7 +30,9 @@ class Settings:
     app_id: str | None = None
     private_key: str | None = field(default=None, repr=False)
     api_url: str = DEFAULT_API_URL
-    database: Path = Path("model-guard.sqlite3")
+    # A SQLite file, or a postgresql:// URL (str; it may hold a password: kept out of repr).
+    database: Path | str = field(default=Path("model-guard.sqlite3"), repr=False)
+    database_pool: int = 10
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     workers: int = 2
@@ -82,12 +85,14 @@ class Settings:
                 raise SettingsError(f"{key_source}: {error.strerror or error}") from None
         if private_key is not None:
             _check_private_key(private_key, source=key_source)
+        database = env.get("MODEL_GUARD_DB", "model-guard.sqlite3")
         return cls(
             webhook_secret=secret,
             app_id=env.get("GITHUB_APP_ID") or None,
             private_key=private_key,
             api_url=env.get("GITHUB_API_URL", DEFAULT_API_URL).rstrip("/"),
-            database=Path(env.get("MODEL_GUARD_DB", "model-guard.sqlite3")),
+            database=database if is_postgres_url(database) else sqlite_path(database),
+            database_pool=_integer(env, "MODEL_GUARD_DB_POOL", 10, low=1, high=1000),
             host=env.get("HOST", "0.0.0.0"),
             port=_integer(env, "PORT", DEFAULT_PORT, low=1, high=65535),
             workers=_integer(env, "MODEL_GUARD_WORKERS", 2, low=1, high=64),

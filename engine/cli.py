@@ -29,8 +29,9 @@ COMMANDS = (
     loso_command,
     ensemble_command,
 )
-# Commands of the promotion flow use exit 1 for "gate fails / HOLD", so bad input is 2 there.
-_BAD_INPUT_2 = {"gate", "verdict", verdict_command.VERIFY}
+# Commands of the promotion flow use exit 1 for "gate fails / HOLD", and `ensemble eval` for
+# "coverage test fails", so bad input is 2 there.
+_BAD_INPUT_2 = {("gate",), ("verdict",), (verdict_command.VERIFY,), ("ensemble", "eval")}
 
 
 def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
@@ -58,7 +59,8 @@ def main(argv: Sequence[str] | None = None, *, extend: Callable[[Any], None] | N
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:2] == ["verdict", "verify"]:
         arguments = [verdict_command.VERIFY, *arguments[2:]]
-    bad_input = 2 if arguments[:1] and arguments[0] in _BAD_INPUT_2 else EXIT_BAD_INPUT
+    words = tuple(arguments[:2])
+    bad_input = 2 if words[:1] in _BAD_INPUT_2 or words in _BAD_INPUT_2 else EXIT_BAD_INPUT
     try:
         args = build_parser(extend).parse_args(arguments)
         args.argv = arguments

@@ -201,20 +201,28 @@ class MethodCoverage:
 
 @dataclass(frozen=True)
 class CoverageLevel:
-    """Gaussian and conformal coverage at one nominal level, with the calibration used."""
+    """Gaussian and conformal coverage at one nominal level, with the calibration used.
+
+    ``calibration`` and ``conformal`` are None at a level with no conformal calibration
+    (e.g. a manifest calibrated at its own level only); the Gaussian interval needs none.
+    """
 
     nominal: float
-    calibration: ConformalCalibration
+    calibration: ConformalCalibration | None
     gaussian: MethodCoverage
-    conformal: MethodCoverage
+    conformal: MethodCoverage | None
+
+    def method(self, method: IntervalMethod) -> MethodCoverage | None:
+        """Return the coverage of one kind of interval at this level (None when not measured)."""
+        return self.gaussian if method is IntervalMethod.GAUSSIAN else self.conformal
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
+        """Return a JSON-ready dict (null conformal fields where there is no calibration)."""
         return {
             "nominal": self.nominal,
-            "calibration": self.calibration.to_dict(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "gaussian": self.gaussian.to_dict(),
-            "conformal": self.conformal.to_dict(),
+            "conformal": None if self.conformal is None else self.conformal.to_dict(),
         }
 
 
@@ -384,11 +392,14 @@ def evaluate_intervals(
     member_predictions: npt.ArrayLike,
     y: npt.ArrayLike,
     *,
-    calibration_for: Callable[[float], ConformalCalibration],
+    calibration_for: Callable[[float], ConformalCalibration | None],
     nominals: Sequence[float] = DEFAULT_NOMINALS,
     significance: float = 0.01,
 ) -> IntervalReport:
-    """Measure Gaussian and conformal coverage and width on evaluation rows, per nominal level."""
+    """Measure Gaussian and conformal coverage and width on evaluation rows, per nominal level.
+
+    ``calibration_for(nominal)`` may return None: that level then reports Gaussian coverage only.
+    """
     ensemble = ensemble_moments(member_predictions)
     target = _finite_vector("y", y)
     _same_length(("member_predictions columns", ensemble.mu), ("y", target))
@@ -397,23 +408,28 @@ def evaluate_intervals(
     results = []
     for nominal in levels:
         calibration = calibration_for(nominal)
-        if not isinstance(calibration, ConformalCalibration):
-            raise UsageError(f"calibration_for({nominal:g}) must return a ConformalCalibration")
-        if not math.isclose(calibration.nominal_coverage, nominal, abs_tol=_NOMINAL_TOLERANCE):
+        if calibration is not None and not isinstance(calibration, ConformalCalibration):
+            raise UsageError(
+                f"calibration_for({nominal:g}) must return a ConformalCalibration or None"
+            )
+        if calibration is not None and not math.isclose(
+            calibration.nominal_coverage, nominal, abs_tol=_NOMINAL_TOLERANCE
+        ):
             raise UsageError(
                 f"calibration_for({nominal:g}) returned a calibration for "
                 f"{calibration.nominal_coverage:g} nominal coverage"
             )
         gaussian = gaussian_interval(ensemble.mu, ensemble.sigma, nominal=nominal)
-        conformal = conformal_interval(ensemble.mu, ensemble.sigma, calibration)
+        conformal = None
+        if calibration is not None:
+            interval = conformal_interval(ensemble.mu, ensemble.sigma, calibration)
+            conformal = _assess(IntervalMethod.CONFORMAL, interval, target, nominal, significance)
         results.append(
             CoverageLevel(
                 nominal=nominal,
                 calibration=calibration,
                 gaussian=_assess(IntervalMethod.GAUSSIAN, gaussian, target, nominal, significance),
-                conformal=_assess(
-                    IntervalMethod.CONFORMAL, conformal, target, nominal, significance
-                ),
+                conformal=conformal,
             )
         )
     return IntervalReport(

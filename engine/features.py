@@ -39,6 +39,7 @@ COLUMNS: tuple[str, ...] = (*REQUIRED, *_STRING_COLUMNS)
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError, KeyError, TypeError, IndexError)
 # Bump when the encoding fed to content_hash changes (every stored hash changes with it).
 _HASH_VERSION = b"model-guard feature content v1\n"
+_ROW_HASH_VERSION = b"model-guard feature row v1\n"
 
 
 # eq=False: a DataFrame has no truth value, so compare tables by ``content_hash`` instead.
@@ -248,6 +249,32 @@ def content_hash(frame: pd.DataFrame) -> str:
         for chunk in _encode(series, kind):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def row_hashes(table: FeatureTable) -> list[bytes]:
+    """Return one sha256 per row of what identifies it: the features, the target and the
+    string columns present (``source``, ``encoder``, ``param``), by decoded value.
+
+    Two rows hash equal exactly when those values are equal, in any file and at any row
+    position, so a calibration table cut from a training table is recognised row by row
+    (``content_hash`` only recognises the whole table).
+    """
+    frame = table.frame
+    numbers = frame[list(REQUIRED)].to_numpy(dtype=np.float32) + np.float32(0.0)  # -0.0 -> 0.0
+    raw = np.ascontiguousarray(numbers, dtype="<f4").view(np.uint8).reshape(len(frame), -1)
+    strings = [name for name in _STRING_COLUMNS if name in frame.columns]
+    texts = [frame[name].to_numpy(dtype=object) for name in strings]
+    prefix = hashlib.sha256(_ROW_HASH_VERSION)
+    for name in (*REQUIRED, *strings):
+        _update_text(prefix, name)
+    hashes = []
+    for row in range(len(frame)):
+        digest = prefix.copy()
+        digest.update(raw[row].tobytes())
+        for column in texts:
+            _update_text(digest, str(column[row]))
+        hashes.append(digest.digest())
+    return hashes
 
 
 def describe_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:

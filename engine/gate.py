@@ -11,6 +11,10 @@ from engine.evidence import encode_float
 from engine.loso_report import LosoReport, exact_mean
 
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+# The fewest held-out sources (LOSO folds) a promotion may rest on. Each fold is one draw of
+# "how well does the model do on a source it never saw"; a mean over 3 such draws says
+# little (docs/promotion.md, "How many sources"). The policy and the App take this default.
+DEFAULT_MIN_SOURCES = 5
 # Comparisons against thresholds forgive float rounding of this size (sums of fold PLCCs).
 TOLERANCE = 1e-12
 
@@ -24,15 +28,22 @@ class GateThresholds:
     per_seed_min: float = 0.95
     per_fold_min: float | None = None
     seeds: tuple[int, ...] = DEFAULT_SEEDS
+    min_sources: int = DEFAULT_MIN_SOURCES
 
     def __post_init__(self) -> None:
-        """Refuse out-of-range thresholds and an empty, repeated or negative seed list."""
+        """Refuse out-of-range thresholds, a non-positive source count, and a bad seed list."""
         for name in ("mean_plcc", "per_seed_min", "per_fold_min"):
             value = getattr(self, name)
             if value is not None and not (_finite(value) and -1.0 <= value <= 1.0):
                 raise UsageError(f"{name} must be a number in [-1, 1], not {value!r}")
         if not (_finite(self.max_spread) and self.max_spread >= 0.0):
             raise UsageError(f"max_spread must be a non-negative number, not {self.max_spread!r}")
+        if (
+            isinstance(self.min_sources, bool)
+            or not isinstance(self.min_sources, int)
+            or self.min_sources < 1
+        ):
+            raise UsageError(f"min_sources must be a positive integer, not {self.min_sources!r}")
         if not self.seeds:
             raise UsageError("the gate needs at least one expected seed")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -48,6 +59,7 @@ class GateThresholds:
             "per_seed_min": self.per_seed_min,
             "per_fold_min": self.per_fold_min,
             "seeds": list(self.seeds),
+            "min_sources": self.min_sources,
         }
 
     @classmethod
@@ -59,6 +71,7 @@ class GateThresholds:
             per_seed_min=float(data["per_seed_min"]),
             per_fold_min=None if data["per_fold_min"] is None else float(data["per_fold_min"]),
             seeds=tuple(int(seed) for seed in data["seeds"]),
+            min_sources=int(data["min_sources"]),
         )
 
 
@@ -116,6 +129,12 @@ class GateReport:
     spread: float
     thresholds: GateThresholds
     corpus_hash: str | None
+    n_sources: int
+
+    @property
+    def source_count(self) -> str:
+        """Return the evidence count as one phrase: ``3 held-out sources, at least 5 needed``."""
+        return _source_count(self.n_sources, self.thresholds.min_sources)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-ready dict (NaN as null); the verdict embeds it as ``gate``."""
@@ -126,6 +145,7 @@ class GateReport:
             "mean_plcc": encode_float(self.mean_plcc),
             "spread": encode_float(self.spread),
             "corpus_hash": self.corpus_hash,
+            "n_sources": self.n_sources,
             "per_seed": [row.to_dict() for row in self.per_seed],
             "failing_seeds": list(self.failing_seeds),
             "failing_folds": [
@@ -140,7 +160,8 @@ class GateReport:
         t = self.thresholds
         lines = [
             f"LOSO gate: {'PASS' if self.passed else 'FAIL'} "
-            f"({len(self.per_seed)} seed report(s), expected seeds {_seed_list(t.seeds)})",
+            f"({len(self.per_seed)} seed report(s), expected seeds {_seed_list(t.seeds)}; "
+            f"{self.source_count})",
             f"{'seed':>4}  {'mean PLCC':>9}  {'min fold':<20}  {'max fold':<20}  {'NaN folds':<12}  status",
         ]
         failing = set(self.failing_seeds)
@@ -171,8 +192,9 @@ class GateReport:
 def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> GateReport:
     """Judge LOSO reports over seeds; every failed condition gives one one-line reason.
 
-    Passes only when the expected seeds are all there and nothing else is, no report is a
-    dry run, all were trained on one corpus with the same folds, no fold PLCC is NaN, the
+    Passes only when every seed holds out at least ``min_sources`` sources (the fewest over
+    the seeds is the count reported), the expected seeds are all there and nothing else
+    is, no report is a dry run, all were trained on one corpus with the same folds, no fold PLCC is NaN, the
     mean of the per-seed mean PLCCs is >= ``mean_plcc``, max - min of those means is
     <= ``max_spread``, every seed mean is >= ``per_seed_min`` and, when given, every fold
     is >= ``per_fold_min`` (all comparisons forgive ``TOLERANCE`` of float rounding).
@@ -201,6 +223,12 @@ def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> 
                 seed=report.seed,
                 fold=held_out,
             )
+    n_sources = min(len(report.folds) for report in ordered)
+    if n_sources < thresholds.min_sources:
+        found.add(
+            f"too few held-out sources: {_source_count(n_sources, thresholds.min_sources)} "
+            "(a leave-one-source-out mean over so few sources says little)"
+        )
     rows = tuple(_seed_row(report) for report in ordered)
     means = [row.mean_plcc for row in rows]
     mean = exact_mean(means)
@@ -218,6 +246,7 @@ def evaluate_gate(reports: Sequence[LosoReport], thresholds: GateThresholds) -> 
         spread=spread,
         thresholds=thresholds,
         corpus_hash=corpus_hash,
+        n_sources=n_sources,
     )
 
 
@@ -351,6 +380,11 @@ def _seed_row(report: LosoReport) -> SeedRow:
         dry_run=report.dry_run,
         corpus_hash=report.corpus.content_hash,
     )
+
+
+def _source_count(n_sources: int, minimum: int) -> str:
+    """Render ``3 held-out sources, at least 5 needed``."""
+    return f"{n_sources} held-out source{'' if n_sources == 1 else 's'}, at least {minimum} needed"
 
 
 def _finite(value: object) -> bool:

@@ -10,7 +10,7 @@ of the ensemble mean. No torch here: a manifest can be checked and evaluated any
 """
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
@@ -22,7 +22,9 @@ from google.protobuf.message import DecodeError
 from engine.budget import score_within_budget
 from engine.codec import CodecVocabulary, codec_vocabulary
 from engine.conformal import (
+    DEFAULT_NOMINALS,
     ConformalCalibration,
+    CoverageTest,
     IntervalMethod,
     IntervalReport,
     ensemble_moments,
@@ -50,7 +52,9 @@ SCHEMA = "model-guard/ensemble-manifest"
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "ensemble-manifest.schema.json"
 EVALUATION_SCHEMA = "model-guard/ensemble-evaluation"
-EVALUATION_SCHEMA_VERSION = 1
+# Version 2: coverage at 50/80/95 % nominal and the manifest's own level, conformal null
+# where the manifest holds no calibration for a level, and ``coverage_test`` (the exit code).
+EVALUATION_SCHEMA_VERSION = 2
 FEATURES_INPUT = "features"
 CODEC_INPUT = "codec"
 _MAX_MODEL_BYTES = 16 * 1024 * 1024
@@ -86,10 +90,13 @@ class Confidence:
     nominal_coverage: float
     z: float
     calibration: ConformalCalibration
+    levels: tuple[ConformalCalibration, ...] = ()
+    """The same calibration rows fitted at other nominal levels (``DEFAULT_NOMINALS``), so
+    ``ensemble eval`` can measure conformal coverage at 50, 80 and 95 % too."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest's ``confidence`` block (conformal q flat and in full)."""
-        return {
+        block: dict[str, Any] = {
             "method": self.method.value,
             "nominal_coverage": self.nominal_coverage,
             "z": self.z,
@@ -98,6 +105,16 @@ class Confidence:
             "score": self.calibration.score.value,
             "calibration": self.calibration.to_dict(),
         }
+        if self.levels:
+            block["levels"] = [level.to_dict() for level in self.levels]
+        return block
+
+    def calibration_at(self, nominal: float) -> ConformalCalibration | None:
+        """Return the conformal calibration for a nominal level, or None when there is none."""
+        for calibration in (self.calibration, *self.levels):
+            if math.isclose(calibration.nominal_coverage, nominal, abs_tol=1e-9):
+                return calibration
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +144,27 @@ class EnsembleEvaluation:
     intervals: IntervalReport
 
     @property
+    def coverage_test(self) -> CoverageTest:
+        """Return the test that decides ``ensemble eval``'s exit: the manifest's own interval
+        (its method) at its own nominal level."""
+        confidence = self.manifest.confidence
+        for level in self.intervals.levels:
+            measured = level.method(confidence.method)
+            if measured is not None and math.isclose(
+                level.nominal, confidence.nominal_coverage, abs_tol=1e-9
+            ):
+                return measured.test
+        raise RuntimeError("the manifest's own level was not evaluated")  # evaluate_ensemble bug
+
+    @property
+    def calibration_overlap(self) -> int:
+        """Return how many calibration rows were also training rows (0 when none or unrecorded)."""
+        split = self.manifest.document["training"].get("split")
+        overlap = split.get("calibration_overlap") if isinstance(split, Mapping) else None
+        rows = overlap.get("rows") if isinstance(overlap, Mapping) else None
+        return rows if isinstance(rows, int) and not isinstance(rows, bool) else 0
+
+    @property
     def same_corpus_as_training(self) -> bool:
         """Return whether the rows are the training corpus (the figures are then optimistic)."""
         return self.content_hash == self.manifest.corpus_hash
@@ -150,6 +188,11 @@ class EnsembleEvaluation:
             },
             "metrics": self.metrics.to_dict(),
             "intervals": self.intervals.to_dict(),
+            "coverage_test": {
+                "method": self.manifest.confidence.method.value,
+                **self.coverage_test.to_dict(),
+            },
+            "calibration_overlap": self.calibration_overlap,
         }
 
 
@@ -303,6 +346,10 @@ def load_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> 
         calibration = ConformalCalibration.from_dict(confidence["calibration"])
     except ReportError as error:
         raise ManifestError(f"{manifest_path.name}#/confidence/calibration: {error}") from None
+    try:
+        levels = tuple(ConformalCalibration.from_dict(c) for c in confidence.get("levels", ()))
+    except ReportError as error:
+        raise ManifestError(f"{manifest_path.name}#/confidence/levels: {error}") from None
     codec = document["codec"]
     return Manifest(
         path=manifest_path,
@@ -319,6 +366,7 @@ def load_manifest(manifest_path: Path, *, registry_path: Path | None = None) -> 
             nominal_coverage=float(confidence["nominal_coverage"]),
             z=float(confidence["z"]),
             calibration=calibration,
+            levels=levels,
         ),
         corpus_hash=document["training"]["corpus"]["content_hash"],
         document=document,
@@ -354,12 +402,13 @@ def evaluate_ensemble(
     ).astype(np.float64)
     moments = ensemble_moments(predictions)
     metrics = compute_metrics(moments.mu, target.astype(np.float64), groups=table.groups())
-    calibration = manifest.confidence.calibration
+    confidence = manifest.confidence
+    nominals = sorted({*DEFAULT_NOMINALS, confidence.nominal_coverage})
     intervals = evaluate_intervals(
         predictions,
         target.astype(np.float64),
-        calibration_for=_only(calibration),
-        nominals=(calibration.nominal_coverage,),
+        calibration_for=confidence.calibration_at,
+        nominals=_distinct(nominals),
         significance=significance,
     )
     return EnsembleEvaluation(
@@ -373,18 +422,36 @@ def evaluate_ensemble(
 
 
 def render_evaluation(evaluation: EnsembleEvaluation) -> str:
-    """Return a short plain-text summary of an evaluation."""
+    """Return a short plain-text summary: metrics, a coverage table per level, the deciding test."""
     m = evaluation.metrics
+    confidence = evaluation.manifest.confidence
     lines = [
         f"ensemble {evaluation.manifest.id} on {evaluation.features_path} "
         f"({evaluation.rows} rows, {len(evaluation.manifest.members)} members)",
         f"mean prediction: PLCC {_fmt(m.plcc)}  SROCC {_fmt(m.srocc)}  RMSE {_fmt(m.rmse)}",
+        f"empirical coverage (one-sided exact binomial test, significance "
+        f"{evaluation.intervals.significance:g}):",
+        f"  {'nominal':<16}  {'gaussian':<26}  conformal",
     ]
     for level in evaluation.intervals.levels:
-        for method in (level.gaussian, level.conformal):
-            lines.append(f"{method.method.value}: {method.test.statement}")
+        own = math.isclose(level.nominal, confidence.nominal_coverage, abs_tol=1e-9)
+        label = f"{level.nominal * 100:g} %" + (" (manifest)" if own else "")
+        conformal = "not calibrated at this level"
+        if level.conformal is not None:
+            conformal = _coverage_cell(level.conformal.test)
+        lines.append(f"  {label:<16}  {_coverage_cell(level.gaussian.test):<26}  {conformal}")
+    test = evaluation.coverage_test
+    lines.append(
+        f"coverage test of the manifest's {confidence.method.value} interval: {test.statement}"
+    )
     if evaluation.same_corpus_as_training:
         lines.append("warning: these rows are the training corpus; the figures are optimistic")
+    if evaluation.calibration_overlap:
+        lines.append(
+            f"warning: this ensemble was calibrated on {evaluation.calibration_overlap} rows that "
+            "were also training rows (--allow-calibration-overlap); its intervals are likely "
+            "too narrow"
+        )
     return "\n".join(lines)
 
 
@@ -401,14 +468,18 @@ def _score_member(
     return score_within_budget(checked, matrix, limits=limits)
 
 
-def _only(calibration: ConformalCalibration) -> Callable[[float], ConformalCalibration]:
-    """Return a ``calibration_for`` that knows the manifest's one calibration."""
+def _coverage_cell(test: CoverageTest) -> str:
+    """Render ``0.909 (p=0.99, PASS)`` for the coverage table."""
+    return f"{test.empirical:.3f} (p={test.p_value:.3g}, {'PASS' if test.passed else 'FAIL'})"
 
-    def calibration_for(nominal: float) -> ConformalCalibration:
-        """Return the manifest's calibration (evaluate_intervals checks the nominal matches)."""
-        return calibration
 
-    return calibration_for
+def _distinct(nominals: Sequence[float]) -> list[float]:
+    """Drop a level within float rounding of the previous one (0.9 vs 1 - 0.1)."""
+    kept: list[float] = []
+    for nominal in nominals:
+        if not kept or not math.isclose(kept[-1], nominal, abs_tol=1e-9):
+            kept.append(nominal)
+    return kept
 
 
 def _document_problems(document: Mapping[str, Any], name: str) -> list[str]:
@@ -446,6 +517,19 @@ def _document_problems(document: Mapping[str, Any], name: str) -> list[str]:
         if not math.isclose(given, value, rel_tol=1e-12):
             problems.append(
                 f"{name}#/confidence/{key}: {given!r} disagrees with the calibration's {value!r}"
+            )
+    for index, raw in enumerate(confidence.get("levels", ())):
+        where = f"{name}#/confidence/levels/{index}"
+        try:
+            level = ConformalCalibration.from_dict(raw)
+        except ReportError as error:
+            problems.append(f"{where}: {error}")
+            continue
+        same = (level.score, level.floor, level.n_calibration)
+        if same != (calibration.score, calibration.floor, calibration.n_calibration):
+            problems.append(
+                f"{where}: score, floor or n_calibration differ from the manifest's calibration "
+                "(every level is fitted on the same calibration rows)"
             )
     return problems
 

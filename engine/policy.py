@@ -23,8 +23,6 @@ from engine.gate import DEFAULT_SEEDS, TOLERANCE, GateThresholds
 # The policy block's key prefix in a repository's configuration, used to name each rule.
 PREFIX = "promotion"
 _VERDICT_SCHEMA_FILE = "verdict.schema.json"
-# The gate itself asks for no number of sources; two is the least that leaves one out.
-DEFAULT_MIN_SOURCES = 2
 _GATE = GateThresholds()
 # Keys whose null means "not set": no per-fold floor, no named seeds, no seed count.
 _NULLABLE = frozenset({"min_fold_plcc", "seeds", "min_seeds"})
@@ -75,7 +73,7 @@ class PromotionPolicy:
     min_fold_plcc: float | None = _GATE.per_fold_min
     seeds: tuple[int, ...] | None = None
     min_seeds: int | None = None
-    min_sources: int = DEFAULT_MIN_SOURCES
+    min_sources: int = _GATE.min_sources
 
     def __post_init__(self) -> None:
         """Refuse out-of-range, non-finite or mistyped values, naming the policy key."""
@@ -213,6 +211,12 @@ def _threshold_violations(
             yield PolicyViolation(
                 rule, f"{label} {_num(value)} is laxer than the policy's {_num(wanted)}"
             )
+    if recorded["min_sources"] < policy.min_sources:
+        yield PolicyViolation(
+            PolicyRule.MIN_SOURCES,
+            f"the verdict was judged needing at least {recorded['min_sources']} held-out "
+            f"source(s), laxer than the policy's {policy.min_sources}",
+        )
     floor, wanted_floor = recorded["per_fold_min"], policy.min_fold_plcc
     if wanted_floor is not None and (floor is None or floor < wanted_floor):
         shown = "off" if floor is None else _num(floor)
@@ -240,7 +244,7 @@ def _evidence_violations(
             PolicyRule.MIN_SEEDS,
             f"{len(seeds)} seed(s), the policy asks for at least {policy.min_seeds}",
         )
-    sources = min((int(row["n_folds"]) for row in rows), default=0)
+    sources = int(gate["n_sources"])
     if sources < policy.min_sources:
         yield PolicyViolation(
             PolicyRule.MIN_SOURCES,

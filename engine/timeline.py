@@ -280,6 +280,29 @@ def judge_model(
     return name_record(evaluator(index), timeline, index)
 
 
+def judge_twins(
+    root: Path,
+    timeline: Timeline,
+    *,
+    thresholds: Thresholds,
+    settings: MetricSettings,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+    store_dir: Path | None = None,
+) -> tuple[TwinCheck, ...]:
+    """Check the timeline's quantised twins against their parents (their files under ``root``)."""
+    if not timeline.twins:
+        return ()
+    evaluator = timeline_evaluator(
+        root,
+        timeline,
+        thresholds=thresholds,
+        settings=settings,
+        limits=limits,
+        store=None if store_dir is None else EvaluationStore(Path(store_dir)),
+    )
+    return check_quantised_twins(timeline, evaluator)
+
+
 def name_record(record: StepRecord, timeline: Timeline, index: int) -> StepRecord:
     """Name a record's model by its root-relative path (not where the evaluator opened it)."""
     return replace(record, path=timeline.models[index].onnx)

@@ -31,8 +31,10 @@ if TYPE_CHECKING:  # engine.registry is imported where it is used, to keep this 
     from engine.registry import ModelEntry
 
 SCHEMA = "model-guard/verdict"
-SCHEMA_VERSION = 2
-"""Version 2 traces every bound model to the LOSO seed whose report binds it (``seed``)."""
+SCHEMA_VERSION = 3
+"""Version 2 traces every bound model to the LOSO seed whose report binds it (``seed``);
+version 3 records the fewest held-out sources the gate asked for (``thresholds.min_sources``)
+and how many the evidence has (``gate.n_sources``)."""
 VERDICT_SCHEMA_FILE = "verdict.schema.json"
 # Exit codes: `model-guard verdict` 0 PROMOTE / 1 HOLD, `verdict verify` 0 verified / 1 not;
 # bad input (an EngineError) is 2 for both.
@@ -41,6 +43,13 @@ EXIT_HOLD = 1
 EXIT_VERIFIED = 0
 EXIT_NOT_VERIFIED = 1
 EXIT_BAD_INPUT = 2
+# Older verdicts, read only to say why they cannot back a promotion.
+_OLD_VERSIONS: dict[object, str] = {
+    1: "schema_version 1: it traces no model to a LOSO seed, so it cannot back a promotion; "
+    "re-run 'model-guard loso' and 'model-guard verdict'",
+    2: "schema_version 2: it records no minimum number of held-out sources, so it cannot show "
+    "how much evidence it was judged on; re-run 'model-guard verdict'",
+}
 # protobuf cannot parse a message over 2 GiB; an ONNX graph file is never larger.
 _MAX_MODEL_BYTES = 2 * 1024 * 1024 * 1024
 
@@ -274,14 +283,10 @@ def verify_verdict(
         return _verify_foreign(
             path, document, root=root, members=members, registry=registry, model_ids=model_ids
         )
-    if isinstance(document, dict) and document.get("schema_version") == 1:
-        return _result(
-            [
-                f"verdict {path.name} is schema_version 1: it traces no model to a LOSO seed, so it "
-                "cannot back a promotion; re-run 'model-guard loso' and 'model-guard verdict'"
-            ],
-            None,
-        )
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    old = _OLD_VERSIONS.get(version) if isinstance(version, int) else None
+    if old is not None:
+        return _result([f"verdict {path.name} is {old}"], None)
     schema = schema_problems(document, VERDICT_SCHEMA_FILE)
     if schema:
         return _result([f"verdict {path.name} {problem}" for problem in schema], None)

@@ -30,6 +30,7 @@ from engine.bisection import BisectResult, Outcome, find_first_regression
 from engine.errors import UsageError
 from engine.evaluation import DEFAULT_LIMITS, MetricSettings, StepRecord, broken_step
 from engine.families import NotJudged
+from engine.quantisation import TwinCheck
 from engine.report import TableFormat, render_table, summarise
 from engine.scoring import ScoringLimits
 from engine.threshold import Thresholds
@@ -39,6 +40,7 @@ from engine.timeline import (
     assemble_family_report,
     graphs_of_other_kinds,
     judge_model,
+    judge_twins,
     read_timelines,
     unjudgeable,
 )
@@ -166,6 +168,10 @@ class TimelineJudge:
                 "nothing to bisect: no model of the selected families is a six-feature regressor"
             )
         results = [family.result for family in judged]
+        twins = [
+            await self._twins(run, family.timeline, thresholds=thresholds, settings=settings)
+            for family in judged
+        ]
         skipped = [*timelines.not_judged, *(item for f in families for item in f.dropped)]
         timelines = TimelineSet(
             tuple(family.timeline for family in judged), tuple(skipped), timelines.known
@@ -179,6 +185,7 @@ class TimelineJudge:
             thresholds=thresholds,
             settings=settings,
             wall_time_s=time.time() - started,
+            twins=twins,
         )
         outcome = Outcome(report["outcome"])
         return TimelineRun(
@@ -227,6 +234,37 @@ class TimelineJudge:
                 timeline, models=tuple(m for i, m in enumerate(timeline.models) if i != found)
             )
         return _FamilyRun(None, timeline, tuple(dropped), fetched)
+
+    async def _twins(
+        self, run: "_Run", timeline: Timeline, *, thresholds: Thresholds, settings: MetricSettings
+    ) -> tuple[TwinCheck, ...]:
+        """Fetch each quantised twin and its parent, and check the twin against its budget.
+
+        A file that cannot be fetched is left missing: the engine then calls that model
+        broken, and the twin fails its check rather than being skipped.
+        """
+        if not timeline.twins:
+            return ()
+        parents = {model.name: model for model in timeline.models}
+        for twin in timeline.twins:
+            parent = parents.get(twin.quantised_from or "")
+            for model in (twin, *(() if parent is None else (parent,))):
+                for path in (model.onnx, *model.external):
+                    with contextlib.suppress(RepoFileError):
+                        await self.files.fetch_to(
+                            run.gh, run.snapshot, path, run.root, max_bytes=MAX_MODEL_BYTES
+                        )
+        checks: tuple[TwinCheck, ...] = await self._engine(
+            run,
+            judge_twins,
+            run.root,
+            timeline,
+            thresholds=thresholds,
+            settings=settings,
+            limits=self.limits,
+            store_dir=self.evaluations,
+        )
+        return checks
 
     async def _evaluate(
         self,

@@ -24,6 +24,10 @@ from engine.commands.options import (
 if TYPE_CHECKING:
     from engine.train.network import TrainConfig
 
+# `ensemble eval`: 0 when the manifest's own interval passes its coverage test, 1 when it
+# fails, 2 for bad input (engine.cli routes it with the promotion flow's codes).
+EXIT_COVERAGE_FAILS = 1
+
 
 def add_parser(commands: Any) -> None:
     """Add ``ensemble train``, ``ensemble validate`` and ``ensemble eval``."""
@@ -48,6 +52,18 @@ def add_parser(commands: Any) -> None:
     )
     train.add_argument("--method", choices=["conformal", "gaussian"], default="conformal")
     train.add_argument("--score", choices=["normalised", "absolute"], default="normalised")
+    train.add_argument(
+        "--calibration",
+        type=existing_file,
+        help="calibrate on this feature table, training on every row of --features "
+        "(default: calibrate on held-out sources of --features)",
+    )
+    train.add_argument(
+        "--allow-calibration-overlap",
+        action="store_true",
+        help="calibrate even on rows that are also training rows (same features, target and "
+        "source); refused by default, recorded in the manifest when allowed",
+    )
     train.set_defaults(run=run_train)
     validate = ensemble_commands.add_parser("validate", help="cross-check a manifest's members")
     validate.add_argument("--manifest", type=existing_file, required=True)
@@ -63,7 +79,9 @@ def add_parser(commands: Any) -> None:
     )
     validate.set_defaults(run=run_validate)
     evaluate = ensemble_commands.add_parser(
-        "eval", help="interval coverage and metrics on a feature cache"
+        "eval",
+        help="interval coverage and metrics on a feature cache (exit 0 coverage test passes, "
+        "1 it fails, 2 bad input)",
     )
     evaluate.add_argument("--manifest", type=existing_file, required=True)
     evaluate.add_argument("--features", type=existing_file, required=True)
@@ -79,6 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
     from engine.features import load_features
     from engine.train.ensemble import train_ensemble
 
+    calibration = None if args.calibration is None else load_features(args.calibration)
     trained = train_ensemble(
         load_features(args.features),
         ensemble_id=args.id,
@@ -89,9 +108,17 @@ def run_train(args: argparse.Namespace) -> int:
         method=IntervalMethod(args.method),
         nominal_coverage=args.nominal,
         score=ScoreKind(args.score),
+        calibration=calibration,
+        allow_calibration_overlap=args.allow_calibration_overlap,
         progress=True,
         argv=args.argv,
     )
+    if trained.calibration_overlap:
+        print(
+            f"warning: {trained.calibration_overlap} of {trained.calibration.n_calibration} "
+            "calibration rows are also training rows (allowed by --allow-calibration-overlap, "
+            "recorded in the manifest); the intervals are likely too narrow"
+        )
     print(f"wrote {trained.manifest_path} and {len(trained.member_paths)} members")
     return EXIT_OK
 
@@ -120,7 +147,12 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """Score an ensemble on a feature cache: coverage of its intervals and metrics of the mean."""
     from engine.evidence import write_json
-    from engine.manifest import evaluate_ensemble, render_evaluation
+    from engine.manifest import (
+        EVALUATION_SCHEMA,
+        EVALUATION_SCHEMA_VERSION,
+        evaluate_ensemble,
+        render_evaluation,
+    )
     from engine.provenance import InputRole, build_provenance, inputs_of, model_inputs, utc_now
 
     started = utc_now()
@@ -130,12 +162,12 @@ def run_eval(args: argparse.Namespace) -> int:
         registry_path=args.registry,
         limits=budget_limits(args),
     )
-    print(render_evaluation(evaluation), end="")
+    print(render_evaluation(evaluation))
     if args.json is not None:
         document = evaluation.to_dict()
         document["run_provenance"] = build_provenance(
-            schema="model-guard/ensemble-evaluation",
-            schema_version=1,
+            schema=EVALUATION_SCHEMA,
+            schema_version=EVALUATION_SCHEMA_VERSION,
             entrypoint="model-guard ensemble eval",
             argv=args.argv,
             inputs=[
@@ -146,12 +178,12 @@ def run_eval(args: argparse.Namespace) -> int:
                     evaluation.manifest.root / member.onnx for member in evaluation.manifest.members
                 ),
             ],
-            outputs=[],
+            outputs=[args.json],
             started=started,
             finished=utc_now(),
         )
         write_json(args.json, document)
-    return EXIT_OK
+    return EXIT_OK if evaluation.coverage_test.passed else EXIT_COVERAGE_FAILS
 
 
 def _train_config(epochs: int | None, *, codec: bool = False) -> "TrainConfig":

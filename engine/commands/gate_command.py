@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 # `model-guard gate --json` writes GateReport.to_dict() under this schema name.
 GATE_SCHEMA = "model-guard/gate-report"
-GATE_SCHEMA_VERSION = 1
+# Version 2 adds thresholds.min_sources and n_sources (the held-out source count).
+GATE_SCHEMA_VERSION = 2
 EXIT_PASS = 0
 EXIT_FAIL = 1
 

@@ -111,6 +111,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def add_gate_flags(parser: argparse.ArgumentParser) -> None:
     """Add the promotion-gate thresholds shared by `gate` and `verdict`."""
+    from engine.gate import DEFAULT_MIN_SOURCES
+
     parser.add_argument(
         "--mean-plcc", type=CORRELATION, default=0.95, help="mean of per-seed PLCCs must reach this"
     )
@@ -124,6 +126,13 @@ def add_gate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=seed_list, default="0,1,2,3,4", help="expected seeds (default 0,1,2,3,4)"
     )
+    parser.add_argument(
+        "--min-sources",
+        type=COUNT,
+        default=DEFAULT_MIN_SOURCES,
+        help="fewest held-out sources (LOSO folds) every seed must have; fewer is FAIL / HOLD "
+        f"(default {DEFAULT_MIN_SOURCES})",
+    )
 
 
 def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
@@ -136,6 +145,7 @@ def gate_thresholds(args: argparse.Namespace) -> "GateThresholds":
         per_seed_min=args.per_seed_min,
         per_fold_min=args.per_fold_min,
         seeds=args.seeds,
+        min_sources=args.min_sources,
     )
 
 

@@ -2,7 +2,12 @@
 
 Rows are split by ``source`` (``engine.conformal.split_calibration``): every member is
 trained on the training sources only, and the calibration sources, never seen in
-training, fit the split-conformal quantile (and give the evaluation figures). Members
+training, fit the split-conformal quantile (and give the evaluation figures). Given a
+separate calibration table instead, members train on every row of the features and the
+table calibrates. Either way a calibration row that is also a training row (same
+``engine.features.row_hashes``: features, target and identifying columns) is refused
+unless ``allow_calibration_overlap``: conformal coverage rests on calibration rows the
+members never saw, and rows they were fitted on give too narrow an interval. Members
 are exported with ``export.export_network`` next to the manifest ``<ensemble_id>.json``.
 """
 
@@ -17,6 +22,7 @@ from scipy import stats
 
 from engine.codec import codec_block, codec_vocabulary
 from engine.conformal import (
+    DEFAULT_NOMINALS,
     ConformalCalibration,
     IntervalMethod,
     ScoreKind,
@@ -27,7 +33,7 @@ from engine.conformal import (
 )
 from engine.errors import FeatureCacheError, UsageError
 from engine.evidence import write_bytes
-from engine.features import SOURCE, FeatureTable
+from engine.features import SOURCE, FeatureTable, row_hashes
 from engine.hashing import sha256_bytes
 from engine.manifest import Confidence, ManifestMember, build_manifest, write_manifest
 from engine.metrics import compute_metrics
@@ -50,6 +56,18 @@ class TrainedEnsemble:
     member_paths: tuple[Path, ...]
     calibration: ConformalCalibration
     calibration_plcc: float
+    calibration_overlap: int = 0
+    """Calibration rows that are also training rows (non-zero only when allowed)."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Which rows train and which calibrate: indices into ``features`` and ``table``."""
+
+    train: np.ndarray
+    table: FeatureTable
+    calib: np.ndarray
+    split: dict[str, Any]
 
 
 def train_ensemble(
@@ -65,30 +83,33 @@ def train_ensemble(
     score: ScoreKind = ScoreKind.NORMALISED,
     calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
     split_seed: int = 0,
+    calibration: FeatureTable | None = None,
+    allow_calibration_overlap: bool = False,
     progress: bool = False,
     argv: Sequence[str] = (),
 ) -> TrainedEnsemble:
-    """Train, calibrate and export an ensemble; write ``out_dir/<ensemble_id>.json``."""
+    """Train, calibrate and export an ensemble; write ``out_dir/<ensemble_id>.json``.
+
+    Calibrates on the held-out sources of a split of ``features``, or on ``calibration``
+    when given. Raises UsageError (one line, nothing written) when calibration rows are
+    training rows, unless ``allow_calibration_overlap``; the manifest records the count.
+    """
     _check_request(ensemble_id, members=members, base_seed=base_seed)
     started = utc_now()
-    groups = features.groups()
-    if groups is None:
-        raise FeatureCacheError(
-            f"{_where(features)}: an ensemble needs a '{SOURCE}' column so that calibration "
-            "rows come from sources no member was trained on"
-        )
-    split = split_calibration(
-        features.n_rows, groups=groups, fraction=calibration_fraction, seed=split_seed
-    )
+    if calibration is None:
+        rows = _split_rows(features, fraction=calibration_fraction, seed=split_seed)
+    else:
+        rows = _file_rows(features, calibration)
+    overlap = _check_overlap(features, rows, allow=allow_calibration_overlap)
     alpha = 1.0 - nominal_coverage
-    if split.calib_idx.size < min_calibration_rows(alpha):
+    if rows.calib.size < min_calibration_rows(alpha):
         raise UsageError(
-            f"the calibration split has {split.calib_idx.size} rows; a finite "
+            f"the calibration rows number {rows.calib.size}; a finite "
             f"{nominal_coverage:g} conformal interval needs at least {min_calibration_rows(alpha)}"
         )
     matrix, target = features.matrix(), features.target()
     codec = codec_block(features) if config.codec else None
-    train, calib = split.train_idx, split.calib_idx
+    train, calib = rows.train, rows.calib
     networks = [
         train_network(
             matrix[train],
@@ -101,12 +122,20 @@ def train_ensemble(
         )
         for k in range(members)
     ]
-    calib_codec = None if codec is None else codec[calib]
-    predictions = np.stack([n.predict(matrix[calib], calib_codec) for n in networks])
+    calib_matrix = rows.table.matrix()[calib]
+    calib_codec = codec_block(rows.table)[calib] if config.codec else None
+    predictions = np.stack([n.predict(calib_matrix, calib_codec) for n in networks])
     moments = ensemble_moments(predictions.astype(np.float64))
-    truth = target[calib].astype(np.float64)
-    calibration = calibrate(moments.mu, moments.sigma, truth, alpha=alpha, score=score)
-    metrics = compute_metrics(moments.mu, truth, groups=groups[calib])
+    truth = rows.table.target()[calib].astype(np.float64)
+    calibration_fit = calibrate(moments.mu, moments.sigma, truth, alpha=alpha, score=score)
+    levels = tuple(
+        calibrate(moments.mu, moments.sigma, truth, alpha=1.0 - nominal, score=score)
+        for nominal in DEFAULT_NOMINALS
+        if abs(nominal - calibration_fit.nominal_coverage) > 1e-9
+    )
+    calib_groups = rows.table.groups()
+    calib_groups = None if calib_groups is None else calib_groups[calib]
+    metrics = compute_metrics(moments.mu, truth, groups=calib_groups)
     out_dir = Path(out_dir)
     written = _export_members(networks, ensemble_id=ensemble_id, out_dir=out_dir)
     manifest_path = out_dir / f"{ensemble_id}.json"
@@ -121,14 +150,15 @@ def train_ensemble(
         codec=codec_vocabulary() if config.codec else None,
         confidence=Confidence(
             method=method,
-            nominal_coverage=calibration.nominal_coverage,
-            z=float(stats.norm.ppf(0.5 + calibration.nominal_coverage / 2)),
-            calibration=calibration,
+            nominal_coverage=calibration_fit.nominal_coverage,
+            z=float(stats.norm.ppf(0.5 + calibration_fit.nominal_coverage / 2)),
+            calibration=calibration_fit,
+            levels=levels,
         ),
         evaluation={
             "rows": "calibration",
             "n": int(calib.size),
-            "sources": sorted(set(groups[calib].tolist())),
+            "sources": [] if calib_groups is None else sorted(set(calib_groups.tolist())),
             "metrics": metrics.to_dict(),
             "mean_sigma": float(np.mean(moments.sigma)),
         },
@@ -137,11 +167,7 @@ def train_ensemble(
             config=config,
             base_seed=base_seed,
             members=members,
-            groups=groups,
-            train=train,
-            calib=calib,
-            fraction=calibration_fraction,
-            split_seed=split_seed,
+            split=rows.split,
             networks=networks,
         ),
         provenance=build_provenance(
@@ -149,7 +175,11 @@ def train_ensemble(
             schema_version=1,
             entrypoint=ENTRYPOINT,
             argv=list(argv),
-            inputs=inputs_of([features.path], InputRole.FEATURES),
+            # the calibration table, when separate, is a feature table too
+            inputs=inputs_of(
+                [features.path, None if calibration is None else calibration.path],
+                InputRole.FEATURES,
+            ),
             outputs=[path for _, path in written],
             started=started,
             finished=utc_now(),
@@ -159,8 +189,9 @@ def train_ensemble(
     return TrainedEnsemble(
         manifest_path=manifest_path,
         member_paths=tuple(path for _, path in written),
-        calibration=calibration,
+        calibration=calibration_fit,
         calibration_plcc=metrics.plcc,
+        calibration_overlap=overlap,
     )
 
 
@@ -185,17 +216,74 @@ def _export_members(
     return written
 
 
+def _split_rows(features: FeatureTable, *, fraction: float, seed: int) -> _Rows:
+    """Split ``features`` by source: whole sources train, the others calibrate."""
+    groups = features.groups()
+    if groups is None:
+        raise FeatureCacheError(
+            f"{_where(features)}: an ensemble needs a '{SOURCE}' column so that calibration "
+            "rows come from sources no member was trained on (or a separate calibration table)"
+        )
+    split = split_calibration(features.n_rows, groups=groups, fraction=fraction, seed=seed)
+    train, calib = split.train_idx, split.calib_idx
+    block = {
+        "by": SOURCE,
+        "fraction": fraction,
+        "seed": seed,
+        "n_train": int(train.size),
+        "n_calibration": int(calib.size),
+        "train_sources": sorted(set(groups[train].tolist())),
+        "calibration_sources": sorted(set(groups[calib].tolist())),
+    }
+    return _Rows(train=train, table=features, calib=calib, split=block)
+
+
+def _file_rows(features: FeatureTable, calibration: FeatureTable) -> _Rows:
+    """Train on every row of ``features``; calibrate on every row of ``calibration``."""
+    block = {
+        "by": "calibration table",
+        "n_train": features.n_rows,
+        "n_calibration": calibration.n_rows,
+        "calibration_corpus": {
+            "path": str(calibration.path) if calibration.path is not None else "(in memory)",
+            "content_hash": calibration.content_hash,
+            "rows": calibration.n_rows,
+        },
+    }
+    return _Rows(
+        train=np.arange(features.n_rows),
+        table=calibration,
+        calib=np.arange(calibration.n_rows),
+        split=block,
+    )
+
+
+def _check_overlap(features: FeatureTable, rows: _Rows, *, allow: bool) -> int:
+    """Count calibration rows that are training rows by row hash; refuse any unless allowed.
+
+    Records ``calibration_overlap`` (the count and whether it was allowed) in the split block.
+    """
+    trained = set(np.asarray(row_hashes(features), dtype=object)[rows.train].tolist())
+    hashes = row_hashes(rows.table)
+    overlap = sum(1 for index in rows.calib.tolist() if hashes[index] in trained)
+    if overlap and not allow:
+        raise UsageError(
+            f"calibration refused: {overlap} of {rows.calib.size} calibration rows are also "
+            "training rows (same features, target and identifying columns), which makes the "
+            "conformal interval too narrow; use other rows, or pass --allow-calibration-overlap "
+            "to calibrate on them anyway"
+        )
+    rows.split["calibration_overlap"] = {"rows": overlap, "allowed": allow}
+    return overlap
+
+
 def _training_block(
     features: FeatureTable,
     *,
     config: TrainConfig,
     base_seed: int,
     members: int,
-    groups: np.ndarray,
-    train: np.ndarray,
-    calib: np.ndarray,
-    fraction: float,
-    split_seed: int,
+    split: dict[str, Any],
     networks: Sequence[TrainedNetwork],
 ) -> dict[str, Any]:
     """Return the manifest's ``training`` block: data, settings, split and final losses."""
@@ -208,15 +296,7 @@ def _training_block(
         "hyperparameters": config.to_dict(),
         "base_seed": base_seed,
         "n_members": members,
-        "split": {
-            "by": SOURCE,
-            "fraction": fraction,
-            "seed": split_seed,
-            "n_train": int(train.size),
-            "n_calibration": int(calib.size),
-            "train_sources": sorted(set(groups[train].tolist())),
-            "calibration_sources": sorted(set(groups[calib].tolist())),
-        },
+        "split": split,
         "final_losses": [network.final_loss for network in networks],
     }
 

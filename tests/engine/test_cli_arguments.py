@@ -31,7 +31,14 @@ def _inputs(tmp: Path) -> dict[str, str]:
 
 
 # command words, required arguments (formatted with _inputs), bad-input exit code, options.
-_GATE = ("--mean-plcc", "--max-spread", "--per-seed-min", "--per-fold-min", "--seeds")
+_GATE = (
+    "--mean-plcc",
+    "--max-spread",
+    "--per-seed-min",
+    "--per-fold-min",
+    "--seeds",
+    "--min-sources",
+)
 COMMANDS = [
     (
         ["bisect"],
@@ -64,12 +71,12 @@ COMMANDS = [
         2,
         _GATE,
     ),
-    (["verdict", "verify"], ["{verdict}"], 2, (*_GATE, "--min-seeds", "--min-sources")),
+    (["verdict", "verify"], ["{verdict}"], 2, (*_GATE, "--min-seeds")),
     (["loso"], ["--features", "{features}", "--out", "{out}"], 1, ("--epochs", "--seeds")),
     (
         ["ensemble", "eval"],
         ["--manifest", "{verdict}", "--features", "{features}"],
-        1,
+        2,
         ("--max-memory-mib", "--model-timeout"),
     ),
 ]
@@ -154,7 +161,7 @@ def test_valid_boundary_values_parse(tmp_path: Path) -> None:
         ),
         (["gate", "{tmp}/loso", "--json", "{tmp}/loso"], 2, "is a folder"),
         (["gate", "{tmp}/loso", "--json", "{tmp}/m.onnx/r.json"], 2, "is a file, not a folder"),
-        (["ensemble", "eval", "--manifest", "", "--features", "{tmp}/m.onnx"], 1, "empty"),
+        (["ensemble", "eval", "--manifest", "", "--features", "{tmp}/m.onnx"], 2, "empty"),
         (["cache", "check", "{tmp}/nowhere"], 1, "not found"),
     ],
 )

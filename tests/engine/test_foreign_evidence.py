@@ -243,9 +243,9 @@ def test_foreign_promote_reports_no_data_then_missing_loso_then_unjudged_models(
         f"verdict {VERDICT} names no model file or sha256 (only seeds 0,1,2,3,4), so no model "
         "can be shown to be one it judged"
     )
-    assert result.problems[-1] == summary(f"verdict {VERDICT}", "verdict", 28)
+    assert result.problems[-1] == summary(f"verdict {VERDICT}", "verdict", 29)
     verbose = result.render_text(verbose=True).splitlines()
-    assert verbose[-28:] == list(result.differences)
+    assert verbose[-29:] == list(result.differences)
     assert f"  {VERDICT}#/: 'schema' is a required property" in result.differences
 
 
@@ -289,7 +289,7 @@ def test_ensemble_validate_with_the_foreign_verdict_orders_every_fault(
     assert lines[:-2] == [*stale_lines(foreign), *verdict_lines(foreign), *unjudged_lines()]
     assert lines[-2:] == [
         summary(f"{ENSEMBLE}.json", "ensemble manifest", 23),
-        summary(f"verdict {VERDICT}", "verdict", 28),
+        summary(f"verdict {VERDICT}", "verdict", 29),
     ]
 
 

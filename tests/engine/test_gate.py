@@ -19,7 +19,7 @@ from engine.loso_report import Corpus, Fold, LosoReport, load_loso_report, load_
 
 CORPUS = "a" * 64
 OTHER_CORPUS = "b" * 64
-SOURCES = ("src00", "src01", "src02", "src03")
+SOURCES = ("src00", "src01", "src02", "src03", "src04")
 SCHEMAS = Path(__file__).resolve().parents[2] / "engine" / "schemas"
 
 
@@ -144,7 +144,7 @@ def test_gate_fails_naming_the_one_seed_below_the_per_seed_floor(tmp_path: Path)
 
 def test_gate_fails_naming_seed_and_fold_when_a_fold_plcc_is_nan(tmp_path: Path) -> None:
     write_reports(tmp_path, {s: 0.962 for s in (0, 1, 3, 4)})
-    nan_fold = {"src00": 0.97, "src01": 0.96, "src02": None, "src03": 0.96}
+    nan_fold = {"src00": 0.97, "src01": 0.96, "src02": None, "src03": 0.96, "src04": 0.96}
     write_report(tmp_path, loso_document(2, plcc=nan_fold))
     report = gate(tmp_path)
     assert only_reason(report) == (
@@ -196,15 +196,15 @@ def test_gate_fails_on_mixed_corpora_naming_both_seeds(tmp_path: Path) -> None:
 
 def test_gate_fails_when_a_seed_drops_a_fold(tmp_path: Path) -> None:
     write_reports(tmp_path, {s: 0.962 for s in (0, 1, 2, 3)})
-    write_report(tmp_path, loso_document(4, plcc=dict.fromkeys(SOURCES[:3], 0.962)))
-    assert only_reason(gate(tmp_path)) == (
-        "seed 4 lacks fold(s) src03 compared with seed 0; every seed must hold out the same sources"
+    write_report(tmp_path, loso_document(4, plcc=dict.fromkeys(SOURCES[:4], 0.962)))
+    assert only_reason(gate(tmp_path, min_sources=4)) == (
+        "seed 4 lacks fold(s) src04 compared with seed 0; every seed must hold out the same sources"
     )
 
 
 def test_gate_fails_naming_the_fold_below_the_per_fold_floor(tmp_path: Path) -> None:
     write_reports(tmp_path, {s: 0.962 for s in (0, 2, 3, 4)})
-    weak = {"src00": 0.99, "src01": 0.99, "src02": 0.99, "src03": 0.87}
+    weak = {"src00": 0.99, "src01": 0.99, "src02": 0.99, "src03": 0.87, "src04": 0.99}
     write_report(tmp_path, loso_document(1, plcc=weak))
     report = gate(tmp_path, per_fold_min=0.9)
     assert only_reason(report) == "seed 1 fold src03: PLCC 0.8700 is below the per-fold floor 0.9"
@@ -257,6 +257,42 @@ def test_gate_command_prints_the_table_writes_json_and_exits_by_outcome(
     assert run_gate_command(directory, GateThresholds(mean_plcc=0.99)) == 1
 
 
+def test_three_source_loso_fails_the_gate_naming_too_few_sources(tmp_path: Path) -> None:
+    for seed in range(5):
+        write_report(tmp_path, loso_document(seed, plcc=dict.fromkeys(SOURCES[:3], 0.99)))
+    report = gate(tmp_path)
+    assert only_reason(report) == (
+        "too few held-out sources: 3 held-out sources, at least 5 needed "
+        "(a leave-one-source-out mean over so few sources says little)"
+    )
+    assert report.n_sources == 3
+    assert "3 held-out sources, at least 5 needed" in report.render_text().splitlines()[0]
+    data = report.to_dict()
+    assert (data["n_sources"], data["thresholds"]["min_sources"]) == (3, 5)
+    assert gate(tmp_path, min_sources=3).passed
+
+
+def test_gate_states_the_source_count_when_it_passes(tmp_path: Path) -> None:
+    report = gate(write_reports(tmp_path, FIVE_GOOD))
+    assert report.passed
+    assert "5 held-out sources, at least 5 needed" in report.render_text()
+
+
+def test_gate_cli_min_sources_flag_sets_the_minimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    for seed in range(5):
+        write_report(tmp_path, loso_document(seed, plcc=dict.fromkeys(SOURCES[:3], 0.99)))
+    assert main(["gate", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "LOSO gate: FAIL" in out
+    assert "  - too few held-out sources: 3 held-out sources, at least 5 needed" in out
+    assert main(["gate", str(tmp_path), "--min-sources", "3"]) == 0
+    assert "3 held-out sources, at least 3 needed" in capsys.readouterr().out
+
+
 def test_thresholds_default_to_a_five_seed_ensemble() -> None:
     assert GateThresholds().seeds == (0, 1, 2, 3, 4)
 
@@ -271,6 +307,8 @@ def test_thresholds_default_to_a_five_seed_ensemble() -> None:
         {"seeds": ()},
         {"seeds": (0, 0)},
         {"seeds": (-1,)},
+        {"min_sources": 0},
+        {"min_sources": True},
     ],
 )
 def test_thresholds_refuse_impossible_values(options: dict[str, Any]) -> None:
@@ -404,17 +442,24 @@ def in_memory_report(seed: int, plccs: list[float]) -> LosoReport:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.lists(st.floats(0.9, 1.0), min_size=4, max_size=4),
-        min_size=5,
-        max_size=5,
+    st.integers(2, 8).flatmap(
+        lambda folds: st.lists(
+            st.lists(st.floats(0.9, 1.0), min_size=folds, max_size=folds),
+            min_size=5,
+            max_size=5,
+        )
     )
 )
-def test_gate_passes_exactly_when_mean_spread_and_floor_hold(plccs: list[list[float]]) -> None:
+def test_gate_passes_exactly_when_mean_spread_floor_and_source_count_hold(
+    plccs: list[list[float]],
+) -> None:
     reports = [in_memory_report(seed, values) for seed, values in enumerate(plccs)]
     means = [math.fsum(values) / len(values) for values in plccs]
     mean = math.fsum(means) / len(means)
-    expected = mean >= 0.95 and max(means) - min(means) <= 0.005 and min(means) >= 0.95
+    enough_sources = len(plccs[0]) >= 5
+    expected = (
+        enough_sources and mean >= 0.95 and max(means) - min(means) <= 0.005 and min(means) >= 0.95
+    )
     report = evaluate_gate(reports, GateThresholds())
     tolerance_zone = any(
         abs(value - limit) < 1e-9

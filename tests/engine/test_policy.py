@@ -26,7 +26,7 @@ MODEL = Path(__file__).resolve().parents[2] / "model"
 
 @pytest.fixture
 def evidence(tmp_path: Path) -> Evidence:
-    """A passing set of evidence: four held-out sources, seeds 0-4."""
+    """A passing set of evidence: five held-out sources, seeds 0-4."""
     return build_evidence(tmp_path)
 
 
@@ -116,10 +116,30 @@ def test_extra_seeds_beyond_the_policy_are_allowed_and_judged(evidence: Evidence
 
 def test_verdict_with_too_few_sources_fails_naming_the_rule(evidence: Evidence) -> None:
     verdict = run_decide(evidence)
-    found = check_policy(document(verdict), PromotionPolicy(min_sources=5))
+    assert check_policy(document(verdict), PromotionPolicy(min_sources=5)) == []
+    found = check_policy(document(verdict), PromotionPolicy(min_sources=6))
     assert [str(v) for v in found] == [
-        "4 held-out source(s), the policy asks for at least 5 (promotion.min_sources)"
+        "the verdict was judged needing at least 5 held-out source(s), laxer than the policy's 6 "
+        "(promotion.min_sources)",
+        "5 held-out source(s), the policy asks for at least 6 (promotion.min_sources)",
     ]
+
+
+def test_policy_of_five_sources_refuses_a_verdict_judged_with_a_lower_minimum(
+    evidence: Evidence,
+) -> None:
+    verdict = run_decide(evidence, min_sources=3)
+    assert verify_verdict(verdict).ok
+    result = verify_verdict(verdict, policy=PromotionPolicy(min_sources=5))
+    assert result.problems == (
+        "policy: the verdict was judged needing at least 3 held-out source(s), laxer than the "
+        "policy's 5 (promotion.min_sources)",
+    )
+    assert verify_verdict(verdict, policy=PromotionPolicy(min_sources=3)).ok
+
+
+def test_policy_min_sources_defaults_to_the_gate_minimum() -> None:
+    assert PromotionPolicy().min_sources == GateThresholds().min_sources == 5
 
 
 def test_hold_verdict_reports_nan_evidence_as_below_the_policy(evidence: Evidence) -> None:
@@ -204,12 +224,14 @@ def test_cli_verify_with_policy_flags_exits_1_with_one_line_per_violation(
     verdict = str(run_decide(evidence, mean_plcc=0.0))
     assert main(["verdict", "verify", verdict]) == 0
     capsys.readouterr()
-    assert main(["verdict", "verify", verdict, "--mean-plcc", "0.95", "--min-sources", "5"]) == 1
+    assert main(["verdict", "verify", verdict, "--mean-plcc", "0.95", "--min-sources", "6"]) == 1
     out = capsys.readouterr().out
     assert out.splitlines() == [
         "problem: policy: mean PLCC threshold 0.0 is laxer than the policy's 0.95 "
         "(promotion.min_mean_plcc)",
-        "problem: policy: 4 held-out source(s), the policy asks for at least 5 "
+        "problem: policy: the verdict was judged needing at least 5 held-out source(s), laxer "
+        "than the policy's 6 (promotion.min_sources)",
+        "problem: policy: 5 held-out source(s), the policy asks for at least 6 "
         "(promotion.min_sources)",
     ]
 
@@ -221,10 +243,10 @@ def test_cli_verify_with_a_policy_file_and_an_overriding_flag(
 
     verdict = str(run_decide(evidence))
     policy = tmp_path / "policy.json"
-    policy.write_text('{"min_sources": 5, "seeds": [0, 1, 2, 3, 4]}', encoding="utf-8")
+    policy.write_text('{"min_sources": 6, "seeds": [0, 1, 2, 3, 4]}', encoding="utf-8")
     assert main(["verdict", "verify", verdict, "--policy", str(policy)]) == 1
     assert "(promotion.min_sources)" in capsys.readouterr().out
-    args = ["verdict", "verify", verdict, "--policy", str(policy), "--min-sources", "4"]
+    args = ["verdict", "verify", verdict, "--policy", str(policy), "--min-sources", "5"]
     assert main(args) == 0
     assert main(["verdict", "verify", verdict, "--min-seeds", "5", "--seeds", "0-4"]) == 0
 

@@ -265,11 +265,13 @@ def test_verdict_with_fewer_seeds_and_sources_than_the_policy_is_not_enough(work
     corpus = load_features(work.root / "data" / "features.parquet").content_hash
     write_loso(work.root / "runs" / "short", corpus, {0: 0.961, 1: 0.962, 2: 0.963})
     verdict = work.verdict("v04", [V04], loso="runs/short", seeds=(0, 1, 2))
-    problems = only(work.review((verdict,), policy=PromotionPolicy(min_sources=5)))
+    problems = only(work.review((verdict,), policy=PromotionPolicy(min_sources=6)))
     assert problems == (
+        f"{verdict}: policy: the verdict was judged needing at least 5 held-out source(s), "
+        "laxer than the policy's 6 (promotion.min_sources)",
         f"{verdict}: policy: the verdict's evidence has seeds 0,1,2; the policy asks for seeds "
         "0,1,2,3,4 (missing 3,4) (promotion.seeds)",
-        f"{verdict}: policy: 4 held-out source(s), the policy asks for at least 5 "
+        f"{verdict}: policy: 5 held-out source(s), the policy asks for at least 6 "
         "(promotion.min_sources)",
     )
 

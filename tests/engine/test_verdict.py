@@ -38,7 +38,7 @@ class Evidence:
 
 
 def feature_frame() -> pd.DataFrame:
-    """Return a small valid feature table: four sources, five rows each."""
+    """Return a small valid feature table: five sources, five rows each."""
     rng = np.random.default_rng(3)
     rows = 5 * len(SOURCES)
     data: dict[str, Any] = {
@@ -126,7 +126,7 @@ def evidence(tmp_path: Path) -> Evidence:
 
 
 def build_evidence(tmp_path: Path) -> Evidence:
-    """Build a passing set of evidence under ``tmp_path`` (four sources, seeds 0-4)."""
+    """Build a passing set of evidence under ``tmp_path`` (five sources, seeds 0-4)."""
     features = write_parquet(feature_frame(), tmp_path / "data" / "features.parquet")
     loso = tmp_path / "runs" / "loso"
     model_dir = tmp_path / "model"
@@ -221,7 +221,7 @@ def test_decide_writes_only_promote_and_removes_a_stale_hold(evidence: Evidence)
     assert outcome.removed == evidence.out / "HOLD.json"
     assert sorted(p.name for p in evidence.out.iterdir()) == ["PROMOTE.json"]
     document = json.loads(outcome.path.read_text(encoding="utf-8"))
-    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 2
+    assert document["schema"] == "model-guard/verdict" and document["schema_version"] == 3
     assert document["verdict"] == "PROMOTE" and document["reasons"] == []
     assert document["gate"]["passed"] is True
 
@@ -270,17 +270,68 @@ def test_decide_holds_when_a_source_of_the_table_is_never_held_out(evidence: Evi
     for seed in GOOD:
         document = loso_document(
             seed,
-            plcc=dict.fromkeys(SOURCES[:3], 0.962),
+            plcc=dict.fromkeys(SOURCES[:4], 0.962),
             corpus_hash=digest,
             final_model=final_of(evidence.loso, seed),
         )
         write_report(evidence.loso, document)
     outcome = decide(
-        evidence.loso, features=evidence.features, models=evidence.models, out=evidence.out
+        evidence.loso,
+        features=evidence.features,
+        models=evidence.models,
+        out=evidence.out,
+        thresholds=GateThresholds(min_sources=4),
     )
     assert outcome.verdict is Verdict.HOLD
     assert outcome.reasons == (
-        "LOSO seed(s) 0,1,2,3,4 never hold out source(s) src03 of the feature table features.parquet",
+        "LOSO seed(s) 0,1,2,3,4 never hold out source(s) src04 of the feature table features.parquet",
+    )
+
+
+def test_three_source_evidence_is_hold_naming_too_few_sources(tmp_path: Path) -> None:
+    frame = feature_frame()
+    frame[SOURCE] = [SOURCES[i % 3] for i in range(len(frame))]
+    features = write_parquet(frame, tmp_path / "features.parquet")
+    digest = load_features(features).content_hash
+    loso = tmp_path / "loso"
+    for seed in GOOD:
+        model = onnx_factory.save(
+            onnx_factory.linear_model(bias=10.0 + seed), tmp_path / f"final_seed{seed}.onnx"
+        )
+        final = {"path": f"../{model.name}", "sha256": sha256_file(model)}
+        plcc = dict.fromkeys(SOURCES[:3], 0.99)
+        write_report(loso, loso_document(seed, plcc=plcc, corpus_hash=digest, final_model=final))
+    outcome = decide(loso, features=features, out=tmp_path / "out")
+    assert outcome.verdict is Verdict.HOLD and outcome.exit_code == 1
+    assert outcome.reasons == (
+        "too few held-out sources: 3 held-out sources, at least 5 needed "
+        "(a leave-one-source-out mean over so few sources says little)",
+    )
+    text = outcome.render_text()
+    assert "3 held-out sources, at least 5 needed" in text.splitlines()[0]
+    assert "  - too few held-out sources: 3 held-out sources, at least 5 needed" in text
+    document = json.loads(outcome.path.read_text(encoding="utf-8"))
+    assert (document["gate"]["n_sources"], document["gate"]["thresholds"]["min_sources"]) == (3, 5)
+    assert verify_verdict(outcome.path).verdict is Verdict.HOLD
+    judged_at_three = decide(
+        loso, features=features, out=tmp_path / "out", thresholds=GateThresholds(min_sources=3)
+    )
+    assert judged_at_three.verdict is Verdict.PROMOTE
+
+
+def test_a_schema_version_2_verdict_is_refused_as_recording_no_source_minimum(
+    evidence: Evidence,
+) -> None:
+    verdict = run_decide(evidence)
+    document = json.loads(verdict.read_text(encoding="utf-8"))
+    document["schema_version"] = 2
+    del document["gate"]["n_sources"], document["gate"]["thresholds"]["min_sources"]
+    verdict.write_text(json.dumps(document), encoding="utf-8")
+    result = verify_verdict(verdict)
+    assert not result.ok
+    assert result.problems == (
+        "verdict PROMOTE.json is schema_version 2: it records no minimum number of held-out "
+        "sources, so it cannot show how much evidence it was judged on; re-run 'model-guard verdict'",
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from gidgethub import sansio
 
@@ -1185,3 +1186,54 @@ async def test_nightly_with_an_unknown_family_fails_in_one_line_naming_the_known
     assert check.conclusion is CheckConclusion.FAILURE
     shown = f"{check.output.summary}\n{check.output.text}"
     assert "unknown family 'fr/missing'" in shown and "fr/features6, fr/good" in shown
+
+
+async def test_nightly_checks_quantised_twins_against_their_parent_in_the_comment(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    # The App fetches each int8 twin and its parent and checks the PLCC drop, as the CLI does.
+    import pandas as pd
+
+    from tests.engine.onnx_factory import int8_model, linear_model
+    from tests.families import BISECT, FEATURES, REGISTRY
+
+    golden = pd.read_parquet(BISECT / "features.parquet")
+    x = golden[["adm2", "vif_scale0", "vif_scale1", "vif_scale2", "vif_scale3", "motion2"]]
+    solution, *_ = np.linalg.lstsq(
+        np.c_[x.to_numpy(np.float64), np.ones(len(x))], golden["mos"].to_numpy(), rcond=None
+    )
+    weight = solution[:6].reshape(6, 1).astype(np.float32)
+    skewed = weight.copy()
+    skewed[5] *= -20  # a twin much worse than its parent
+    models = {
+        "fp32": linear_model(weight).SerializeToString(),
+        "fp32.int8": int8_model(weight).SerializeToString(),
+        "bad.int8": int8_model(skewed).SerializeToString(),
+    }
+    rows: list[dict[str, object]] = []
+    for number, (name, data) in enumerate(models.items()):
+        row: dict[str, object] = {
+            "id": name,
+            "kind": "fr",
+            "onnx": f"{name}.onnx",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "smoke": True,
+            "opset": 17,
+            "license": "MIT",
+            "timeline": number,
+        }
+        if name == "fp32":
+            row["quant_accuracy_budget_plcc"] = 0.02
+        else:
+            row["quantised_from"] = "fp32"
+        rows.append(row)
+    files = {f"models/{name}.onnx": data for name, data in models.items()}
+    files[REGISTRY] = json.dumps({"schema_version": 1, "models": rows}).encode()
+    files[FEATURES] = (BISECT / "features.parquet").read_bytes()
+    files[CONFIG_PATH] = CONFIG
+    installation_id, repo = seeded(sandbox, files)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    body = only_comment(sandbox, repo).body
+    assert "fp32.int8 vs fp32: pass" in body
+    assert "bad.int8 vs fp32: FAIL" in body
+    assert "But 1 quantised twin(s) fail their PLCC budget: bad.int8." in body

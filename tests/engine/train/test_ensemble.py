@@ -87,6 +87,12 @@ def test_manifest_records_members_seeds_hashes_and_conformal_calibration(
     split = document["training"]["split"]
     assert not set(split["train_sources"]) & set(split["calibration_sources"])
     assert split["n_calibration"] == confidence["n_calibration"]
+    assert [level["nominal_coverage"] for level in confidence["levels"]] == pytest.approx(
+        [0.5, 0.8, 0.95]
+    )
+    assert {level["n_calibration"] for level in confidence["levels"]} == {
+        confidence["n_calibration"]
+    }
 
 
 def test_training_the_same_ensemble_twice_gives_the_same_member_files(
@@ -188,10 +194,12 @@ def test_evaluate_scores_members_and_reports_coverage(ensemble: TrainedEnsemble)
     assert document["corpus"]["rows"] == 4 * 84
     assert document["corpus"]["same_as_training"] is True
     assert document["metrics"]["plcc"] > 0.5
-    (level,) = document["intervals"]["levels"]
-    assert level["nominal"] == pytest.approx(0.9)
+    levels = document["intervals"]["levels"]
+    assert [level["nominal"] for level in levels] == pytest.approx([0.5, 0.8, 0.9, 0.95])
+    assert all(level["conformal"] is not None for level in levels)  # calibrated at every level
+    assert document["coverage_test"]["nominal"] == pytest.approx(0.9)
     text = render_evaluation(evaluation)
-    assert "conformal:" in text and "optimistic" in text
+    assert "90 % (manifest)" in text and "optimistic" in text
     json.dumps(document, allow_nan=False)
 
 
