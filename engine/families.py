@@ -77,12 +77,28 @@ class _Placed:
     reason: str | None
 
 
-def plan_families(models: Sequence[ModelEntry], *, read_inputs: InputReader) -> FamilyPlan:
-    """Split rows (oldest first) into families of judgeable regressors and rows not judged."""
+def plan_families(
+    models: Sequence[ModelEntry],
+    *,
+    read_inputs: InputReader,
+    declared_codec_width: Callable[[ModelEntry], int | None] | None = None,
+) -> FamilyPlan:
+    """Split rows (oldest first) into families of judgeable regressors and rows not judged.
+
+    A row whose graph cannot be read (not fetched yet) is placed as it declares itself:
+    its ``codec`` field, else ``declared_codec_width`` (the width its declaration, such as
+    a sidecar's encoder vocabulary, gives), else a plain six-feature regressor.
+    """
     members: dict[str, list[ModelEntry]] = {}
     skipped: list[NotJudged] = []
     for entry in models:
-        placed = _place(entry, read_inputs(entry))
+        inputs = read_inputs(entry)
+        width = None
+        if inputs is None:
+            width = entry.codec.width if entry.codec is not None else None
+            if width is None and declared_codec_width is not None:
+                width = declared_codec_width(entry)
+        placed = _place(entry, inputs, codec_width=width)
         if placed.reason is None:
             members.setdefault(placed.family, []).append(entry)
         else:
@@ -167,12 +183,12 @@ def why_not_judged(inputs: Sequence[GraphInput]) -> str | None:
     return _why_not(inputs, signature(inputs))
 
 
-def _place(entry: ModelEntry, inputs: tuple[GraphInput, ...] | None) -> _Placed:
+def _place(
+    entry: ModelEntry, inputs: tuple[GraphInput, ...] | None, *, codec_width: int | None = None
+) -> _Placed:
     """Decide a row's family and whether the engine can judge it on a feature table."""
     if inputs is None:
-        declared = f"features{_WIDTH}" + (
-            "" if entry.codec is None else f"+codec{entry.codec.width}"
-        )
+        declared = f"features{_WIDTH}" + ("" if codec_width is None else f"+codec{codec_width}")
         family = entry.family or f"{entry.kind}/{declared}"
         if not is_judged_kind(entry.kind):
             return _Placed(family, f"kind {entry.kind}: not a six-feature regressor")
@@ -197,6 +213,10 @@ def _why_not(inputs: Sequence[GraphInput], found: str) -> str | None:
         return "needs frames" if found == "frames" else "needs two or more frame inputs"
     if found.startswith(f"features{_WIDTH}"):
         return None
+    for item in inputs:
+        if len(item.dims) == 2 and item.dims[1] == _WIDTH and item.elem_type != TensorProto.FLOAT:
+            kind = TensorProto.DataType.Name(item.elem_type) if item.elem_type else "untyped"
+            return f"input {item.name!r} is {kind}, not the feature table's FLOAT (float32)"
     return f"input {found.removeprefix('inputs')} is not a [N, {_WIDTH}] feature vector"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bisection import BisectResult
-from engine.declaration import RowDeclaration
+from engine.declaration import RowDeclaration, resolve_declaration
 from engine.errors import EngineError, UsageError
 from engine.evaluation import (
     DEFAULT_LIMITS,
@@ -183,17 +183,37 @@ def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LI
     def read(entry: ModelEntry) -> Any:
         return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
 
-    return plan_families(loaded.timeline_models, read_inputs=safe_reader(read))
+    folder = Path(root) / (posixpath.dirname(registry) or ".")
+
+    def declared_width(entry: ModelEntry) -> int | None:
+        if entry.declared is None:
+            return None
+        try:
+            return resolve_declaration(entry.declared, root=folder).codec_width
+        except EngineError:
+            return None  # a bad declaration: the model is broken when visited
+
+    return plan_families(
+        loaded.timeline_models, read_inputs=safe_reader(read), declared_codec_width=declared_width
+    )
 
 
 def graphs_of_other_kinds(root: Path, registry: str) -> tuple[str, ...]:
-    """Root-relative graph files of rows of kinds other than fr (their inputs say why they are not judged).
+    """Root-relative files the App fetches before ``read_timelines`` to plan the families.
 
-    The App fetches these before ``read_timelines``; a regressor's graph is fetched only
-    when the bisect visits it, and ``unjudgeable`` then checks its inputs.
+    The graphs of rows of kinds other than fr (their inputs say why they are not judged),
+    and every row's sidecar (its declaration says which family a regressor belongs to).
+    A regressor's graph is fetched only when the bisect visits it, and ``unjudgeable``
+    then checks its inputs.
     """
     loaded = load_registry(Path(root) / registry)
-    return tuple(repo_path(registry, e.onnx) for e in loaded.models if not is_judged_kind(e.kind))
+    graphs = [repo_path(registry, e.onnx) for e in loaded.models if not is_judged_kind(e.kind)]
+    sidecars = [
+        repo_path(registry, e.declared.sidecar)
+        for e in loaded.models
+        if e.declared is not None and e.declared.sidecar is not None
+    ]
+    return tuple(dict.fromkeys([*graphs, *sidecars]))
 
 
 def unjudgeable(

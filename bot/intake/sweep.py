@@ -20,8 +20,6 @@ The redelivery arrives as an ordinary webhook with the same delivery id; the ing
 it like any other, and its dedupe makes a redelivery that races a late original harmless.
 """
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -32,6 +30,7 @@ from typing import Any
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
+from bot.jobs.periodic import Periodic
 from bot.jobs.worker import describe_error
 from bot.store import Store
 
@@ -88,8 +87,6 @@ class DeliverySweep:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """``app_api`` gives the API authenticated as the App; ``events`` those worth redelivering."""
-        if not interval_seconds > 0:
-            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
         self._store = store
         self._app_api = app_api
         self._events = frozenset(events)
@@ -97,7 +94,9 @@ class DeliverySweep:
         self._window = window
         self._clock = clock
         self._holder = uuid.uuid4().hex
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            self._pass, interval_seconds=interval_seconds, name="delivery sweep", log=log
+        )
 
     async def sweep(self) -> SweepResult:
         """One pass, if this replica holds the interval's claim."""
@@ -178,23 +177,13 @@ class DeliverySweep:
 
     async def start(self) -> None:
         """Sweep now (deliveries lost while every replica was down) and every interval."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="model-guard-delivery-sweep")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop sweeping (idempotent)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                result = await self.sweep()
-                if result.asked:
-                    log.info("delivery sweep asked for %d redeliveries", len(result.asked))
-            except Exception as error:  # GitHub or the store failing: the next interval retries
-                log.warning("delivery sweep failed: %s", describe_error(error))
-            await asyncio.sleep(self.interval_seconds)
+    async def _pass(self) -> None:
+        result = await self.sweep()
+        if result.asked:
+            log.info("delivery sweep asked for %d redeliveries", len(result.asked))

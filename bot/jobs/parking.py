@@ -9,13 +9,12 @@ the same check run and writes the same records. A run is resumed at most ``MAX_R
 times, so a repository GitHub refuses for good does not loop.
 """
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.jobs.periodic import Periodic
 from bot.jobs.worker import describe_error
 from bot.store import Job, JobSpec, Store
 
@@ -79,13 +78,13 @@ class Resumer:
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         """``probe`` is a cheap GitHub request (the App's ``GET /app``) that raises if it fails."""
-        if not interval_seconds > 0:
-            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
         self._store = store
         self._probe = probe
         self.interval_seconds = interval_seconds
         self._on_enqueued = on_enqueued
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            self.resume, interval_seconds=interval_seconds, name="resuming parked runs", log=log
+        )
 
     async def resume(self) -> list[str]:
         """Enqueue every parked run if GitHub answers; return the keys of the jobs enqueued."""
@@ -114,21 +113,8 @@ class Resumer:
 
     async def start(self) -> None:
         """Look every interval, starting now (runs parked before a restart resume too)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="model-guard-resumer")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop looking (idempotent)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.resume()
-            except Exception as error:  # a busy store: the next pass tries again
-                log.warning("resuming parked runs failed: %s", describe_error(error))
-            await asyncio.sleep(self.interval_seconds)
+        await self._loop.stop()

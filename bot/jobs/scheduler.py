@@ -7,7 +7,6 @@ processes see it. The day is the UTC date of the fire time, not of the tick, so 
 stable: a 23:30 cron seen at 00:10 still belongs to the day before.
 """
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from croniter import croniter
 
 from bot.errors import BotError
+from bot.jobs.periodic import Periodic
 from bot.jobs.worker import describe_error, now_utc
 from bot.store import JobSpec, Store, StoreError
 
@@ -83,7 +83,13 @@ class Scheduler:
         self.interval_seconds = interval_seconds
         self._clock = clock
         self._on_enqueued = on_enqueued
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            self.tick,
+            interval_seconds=interval_seconds,
+            name="schedule tick",
+            log=log,
+            failure_level=logging.ERROR,
+        )
 
     async def tick(self) -> list[str]:
         """Claim and enqueue every enabled repository's latest due run; return the repos enqueued."""
@@ -102,24 +108,13 @@ class Scheduler:
 
     async def start(self) -> None:
         """Start ticking: once right away (a run missed while down happens now), then every interval."""
-        if self._task is not None:
+        if self._loop.running:
             raise ScheduleError("scheduler is already started")
-        self._task = asyncio.create_task(self._loop(), name=f"scheduler-{self.kind}")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop ticking (idempotent); a claim already sent completes or not as one transaction."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception as error:
-                log.error("schedule tick failed: %s", describe_error(error))
-            await asyncio.sleep(self.interval_seconds)
+        await self._loop.stop()
 
     async def _claim(self, entry: ScheduledRepo, now: datetime) -> bool:
         """Claim ``entry``'s latest due day, with its job; False if taken or not claimable."""

@@ -143,7 +143,8 @@ class TimelineJudge:
         await self.files.fetch_to(gh, snapshot, config.registry, root, max_bytes=MAX_REGISTRY_BYTES)
         await self.files.fetch_to(gh, snapshot, config.features, root, max_bytes=MAX_FEATURES_BYTES)
         for path in await self._engine(run, graphs_of_other_kinds, root, config.registry):
-            # Not judged either way; unfetched, the reason comes from its kind alone.
+            # Graphs of other kinds and sidecars, to plan the families; a file that cannot
+            # be fetched leaves its row placed by what the registry row says alone.
             with contextlib.suppress(RepoFileError):
                 await self.files.fetch_to(gh, snapshot, path, root, max_bytes=MAX_MODEL_BYTES)
         timelines: TimelineSet = await self._engine(

@@ -1237,3 +1237,35 @@ async def test_nightly_checks_quantised_twins_against_their_parent_in_the_commen
     assert "fp32.int8 vs fp32: pass" in body
     assert "bad.int8 vs fp32: FAIL" in body
     assert "But 1 quantised twin(s) fail their PLCC budget: bad.int8." in body
+
+
+async def test_nightly_judges_an_imported_field_registry_without_a_false_alarm(
+    sandbox: Sandbox, app_service: Service, tmp_path: Path
+) -> None:
+    # The 24-row registry in the field's format (frame models, probes, standardised and
+    # codec-aware regressors, int8 twins), imported beside its source, judged by the App.
+    from engine.registry_import import import_registry
+    from tests.families import BISECT, FEATURES
+    from tests.fixtures.foreign_registry import write_foreign_registry
+
+    source = write_foreign_registry(tmp_path / "tiny").registry
+    imported = import_registry(source)
+    folder = source.parent
+    files = {
+        f"model/tiny/{path.relative_to(folder).as_posix()}": path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    files["model/tiny/model-guard.json"] = json.dumps(imported.document, indent=2).encode()
+    files[FEATURES] = (BISECT / "features.parquet").read_bytes()
+    files[CONFIG_PATH] = CONFIG.replace(b"models/registry.json", b"model/tiny/model-guard.json")
+    installation_id, repo = seeded(sandbox, files)
+    assert await app_service.run(repo, installation_id=installation_id) is JobState.DONE
+    check = only_check(sandbox, repo)
+    body = only_comment(sandbox, repo).body
+    assert check.conclusion is CheckConclusion.SUCCESS, body
+    for family in ("fr/features6", "fr/features6+codec14", "fr/features6+codec18"):
+        assert f"Family `{family}`: ✅ No regression" in body
+    assert "`nr_metric_v1` (nr/frames): not judged (kind nr: needs frames)" in body
+    assert "fr_tiny_v3_int8 vs fr_tiny_v3: pass" in body
+    assert "broken" not in body
