@@ -36,8 +36,8 @@ from sandbox.records import CheckRun, CheckStatus, Comment, Installation, Repo
 from sandbox.webhooks import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_REGISTRY = ROOT / "testdata" / "bisect" / "regression" / "registry.json"
-DEFAULT_FEATURES = ROOT / "testdata" / "bisect" / "features.parquet"
+DEFAULT_REGISTRY = ROOT / "testdata" / "videos" / "timelines" / "regression" / "registry.json"
+DEFAULT_FEATURES = ROOT / "testdata" / "videos" / "real" / "features.parquet"
 DEMO_OWNER, DEMO_NAME = "acme", "video-models"
 T = TypeVar("T")
 DEMO_CONFIG = b"""\

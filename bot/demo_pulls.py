@@ -23,15 +23,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "model"
-FEATURES = ROOT / "testdata" / "bisect" / "features.parquet"
+FEATURES = ROOT / "testdata" / "videos" / "real" / "features.parquet"
 # A model of the bundled regression timeline that fails plcc >= 0.9.
-FAILING_MODEL = ROOT / "testdata" / "bisect" / "regression" / "fr-mlp-v06.onnx"
+FAILING_MODEL = ROOT / "testdata" / "videos" / "timelines" / "regression" / "fr-mlp-v06.onnx"
 CONFIG_PATH = ".github/model-guard.yml"
 CONFIG = b"""\
 # model-guard's configuration for this repository (docs/configuration.md)
 version: 1
 registry: model/registry.json
-features: testdata/bisect/features.parquet
+features: testdata/videos/real/features.parquet
 gate:
   min_plcc: 0.9
 """
@@ -54,7 +54,7 @@ def base_files(*, config: bytes = CONFIG) -> dict[str, bytes]:
     """The base branch: config, cache, every model and the manifest, the ensemble still smoke."""
     files = {
         CONFIG_PATH: config,
-        "testdata/bisect/features.parquet": FEATURES.read_bytes(),
+        "testdata/videos/real/features.parquet": FEATURES.read_bytes(),
         "README.md": b"# video-quality models\n",
         "model/fr-ens-v1.json": (MODEL / "fr-ens-v1.json").read_bytes(),
         "model/registry.json": registry_text(promoted=False),

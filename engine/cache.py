@@ -1,4 +1,10 @@
-"""The synthetic golden cache: a deterministic feature parquet, two model timelines, a drift check.
+"""The golden caches' model timelines: the synthetic cache, timelines fitted to a real cache, a drift check.
+
+The synthetic cache is a deterministic feature parquet and two model timelines built around
+its generating function. ``build_fitted_timelines`` builds the same two timelines (same
+seeds, same injected regression) around a teacher fitted to another feature cache, the
+real-video one (``testdata/videos/real``), and writes them beside a ``cache.json`` that
+names that cache by content hash.
 
 Bytes must not depend on the machine: every random draw comes from
 ``numpy.random.default_rng`` seeded from the user's seed, every value computed with
@@ -8,6 +14,7 @@ value comes out of BLAS. The parquet file is compared by decoded content (its fo
 the pyarrow version that wrote it); ONNX and JSON files must be byte-identical.
 """
 
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,16 +24,26 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.optimize import least_squares
 
 from engine.errors import EvidenceError, FeatureCacheError, RegistryError, UsageError
 from engine.evidence import read_json, write_bytes, write_json, write_parquet
-from engine.features import FEATURES, SOURCE, TARGET, FeatureTable, describe_difference
+from engine.features import (
+    FEATURES,
+    SOURCE,
+    TARGET,
+    FeatureTable,
+    describe_difference,
+    load_features,
+)
 from engine.hashing import sha256_bytes
 from engine.onnxbuild import OPSET, Activation, Dense, build_mlp
 
 GENERATOR = "model-guard synthetic golden cache"
 # Bump whenever any byte (or decoded parquet value) the generator writes changes.
 GENERATOR_VERSION = 1
+FITTED_GENERATOR = "model-guard timelines fitted to a feature cache"
+FITTED_GENERATOR_VERSION = 1
 MANIFEST = "cache.json"
 FEATURES_FILE = "features.parquet"
 REGISTRY_FILE = "registry.json"
@@ -48,6 +65,12 @@ INJECTED_REGRESSION = (
     "read vif_scale1 and vif_scale3 in swapped order and fed motion2 with its sign inverted: "
     "the models weigh vif_scale1 with vif_scale3's statistics and weight (and vice versa) and "
     "penalise motion about four times as strongly as the true function masks it"
+)
+_FITTED_INJECTED_REGRESSION = (
+    "from fr-mlp-v06 on, the models were trained on a refactored feature pipeline that "
+    "read vif_scale1 and vif_scale3 in swapped order and fed motion2 with its sign inverted: "
+    "the models weigh vif_scale1 with vif_scale3's statistics and weight (and vice versa) and "
+    "penalise motion about ten times as strongly as the teacher weighs it"
 )
 
 
@@ -142,6 +165,32 @@ _STREAM_ALLGOOD = 2
 
 
 @dataclass(frozen=True)
+class _Teacher:
+    """The function a timeline is built around: score = floor + span * sigmoid(bias + w . z).
+
+    ``z`` is the features standardised with ``centre`` and ``scale``; the broken models of
+    the regression timeline multiply the motion2 weight by ``bad_motion_factor``.
+    """
+
+    weights: np.ndarray
+    bias: float
+    centre: np.ndarray
+    scale: np.ndarray
+    floor: float
+    span: float
+    bad_motion_factor: float
+
+
+_SYNTHETIC_TEACHER = _Teacher(
+    _WEIGHTS, _BIAS, _CENTRE, _SCALE, _MOS_FLOOR, _MOS_SPAN, _BAD_MOTION_FACTOR
+)
+# On the real cache a 4x motion penalty (with the swap) still scores PLCC 0.92 (the real
+# sources move less than the synthetic ones), so the fitted timelines' broken models
+# penalise motion 10x: the same injected fault, strong enough to fail plcc >= 0.9.
+_FITTED_BAD_MOTION_FACTOR = -10.0
+
+
+@dataclass(frozen=True)
 class _ModelSpec:
     """Everything needed to serialise one timeline model."""
 
@@ -166,7 +215,8 @@ def build_synthetic_cache(out: Path, *, seed: int) -> list[Path]:
         REGRESSION_DIR: _regression_models(seed),
         ALLGOOD_DIR: _allgood_models(seed),
     }
-    _check_design(seed, table, timelines)
+    matrix = np.column_stack([table.column(name).to_numpy() for name in FEATURES])
+    _check_design(seed, matrix, table.column(TARGET).to_numpy(), timelines)
     for folder in timelines:
         (out / folder).mkdir(parents=True, exist_ok=True)
     written = [out / FEATURES_FILE]
@@ -187,13 +237,113 @@ def build_synthetic_cache(out: Path, *, seed: int) -> list[Path]:
     return written
 
 
+def build_fitted_timelines(features: Path, out: Path, *, seed: int) -> list[Path]:
+    """Fit a teacher to ``features`` and write both timelines around it into ``out``.
+
+    The timelines have the synthetic cache's structure (same ids, notes, noise schedule
+    and injected regression at FIRST_BAD_INDEX) with unit 0 set to the teacher; the build
+    refuses a seed whose models miss the design bands on ``features``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, not {seed!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder")
+    table = load_features(Path(features))
+    matrix, target = table.matrix().astype(np.float64), table.target().astype(np.float64)
+    teacher = _fit_teacher(matrix, target)
+    timelines = {
+        REGRESSION_DIR: _regression_models(seed, teacher),
+        ALLGOOD_DIR: _allgood_models(seed, teacher),
+    }
+    _check_design(seed, matrix, target, timelines, teacher)
+    origin = f"model-guard test model fitted to the feature cache {table.content_hash[:16]}"
+    written: list[Path] = []
+    for folder, specs in timelines.items():
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        written.extend(_write_timeline(out / folder, specs, teacher=teacher, origin=origin))
+    names = sorted(path.relative_to(out).as_posix() for path in written)
+    manifest = _manifest(seed, names, injected=_FITTED_INJECTED_REGRESSION)
+    manifest.update(
+        generator=FITTED_GENERATOR,
+        generator_version=FITTED_GENERATOR_VERSION,
+        features={
+            "path": Path(os.path.relpath(Path(features).resolve(), out.resolve())).as_posix(),
+            "content_hash": table.content_hash,
+            "rows": len(target),
+            "sources": len(set(np.asarray(table.groups()).tolist())),
+        },
+        teacher=_teacher_document(teacher, pearson(_teacher_scores(teacher, matrix), target)),
+    )
+    write_json(out / MANIFEST, manifest)
+    written.append(out / MANIFEST)
+    return written
+
+
+def _fit_teacher(matrix: np.ndarray, target: np.ndarray) -> _Teacher:
+    """Least-squares fit of floor + span * sigmoid(bias + w . z) to ``target``, rounded to 4 decimals.
+
+    ``z`` standardises with the table's own mean and standard deviation. Rounding keeps
+    the ulps a BLAS or libm leaves in the optimum out of the written models.
+    """
+    centre = np.round(matrix.mean(axis=0), 4)
+    scale = np.round(matrix.std(axis=0), 4)
+    if np.any(scale <= 0):
+        raise FeatureCacheError("a feature is constant on this cache; cannot fit a teacher")
+    z = (matrix - centre) / scale
+    width = len(FEATURES)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        logit = np.clip(p[width] + z @ p[:width], -60, 60)
+        result: np.ndarray = p[width + 1] + p[width + 2] / (1 + np.exp(-logit)) - target
+        return result
+
+    start = np.concatenate([np.full(width, 0.3), [0.0, float(target.min()), float(np.ptp(target))]])
+    fitted = np.round(least_squares(residual, start, method="lm").x, 4)
+    return _Teacher(
+        weights=fitted[:width],
+        bias=float(fitted[width]),
+        centre=centre,
+        scale=scale,
+        floor=float(fitted[width + 1]),
+        span=float(fitted[width + 2]),
+        bad_motion_factor=_FITTED_BAD_MOTION_FACTOR,
+    )
+
+
+def _teacher_scores(teacher: _Teacher, matrix: np.ndarray) -> np.ndarray:
+    """Score ``matrix`` with the teacher itself."""
+    logit = teacher.bias + ((matrix - teacher.centre) / teacher.scale) @ teacher.weights
+    scores: np.ndarray = teacher.floor + teacher.span / (1 + np.exp(-logit))
+    return scores
+
+
+def _teacher_document(teacher: _Teacher, plcc: float) -> dict[str, Any]:
+    """The teacher as cache.json records it."""
+    return {
+        "form": "floor + span * sigmoid(bias + sum_k weight_k * (x_k - centre_k) / scale_k)",
+        "features": list(FEATURES),
+        "weights": [float(w) for w in teacher.weights],
+        "bias": teacher.bias,
+        "centre": [float(c) for c in teacher.centre],
+        "scale": [float(c) for c in teacher.scale],
+        "floor": teacher.floor,
+        "span": teacher.span,
+        "bad_motion_factor": teacher.bad_motion_factor,
+        "plcc": round(plcc, 4),
+    }
+
+
 def check_cache(directory: Path) -> list[Drift]:
     """Rebuild the cache recorded in ``directory``'s cache.json and return every difference."""
     directory = Path(directory)
-    seed = _read_manifest(directory)
+    seed, features = _read_manifest(directory)
     with tempfile.TemporaryDirectory(prefix="model-guard-cache-") as scratch:
         fresh = Path(scratch)
-        build_synthetic_cache(fresh, seed=seed)
+        if features is None:
+            build_synthetic_cache(fresh, seed=seed)
+        else:
+            _build_fitted_as_recorded(directory, features, fresh, seed=seed)
         expected, actual = _files_under(fresh), _files_under(directory)
         drift: list[Drift] = []
         for name in sorted(expected | actual):
@@ -304,36 +454,36 @@ def _true_mos(features: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid_net(
-    rng: np.random.Generator, noise: float, *, broken: bool
+    rng: np.random.Generator, noise: float, *, broken: bool, teacher: _Teacher
 ) -> tuple[tuple[Dense, ...], np.ndarray, np.ndarray]:
-    """Return a 6 -> 8 -> 1 sigmoid net: unit 0 is the true function off by up to ``noise`` (relative)."""
+    """Return a 6 -> 8 -> 1 sigmoid net: unit 0 is the teacher off by up to ``noise`` (relative)."""
     w0 = np.zeros((len(FEATURES), _HIDDEN))
     b0 = np.zeros(_HIDDEN)
     # Bounded relative noise: an unlucky draw cannot push a "good" model below its band.
-    w0[:, 0] = _WEIGHTS * (1 + rng.uniform(-noise, noise, len(FEATURES)))
-    b0[0] = _BIAS + rng.uniform(-noise, noise) / 4
+    w0[:, 0] = teacher.weights * (1 + rng.uniform(-noise, noise, len(FEATURES)))
+    b0[0] = teacher.bias + rng.uniform(-noise, noise) / 4
     w0[:, 1:] = rng.normal(0.0, 0.7, (len(FEATURES), _HIDDEN - 1))
     b0[1:] = rng.normal(0.0, 0.5, _HIDDEN - 1)
     w1 = np.zeros((_HIDDEN, 1))
     w1[0, 0] = 1 + rng.uniform(-noise, noise) / 2
     w1[1:, 0] = rng.uniform(-noise, noise, _HIDDEN - 1) / 10
     b1 = np.array([rng.uniform(-noise, noise) / 10])
-    mean, std = _CENTRE.copy(), _SCALE.copy()
+    mean, std = teacher.centre.copy(), teacher.scale.copy()
     if broken:
         motion = len(FEATURES) - 1
-        w0[motion, 0] *= _BAD_MOTION_FACTOR
+        w0[motion, 0] *= teacher.bad_motion_factor
         w0, mean, std = w0[_BAD_ORDER], mean[_BAD_ORDER], std[_BAD_ORDER]
     layers = (Dense(np.round(w0, 4), np.round(b0, 4)), Dense(np.round(w1, 4), np.round(b1, 4)))
     return layers, np.round(mean, 4), np.round(std, 4)
 
 
-def _regression_models(seed: int) -> list[_ModelSpec]:
+def _regression_models(seed: int, teacher: _Teacher = _SYNTHETIC_TEACHER) -> list[_ModelSpec]:
     """Return the regression timeline: improving models, broken from FIRST_BAD_INDEX on."""
     specs = []
     for index in range(REGRESSION_MODELS):
         rng = np.random.default_rng([seed, _STREAM_REGRESSION, index])
         layers, mean, std = _sigmoid_net(
-            rng, _REGRESSION_NOISE[index], broken=index >= FIRST_BAD_INDEX
+            rng, _REGRESSION_NOISE[index], broken=index >= FIRST_BAD_INDEX, teacher=teacher
         )
         specs.append(
             _ModelSpec(
@@ -349,12 +499,14 @@ def _regression_models(seed: int) -> list[_ModelSpec]:
     return specs
 
 
-def _allgood_models(seed: int) -> list[_ModelSpec]:
+def _allgood_models(seed: int, teacher: _Teacher = _SYNTHETIC_TEACHER) -> list[_ModelSpec]:
     """Return the all-good timeline: tanh nets (sigmoid rewritten exactly), every one passing."""
     specs = []
     for index in range(ALLGOOD_MODELS):
         rng = np.random.default_rng([seed, _STREAM_ALLGOOD, index])
-        (hidden, output), mean, std = _sigmoid_net(rng, _ALLGOOD_NOISE[index], broken=False)
+        (hidden, output), mean, std = _sigmoid_net(
+            rng, _ALLGOOD_NOISE[index], broken=False, teacher=teacher
+        )
         # sigmoid(z) = 0.5 + 0.5 * tanh(z / 2): the same function with a tanh hidden layer.
         tanh_hidden = Dense(np.round(hidden.weight / 2, 4), np.round(hidden.bias / 2, 4))
         tanh_output = Dense(
@@ -375,7 +527,7 @@ def _allgood_models(seed: int) -> list[_ModelSpec]:
     return specs
 
 
-def _forward(spec: _ModelSpec, matrix: np.ndarray) -> np.ndarray:
+def _forward(spec: _ModelSpec, matrix: np.ndarray, teacher: _Teacher) -> np.ndarray:
     """Score with a float64 numpy forward pass of a spec's weights (design check only)."""
     current = (matrix.astype(np.float64) - spec.input_mean) / spec.input_std
     for position, layer in enumerate(spec.layers):
@@ -385,17 +537,21 @@ def _forward(spec: _ModelSpec, matrix: np.ndarray) -> np.ndarray:
                 current = 1 / (1 + np.exp(-current))
             else:
                 current = np.tanh(current)
-    scores: np.ndarray = _MOS_FLOOR + _MOS_SPAN * current[:, 0]
+    scores: np.ndarray = teacher.floor + teacher.span * current[:, 0]
     return scores
 
 
-def _check_design(seed: int, table: pa.Table, timelines: dict[str, list[_ModelSpec]]) -> None:
+def _check_design(
+    seed: int,
+    matrix: np.ndarray,
+    target: np.ndarray,
+    timelines: dict[str, list[_ModelSpec]],
+    teacher: _Teacher = _SYNTHETIC_TEACHER,
+) -> None:
     """Refuse to write a cache whose models miss the documented PLCC bands for this seed."""
-    matrix = np.column_stack([table.column(name).to_numpy() for name in FEATURES])
-    target = table.column(TARGET).to_numpy()
     for folder, specs in timelines.items():
         for spec in specs:
-            plcc = pearson(_forward(spec, matrix), target)
+            plcc = pearson(_forward(spec, matrix, teacher), target)
             bad = folder == REGRESSION_DIR and spec.timeline >= FIRST_BAD_INDEX
             if (bad and plcc > BAD_MAX_PLCC) or (not bad and plcc < GOOD_MIN_PLCC):
                 band = f"<= {BAD_MAX_PLCC}" if bad else f">= {GOOD_MIN_PLCC}"
@@ -405,7 +561,13 @@ def _check_design(seed: int, table: pa.Table, timelines: dict[str, list[_ModelSp
                 )
 
 
-def _write_timeline(folder: Path, specs: Sequence[_ModelSpec]) -> list[Path]:
+def _write_timeline(
+    folder: Path,
+    specs: Sequence[_ModelSpec],
+    *,
+    teacher: _Teacher = _SYNTHETIC_TEACHER,
+    origin: str = "synthetic model-guard test model",
+) -> list[Path]:
     """Write each spec's ONNX file and the timeline's registry.json; return the paths."""
     written: list[Path] = []
     entries: list[dict[str, Any]] = []
@@ -415,10 +577,10 @@ def _write_timeline(folder: Path, specs: Sequence[_ModelSpec]) -> list[Path]:
             activation=spec.activation,
             input_mean=spec.input_mean,
             input_std=spec.input_std,
-            output_scale=_MOS_SPAN,
-            output_offset=_MOS_FLOOR,
+            output_scale=teacher.span,
+            output_offset=teacher.floor,
             name=spec.model_id,
-            doc=f"{spec.model_id}: synthetic model-guard test model ({spec.notes})",
+            doc=f"{spec.model_id}: {origin} ({spec.notes})",
         )
         path = folder / f"{spec.model_id}.onnx"
         write_bytes(path, data)
@@ -442,7 +604,21 @@ def _write_timeline(folder: Path, specs: Sequence[_ModelSpec]) -> list[Path]:
     return written
 
 
-def _manifest(seed: int, files: list[str]) -> dict[str, Any]:
+def _build_fitted_as_recorded(directory: Path, features: str, fresh: Path, *, seed: int) -> None:
+    """Rebuild fitted timelines into ``fresh`` exactly as ``directory``'s cache.json records them."""
+    source = directory / features
+    if not source.is_file():
+        raise FeatureCacheError(f"{directory / MANIFEST}: its feature cache {source} is not found")
+    written = build_fitted_timelines(source, fresh, seed=seed)
+    # cache.json names the features relative to its own folder: write it as the original does.
+    manifest = read_json(fresh / MANIFEST).value
+    manifest["features"]["path"] = features
+    write_json(written[-1], manifest)
+
+
+def _manifest(
+    seed: int, files: list[str], *, injected: str = INJECTED_REGRESSION
+) -> dict[str, Any]:
     """Return cache.json's content."""
     return {
         "generator": GENERATOR,
@@ -455,7 +631,7 @@ def _manifest(seed: int, files: list[str]) -> dict[str, Any]:
                 "models": REGRESSION_MODELS,
                 "first_bad_index": FIRST_BAD_INDEX,
                 "min_plcc": DOC_MIN_PLCC,
-                "injected_regression": INJECTED_REGRESSION,
+                "injected_regression": injected,
             },
             ALLGOOD_DIR: {
                 "registry": f"{ALLGOOD_DIR}/{REGISTRY_FILE}",
@@ -467,8 +643,8 @@ def _manifest(seed: int, files: list[str]) -> dict[str, Any]:
     }
 
 
-def _read_manifest(directory: Path) -> int:
-    """Return the seed recorded in a cache folder's cache.json, or raise a one-line error."""
+def _read_manifest(directory: Path) -> tuple[int, str | None]:
+    """Return the seed (and the fitted cache's features path) of a cache.json, or raise one line."""
     path = directory / MANIFEST
     if not directory.is_dir():
         raise FeatureCacheError(f"{directory}: not a folder")
@@ -478,12 +654,19 @@ def _read_manifest(directory: Path) -> int:
         document = read_json(path).value
     except EvidenceError as error:
         raise FeatureCacheError(str(error)) from None
-    if not isinstance(document, dict) or document.get("generator") != GENERATOR:
+    generator = document.get("generator") if isinstance(document, dict) else None
+    if generator not in (GENERATOR, FITTED_GENERATOR):
         raise FeatureCacheError(f"{path}: not written by the {GENERATOR!r} generator")
     seed = document.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise FeatureCacheError(f"{path}: 'seed' must be a non-negative integer, not {seed!r}")
-    return seed
+    if generator == GENERATOR:
+        return seed, None
+    features = document.get("features")
+    name = features.get("path") if isinstance(features, dict) else None
+    if not isinstance(name, str) or not name:
+        raise FeatureCacheError(f"{path}: 'features.path' must name the fitted feature cache")
+    return seed, name
 
 
 def _files_under(root: Path) -> set[str]:

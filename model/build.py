@@ -1,4 +1,4 @@
-"""Rebuild this project's own model registry from the golden cache: ``python model/build.py``.
+"""Rebuild this project's own model registry from the real-video golden cache: ``python model/build.py``.
 
 It trains a timeline of FR models (successive versions, one of them a genuinely worse
 checkpoint), a 5-member deep ensemble with its manifest, the per-seed LOSO reports (the
@@ -29,7 +29,7 @@ from engine.train.loso import run_loso  # noqa: E402
 from engine.train.network import DEFAULT_CONFIG, train_network  # noqa: E402
 from engine.verdict import Verdict, decide, verify_verdict  # noqa: E402
 
-FEATURES = Path("testdata") / "bisect" / "features.parquet"
+FEATURES = Path("testdata") / "videos" / "real" / "features.parquet"
 ENSEMBLE = "fr-ens-v1"
 # (id, epochs, seed, notes): successive versions; 2026.04 is a genuinely worse checkpoint.
 TIMELINE = (
@@ -118,7 +118,7 @@ def _write_registry(path: Path, rows: list[dict[str, object]]) -> None:
     """Write registry.json with stable formatting."""
     document = {
         "schema_version": 1,
-        "description": "model-guard's own models, trained on testdata/bisect by model/build.py",
+        "description": "model-guard's own models, trained on the real-video cache testdata/videos/real by model/build.py",
         "models": rows,
     }
     write_json(path, document)

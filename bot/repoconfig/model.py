@@ -21,7 +21,7 @@ class RepoConfig:
 
     version: int = 1
     registry: str = "model/registry.json"
-    features: str = "testdata/bisect/features.parquet"
+    features: str = "testdata/videos/real/features.parquet"
     families: tuple[str, ...] = ()  # empty: every family of the registry
     min_plcc: float | None = 0.9
     min_srocc: float | None = None

@@ -1,4 +1,4 @@
-"""``model-guard cache build|check``: the synthetic and the real-video golden feature caches."""
+"""``model-guard cache build|check``: the synthetic and real-video golden caches, fitted timelines."""
 
 import argparse
 import sys
@@ -32,7 +32,15 @@ def add_parser(commands: Any) -> None:
         metavar="MANIFEST",
         help="encode and measure the real sources of a video manifest (docs/real-video-cache.md)",
     )
-    build.add_argument("--seed", type=whole_number_in(0, MAX_SEED), help="with --synthetic")
+    kind.add_argument(
+        "--timelines-on",
+        type=existing_file,
+        metavar="FEATURES",
+        help="fit the bundled regression and all-good timelines to a feature cache",
+    )
+    build.add_argument(
+        "--seed", type=whole_number_in(0, MAX_SEED), help="with --synthetic or --timelines-on"
+    )
     build.add_argument("--out", type=output_folder, required=True)
     _add_video_flags(build)
     build.set_defaults(run=run_build)
@@ -66,11 +74,15 @@ def run_build(args: argparse.Namespace) -> int:
     """Build the synthetic golden cache, or the real-video one, into a folder."""
     if args.from_videos is not None:
         return _build_from_videos(args.from_videos, args.out, jobs=args.jobs, ffmpeg=args.ffmpeg)
-    from engine.cache import build_synthetic_cache
+    from engine.cache import build_fitted_timelines, build_synthetic_cache
 
+    flag = "--synthetic" if args.synthetic else "--timelines-on"
     if args.seed is None:
-        raise UsageError("cache build --synthetic needs --seed")
-    written = build_synthetic_cache(args.out, seed=args.seed)
+        raise UsageError(f"cache build {flag} needs --seed")
+    if args.synthetic:
+        written = build_synthetic_cache(args.out, seed=args.seed)
+    else:
+        written = build_fitted_timelines(args.timelines_on, args.out, seed=args.seed)
     print(f"wrote {len(written)} files to {args.out}")
     return EXIT_OK
 

