@@ -1,8 +1,8 @@
 """Leave-one-source-out: batched == sequential, NaN folds kept, reports the gate accepts."""
 
 import json
-from dataclasses import replace
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
