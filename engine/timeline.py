@@ -40,7 +40,7 @@ from engine.families import (
 )
 from engine.features import DEFAULT_TABLE_LIMITS, FeatureTable, TableLimits, load_features
 from engine.quantisation import TwinCheck, check_twins
-from engine.registry import CodecSpec, ExternalData, ModelEntry, load_registry
+from engine.registry import CodecSpec, ExternalData, ModelEntry, Registry, load_registry
 from engine.report import build_report, combine_reports
 from engine.scoring import ScoringLimits, read_graph_inputs
 from engine.threshold import Thresholds
@@ -137,11 +137,14 @@ def read_timelines(
     ``UsageError`` naming the known ones. A graph file missing under ``root`` is placed as
     its registry row declares (it will be broken when visited).
     """
-    plan = family_plan(root, registry, limits=limits)
+    loaded = load_registry(Path(root) / registry)
+    plan = family_plan(root, registry, loaded, limits=limits)
     chosen = select_families(plan, families)
     require_judged(chosen)
     table = cached_features(Path(root) / features)
-    twins = load_registry(Path(root) / registry).twins
+    twins = loaded.twins
+    # Each twin is checked in its parent's family.
+    family_of = {entry.id: family.name for family in chosen.families for entry in family.models}
     timelines = tuple(
         Timeline(
             registry=registry,
@@ -150,11 +153,10 @@ def read_timelines(
             feature_rows=table.n_rows,
             features_hash=table.content_hash,
             family=family.name,
-            # Each twin is checked in its parent's family.
             twins=tuple(
                 _timeline_model(registry, twin)
                 for twin in twins
-                if twin.quantised_from in {entry.id for entry in family.models}
+                if family_of.get(twin.quantised_from or "") == family.name
             ),
         )
         for family in chosen.families
@@ -176,9 +178,10 @@ def read_timelines(
     return TimelineSet(timelines, skipped + twins_skipped, plan.names)
 
 
-def family_plan(root: Path, registry: str, *, limits: ScoringLimits = DEFAULT_LIMITS) -> FamilyPlan:
-    """The registry's families and rows not judged, reading graph headers under ``root``."""
-    loaded = load_registry(Path(root) / registry)
+def family_plan(
+    root: Path, registry: str, loaded: Registry, *, limits: ScoringLimits = DEFAULT_LIMITS
+) -> FamilyPlan:
+    """The loaded registry's families and rows not judged, reading graph headers under ``root``."""
 
     def read(entry: ModelEntry) -> Any:
         return read_graph_inputs(Path(root) / repo_path(registry, entry.onnx), limits=limits)
@@ -295,9 +298,14 @@ def judge_model(
         thresholds=thresholds,
         settings=settings,
         limits=limits,
-        store=None if store_dir is None else EvaluationStore(Path(store_dir)),
+        store=_store_at(store_dir),
     )
     return name_record(evaluator(index), timeline, index)
+
+
+def _store_at(store_dir: Path | None) -> EvaluationStore | None:
+    """The evaluation store in ``store_dir`` (None: no store), for calls that cross processes."""
+    return None if store_dir is None else EvaluationStore(Path(store_dir))
 
 
 def judge_twins(
@@ -318,7 +326,7 @@ def judge_twins(
         thresholds=thresholds,
         settings=settings,
         limits=limits,
-        store=None if store_dir is None else EvaluationStore(Path(store_dir)),
+        store=_store_at(store_dir),
     )
     return check_quantised_twins(timeline, evaluator)
 

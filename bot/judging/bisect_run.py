@@ -36,6 +36,7 @@ from engine.scoring import ScoringLimits
 from engine.threshold import Thresholds
 from engine.timeline import (
     Timeline,
+    TimelineModel,
     TimelineSet,
     assemble_family_report,
     graphs_of_other_kinds,
@@ -236,6 +237,13 @@ class TimelineJudge:
             )
         return _FamilyRun(None, timeline, tuple(dropped), fetched)
 
+    async def _fetch_model(self, run: "_Run", model: TimelineModel) -> None:
+        """Fetch a model's graph and the files its row lists (external data, sidecar)."""
+        for path in (model.onnx, *model.external):
+            await self.files.fetch_to(
+                run.gh, run.snapshot, path, run.root, max_bytes=MAX_MODEL_BYTES
+            )
+
     async def _twins(
         self, run: "_Run", timeline: Timeline, *, thresholds: Thresholds, settings: MetricSettings
     ) -> tuple[TwinCheck, ...]:
@@ -250,11 +258,8 @@ class TimelineJudge:
         for twin in timeline.twins:
             parent = parents.get(twin.quantised_from or "")
             for model in (twin, *(() if parent is None else (parent,))):
-                for path in (model.onnx, *model.external):
-                    with contextlib.suppress(RepoFileError):
-                        await self.files.fetch_to(
-                            run.gh, run.snapshot, path, run.root, max_bytes=MAX_MODEL_BYTES
-                        )
+                with contextlib.suppress(RepoFileError):
+                    await self._fetch_model(run, model)
         checks: tuple[TwinCheck, ...] = await self._engine(
             run,
             judge_twins,
@@ -282,10 +287,7 @@ class TimelineJudge:
         """
         model = timeline.models[index]
         try:
-            for path in (model.onnx, *model.external):
-                await self.files.fetch_to(
-                    run.gh, run.snapshot, path, run.root, max_bytes=MAX_MODEL_BYTES
-                )
+            await self._fetch_model(run, model)
         except RepoFileError as error:
             # A model the App cannot fetch counts as broken (failing), like an unloadable one.
             return broken_step(model.name, model.onnx, str(error))

@@ -161,6 +161,11 @@ class RunRecord:
     summary: str
     finished_at: datetime
 
+    def __post_init__(self) -> None:
+        """Refuse a day that is not ``YYYY-MM-DD`` and normalise ``finished_at`` to UTC."""
+        require_day(self.day)
+        object.__setattr__(self, "finished_at", require_aware(self.finished_at, name="finished_at"))
+
 
 class Store(ABC):
     """The App's durable state: deliveries, jobs, sticky comments, schedules, runs and a KV."""

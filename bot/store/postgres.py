@@ -647,14 +647,7 @@ class PostgresStore(Store):
         key: str | None = None,
     ) -> RunRecord:
         """Append a finished run to the repository's history (once per ``key``) and return it."""
-        record = RunRecord(
-            repo=repo,
-            day=require_day(day),
-            commit_sha=commit_sha,
-            outcome=outcome,
-            summary=summary,
-            finished_at=require_aware(finished_at, name="finished_at"),
-        )
+        record = RunRecord(repo, day, commit_sha, outcome, summary, finished_at)
         # A NULL key never conflicts; a repeated key is ignored (recorded once).
         await self._execute(
             """INSERT INTO runs (repo, repo_key, day, commit_sha, outcome, summary, finished_at,

@@ -478,14 +478,7 @@ class SqliteStore(Store):
         key: str | None = None,
     ) -> RunRecord:
         """Append a finished run to the repository's history (once per ``key``) and return it."""
-        record = RunRecord(
-            repo=repo,
-            day=require_day(day),
-            commit_sha=commit_sha,
-            outcome=outcome,
-            summary=summary,
-            finished_at=require_aware(finished_at, name="finished_at"),
-        )
+        record = RunRecord(repo, day, commit_sha, outcome, summary, finished_at)
         await self._call(_record_run, record, key)
         return record
 
