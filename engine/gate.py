@@ -15,6 +15,9 @@ DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 # "how well does the model do on a source it never saw"; a mean over 3 such draws says
 # little (docs/promotion.md, "How many sources"). The policy and the App take this default.
 DEFAULT_MIN_SOURCES = 5
+# The fewest any gate may ask for: leave-one-source-out needs one source held out and at
+# least one other to train on, so a report always holds out two or more.
+LEAST_MIN_SOURCES = 2
 # Comparisons against thresholds forgive float rounding of this size (sums of fold PLCCs).
 TOLERANCE = 1e-12
 
@@ -41,9 +44,12 @@ class GateThresholds:
         if (
             isinstance(self.min_sources, bool)
             or not isinstance(self.min_sources, int)
-            or self.min_sources < 1
+            or self.min_sources < LEAST_MIN_SOURCES
         ):
-            raise UsageError(f"min_sources must be a positive integer, not {self.min_sources!r}")
+            raise UsageError(
+                f"min_sources must be an integer of at least {LEAST_MIN_SOURCES}, "
+                f"not {self.min_sources!r}"
+            )
         if not self.seeds:
             raise UsageError("the gate needs at least one expected seed")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):

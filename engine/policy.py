@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.errors import EvidenceError, PolicyError
 from engine.evidence import decode_float, read_json, schema_problems
-from engine.gate import DEFAULT_SEEDS, TOLERANCE, GateThresholds
+from engine.gate import DEFAULT_SEEDS, LEAST_MIN_SOURCES, TOLERANCE, GateThresholds
 
 # The policy block's key prefix in a repository's configuration, used to name each rule.
 PREFIX = "promotion"
@@ -97,9 +97,10 @@ class PromotionPolicy:
             raise PolicyError(
                 f"{PolicyRule.MIN_SEEDS.key} must be a positive integer, not {self.min_seeds!r}"
             )
-        if not (_is_count(self.min_sources) and self.min_sources >= 1):
+        if not (_is_count(self.min_sources) and self.min_sources >= LEAST_MIN_SOURCES):
             raise PolicyError(
-                f"{PolicyRule.MIN_SOURCES.key} must be a positive integer, not {self.min_sources!r}"
+                f"{PolicyRule.MIN_SOURCES.key} must be an integer of at least "
+                f"{LEAST_MIN_SOURCES}, not {self.min_sources!r}"
             )
 
     @property

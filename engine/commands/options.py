@@ -78,6 +78,8 @@ CORRELATION = number_in(-1.0, 1.0)
 SPREAD = number_in(0.0, 2.0)
 RMSE = number_in(0.0, 1e6, low_open=True)
 COUNT = whole_number_in(1, MAX_COUNT)
+# engine.gate.LEAST_MIN_SOURCES (not imported here: the gate pulls numpy in).
+MIN_SOURCES = whole_number_in(2, MAX_COUNT)
 _OPEN_UNIT = number_in(0.0, 1.0, low_open=True, high_open=True)
 
 
@@ -111,7 +113,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def add_gate_flags(parser: argparse.ArgumentParser) -> None:
     """Add the promotion-gate thresholds shared by `gate` and `verdict`."""
-    from engine.gate import DEFAULT_MIN_SOURCES
+    from engine.gate import DEFAULT_MIN_SOURCES, LEAST_MIN_SOURCES
 
     parser.add_argument(
         "--mean-plcc", type=CORRELATION, default=0.95, help="mean of per-seed PLCCs must reach this"
@@ -128,7 +130,7 @@ def add_gate_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-sources",
-        type=COUNT,
+        type=whole_number_in(LEAST_MIN_SOURCES, MAX_COUNT),
         default=DEFAULT_MIN_SOURCES,
         help="fewest held-out sources (LOSO folds) every seed must have; fewer is FAIL / HOLD "
         f"(default {DEFAULT_MIN_SOURCES})",
@@ -172,7 +174,7 @@ def add_policy_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-seeds", type=COUNT, help="policy: fewest seeds (alone: a count only)"
     )
-    parser.add_argument("--min-sources", type=COUNT, help="policy: fewest held-out sources")
+    parser.add_argument("--min-sources", type=MIN_SOURCES, help="policy: fewest held-out sources")
 
 
 def promotion_policy(args: argparse.Namespace) -> "PromotionPolicy | None":

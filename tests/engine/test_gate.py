@@ -1,5 +1,6 @@
 """The LOSO promotion gate: reading per-seed reports, and every way the evidence can fail."""
 
+import argparse
 import json
 import math
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from engine.commands.options import parse_seeds
 from engine.errors import EvidenceError, UsageError
 from engine.gate import GateReport, GateThresholds, evaluate_gate
 from engine.loso_report import Corpus, Fold, LosoReport, load_loso_report, load_loso_reports
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CORPUS = "a" * 64
 OTHER_CORPUS = "b" * 64
@@ -308,6 +311,7 @@ def test_thresholds_default_to_a_five_seed_ensemble() -> None:
         {"seeds": (0, 0)},
         {"seeds": (-1,)},
         {"min_sources": 0},
+        {"min_sources": 1},
         {"min_sources": True},
     ],
 )
@@ -468,3 +472,18 @@ def test_gate_passes_exactly_when_mean_spread_floor_and_source_count_hold(
     if not tolerance_zone:
         assert report.passed is expected
     assert report.passed is (not report.reasons)
+
+
+def test_every_surface_floors_min_sources_where_the_engine_does() -> None:
+    """One source held out and none to train on is no LOSO: the gate, the policy, both CLI
+    flags and the App's configuration schema all refuse a minimum below two."""
+    from engine.commands.options import MIN_SOURCES
+    from engine.gate import LEAST_MIN_SOURCES
+
+    assert LEAST_MIN_SOURCES == 2
+    assert MIN_SOURCES(str(LEAST_MIN_SOURCES)) == LEAST_MIN_SOURCES
+    with pytest.raises(argparse.ArgumentTypeError):
+        MIN_SOURCES(str(LEAST_MIN_SOURCES - 1))
+    schema = json.loads((ROOT / "config" / "model-guard.schema.json").read_text())
+    promotion = schema["properties"]["promotion"]["properties"]["min_sources"]
+    assert promotion["minimum"] == LEAST_MIN_SOURCES

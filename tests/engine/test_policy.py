@@ -191,6 +191,7 @@ def test_policy_block_keys_left_out_keep_their_defaults() -> None:
         ({"min_seeds": 0}, "promotion.min_seeds must be a positive integer, not 0"),
         ({"min_sources": None}, "promotion.min_sources must be a positive integer, not None"),
         ({"min_sources": 2.5}, "promotion.min_sources must be a positive integer, not 2.5"),
+        ({"min_sources": 1}, "promotion.min_sources must be an integer of at least 2, not 1"),
     ],
 )
 def test_policy_block_errors_are_one_line_naming_the_key(block: object, message: str) -> None:
