@@ -188,13 +188,14 @@ class Target:
     name: str
     replicas: int
     database: str | None  # None: the bare handler; "sqlite": a fresh file; else a PostgreSQL URL
+    source: Path = ROOT  # the tree whose ``python -m bot`` runs (a baseline is exported)
 
 
-def _service(folder: Path, port: int, database: str) -> subprocess.Popen[bytes]:
+def _service(folder: Path, port: int, database: str, source: Path) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(folder),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(source),
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "MODEL_GUARD_DB": database,
         "MODEL_GUARD_DATA": str(folder / "data"),
@@ -203,7 +204,7 @@ def _service(folder: Path, port: int, database: str) -> subprocess.Popen[bytes]:
     }
     return subprocess.Popen(
         [sys.executable, "-m", "bot"],
-        cwd=ROOT,
+        cwd=source,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(folder / f"service-{port}.log").open("ab"),
@@ -366,6 +367,15 @@ def machine() -> str:
     )
 
 
+def export(ref: str, folder: Path) -> Path:
+    """Write the tree at git ``ref`` to ``folder`` (no worktree is touched)."""
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments and run the benchmark (or one of its helper processes)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -375,6 +385,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--postgres", default=os.environ.get("MODEL_GUARD_TEST_PG"))
     parser.add_argument(
         "--targets", nargs="+", default=["bare", "serve", "serve-pg"], help="which to measure"
+    )
+    parser.add_argument(
+        "--baseline", help="git ref whose service to measure too (on SQLite), e.g. main"
     )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -394,6 +407,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         targets["serve-pg"] = Target("model-guard serve x3, PostgreSQL", 3, args.postgres)
         targets["bare3"] = Target("bare aiohttp handler x3", 3, None)
     chosen = [targets[name] for name in args.targets if name in targets]
+    with tempfile.TemporaryDirectory() as exported:
+        if args.baseline:
+            source = export(args.baseline, Path(exported))
+            chosen.insert(
+                chosen.index(targets["serve"]) + 1 if targets["serve"] in chosen else len(chosen),
+                Target(f"model-guard serve, SQLite, at {args.baseline}", 1, "sqlite", source),
+            )
+        measure(chosen, args)
+
+
+def measure(chosen: Sequence[Target], args: argparse.Namespace) -> None:
+    """Run every target at every concurrency and print the table."""
     print(machine())
     print(f"{args.n} deliveries per run, median of {args.repeats} runs\n")
     print(
