@@ -283,7 +283,9 @@ def run_once(target: Target, *, n: int, concurrency: int) -> Result:
         try:
             for port in ports:
                 processes.append(
-                    _bare(port) if database is None else _service(folder, port, database)
+                    _bare(port)
+                    if database is None
+                    else _service(folder, port, database, target.source)
                 )
                 if database is not None and len(processes) == 1 and target.replicas > 1:
                     # The first replica applies the migrations; the others start on them.
@@ -428,10 +430,13 @@ def measure(chosen: Sequence[Target], args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
     ceiling: dict[int, float] = {}
     for concurrency in args.concurrency:
+        # Targets take turns within each repeat, so a busy spell on the machine falls on all.
+        runs: dict[str, list[Result]] = {target.name: [] for target in chosen}
+        for _ in range(args.repeats):
+            for target in chosen:
+                runs[target.name].append(run_once(target, n=args.n, concurrency=concurrency))
         for target in chosen:
-            results = [
-                run_once(target, n=args.n, concurrency=concurrency) for _ in range(args.repeats)
-            ]
+            results = runs[target.name]
             rate = _median(results, "rate")
             if target.database is None and target.replicas == 1:
                 ceiling[concurrency] = rate
