@@ -1,6 +1,7 @@
 """Benchmark: signed webhook deliveries per second and latency, the service against a bare handler.
 
-Run: ``python -m bench.load [-n 1000] [--concurrency 1 16 64] [--repeats 3] [--postgres URL]``.
+Run: ``python -m bench.load [-n 1000] [--concurrency 1 16 64] [--repeats 3] [--postgres URL]
+[--baseline REF] [--append BENCHMARKS.md]``.
 
 Each run starts its targets as real processes on 127.0.0.1 with a fresh database, and a
 load generator in a process of its own (``python -m bench.load --generate``) sends ``-n``
@@ -20,7 +21,9 @@ its HMAC-SHA256 signature. The targets are
 After each run the deliveries in the store are counted: every one must be there exactly
 once, and every answer a 202 that is not a duplicate. Reported: deliveries per second, p50
 and p99 latency to the answer, and each process's resident memory (VmRSS) idle and its peak
-(VmHWM) after the load, medians over ``--repeats``. Linux only (reads /proc).
+(VmHWM) after the load, medians over ``--repeats``; the heading names the date, the commit
+and the machine. ``--baseline REF`` also measures the service as it was at git REF (on
+SQLite, exported with ``git archive``) in the same run. Linux only (reads /proc).
 """
 
 import argparse
@@ -40,6 +43,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -369,8 +373,76 @@ def machine() -> str:
     )
 
 
+def _timed(steps: dict[str, list[float]], step: str, started: float) -> None:
+    steps.setdefault(step, []).append(1e6 * (time.perf_counter() - started))
+
+
+async def spans(repeats: int) -> list[str]:
+    """Time each step of accepting one delivery in this process, without HTTP: median µs."""
+    import io
+    import logging
+    from datetime import UTC, datetime
+
+    from gidgethub import sansio
+
+    from bot.handlers import ROUTERS
+    from bot.intake.planner import Planner
+    from bot.intake.sanitise import parse_json_object
+    from bot.logs import JsonFormatter
+    from bot.store import Delivery, SqliteStore
+
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(JsonFormatter())
+    log = logging.Logger("model_guard.ingress")
+    log.addHandler(handler)
+    planner = Planner(ROUTERS)
+    rows = ["| step | " + " | ".join(f"{event} µs" for event, _ in PAYLOADS) + " |"]
+    rows.append("|---|" + "---:|" * len(PAYLOADS))
+    timings: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        async with SqliteStore(Path(folder) / "spans.sqlite3") as store:
+            for event, name in PAYLOADS:
+                body = json.dumps(json.loads((EXAMPLES / name).read_bytes())).encode()
+                steps: dict[str, list[float]] = {}
+                timed = partial(_timed, steps)
+                for number in range(repeats):
+                    started = time.perf_counter()
+                    hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                    timed("HMAC-SHA256 of the body", started)
+                    started = time.perf_counter()
+                    data = parse_json_object(body)
+                    timed("parse and check (sanitise)", started)
+                    started = time.perf_counter()
+                    jobs = await planner.plan(sansio.Event(data, event=event, delivery_id="x"))
+                    timed("plan the jobs (routers)", started)
+                    started = time.perf_counter()
+                    digest = hashlib.sha256(body).hexdigest()
+                    timed("SHA-256 of the body (stored)", started)
+                    record = Delivery(
+                        delivery_id=f"{event}-{number}",
+                        event=event,
+                        action=str(data.get("action")),
+                        installation_id=None,
+                        repository=None,
+                        received_at=datetime.now(UTC),
+                        payload_sha256=digest,
+                    )
+                    started = time.perf_counter()
+                    await store.record_delivery(record, jobs)
+                    timed("store delivery + jobs (SQLite, one transaction)", started)
+                    started = time.perf_counter()
+                    log.info("delivery %s", "accepted", extra={"fields": {"event": event}})
+                    timed("one JSON log line", started)
+                for step, values in steps.items():
+                    timings.setdefault(step, []).append(statistics.median(values))
+    for step, values in timings.items():
+        rows.append(f"| {step} | " + " | ".join(f"{value:.0f}" for value in values) + " |")
+    return rows
+
+
 def export(ref: str, folder: Path) -> Path:
     """Write the tree at git ``ref`` to ``folder`` (no worktree is touched)."""
+    folder.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
         ["git", "archive", ref], cwd=ROOT, check=True, capture_output=True
     ).stdout
@@ -389,7 +461,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--targets", nargs="+", default=["bare", "serve", "serve-pg"], help="which to measure"
     )
     parser.add_argument(
-        "--baseline", help="git ref whose service to measure too (on SQLite), e.g. main"
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="git ref whose service to measure too (on SQLite), e.g. main; repeatable",
+    )
+    parser.add_argument(
+        "--append", type=Path, metavar="FILE", help="also append the results to FILE"
+    )
+    parser.add_argument(
+        "--spans",
+        action="store_true",
+        help="time each step of accepting a delivery in this process instead (median µs)",
     )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -401,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.bare is not None:
         run_bare(args.bare)
         return
+    if args.spans:
+        print("\n".join(asyncio.run(spans(args.repeats * 100))))
+        return
     targets = {
         "bare": Target("bare aiohttp handler (ceiling)", 1, None),
         "serve": Target("model-guard serve, SQLite", 1, "sqlite"),
@@ -410,24 +497,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         targets["bare3"] = Target("bare aiohttp handler x3", 3, None)
     chosen = [targets[name] for name in args.targets if name in targets]
     with tempfile.TemporaryDirectory() as exported:
-        if args.baseline:
-            source = export(args.baseline, Path(exported))
-            chosen.insert(
-                chosen.index(targets["serve"]) + 1 if targets["serve"] in chosen else len(chosen),
-                Target(f"model-guard serve, SQLite, at {args.baseline}", 1, "sqlite", source),
-            )
+        at = len(chosen) if targets["serve"] not in chosen else chosen.index(targets["serve"]) + 1
+        for number, ref in enumerate(args.baseline):
+            source = export(ref, Path(exported) / str(number))
+            name = f"model-guard serve, SQLite, at {ref}"
+            chosen.insert(at + number, Target(name, 1, "sqlite", source))
         measure(chosen, args)
 
 
 def measure(chosen: Sequence[Target], args: argparse.Namespace) -> None:
-    """Run every target at every concurrency and print the table."""
-    print(machine())
-    print(f"{args.n} deliveries per run, median of {args.repeats} runs\n")
-    print(
+    """Run every target at every concurrency and print the table (and append it to a file)."""
+    lines: list[str] = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    command = " ".join(["python -m bench.load", *sys.argv[1:]]).replace(
+        str(args.postgres or "\0"), "URL"
+    )
+    emit(f"`{command}`: {machine()}")
+    emit(f"{args.n} deliveries per run, median of {args.repeats} runs\n")
+    emit(
         "| target | concurrency | deliveries/s | p50 ms | p99 ms | ratio to ceiling (rate) "
         "| stored | RSS idle MiB | peak RSS MiB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    emit("|---|---:|---:|---:|---:|---:|---|---:|---:|")
     ceiling: dict[int, float] = {}
     for concurrency in args.concurrency:
         # Targets take turns within each repeat, so a busy spell on the machine falls on all.
@@ -446,12 +541,14 @@ def measure(chosen: Sequence[Target], args: argparse.Namespace) -> None:
                 if results[0].stored is None
                 else ("exactly once" if all(r.stored == args.n for r in results) else "NO")
             )
-            print(
+            emit(
                 f"| {target.name} | {concurrency} | {rate:.0f} | {_median(results, 'p50_ms'):.1f}"
                 f" | {_median(results, 'p99_ms'):.1f} | {ratio} | {stored}"
-                f" | {_memory(results, 'idle_mib')} | {_memory(results, 'peak_mib')} |",
-                flush=True,
+                f" | {_memory(results, 'idle_mib')} | {_memory(results, 'peak_mib')} |"
             )
+    if args.append is not None:
+        with args.append.open("a", encoding="utf-8") as out:
+            out.write("\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
