@@ -8,8 +8,7 @@ from pathlib import Path
 from bot.errors import SettingsError
 from bot.jobs.worker import RequeueMode, WorkerOptions
 from bot.store.select import is_postgres_url, sqlite_path
-from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
-from engine.scoring import ScoringLimits
+from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S, ScoringLimits
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_PORT = 3000

@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -32,7 +33,7 @@ from engine.errors import BudgetExceeded, ModelRejected, UsageError
 if TYPE_CHECKING:  # engine.scoring imports this module's defaults; import it when scoring
     import numpy as np
 
-    from engine.scoring import CheckedModel, ScoringLimits
+    from engine.scoring import CheckedModel
 
 try:  # not on Windows: there, only the time limit applies
     import resource
@@ -58,12 +59,45 @@ _MAX_FD = 1 << 20
 _CPU_GRACE_S = 5
 
 
+@dataclass(frozen=True)
+class ScoringLimits:
+    """Safety limits for inspecting a model and the onnxruntime settings for scoring it.
+
+    Defined here, beside the budget, rather than in ``engine.scoring``: settings build it,
+    and this module imports neither numpy nor onnxruntime (``engine.scoring`` re-exports it).
+    """
+
+    max_bytes: int = 16 * _MIB
+    max_opset: int = 21
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    # The budget of one model's evaluation: memory its loading and scoring may add to the
+    # process, and wall time for both (see docs/scoring.md for why these defaults).
+    max_memory_bytes: int = DEFAULT_MEMORY_MIB * _MIB
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        """Refuse limits that make no sense (0 threads would mean 'all cores' to onnxruntime)."""
+        if self.max_bytes < 1:
+            raise UsageError(f"max_bytes must be positive, not {self.max_bytes}")
+        if self.max_memory_bytes < _MIB:
+            raise UsageError(
+                f"the memory budget must be at least 1 MiB, not {self.max_memory_bytes} bytes"
+            )
+        if not self.timeout_s > 0:
+            raise UsageError(f"the model timeout must be positive, not {self.timeout_s}")
+        if self.max_opset < 1:
+            raise UsageError(f"max_opset must be at least 1, not {self.max_opset}")
+        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
+            raise UsageError("onnxruntime thread counts must be at least 1")
+
+
 def score_within_budget(
     model: "CheckedModel",
     matrix: "np.ndarray",
     *,
     codec: "np.ndarray | None" = None,
-    limits: "ScoringLimits",
+    limits: ScoringLimits,
 ) -> "np.ndarray":
     """Score like ``score_model``, in a child process held to ``limits``' memory and time budget.
 
@@ -130,7 +164,7 @@ class _Child:
         return self.exit_code
 
 
-def _answer(message: tuple[Any, ...], *, phase: str, limits: "ScoringLimits") -> "np.ndarray":
+def _answer(message: tuple[Any, ...], *, phase: str, limits: ScoringLimits) -> "np.ndarray":
     """Turn the child's final message into predictions or the matching error."""
     kind = message[0]
     if kind == "ok":
@@ -148,7 +182,7 @@ def _child(
     model: "CheckedModel",
     matrix: "np.ndarray",
     codec: "np.ndarray | None",
-    limits: "ScoringLimits",
+    limits: ScoringLimits,
 ) -> NoReturn:
     """The forked child: cap itself, score, send back one final message and exit at once."""
     try:
@@ -163,7 +197,7 @@ def _score_and_reply(
     model: "CheckedModel",
     matrix: "np.ndarray",
     codec: "np.ndarray | None",
-    limits: "ScoringLimits",
+    limits: ScoringLimits,
 ) -> None:
     """Cap this process, score, and send back one final message."""
     from engine.scoring import score_model  # already imported by the parent when forked
@@ -197,7 +231,7 @@ def _score_and_reply(
     conn.close()
 
 
-def _cap(limits: "ScoringLimits") -> None:
+def _cap(limits: ScoringLimits) -> None:
     """Cap this process's address space at its current size plus the budget, and its CPU time."""
     if resource is None:  # pragma: no cover
         return
@@ -233,7 +267,7 @@ def _address_space() -> int:
     return pages * resource.getpagesize()
 
 
-def _death(exitcode: int | None, phase: str, limits: "ScoringLimits") -> str:
+def _death(exitcode: int | None, phase: str, limits: ScoringLimits) -> str:
     """Describe a child that died without answering (under its cap, usually out of memory)."""
     if exitcode is not None and exitcode < 0:
         try:

@@ -33,7 +33,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, ValueInfoProto
 
-from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S
+from engine.budget import ScoringLimits as ScoringLimits  # re-exported: its old home
 from engine.errors import ModelRejected, UsageError
 from engine.features import FEATURES
 from engine.hashing import sha256_bytes
@@ -99,35 +99,6 @@ _ELEMENT_BYTES: dict[int, int] = {
 }
 # Opening a FIFO blocks unless non-blocking; on regular files the flag changes nothing.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-
-
-@dataclass(frozen=True)
-class ScoringLimits:
-    """Safety limits for inspecting a model and the onnxruntime settings for scoring it."""
-
-    max_bytes: int = 16 * _MIB
-    max_opset: int = 21
-    intra_op_threads: int = 1
-    inter_op_threads: int = 1
-    # The budget of one model's evaluation: memory its loading and scoring may add to the
-    # process, and wall time for both (see docs/scoring.md for why these defaults).
-    max_memory_bytes: int = DEFAULT_MEMORY_MIB * _MIB
-    timeout_s: float = DEFAULT_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        """Refuse limits that make no sense (0 threads would mean 'all cores' to onnxruntime)."""
-        if self.max_bytes < 1:
-            raise UsageError(f"max_bytes must be positive, not {self.max_bytes}")
-        if self.max_memory_bytes < _MIB:
-            raise UsageError(
-                f"the memory budget must be at least 1 MiB, not {self.max_memory_bytes} bytes"
-            )
-        if not self.timeout_s > 0:
-            raise UsageError(f"the model timeout must be positive, not {self.timeout_s}")
-        if self.max_opset < 1:
-            raise UsageError(f"max_opset must be at least 1, not {self.max_opset}")
-        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
-            raise UsageError("onnxruntime thread counts must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ The same report goes to the check run's text and to the pull request's sticky co
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.handlers.run import Published
 from bot.judging.registry_run import ChangeRun, SideRun
 from bot.surfaces.checks import CheckAnnotation, CheckOutput, Conclusion
 from bot.surfaces.sticky import Section, fit_sections
 from engine.bisection import Outcome
-from engine.registry_review import RegistryReview
-from engine.report import broken_reason
+
+if TYPE_CHECKING:  # engine.registry_review loads numpy and onnxruntime: only a job needs them
+    from engine.registry_review import RegistryReview
 
 REGISTRY_CHECK = "model-guard/registry"
 PR_PURPOSE = "pr"  # the sticky comment's marker: <!-- model-guard:pr -->
@@ -160,6 +162,8 @@ def _timeline_title(timeline: TimelineVerdict, head: SideRun) -> str:
         return "Registry valid; the timeline passes the gate"
     name = first_bad_model(head)
     if timeline.conclusion is Conclusion.FAILURE and name is not None and head.run is not None:
+        from engine.report import broken_reason  # numpy and pandas: loaded once a job runs
+
         broken = broken_reason(head.run.report, head.run.report.get("first_bad_index"))
         if broken:
             return _one_line(f"{name} is broken ({broken})")[:200]
@@ -191,7 +195,7 @@ def _base_report(run: ChangeRun) -> str:
     return f"Against the base ({base.commit_sha[:7]}), the verdict was: {base.summary}"
 
 
-def _annotations(review: RegistryReview) -> list[CheckAnnotation]:
+def _annotations(review: "RegistryReview") -> list[CheckAnnotation]:
     """The review's problems, and each unbacked promotion on its row's line of the registry."""
     found = [
         CheckAnnotation(

@@ -10,7 +10,14 @@ loop, over a memo of finished evaluations: when it asks for a model not judged y
 model's blob (and only that one) is fetched and judged in the engine pool, and the search
 is replayed. The search costs microseconds, so replaying it ``ceil(log2 N) + 2`` times is
 free, and the bisect fetches only the models it visits.
+
+The engine's numerical modules (numpy, pandas, onnxruntime behind ``engine.timeline``) are
+imported inside the methods that run a bisect, not at the top: the web process imports this
+module when it starts and should not load them until a job needs them
+(``tests/bot/test_import_boundaries.py``).
 """
+
+from __future__ import annotations
 
 import contextlib
 import shutil
@@ -19,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gidgethub.abc import GitHubAPI
 
@@ -27,24 +34,15 @@ from bot.github.repofiles import RepoFileError, RepoFiles, RepoSnapshot
 from bot.judging.pool import EnginePool
 from bot.repoconfig import RepoConfig
 from engine.bisection import BisectResult, Outcome, find_first_regression
+from engine.budget import ScoringLimits
 from engine.errors import UsageError
-from engine.evaluation import DEFAULT_LIMITS, MetricSettings, StepRecord, broken_step
-from engine.families import NotJudged
-from engine.quantisation import TwinCheck
-from engine.report import TableFormat, render_table, summarise
-from engine.scoring import ScoringLimits
 from engine.threshold import Thresholds
-from engine.timeline import (
-    Timeline,
-    TimelineModel,
-    TimelineSet,
-    assemble_family_report,
-    graphs_of_other_kinds,
-    judge_model,
-    judge_twins,
-    read_timelines,
-    unjudgeable,
-)
+
+if TYPE_CHECKING:
+    from engine.evaluation import MetricSettings, StepRecord
+    from engine.families import NotJudged
+    from engine.quantisation import TwinCheck
+    from engine.timeline import Timeline, TimelineModel, TimelineSet
 
 MAX_REGISTRY_BYTES = 1024 * 1024
 MAX_FEATURES_BYTES = 256 * 1024 * 1024
@@ -109,7 +107,7 @@ class TimelineJudge:
     workdir: Path
     evaluations: Path
     time_limit: float = 900.0
-    limits: ScoringLimits = DEFAULT_LIMITS
+    limits: ScoringLimits = ScoringLimits()  # engine.evaluation.DEFAULT_LIMITS
 
     async def judge(
         self,
@@ -133,13 +131,21 @@ class TimelineJudge:
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    async def _engine(self, run: "_Run", fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def _engine(self, run: _Run, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` in the engine pool within what is left of the run's time limit."""
         return await self.pool.run_before(run.deadline, self.time_limit, fn, *args, **kwargs)
 
     async def _judge(
-        self, run: "_Run", config: RepoConfig, *, full: bool, started: float
+        self, run: _Run, config: RepoConfig, *, full: bool, started: float
     ) -> TimelineRun:
+        from engine.report import TableFormat, render_table, summarise
+        from engine.timeline import (
+            TimelineSet,
+            assemble_family_report,
+            graphs_of_other_kinds,
+            read_timelines,
+        )
+
         gh, snapshot, root = run.gh, run.snapshot, run.root
         await self.files.fetch_to(gh, snapshot, config.registry, root, max_bytes=MAX_REGISTRY_BYTES)
         await self.files.fetch_to(gh, snapshot, config.features, root, max_bytes=MAX_FEATURES_BYTES)
@@ -202,18 +208,20 @@ class TimelineJudge:
 
     async def _search_family(
         self,
-        run: "_Run",
+        run: _Run,
         timeline: Timeline,
         *,
         full: bool,
         thresholds: Thresholds,
         settings: MetricSettings,
-    ) -> "_FamilyRun":
+    ) -> _FamilyRun:
         """Bisect one family, fetching only the models the search visits.
 
         A visited model whose graph turns out not to be a feature regressor (frame inputs)
         leaves the family as not judged, and the search starts again without it.
         """
+        from engine.evaluation import StepRecord
+
         memo: dict[str, StepRecord] = {}  # by model name: indices shift when a model leaves
         dropped: list[NotJudged] = []
         fetched = 0
@@ -237,7 +245,7 @@ class TimelineJudge:
             )
         return _FamilyRun(None, timeline, tuple(dropped), fetched)
 
-    async def _fetch_model(self, run: "_Run", model: TimelineModel) -> None:
+    async def _fetch_model(self, run: _Run, model: TimelineModel) -> None:
         """Fetch a model's graph and the files its row lists (external data, sidecar)."""
         for path in (model.onnx, *model.external):
             await self.files.fetch_to(
@@ -245,7 +253,7 @@ class TimelineJudge:
             )
 
     async def _twins(
-        self, run: "_Run", timeline: Timeline, *, thresholds: Thresholds, settings: MetricSettings
+        self, run: _Run, timeline: Timeline, *, thresholds: Thresholds, settings: MetricSettings
     ) -> tuple[TwinCheck, ...]:
         """Fetch each quantised twin and its parent, and check the twin against its budget.
 
@@ -254,6 +262,8 @@ class TimelineJudge:
         """
         if not timeline.twins:
             return ()
+        from engine.timeline import judge_twins
+
         parents = {model.name: model for model in timeline.models}
         for twin in timeline.twins:
             parent = parents.get(twin.quantised_from or "")
@@ -274,17 +284,20 @@ class TimelineJudge:
 
     async def _evaluate(
         self,
-        run: "_Run",
+        run: _Run,
         timeline: Timeline,
         index: int,
         *,
         thresholds: Thresholds,
         settings: MetricSettings,
-    ) -> "StepRecord | NotJudged":
+    ) -> StepRecord | NotJudged:
         """Fetch one model (and its external data) and judge it in the engine pool.
 
         A graph that is not a feature regressor comes back as ``NotJudged`` instead.
         """
+        from engine.evaluation import broken_step
+        from engine.timeline import judge_model, unjudgeable
+
         model = timeline.models[index]
         try:
             await self._fetch_model(run, model)

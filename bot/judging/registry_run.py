@@ -13,7 +13,13 @@ repository's policy). This module fetches only what that review reads:
 
 Then the head's timeline is bisected (and the base's, to say what the change did), with
 the nightly's lazy bisect: models unchanged since the base are judged once and remembered.
+
+As in ``bot.judging.bisect_run``, the engine's registry and review modules (which load
+numpy, pandas and onnxruntime) are imported where a review runs, not when the web process
+imports this module.
 """
+
+from __future__ import annotations
 
 import posixpath
 import shutil
@@ -21,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gidgethub.abc import GitHubAPI
 
@@ -37,14 +43,9 @@ from bot.judging.pool import EnginePool, EnginePoolError
 from bot.repoconfig import RepoConfig
 from engine.errors import EngineError, RegistryError, one_line
 from engine.policy import PromotionPolicy
-from engine.registry import load_registry
-from engine.registry_diff import diff_registries
-from engine.registry_review import (
-    RegistryReview,
-    changed_model_files,
-    review_registry_change,
-    verdict_inputs,
-)
+
+if TYPE_CHECKING:
+    from engine.registry_review import RegistryReview
 
 # A pull request that names more verdicts than this is judged on the first ones (sorted by
 # path); each verdict can pull in a feature table, so the number is kept small.
@@ -84,6 +85,10 @@ def plan_fetch(base_root: Path | None, head_root: Path, registry: str) -> FetchP
 
     A head registry that cannot be loaded needs nothing more: the review reports why.
     """
+    from engine.registry import load_registry
+    from engine.registry_diff import diff_registries
+    from engine.registry_review import changed_model_files
+
     files = changed_model_files(base_root, head_root, registry)
     try:
         head = load_registry(head_root / registry)
@@ -162,6 +167,8 @@ class RegistryChangeJudge:
         policy: PromotionPolicy,
         deadline: float,
     ) -> tuple[RegistryReview, tuple[str, ...]]:
+        from engine.registry_review import review_registry_change
+
         base_root, head_root = root / "base", root / "head"
         head_root.mkdir(parents=True)
         await self.files.fetch_to(gh, head, registry, head_root, max_bytes=MAX_REGISTRY_BYTES)
@@ -193,6 +200,8 @@ class RegistryChangeJudge:
         self, gh: GitHubAPI, head: RepoSnapshot, verdict: str, root: Path, *, deadline: float
     ) -> None:
         """Fetch a verdict and the files it names (a missing one is the review's to report)."""
+        from engine.registry_review import verdict_inputs
+
         await self.files.fetch_to(gh, head, verdict, root, max_bytes=MAX_EVIDENCE_BYTES)
         try:
             named = await self._engine(deadline, verdict_inputs, root / verdict, root=root)

@@ -5,6 +5,7 @@ from a module the service loads would stop it from starting.
 """
 
 import ast
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,3 +126,80 @@ def test_every_bot_module_but_the_demo_imports_with_the_sandbox_and_extra_missin
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+# The engine's numerical stack: only the engine pool's processes need it (and the web
+# process once a job has run); a webhook process that loads it at start pays seconds of
+# start-up and a few hundred MiB for nothing.
+NUMERICAL_MODULES = ("numpy", "pandas", "pyarrow", "scipy", "onnx", "onnxruntime")
+_STARTED_AND_IDLE = """
+import asyncio, json, sys, tempfile
+from pathlib import Path
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bot.app import SERVICES, create_app
+from bot.settings import Settings
+
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption(),
+).decode()
+loaded = {"import bot.app": sorted(m for m in NUMERICAL if m in sys.modules)}
+
+
+async def main(folder: Path) -> None:
+    settings = Settings(
+        webhook_secret="s",
+        app_id="1",
+        private_key=key,
+        api_url="http://127.0.0.1:9",  # never called: no schedule, no job
+        database=folder / "store.sqlite3",
+        data_dir=folder / "data",
+    )
+    app = create_app(settings, schedule=False)
+    loaded["create_app"] = sorted(m for m in NUMERICAL if m in sys.modules)
+    runner = web.AppRunner(app)
+    await runner.setup()  # store, GitHub client, engine pool, workers, resumer: started
+    try:
+        assert app[SERVICES].workers is not None
+        await asyncio.sleep(0.3)  # the workers poll the (empty) store
+        loaded["started and idle"] = sorted(m for m in NUMERICAL if m in sys.modules)
+    finally:
+        await runner.cleanup()
+
+
+with tempfile.TemporaryDirectory() as folder:
+    asyncio.run(main(Path(folder)))
+print(json.dumps(loaded))
+"""
+
+
+@pytest.mark.slow  # a Python process of its own that starts the service's parts
+def test_the_webhook_process_loads_no_numerical_module_until_a_job_needs_the_engine() -> None:
+    code = f"NUMERICAL = {NUMERICAL_MODULES!r}\n{_STARTED_AND_IDLE}"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded == {"import bot.app": [], "create_app": [], "started and idle": []}
+
+
+def test_the_numerical_modules_are_what_the_engine_imports() -> None:
+    # The list above is the one to keep light: each is imported somewhere in the engine.
+    imported = {
+        name.partition(".")[0]
+        for path in (ROOT / "engine").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+        )
+    }
+    assert set(NUMERICAL_MODULES) <= imported
