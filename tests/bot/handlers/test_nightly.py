@@ -1439,7 +1439,12 @@ async def test_a_night_after_anything_that_decides_the_verdict_changed_judges_ag
             repo.full_name.lower(),
             text.replace('"fingerprint": "', '"fingerprint": "x'),
         )
+    before = len(sandbox.requests)
     assert await night(app_service, repo, installation_id, "nightly:day-2") is JobState.DONE
+    made = repo_requests(sandbox, before)
+    # A job's first attempt opens its check run without listing the commit's check runs.
+    assert "GET /repos/{owner}/{repo}/commits/{ref:.+}/check-runs" not in made
+    assert made.count("POST /repos/{owner}/{repo}/check-runs") == 1
     runs = nightly_checks(sandbox, repo)
     assert len(runs) == 2 and runs[1].status is CheckStatus.COMPLETED
     assert runs[1].head_sha == head_sha(sandbox, repo)
@@ -1448,3 +1453,8 @@ async def test_a_night_after_anything_that_decides_the_verdict_changed_judges_ag
     if change == "new model":
         assert runs[1].conclusion is CheckConclusion.FAILURE
         assert "fr-mlp-v10" in comment.body
+        # Only what changed is downloaded: the registry and the new model (the rest is cached).
+        downloaded = {r.path.rsplit("/", 1)[-1] for r in sandbox.requests[before:]}
+        new = with_new_model(files)
+        assert {blob_sha(new[p]) for p in new} <= downloaded
+        assert len(blob_requests(sandbox, repo)) == len(set(blob_requests(sandbox, repo)))
