@@ -8,30 +8,33 @@ skeleton owns the check run, retries and error handling.
 An unchanged repository is not judged again. After a run that judged the default branch's
 head (and completed its check and comment), the store remembers what it judged and showed
 (KV namespace ``nightly-judged``): the commit, which pins the configuration, the registry,
-the models and the golden cache; model-guard's version and default configuration; and the
-rendered verdict. A scheduled nightly whose branch head is that commit shows the verdict
-again instead: a history row for tonight and the tracking comment's "unchanged since" line,
-one PATCH of the comment. It opens no new check run: the commit's check from the night that
-judged it already carries this exact verdict, and a new one would repeat it (a maintainer
-who wants it judged again presses **Re-run** or **Full scan** on that check, which always
-judge). What a maintainer depends on is kept: the remembered issue is still read (the one
-request that notices a closed or relabelled tracking issue), a deleted comment answers the
-PATCH with 404 and is written again, a locked issue is reported on a new completed check
-run (the one place left), and a new commit, a changed configuration or a new model (all
-new commits) is judged as before. With the default branch in the scheduler's payload, an
-unchanged night costs three requests: the branch head (a conditional GET), the tracking
-issue and the PATCH of the comment.
+the models and the golden cache; the engine (its version and source) and the default
+configuration; and the rendered verdict. A scheduled nightly whose branch head is that
+commit shows the verdict again instead: a history row for tonight and the tracking comment's
+"unchanged since" line, one PATCH of the comment. It opens no new check run: the commit's
+check from the night that judged it already carries this exact verdict, and a new one would
+repeat it (a maintainer who wants it judged again presses **Re-run** or **Full scan** on
+that check, which always judge). What a maintainer depends on is kept: the remembered issue
+is still read (the one request that notices a closed or relabelled tracking issue), a
+deleted comment answers the PATCH with 404 and is written again, a locked issue is reported
+on a new completed check run (the one place left), and a new commit, a changed configuration
+or a new model (all new commits) is judged as before. With the default branch in the
+scheduler's payload, an unchanged night costs three requests: the branch head (a conditional
+GET), the tracking issue and the PATCH of the comment.
 """
 
+import functools
 import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gidgethub import routing, sansio
 
+import engine
 from bot.github.repofiles import Head, RepoFiles, RepoSnapshot
 from bot.github.repos import is_full_name, repo_vars
 from bot.handlers.nightly_view import (
@@ -83,7 +86,7 @@ class Judged:
     """What a run that judged a commit showed, as the store remembers it."""
 
     commit_sha: str
-    fingerprint: str  # model-guard's version and default configuration
+    fingerprint: str  # the engine's version and source, and the default configuration
     html_url: str
     outcome: Outcome
     summary: str
@@ -121,10 +124,20 @@ class Judged:
             return None
 
 
+@functools.cache
 def fingerprint() -> str:
-    """What decides a verdict besides the commit: model-guard's version and default config."""
-    text = f"{__version__}\n{default_config()!r}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """What decides a verdict besides the commit: model-guard's engine and default config.
+
+    The engine's version and the digest of its source files, so a deployment that changes
+    how models are judged (a release, or a patched engine under the same version) judges
+    every repository again; computed once per process.
+    """
+    digest = hashlib.sha256(f"{__version__}\n{default_config()!r}".encode())
+    root = Path(engine.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
