@@ -248,6 +248,7 @@ class Nightly(JobKind[NightlyTarget, NightlyResult, NightlyView]):
                     view, comment_url=None, comment_problem=published.problem
                 ),
                 actions=self.actions,
+                fresh=ctx.job.attempts <= 1 and ctx.origin_key == ctx.job.key,
             )
         return True
 

@@ -186,8 +186,13 @@ async def post_completed_check_run(
     conclusion: Conclusion,
     output: CheckOutput,
     actions: Sequence[CheckAction] = (),
+    fresh: bool = False,
 ) -> int:
-    """Create a check run already completed, in one request (found again after a lost answer)."""
+    """Create a check run already completed, in one request (found again after a lost answer).
+
+    Unless ``fresh`` (a job's first attempt), a run with ``external_id`` already on the
+    commit is kept and its id returned: an earlier attempt posted it.
+    """
     if len(actions) > MAX_ACTIONS:
         raise ValueError(f"a check run has at most {MAX_ACTIONS} actions, not {len(actions)}")
 
@@ -213,6 +218,9 @@ async def post_completed_check_run(
         )
         return int(created["id"])
 
+    found = None if fresh else await find()
+    if found is not None:
+        return found
     return await create_once(create, find, what=f"check run {name} ({external_id})")
 
 
