@@ -223,6 +223,11 @@ class Sandbox:
 
     # ---- inspection -------------------------------------------------------------------------
 
+    def route_of(self, request: RecordedRequest) -> str:
+        """``METHOD /route/{template}`` of a recorded request (its plain path if none served it)."""
+        found = self._match(request.method, request.path)
+        return f"{request.method} {found[0].path if found is not None else request.path}"
+
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
         """Recorded requests with ``method`` (``*`` for any) whose path fully matches the regex."""
         pattern = re.compile(path_regex)

@@ -73,6 +73,16 @@ class TreeFile:
 
 
 @dataclass(frozen=True)
+class Head:
+    """A ref resolved to its commit and that commit's tree, before the tree is listed."""
+
+    repo: str
+    ref: str
+    commit_sha: str
+    tree_sha: str
+
+
+@dataclass(frozen=True)
 class RepoSnapshot:
     """A repository's tree at one commit, as one recursive listing."""
 
@@ -174,29 +184,34 @@ class RepoFiles:
 
     async def snapshot(self, gh: GitHubAPI, repo: str, ref: str) -> RepoSnapshot:
         """Resolve ``ref`` to a commit and list its whole tree in one recursive call."""
+        return await self.tree(gh, await self.head(gh, repo, ref))
+
+    async def head(self, gh: GitHubAPI, repo: str, ref: str) -> Head:
+        """Resolve ``ref`` to its commit and that commit's tree (one request, no listing)."""
         if not is_full_name(repo):
             raise RepoFileError(repo, ref, "repository must be 'owner/name'")
-        url_vars = repo_vars(repo)
         try:
             commit = await gh.getitem(
-                "/repos/{owner}/{repo}/commits/{ref}", {**url_vars, "ref": ref}
+                "/repos/{owner}/{repo}/commits/{ref}", {**repo_vars(repo), "ref": ref}
             )
         except BadRequest as error:
             if isinstance(error, RateLimitExceeded) or int(error.status_code) not in (404, 422):
                 raise
             raise RepoFileError(repo, ref, "no commit found for this ref") from error
-        commit_sha = str(commit["sha"])
-        tree_sha = str(commit["commit"]["tree"]["sha"])
+        return Head(repo, ref, str(commit["sha"]), str(commit["commit"]["tree"]["sha"]))
+
+    async def tree(self, gh: GitHubAPI, head: Head) -> RepoSnapshot:
+        """List the whole tree of a resolved commit in one recursive call."""
         # One request for the whole tree; GitHub truncates it past 100,000 entries or 7 MB.
         tree = await gh.getitem(
             "/repos/{owner}/{repo}/git/trees/{tree_sha}?recursive=1",
-            {**url_vars, "tree_sha": tree_sha},
+            {**repo_vars(head.repo), "tree_sha": head.tree_sha},
         )
         return RepoSnapshot(
-            repo=repo,
-            ref=ref,
-            commit_sha=commit_sha,
-            tree_sha=tree_sha,
+            repo=head.repo,
+            ref=head.ref,
+            commit_sha=head.commit_sha,
+            tree_sha=head.tree_sha,
             files=MappingProxyType(_parse_tree(tree.get("tree") or [])),
             truncated=bool(tree.get("truncated")),
         )

@@ -165,11 +165,17 @@ class Bisect(JobKind[BisectTarget, BisectAnswer, BisectView]):
         return CheckSite(target.repo, "")
 
     async def config(self, ctx: RunContext, target: BisectTarget) -> RepoConfig:
-        """The configuration on the default branch: a pull request cannot change who may run it."""
-        info: dict[str, Any] = await ctx.gh.getitem(
-            "/repos/{owner}/{repo}", url_vars=repo_vars(target.repo)
-        )
-        snapshot = await self.files.snapshot(ctx.gh, target.repo, str(info["default_branch"]))
+        """The configuration on the default branch: a pull request cannot change who may run it.
+
+        The default branch comes from the comment's webhook when it named one.
+        """
+        default = ctx.job.payload.get("default_branch")
+        if not isinstance(default, str) or not default:
+            info: dict[str, Any] = await ctx.gh.getitem(
+                "/repos/{owner}/{repo}", url_vars=repo_vars(target.repo)
+            )
+            default = str(info["default_branch"])
+        snapshot = await self.files.snapshot(ctx.gh, target.repo, default)
         return await read_repo_config(self.files, ctx.gh, snapshot)
 
     async def judge(
@@ -425,6 +431,10 @@ def plan_command(event: sansio.Event, jobs: list[JobSpec]) -> None:
         "login": login,
         **_request_fields(parsed),
     }
+    repository = data.get("repository")
+    default = repository.get("default_branch") if isinstance(repository, dict) else None
+    if isinstance(default, str) and default:
+        payload["default_branch"] = default  # as of the comment: no request to learn it
     jobs.append(JobSpec(kind=KIND, key=command_key(repo, number, comment_id), payload=payload))
 
 

@@ -4,15 +4,38 @@ A user of the run skeleton (``bot.handlers.run``): this module says what a night
 (the default branch's head, or the checked commit for a re-run), how (the lazy bisect in the
 engine pool) and what it writes (the run history, the sticky tracking comment); the
 skeleton owns the check run, retries and error handling.
+
+An unchanged repository is not judged again. After a run that judged the default branch's
+head (and completed its check and comment), the store remembers what it judged and showed
+(KV namespace ``nightly-judged``): the commit, which pins the configuration, the registry,
+the models and the golden cache; the engine (its version and source) and the default
+configuration; and the rendered verdict. A scheduled nightly whose branch head is that
+commit shows the verdict again instead: a history row for tonight and the tracking comment's
+"unchanged since" line, one PATCH of the comment. It opens no new check run: the commit's
+check from the night that judged it already carries this exact verdict, and a new one would
+repeat it (a maintainer who wants it judged again presses **Re-run** or **Full scan** on
+that check, which always judge). What a maintainer depends on is kept: the remembered issue
+is still read (the one request that notices a closed or relabelled tracking issue), a
+deleted comment answers the PATCH with 404 and is written again, a locked issue is reported
+on a new completed check run (the one place left), and a new commit, a changed configuration
+or a new model (all new commits) is judged as before. With the default branch in the
+scheduler's payload, an unchanged night costs three requests: the branch head (a conditional
+GET), the tracking issue and the PATCH of the comment.
 """
 
-from dataclasses import dataclass, replace
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gidgethub import routing, sansio
 
-from bot.github.repofiles import RepoFiles, RepoSnapshot
+import engine
+from bot.github.repofiles import Head, RepoFiles, RepoSnapshot
 from bot.github.repos import is_full_name, repo_vars
 from bot.handlers.nightly_view import (
     NIGHTLY_CHECK,
@@ -20,6 +43,7 @@ from bot.handlers.nightly_view import (
     NIGHTLY_TRACKING,
     NightlyView,
     render_alert,
+    render_check_output,
     render_tracking_comment,
     stored_outcome,
 )
@@ -39,27 +63,104 @@ from bot.judging.bisect_run import TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
 from bot.store import JobSpec
 from bot.surfaces.blame import Blame
-from bot.surfaces.checks import CheckAction
+from bot.surfaces.checks import CheckAction, post_completed_check_run
 from bot.surfaces.notices import post_notice_once
 from bot.surfaces.sticky import IssueUnavailable
 from bot.surfaces.tracking import TrackingError, ensure_tracking_issue
+from engine import __version__
 from engine.bisection import Outcome
 from engine.errors import one_line
 
+log = logging.getLogger("model_guard.nightly")
+
 KIND = "nightly"
+# What a judged run showed, per repository: shown again while nothing that decides it changed.
+JUDGED_NAMESPACE = "nightly-judged"
 HISTORY_RUNS = 14
 # The identifiers of the nightly check's buttons (``check_run.requested_action``).
 FULL_SCAN = "full-scan"
 
 
 @dataclass(frozen=True)
+class Judged:
+    """What a run that judged a commit showed, as the store remembers it."""
+
+    commit_sha: str
+    fingerprint: str  # the engine's version and source, and the default configuration
+    html_url: str
+    outcome: Outcome
+    summary: str
+    details: str
+    registry: str
+    features: str
+    judged_at: datetime
+    tracking_label: str
+    mention: tuple[str, ...]
+    blame: Blame | None
+
+    def to_json(self) -> str:
+        """The stored text."""
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        data["judged_at"] = self.judged_at.isoformat()
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Judged | None":
+        """The remembered run, or None for a record this version cannot read (judge again)."""
+        try:
+            data = json.loads(text)
+            blame = data.pop("blame")
+            return cls(
+                **{
+                    **data,
+                    "outcome": Outcome(data["outcome"]),
+                    "judged_at": datetime.fromisoformat(data["judged_at"]),
+                    "mention": tuple(data["mention"]),
+                    "blame": None if blame is None else Blame(**blame),
+                }
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@functools.cache
+def fingerprint() -> str:
+    """What decides a verdict besides the commit: model-guard's engine and default config.
+
+    The engine's version and the digest of its source files, so a deployment that changes
+    how models are judged (a release, or a patched engine under the same version) judges
+    every repository again; computed once per process.
+    """
+    digest = hashlib.sha256(f"{__version__}\n{default_config()!r}".encode())
+    root = Path(engine.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class NightlyTarget:
-    """The repository and commit a nightly run judges."""
+    """The repository and commit a nightly run judges.
+
+    ``snapshot`` is None only when ``judged`` says the commit was judged already: its tree
+    is never listed then.
+    """
 
     repo: str
     branch: str
     html_url: str
-    snapshot: RepoSnapshot
+    head: Head
+    snapshot: RepoSnapshot | None
+    judged: Judged | None = None
+    full: bool = False
+
+    def tree(self) -> RepoSnapshot:
+        """The listed tree (always there when the commit is judged)."""
+        if self.snapshot is None:
+            raise RuntimeError(f"{self.repo}: the tree of {self.head.commit_sha} was not listed")
+        return self.snapshot
 
 
 @dataclass(frozen=True)
@@ -85,38 +186,118 @@ class Nightly(JobKind[NightlyTarget, NightlyResult, NightlyView]):
     timeline: TimelineJudge
 
     async def target(self, ctx: RunContext) -> NightlyTarget:
-        """The default branch's head, or ``ref`` for a re-run (named by its ``branch``)."""
+        """The default branch's head, or ``ref`` for a re-run (named by its ``branch``).
+
+        A scheduled run whose head is the commit judged last (see the module docstring)
+        lists no tree: ``judged`` carries what that run showed.
+        """
         payload = ctx.job.payload
         repo = str(payload["repo"])
         ref = payload.get("ref") if isinstance(payload.get("ref"), str) else None
         branch = payload.get("branch")
-        info: dict[str, Any] = await ctx.gh.getitem(
-            "/repos/{owner}/{repo}", url_vars=repo_vars(repo)
-        )
-        default = str(info["default_branch"])
-        snapshot = await self.files.snapshot(ctx.gh, repo, ref or default)
+        full = payload.get("full") is True
+        remembered = None if ref is not None or full else await _remembered(ctx, repo)
+        default = payload.get("default_branch")
+        if ref is None and remembered is not None and isinstance(default, str) and default:
+            html_url = remembered.html_url  # the scheduler read the default branch just now
+        else:
+            info: dict[str, Any] = await ctx.gh.getitem(
+                "/repos/{owner}/{repo}", url_vars=repo_vars(repo)
+            )
+            default, html_url = str(info["default_branch"]), str(info.get("html_url") or "")
+        head = await self.files.head(ctx.gh, repo, ref or default)
         if ref is None:
             shown = default
         else:
             shown = branch if isinstance(branch, str) and branch else f"commit {ref[:7]}"
-        return NightlyTarget(repo, shown, str(info.get("html_url") or ""), snapshot)
+        if remembered is not None and remembered.commit_sha == head.commit_sha:
+            return NightlyTarget(repo, shown, html_url, head, None, remembered, full)
+        snapshot = await self.files.tree(ctx.gh, head)
+        return NightlyTarget(repo, shown, html_url, head, snapshot, None, full)
+
+    async def reshown(self, ctx: RunContext, target: NightlyTarget) -> bool:
+        """Show the remembered verdict of an unchanged commit again (see the module docstring)."""
+        judged = target.judged
+        if judged is None:
+            return False
+        view = NightlyView(
+            repo=target.repo,
+            branch=target.branch,
+            commit_sha=judged.commit_sha,
+            outcome=judged.outcome,
+            summary=judged.summary,
+            details=judged.details,
+            finished_at=datetime.now(UTC),
+            registry=judged.registry,
+            features=judged.features,
+            repo_url=target.html_url,
+            blame=judged.blame,
+            judged_at=judged.judged_at,
+        )
+        published = await _publish(ctx, view, label=judged.tracking_label, mention=judged.mention)
+        if published.url is None:
+            # The comment could not be written (a locked issue): the check is the one place left.
+            await post_completed_check_run(
+                ctx.gh,
+                target.repo,
+                judged.commit_sha,
+                name=NIGHTLY_CHECK,
+                external_id=ctx.origin_key,
+                conclusion=view.conclusion,
+                output=render_check_output(
+                    view, comment_url=None, comment_problem=published.problem
+                ),
+                actions=self.actions,
+                fresh=ctx.job.attempts <= 1 and ctx.origin_key == ctx.job.key,
+            )
+        return True
+
+    async def concluded(
+        self,
+        ctx: RunContext,
+        target: NightlyTarget,
+        config: RepoConfig | None,
+        view: NightlyView,
+    ) -> None:
+        """Remember a judged commit, so the default branch's head unchanged is not judged again.
+
+        A run that could not judge (GitHub, the repository or a bug) is not remembered: the
+        next night tries again. A full scan judges more than a nightly does.
+        """
+        if view.outcome is None or config is None or target.full or view.commit_sha is None:
+            return
+        judged = Judged(
+            commit_sha=view.commit_sha,
+            fingerprint=fingerprint(),
+            html_url=target.html_url,
+            outcome=view.outcome,
+            summary=view.summary,
+            details=view.details,
+            registry=view.registry,
+            features=view.features,
+            judged_at=view.finished_at,
+            tracking_label=config.tracking_label,
+            mention=config.mention,
+            blame=view.blame,
+        )
+        await ctx.services.store.set_value(JUDGED_NAMESPACE, target.repo.lower(), judged.to_json())
 
     def check_site(self, target: NightlyTarget) -> CheckSite:
         """The judged commit."""
-        return CheckSite(target.repo, target.snapshot.commit_sha)
+        return CheckSite(target.repo, target.head.commit_sha)
 
     async def config(self, ctx: RunContext, target: NightlyTarget) -> RepoConfig:
         """The configuration at the judged commit."""
-        return await read_repo_config(self.files, ctx.gh, target.snapshot)
+        return await read_repo_config(self.files, ctx.gh, target.tree())
 
     async def judge(
         self, ctx: RunContext, target: NightlyTarget, config: RepoConfig
     ) -> NightlyResult:
         """Bisect the timeline at the judged commit (every model for a full scan), then blame."""
-        full = ctx.job.payload.get("full") is True
-        run = await self.timeline.judge(ctx.gh, target.snapshot, config, full=full)
+        snapshot = target.tree()
+        run = await self.timeline.judge(ctx.gh, snapshot, config, full=target.full)
         blame = await blame_first_bad(
-            ctx, run, registry=config.registry, at_sha=target.snapshot.commit_sha
+            ctx, run, registry=config.registry, at_sha=snapshot.commit_sha
         )
         return NightlyResult(run, blame)
 
@@ -138,7 +319,7 @@ class Nightly(JobKind[NightlyTarget, NightlyResult, NightlyView]):
         """A run that could not judge: the reason in one line, and what to do about it."""
         if isinstance(error, ConfigError):
             summary = f"The configuration is invalid: {error.one_line()}"
-            details = error.markdown(commit=target.snapshot.commit_sha)
+            details = error.markdown(commit=target.head.commit_sha)
             # No paths: the defaults are not what this repository configured.
             view = _view(target, default_config(), None, summary, details)
             return replace(view, registry="", features="")
@@ -173,56 +354,70 @@ class Nightly(JobKind[NightlyTarget, NightlyResult, NightlyView]):
         view: NightlyView,
     ) -> Published:
         """Record the run once, then update the sticky tracking comment; say where it is."""
-        store = ctx.services.store
-        await store.record_run(
-            view.repo,
-            day=str(ctx.job.payload.get("day") or view.finished_at.date().isoformat()),
-            commit_sha=view.commit_sha,
-            outcome=stored_outcome(view.outcome),
-            summary=view.summary,
-            finished_at=view.finished_at,
-            # Once per job: a crashed job run again adds no row, a resumed run adds its own.
-            key=ctx.job.key,
-        )
-        history = await store.recent_runs(view.repo, limit=HISTORY_RUNS)
-        sticky = await ctx.services.sticky()
-        identity = await ctx.services.identity()
         settings = config or default_config()
-        try:
-            issue = await ensure_tracking_issue(
-                ctx.gh,
-                store,
-                repo=view.repo,
-                label=settings.tracking_label,
-                spec=NIGHTLY_TRACKING,
-                bot_login=identity.login,
-            )
-            result = await sticky.upsert(
+        return await _publish(ctx, view, label=settings.tracking_label, mention=settings.mention)
+
+
+async def _remembered(ctx: RunContext, repo: str) -> Judged | None:
+    """What the last judged run of ``repo`` showed, if this model-guard would judge it alike."""
+    text = await ctx.services.store.get_value(JUDGED_NAMESPACE, repo.lower())
+    judged = None if text is None else Judged.from_json(text)
+    return judged if judged is not None and judged.fingerprint == fingerprint() else None
+
+
+async def _publish(
+    ctx: RunContext, view: NightlyView, *, label: str, mention: tuple[str, ...]
+) -> Published:
+    """Record the run once, update the sticky tracking comment, post an alert on a change."""
+    store = ctx.services.store
+    await store.record_run(
+        view.repo,
+        day=str(ctx.job.payload.get("day") or view.finished_at.date().isoformat()),
+        commit_sha=view.commit_sha,
+        outcome=stored_outcome(view.outcome),
+        summary=view.summary,
+        finished_at=view.finished_at,
+        # Once per job: a crashed job run again adds no row, a resumed run adds its own.
+        key=ctx.job.key,
+    )
+    history = await store.recent_runs(view.repo, limit=HISTORY_RUNS)
+    sticky = await ctx.services.sticky()
+    identity = await ctx.services.identity()
+    try:
+        issue = await ensure_tracking_issue(
+            ctx.gh,
+            store,
+            repo=view.repo,
+            label=label,
+            spec=NIGHTLY_TRACKING,
+            bot_login=identity.login,
+        )
+        result = await sticky.upsert(
+            ctx.gh,
+            repo=view.repo,
+            issue_number=issue.number,
+            purpose=NIGHTLY_PURPOSE,
+            body=render_tracking_comment(view, history),
+        )
+        alert = render_alert(
+            view,
+            history[1] if len(history) > 1 else None,
+            comment_url=result.html_url,
+            mentions=mention,
+        )
+        if alert is not None:
+            await post_notice_once(
                 ctx.gh,
                 repo=view.repo,
                 issue_number=issue.number,
-                purpose=NIGHTLY_PURPOSE,
-                body=render_tracking_comment(view, history),
+                key=f"nightly-alert:{ctx.job.key}",
+                body=alert,
+                bot_login=identity.login,
+                app_id=identity.app_id,
             )
-            alert = render_alert(
-                view,
-                history[1] if len(history) > 1 else None,
-                comment_url=result.html_url,
-                mentions=settings.mention,
-            )
-            if alert is not None:
-                await post_notice_once(
-                    ctx.gh,
-                    repo=view.repo,
-                    issue_number=issue.number,
-                    key=f"nightly-alert:{ctx.job.key}",
-                    body=alert,
-                    bot_login=identity.login,
-                    app_id=identity.app_id,
-                )
-        except (IssueUnavailable, TrackingError) as error:
-            return Published(None, problem=one_line(error))
-        return Published(result.html_url)
+    except (IssueUnavailable, TrackingError) as error:
+        return Published(None, problem=one_line(error))
+    return Published(result.html_url)
 
 
 def _view(
@@ -235,7 +430,7 @@ def _view(
     return NightlyView(
         repo=target.repo,
         branch=target.branch,
-        commit_sha=target.snapshot.commit_sha,
+        commit_sha=target.head.commit_sha,
         outcome=outcome,
         summary=summary,
         details=details,

@@ -85,6 +85,8 @@ class NightlyView:
     repo_url: str = ""
     check_url: str | None = None
     blame: Blame | None = None  # the commit and pull request that introduced the first bad model
+    # When the verdict was judged, for a run that found the commit unchanged and showed it again.
+    judged_at: datetime | None = None
 
     @property
     def conclusion(self) -> Conclusion:
@@ -126,7 +128,13 @@ def _history(runs: Sequence[RunRecord]) -> str:
 
 def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> str:
     """The sticky comment: verdict, what was judged, the table, and the recent history."""
-    when = view.finished_at.strftime("%Y-%m-%d %H:%M UTC")
+    when = (view.judged_at or view.finished_at).strftime("%Y-%m-%d %H:%M UTC")
+    again = ""
+    if view.judged_at is not None:
+        checked = view.finished_at.strftime("%Y-%m-%d %H:%M UTC")
+        again = (
+            f"\n\nLast checked at {checked}: unchanged since it was judged, so not judged again."
+        )
     check = f" · [check run]({view.check_url})" if view.check_url else ""
     # The verdict always sits in the part that is never left out: the engine's markdown opens
     # with it (a heading line), and a run that could not judge states it here.
@@ -149,7 +157,7 @@ def render_tracking_comment(view: NightlyView, history: Sequence[RunRecord]) -> 
             "",
             *verdict,
             f"{'Could not judge' if failed else 'Judged'} {_commit(view)} on `{view.branch}` "
-            f"at {when}{paths}{check}.",
+            f"at {when}{paths}{check}.{again}",
         ]
     )
     footer = (

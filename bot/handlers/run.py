@@ -178,6 +178,24 @@ class JobKind(ABC, Generic[TargetT, ResultT, ViewT]):
         Raise ``NothingToJudge`` when the event turns out to concern nothing of this kind's.
         """
 
+    async def reshown(self, ctx: RunContext, target: TargetT) -> bool:
+        """True when a result judged earlier still holds for ``target`` and was shown again.
+
+        Asked once the target is resolved, before any check run is opened: a kind whose
+        target is exactly what it judged before (same commit, configuration and model-guard)
+        may show that result again and answer True; the run then opens no check run and
+        judges nothing. The default judges every time.
+        """
+        return False
+
+    async def concluded(
+        self, ctx: RunContext, target: TargetT, config: RepoConfig | None, view: ViewT
+    ) -> None:
+        """The run's comment is written and its check run completed; remember what it showed.
+
+        Called only after both succeeded, so what a kind remembers here is on GitHub.
+        """
+
     async def superseded_by(self, ctx: RunContext, target: TargetT, *, judged: bool) -> str | None:
         """What replaced the target since the job was planned (a newer head sha), or None.
 
@@ -276,7 +294,6 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
         """Run one job: open the check, judge, render, comment, complete the check."""
         opened = await self._open(job)
         if opened is None:
-            log.info("%s job %s: nothing to judge", self.kind.name, job.key)
             return
         ctx, target = opened.ctx, opened.target
         config: RepoConfig | None = None
@@ -340,6 +357,10 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
             try:
                 target = await self.kind.target(ctx)
             except NothingToJudge:
+                log.info("%s job %s: nothing to judge", self.kind.name, job.key)
+                return None
+            if await self.kind.reshown(ctx, target):
+                log.info("%s job %s: unchanged since judged; shown again", self.kind.name, job.key)
                 return None
             site = self.kind.check_site(target)
             check_id = None
@@ -352,6 +373,8 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
                     external_id=ctx.origin_key,
                     title=self.kind.opening_title,
                     status=self.kind.opening_status,
+                    # A first attempt of a job that resumes nothing cannot have opened it.
+                    fresh=job.attempts <= 1 and ctx.origin_key == job.key,
                 )
         except TRANSIENT_ERRORS as error:
             await self._give_up_if_last(job, error)
@@ -394,6 +417,8 @@ class Runner(Generic[TargetT, ResultT, ViewT]):
         except TRANSIENT_ERRORS as error:
             await self._give_up_if_last(opened.ctx.job, error)
             raise RetryableJobError(f"GitHub unavailable: {one_line(error)}") from error
+        if finished and published.url is not None:
+            await self.kind.concluded(opened.ctx, opened.target, config, view)
         return finished
 
     async def _retry_if_attempts_left(self, opened: _Opened[TargetT], error: BaseException) -> None:

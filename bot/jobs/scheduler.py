@@ -37,6 +37,9 @@ class ScheduledRepo:
     repo: str
     cron: str
     enabled: bool = True
+    # As the installation listing named it (re-read every few minutes); "" when unknown.
+    # The nightly takes it instead of asking GitHub for the repository again.
+    default_branch: str = ""
 
 
 ScheduleSource = Callable[[], Awaitable[Sequence[ScheduledRepo]]]
@@ -135,6 +138,7 @@ class Scheduler:
                 "repo": entry.repo,
                 "day": day,
                 "scheduled_for": fire.isoformat(),
+                **({"default_branch": entry.default_branch} if entry.default_branch else {}),
             },
         )
         try:

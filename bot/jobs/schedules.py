@@ -78,6 +78,7 @@ class InstalledSchedules:
             repo=repo.full_name,
             cron=config.schedule,
             enabled=config.nightly_enabled,
+            default_branch=repo.default_branch,
         )
 
 

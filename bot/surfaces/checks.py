@@ -142,11 +142,14 @@ async def open_check_run(
     external_id: str,
     title: str,
     status: CheckStatus = CheckStatus.IN_PROGRESS,
+    fresh: bool = False,
 ) -> int:
     """Return the id of this job's check run on ``head_sha``, creating it (``status``) if new.
 
     A create whose answer was lost is looked for again by ``external_id`` before a second
     POST, so a 502 after GitHub made the run never leaves two runs (one stuck in progress).
+    ``fresh``: no earlier attempt can have made the run (a job's first attempt), so the
+    commit's check runs are not listed before the POST.
     """
 
     async def find() -> int | None:
@@ -167,7 +170,55 @@ async def open_check_run(
         )
         return int(created["id"])
 
-    found = await find()
+    found = None if fresh else await find()
+    if found is not None:
+        return found
+    return await create_once(create, find, what=f"check run {name} ({external_id})")
+
+
+async def post_completed_check_run(
+    gh: GitHubAPI,
+    repo: str,
+    head_sha: str,
+    *,
+    name: str,
+    external_id: str,
+    conclusion: Conclusion,
+    output: CheckOutput,
+    actions: Sequence[CheckAction] = (),
+    fresh: bool = False,
+) -> int:
+    """Create a check run already completed, in one request (found again after a lost answer).
+
+    Unless ``fresh`` (a job's first attempt), a run with ``external_id`` already on the
+    commit is kept and its id returned: an earlier attempt posted it.
+    """
+    if len(actions) > MAX_ACTIONS:
+        raise ValueError(f"a check run has at most {MAX_ACTIONS} actions, not {len(actions)}")
+
+    async def find() -> int | None:
+        return await find_check_run(gh, repo, head_sha, name=name, external_id=external_id)
+
+    async def create() -> int:
+        now = _now()
+        data: dict[str, Any] = {
+            "name": name,
+            "head_sha": head_sha,
+            "external_id": external_id,
+            "status": "completed",
+            "conclusion": conclusion.value,
+            "started_at": now,
+            "completed_at": now,
+            "output": output.to_json(),
+        }
+        if actions:
+            data["actions"] = [action.to_json() for action in actions]
+        created: dict[str, Any] = await gh.post(
+            "/repos/{owner}/{repo}/check-runs", url_vars=repo_vars(repo), data=data
+        )
+        return int(created["id"])
+
+    found = None if fresh else await find()
     if found is not None:
         return found
     return await create_once(create, find, what=f"check run {name} ({external_id})")

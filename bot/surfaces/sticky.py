@@ -3,12 +3,22 @@
 A sticky comment starts with ``<!-- model-guard:<purpose> -->``. It is found by the id the
 store remembers (verified with a GET), else by scanning the issue's comments for the marker
 in a comment written by this App's own bot account: anyone can paste a marker, and a
-person's comment is never edited or deleted. Writes are serialised per (repo, issue,
+person's comment is never edited or deleted.
+
+A new body for the comment this App itself wrote last (its id and body digest are kept in
+the store, KV namespace ``sticky-written``) is PATCHed straight away, with no GET first:
+one request instead of two. A 404 answer says the comment is gone, and the upsert falls
+back to the scan and a new comment; a locked issue answers 403 as before. The price: an
+edit a person made to the App's comment since its last write is replaced (GitHub keeps it
+in the comment's edit history). The same body again is still verified with one GET (a
+read, not an edit), so an unchanged comment is never rewritten. Writes are serialised per (repo, issue,
 purpose) inside one process; across processes, a re-scan after every create keeps the
 oldest own comment and deletes the rest, so racing jobs converge on one comment.
 """
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -217,6 +227,8 @@ class _Found:
     removed: tuple[int, ...] = ()
 
 
+# The comment this App wrote last for a (repo, issue, purpose), and its body's digest.
+WRITTEN_NAMESPACE = "sticky-written"
 _COMMENTS = "/repos/{owner}/{repo}/issues/{number}/comments"
 _COMMENT = "/repos/{owner}/{repo}/issues/comments/{comment_id}"
 _ISSUE = "/repos/{owner}/{repo}/issues/{number}"
@@ -224,6 +236,10 @@ _ISSUE = "/repos/{owner}/{repo}/issues/{number}"
 
 def _status(error: BadRequest) -> int:
     return int(error.status_code)
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 def _is_gone(error: BadRequest) -> bool:
@@ -320,6 +336,13 @@ class StickyComments:
     async def _upsert(
         self, gh: GitHubAPI, target: _Target, body: str, *, retry: bool = True
     ) -> StickyResult:
+        written = await self._written(target)
+        if written is not None and written[1] != _digest(body):
+            # Our own comment, and a new body: PATCH it without a GET (404: it is gone).
+            updated = await self._patch(gh, target, written[0], body)
+            if updated is not None:
+                return StickyResult(updated.id, StickyOutcome.UPDATED, updated.html_url, ())
+            await self._store.forget_sticky(target.repo, target.issue_number, target.marker)
         found = await self._find(gh, target)
         current, removed = found.comment, found.removed
         if current is not None:
@@ -330,6 +353,31 @@ class StickyComments:
                 return StickyResult(updated.id, StickyOutcome.UPDATED, updated.html_url, removed)
             await self._store.forget_sticky(target.repo, target.issue_number, target.marker)
         return await self._create(gh, target, body, removed, retry=retry)
+
+    def _written_key(self, target: _Target) -> str:
+        return f"{target.repo.lower()}:{target.issue_number}:{target.purpose}"
+
+    async def _written(self, target: _Target) -> tuple[int, str] | None:
+        """The comment id and body digest this App wrote last, if the store still names that id.
+
+        An id set in the store by anything but this App's own write (or since replaced) is not
+        trusted: the GET and the scan check it first.
+        """
+        text = await self._store.get_value(WRITTEN_NAMESPACE, self._written_key(target))
+        if text is None:
+            return None
+        try:
+            record = json.loads(text)
+            comment_id, digest = int(record["id"]), str(record["digest"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        stored = await self._store.get_sticky(target.repo, target.issue_number, target.marker)
+        return (comment_id, digest) if stored == comment_id else None
+
+    async def _remember_written(self, target: _Target, comment_id: int, body: str) -> None:
+        await self._store.set_sticky(target.repo, target.issue_number, target.marker, comment_id)
+        record = json.dumps({"id": comment_id, "digest": _digest(body)})
+        await self._store.set_value(WRITTEN_NAMESPACE, self._written_key(target), record)
 
     async def _find(self, gh: GitHubAPI, target: _Target) -> _Found:
         """Return the own marker comment (stored id first, else a scan) and duplicates removed."""
@@ -439,7 +487,7 @@ class StickyComments:
                 return None
             await self._write_refused(gh, target, error)
             raise
-        await self._store.set_sticky(target.repo, target.issue_number, target.marker, comment_id)
+        await self._remember_written(target, comment_id, body)
         return _Comment.parse(data)
 
     async def _create(
@@ -471,10 +519,12 @@ class StickyComments:
         others = [c for c in own[1:] if c.id != keep.id]
         removed += await self._delete(gh, target, others)
         if keep.id == created.id:
+            await self._remember_written(target, created.id, body)
             return StickyResult(created.id, StickyOutcome.CREATED, created.html_url, removed)
         # An older own comment exists (another process won the race): it becomes the sticky.
         await self._store.set_sticky(target.repo, target.issue_number, target.marker, keep.id)
         if keep.body == body:
+            await self._remember_written(target, keep.id, body)
             return StickyResult(keep.id, StickyOutcome.UNCHANGED, keep.html_url, removed)
         updated = await self._patch(gh, target, keep.id, body)
         if updated is None:

@@ -103,13 +103,23 @@ def data_dir_with(evaluations: Path, tmp_path: Path) -> Path:
 
 
 def nightly_jobs(installation: Installation, count: int) -> list[JobSpec]:
-    """``count`` distinct nightly jobs of the same repository (each key its own check run)."""
+    """``count`` distinct nightly jobs of the same repository (each key its own check run).
+
+    Each is a re-run of the branch (``ref``), so each judges: a scheduled night would show
+    an already judged head again without a check run of its own.
+    """
     day = datetime.now(UTC).date().isoformat()
     return [
         JobSpec(
             kind="nightly",
             key=f"nightly:{REPO}:race-{n:02d}",
-            payload={"installation_id": installation.id, "repo": REPO, "day": day},
+            payload={
+                "installation_id": installation.id,
+                "repo": REPO,
+                "day": day,
+                "ref": "main",
+                "branch": "main",
+            },
         )
         for n in range(count)
     ]

@@ -126,7 +126,7 @@ def created_event(*, body: str, user_type: str = "User", on_pull: bool = True) -
             "html_url": "https://github.com/acme/models/pull/7#issuecomment-1001",
             "user": {"login": "someone", "type": user_type},
         },
-        "repository": {"full_name": "acme/models"},
+        "repository": {"full_name": "acme/models", "default_branch": "main"},
         "installation": {"id": 5},
     }
     return sansio.Event(data, event="issue_comment", delivery_id="d-1")
@@ -148,6 +148,8 @@ def test_a_command_on_a_pull_request_plans_one_job_keyed_by_its_comment() -> Non
         1001,
         7,
     )
+    # The webhook names the default branch, so the job need not ask GitHub for it.
+    assert job.payload["default_branch"] == "main"
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from bot.github import GitHubClient
 from bot.github.repofiles import RepoFiles, blob_sha
 from bot.handlers.nightly import (
     FIRST_RUNS_PER_EVENT,
+    JUDGED_NAMESPACE,
     KIND,
     nightly_runner,
     plan_first_runs,
@@ -129,17 +130,43 @@ class Service:
     time: FakeTime
     resumer: Resumer
 
-    async def run(self, repo: Repo, *, installation_id: int, key: str | None = None) -> JobState:
+    async def run(
+        self,
+        repo: Repo,
+        *,
+        installation_id: int,
+        key: str | None = None,
+        default_branch: str | None = None,
+    ) -> JobState:
         """Enqueue the nightly job of ``repo`` for DAY, run the workers until idle, return its state."""
-        job = await self.enqueue(repo, installation_id=installation_id, key=key)
+        job = await self.enqueue(
+            repo, installation_id=installation_id, key=key, default_branch=default_branch
+        )
         return await self.run_due(job)
 
-    async def enqueue(self, repo: Repo, *, installation_id: int, key: str | None = None) -> Job:
-        """Enqueue the nightly job of ``repo`` for DAY (two attempts), as the scheduler does."""
+    async def enqueue(
+        self,
+        repo: Repo,
+        *,
+        installation_id: int,
+        key: str | None = None,
+        default_branch: str | None = None,
+    ) -> Job:
+        """Enqueue the nightly job of ``repo`` for DAY (two attempts), as the scheduler does.
+
+        ``default_branch``: as the scheduler's installation listing names it in the payload.
+        """
+        payload: dict[str, Any] = {
+            "installation_id": installation_id,
+            "repo": repo.full_name,
+            "day": DAY,
+        }
+        if default_branch is not None:
+            payload["default_branch"] = default_branch
         spec = JobSpec(
             kind=KIND,
             key=key or f"{KIND}:{repo.full_name}:{DAY}",
-            payload={"installation_id": installation_id, "repo": repo.full_name, "day": DAY},
+            payload=payload,
             max_attempts=2,
         )
         job = await self.store.enqueue(spec)
@@ -400,7 +427,7 @@ async def test_allgood_bisect_downloads_only_the_head_model(
     assert sorted(blob_requests(sandbox, repo)) == sorted(blob_sha(files[p]) for p in wanted)
 
 
-async def test_second_run_same_day_edits_the_comment_and_rescores_nothing(
+async def test_rerun_same_day_edits_the_comment_and_rescores_nothing(
     sandbox: Sandbox, tmp_path: Path, engine_pool: EnginePool
 ) -> None:
     installation_id, repo = seeded(sandbox, repo_files())
@@ -412,8 +439,20 @@ async def test_second_run_same_day_edits_the_comment_and_rescores_nothing(
         assert "5 scored, 0 from the evaluation store" in first.body
         assert "### History (the last 1 run)" in first.body
         blobs = len(blob_requests(sandbox, repo))
-        again = f"{KIND}:{repo.full_name}:{DAY}:again"
-        assert await app.run(repo, installation_id=installation_id, key=again) is JobState.DONE
+        # A re-run of the same commit judges again (an unchanged scheduled night would not).
+        rerun = JobSpec(
+            kind=KIND,
+            key=f"{KIND}:{repo.full_name}:{DAY}:again",
+            payload={
+                "installation_id": installation_id,
+                "repo": repo.full_name,
+                "day": DAY,
+                "ref": head_sha(sandbox, repo),
+                "reason": "re-run requested",
+            },
+        )
+        job = await app.store.enqueue(rerun)
+        assert job is not None and await app.run_due(job) is JobState.DONE
     second = only_comment(sandbox, repo)
     assert second.id == first.id
     assert [edit.previous_body for edit in second.edits] == [first.body]
@@ -1269,3 +1308,153 @@ async def test_nightly_judges_an_imported_field_registry_without_a_false_alarm(
     assert "`nr_metric_v1` (nr/frames): not judged (kind nr: needs frames)" in body
     assert "fr_tiny_v3_int8 vs fr_tiny_v3: pass" in body
     assert "broken" not in body
+
+
+# ---- requests per night ----------------------------------------------------------------------
+
+
+def repo_requests(sandbox: Sandbox, since: int) -> list[str]:
+    """``METHOD /route`` of every request about a repository since ``since`` (not tokens, /app)."""
+    return [sandbox.route_of(r) for r in sandbox.requests[since:] if r.path.startswith("/repos/")]
+
+
+def with_new_model(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The changes that add ``fr-mlp-v10`` (the regression timeline's bad head) to the registry."""
+    model = (BISECT / "regression" / "fr-mlp-v09.onnx").read_bytes()
+    registry = json.loads(files["models/registry.json"])
+    registry["models"].append(
+        {
+            **registry["models"][-1],
+            "id": "fr-mlp-v10",
+            "onnx": "fr-mlp-v10.onnx",
+            "sha256": hashlib.sha256(model).hexdigest(),
+            "notes": "v10: a new model",
+            "timeline": len(registry["models"]),
+        }
+    )
+    text = json.dumps(registry, indent=2).encode() + b"\n"
+    return {"models/registry.json": text, "models/fr-mlp-v10.onnx": model}
+
+
+async def night(app: Service, repo: Repo, installation_id: int, key: str) -> JobState:
+    """A scheduled nightly, the default branch named in its payload as the scheduler names it."""
+    return await app.run(
+        repo, installation_id=installation_id, key=key, default_branch=repo.default_branch
+    )
+
+
+async def test_an_unchanged_night_makes_three_requests_and_still_shows_it_ran(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files())
+    assert await night(app_service, repo, installation_id, "nightly:day-1") is JobState.DONE
+    judged = only_comment(sandbox, repo)
+    blobs = len(blob_requests(sandbox, repo))
+    before = len(sandbox.requests)
+    assert await night(app_service, repo, installation_id, "nightly:day-2") is JobState.DONE
+    made = repo_requests(sandbox, before)
+    assert len(made) <= 3, made
+    assert made == [
+        "GET /repos/{owner}/{repo}/commits/{ref:.+}",
+        "GET /repos/{owner}/{repo}/issues/{issue_number}",
+        "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}",
+    ]
+    # One comment, edited: tonight's row in the history and the line saying it was checked.
+    comment = only_comment(sandbox, repo)
+    assert comment.id == judged.id
+    assert "### History (the last 2 runs)" in comment.body
+    assert comment.body.count("| ❌ regression |") == 2
+    assert "Last checked at" in comment.body and "not judged again" in comment.body
+    assert table_rows(comment.body) == list(REGRESSION_VISITED)
+    # The commit's one check run still carries the verdict; nothing was downloaded again.
+    assert only_check(sandbox, repo).conclusion is CheckConclusion.FAILURE
+    assert len(blob_requests(sandbox, repo)) == blobs
+    runs = await app_service.store.recent_runs(repo.full_name, limit=5)
+    assert [run.outcome for run in runs] == ["regression", "regression"]
+
+
+async def test_an_unchanged_night_after_the_comment_was_deleted_writes_it_again(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files())
+    assert await night(app_service, repo, installation_id, "nightly:day-1") is JobState.DONE
+    sandbox.state.delete_comment(repo, only_comment(sandbox, repo).id)  # a person deleted it
+    assert await night(app_service, repo, installation_id, "nightly:day-2") is JobState.DONE
+    comment = only_comment(sandbox, repo)
+    assert "### History (the last 2 runs)" in comment.body
+    assert "❌ regression" in comment.body and "Last checked at" in comment.body
+    assert only_check(sandbox, repo).conclusion is CheckConclusion.FAILURE
+
+
+async def test_an_unchanged_night_after_the_issue_was_closed_reports_on_a_new_issue(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files())
+    assert await night(app_service, repo, installation_id, "nightly:day-1") is JobState.DONE
+    (first,) = issues_of(sandbox, repo)
+    sandbox.state.update_issue(repo, first.number, state=IssueState.CLOSED)
+    assert await night(app_service, repo, installation_id, "nightly:day-2") is JobState.DONE
+    (_, second) = issues_of(sandbox, repo)
+    assert second.state is IssueState.OPEN
+    live = [c for c in app_comments(sandbox, repo) if c.issue_number == second.number]
+    assert len(live) == 1 and "Last checked at" in live[0].body
+
+
+async def test_an_unchanged_night_that_cannot_comment_says_so_on_a_completed_check(
+    sandbox: Sandbox, app_service: Service
+) -> None:
+    installation_id, repo = seeded(sandbox, repo_files())
+    assert await night(app_service, repo, installation_id, "nightly:day-1") is JobState.DONE
+    (issue,) = issues_of(sandbox, repo)
+    # A maintainer deleted the comment and locked the issue: no new comment can be written.
+    sandbox.state.delete_comment(repo, only_comment(sandbox, repo).id)
+    sandbox.state.update_issue(repo, issue.number, locked=True)
+    assert await night(app_service, repo, installation_id, "nightly:day-2") is JobState.DONE
+    first, second = nightly_checks(sandbox, repo)
+    assert second.head_sha == first.head_sha and second.external_id == "nightly:day-2"
+    assert second.status is CheckStatus.COMPLETED
+    assert second.conclusion is CheckConclusion.FAILURE
+    assert "Tracking comment not written" in (second.output.summary or "")
+    assert "is locked" in (second.output.summary or "")
+
+
+@pytest.mark.parametrize("change", ["new model", "config", "model-guard"])
+async def test_a_night_after_anything_that_decides_the_verdict_changed_judges_again(
+    sandbox: Sandbox, app_service: Service, change: str
+) -> None:
+    files = repo_files("allgood")
+    installation_id, repo = seeded(sandbox, files)
+    assert await night(app_service, repo, installation_id, "nightly:day-1") is JobState.DONE
+    assert only_check(sandbox, repo).conclusion is CheckConclusion.SUCCESS
+    if change == "new model":
+        sandbox.state.commit(repo, with_new_model(files), message="Add fr-mlp-v10")
+    elif change == "config":
+        sandbox.state.commit(repo, {CONFIG_PATH: CONFIG.replace(b"0.9", b"0.999")}, message="Gate")
+    else:  # the store remembers a verdict another model-guard judged
+        store = app_service.store
+        text = await store.get_value(JUDGED_NAMESPACE, repo.full_name.lower())
+        assert text is not None
+        await store.set_value(
+            JUDGED_NAMESPACE,
+            repo.full_name.lower(),
+            text.replace('"fingerprint": "', '"fingerprint": "x'),
+        )
+    before = len(sandbox.requests)
+    assert await night(app_service, repo, installation_id, "nightly:day-2") is JobState.DONE
+    made = repo_requests(sandbox, before)
+    # A job's first attempt opens its check run without listing the commit's check runs.
+    assert "GET /repos/{owner}/{repo}/commits/{ref:.+}/check-runs" not in made
+    assert made.count("POST /repos/{owner}/{repo}/check-runs") == 1
+    runs = nightly_checks(sandbox, repo)
+    assert len(runs) == 2 and runs[1].status is CheckStatus.COMPLETED
+    assert runs[1].head_sha == head_sha(sandbox, repo)
+    (comment,) = [c for c in app_comments(sandbox, repo) if TAG in c.body]
+    assert "Last checked at" not in comment.body
+    if change == "new model":
+        assert runs[1].conclusion is CheckConclusion.FAILURE
+        assert "fr-mlp-v10" in comment.body
+        # Only what changed is downloaded: the registry and the new model (the rest is cached).
+        downloaded = {r.path.rsplit("/", 1)[-1] for r in sandbox.requests[before:]}
+        new = with_new_model(files)
+        assert {blob_sha(new[p]) for p in new} <= downloaded
+        assert len(blob_requests(sandbox, repo)) == len(set(blob_requests(sandbox, repo)))

@@ -89,6 +89,16 @@ async def test_repo_fires_once_per_day_however_many_ticks(
     }
 
 
+async def test_the_default_branch_the_listing_named_travels_in_the_job(
+    store: SqliteStore, db_path: Path
+) -> None:
+    entry = ScheduledRepo(installation_id=42, repo=REPO, cron=DEFAULT_CRON, default_branch="trunk")
+    scheduler = Scheduler(store, listing(entry), clock=DateClock(at(22, 4, 40)), kind=KIND)
+    assert await scheduler.tick() == [REPO]
+    (job,) = await jobs_in(db_path)
+    assert job.payload["default_branch"] == "trunk"
+
+
 async def test_fire_time_not_reached_yet_does_nothing_until_it_is(
     store: SqliteStore, db_path: Path
 ) -> None:

@@ -89,6 +89,8 @@ async def test_every_installed_repository_is_listed_with_its_configured_cron(
     assert found["zenith/models"].installation_id != acme
     trunk = world.sandbox.requests_to("GET", r"/repos/zenith/models/contents/.*")
     assert [r.query.get("ref") for r in trunk] == ["trunk"]
+    # The nightly job is told the default branch, so it need not ask GitHub for it.
+    assert found["zenith/models"].default_branch == "trunk"
 
 
 async def test_nightly_disabled_in_the_config_is_listed_as_disabled(world: World) -> None:

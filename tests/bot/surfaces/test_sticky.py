@@ -460,3 +460,65 @@ async def test_own_comment_whose_marker_was_edited_out_is_left_and_a_new_one_mad
     assert second.outcome is StickyOutcome.CREATED and second.comment_id != first.comment_id
     assert world.sandbox.state.comments[first.comment_id].body == "resolved"
     assert await world.store.get_sticky(REPO, world.issue, MARK) == second.comment_id
+
+
+# ---- requests per upsert ---------------------------------------------------------------------
+
+
+async def test_a_new_body_for_the_apps_own_comment_is_one_patch_and_no_get(world: World) -> None:
+    sticky = world.sticky()
+    first = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="night 1"
+    )
+    before = len(world.sandbox.requests)
+    second = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="night 2"
+    )
+    made = [(r.method, r.path) for r in world.sandbox.requests[before:]]
+    assert made == [("PATCH", f"/repos/{REPO}/issues/comments/{first.comment_id}")]
+    assert (second.comment_id, second.outcome) == (first.comment_id, StickyOutcome.UPDATED)
+    assert [c.body for c in world.live()] == [f"{MARK}\n\nnight 2"]
+
+
+async def test_the_same_body_again_is_one_get_and_no_edit(world: World) -> None:
+    sticky = world.sticky()
+    await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="steady"
+    )
+    before = len(world.sandbox.requests)
+    again = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="steady"
+    )
+    assert [r.method for r in world.sandbox.requests[before:]] == ["GET"]
+    assert again.outcome is StickyOutcome.UNCHANGED
+    assert [c.edits for c in world.live()] == [()]
+
+
+async def test_a_patch_answered_404_writes_the_comment_again_when_a_person_deleted_it(
+    world: World,
+) -> None:
+    sticky = world.sticky()
+    first = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="night 1"
+    )
+    world.sandbox.state.delete_comment(world.repo, first.comment_id)
+    second = await sticky.upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="night 2"
+    )
+    assert second.outcome is StickyOutcome.CREATED and second.comment_id != first.comment_id
+    assert [c.body for c in world.live()] == [f"{MARK}\n\nnight 2"]
+    assert await world.store.get_sticky(REPO, world.issue, MARK) == second.comment_id
+    [patch] = writes(world.sandbox, "PATCH")
+    assert patch.status == 404
+
+
+async def test_an_id_the_app_did_not_write_is_verified_before_any_edit(world: World) -> None:
+    """Only the App's own last write is PATCHed blind: a remembered id set otherwise is checked."""
+    mine = await world.post_own(f"{MARK}\n\nolder")
+    await world.store.set_sticky(REPO, world.issue, MARK, mine)
+    before = len(world.sandbox.requests)
+    result = await world.sticky().upsert(
+        world.gh, repo=REPO, issue_number=world.issue, purpose="nightly", body="new"
+    )
+    made = [r.method for r in world.sandbox.requests[before:]]
+    assert made == ["GET", "PATCH"] and result.comment_id == mine
