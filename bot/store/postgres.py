@@ -285,6 +285,7 @@ class PostgresStore(Store):
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         clock: Callable[[], datetime] | None = None,
+        listen: bool = True,
         listen_retry_seconds: float = 1.0,
         listen_retry_max_seconds: float = 30.0,
         listen_check_seconds: float = 30.0,
@@ -295,7 +296,9 @@ class PostgresStore(Store):
         ``clock`` every time comes from the database's ``now()`` and the ``now`` arguments
         of the calls are ignored; with one (tests) they are honoured as in SQLite.
 
-        The ``listen_*`` settings time the ``LISTEN`` connection behind ``wait_for_work``:
+        With ``listen=False`` ``wait_for_work`` hears only this process's own jobs and the
+        workers poll for the rest (for a pooler such as PgBouncer in transaction mode, which
+        cannot hold a ``LISTEN``). The ``listen_*`` settings time the ``LISTEN`` connection:
         the first reconnect delay after it drops (doubled up to the max), and how long it may
         sit silent before a round trip checks that it is still alive.
         """
@@ -312,6 +315,7 @@ class PostgresStore(Store):
         self._clock = clock
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
         self._conninfo = conninfo
+        self.listen = listen
         self.listen_retry_seconds = listen_retry_seconds
         self.listen_retry_max_seconds = max(listen_retry_max_seconds, listen_retry_seconds)
         self.listen_check_seconds = listen_check_seconds
@@ -470,7 +474,7 @@ class PostgresStore(Store):
         back) the timeout is the only wake-up, so workers poll as they would without it.
         """
         self._require_pool()
-        if self._listener is None or self._listener.done():
+        if self.listen and (self._listener is None or self._listener.done()):
             self._listener = asyncio.create_task(self._listen(), name="model-guard-listen")
         return await super().wait_for_work(timeout)
 
