@@ -8,6 +8,11 @@ process, so any number of replicas may share one database:
 - ``claim_job`` picks the next due job with ``SELECT ... FOR UPDATE SKIP LOCKED``, so
   concurrent claimers never wait on nor take the same row
   (https://www.postgresql.org/docs/15/sql-select.html#SQL-FOR-UPDATE-SHARE);
+- a job with a serial key is claimed only after a transaction-level advisory lock on the
+  key is taken and a fresh statement finds no running job with a live lease holding it
+  (see ``_claim_serial``), so one key never runs twice at once across replicas;
+- a write that makes a job claimable sends ``NOTIFY`` in its own transaction and
+  ``wait_for_work`` ``LISTEN``\\ s on one dedicated connection, polling while it is down;
 - heartbeat, complete and fail are single ``UPDATE``\\ s fenced by job id, ``running`` state
   and the lease holder, so a worker whose lease was requeued and claimed again changes nothing;
 - leases, due times, requeues, claims and timestamps use the database clock (``now()``),

@@ -338,3 +338,40 @@ async def test_a_dropped_listen_connection_falls_back_to_polling_then_reconnects
         await quick.wait_for_work(0.0)  # the wake-up given on reconnect, for jobs missed
         await enqueue(other, "bisect:after", None)
         assert await quick.wait_for_work(10.0)
+
+
+async def test_a_database_from_before_serial_keys_is_migrated_keeping_its_queued_jobs(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.store.sqlite as sqlite_module
+
+    if backend.name == "sqlite":
+        module: Any = sqlite_module
+    else:
+        import bot.store.postgres as module
+    current = module.MIGRATIONS
+    monkeypatch.setattr(module, "MIGRATIONS", current[:-1])
+    # The old code's jobs table has no serial_key column: write a queued job the old way.
+    async with backend.make():
+        pass
+    backend.query(
+        "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at,"
+        " created_at, updated_at) VALUES ('bisect', 'old', '{}', 'queued', 0, 5,"
+        " '2026-11-22T03:00:00.000000+00:00', '2026-11-22T03:00:00.000000+00:00',"
+        " '2026-11-22T03:00:00.000000+00:00')"
+    )
+    monkeypatch.setattr(module, "MIGRATIONS", current)
+    # Three replicas of the new code start at once: the new version is applied once.
+    stores = [backend.make() for _ in range(3)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        claimed = await stores[1].claim_job("w", lease_seconds=60)
+        assert claimed is not None and (claimed.key, claimed.serial_key) == ("old", None)
+        await enqueue(stores[2], "new")
+        fresh = await stores[0].claim_job("w2", lease_seconds=60)
+        assert fresh is not None and fresh.serial_key == KEY
+    finally:
+        for store in stores:
+            await store.close()
+    versions = [int(str(row[0])) for row in backend.query("SELECT version FROM schema_migrations")]
+    assert sorted(versions) == list(range(1, len(current) + 1))
