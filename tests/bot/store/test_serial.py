@@ -244,10 +244,10 @@ async def test_a_job_enqueued_elsewhere_wakes_an_idle_worker_long_before_its_pol
 
 
 async def test_a_worker_waiting_for_a_serial_key_is_woken_when_another_replica_releases_it(
-    backend: Backend,
+    postgres_schema: str,
 ) -> None:
-    if backend.name == "sqlite":
-        pytest.skip("SQLite wakes in-process waiters only: the cross-replica case is PostgreSQL's")
+    """PostgreSQL only: SQLite wakes in-process waiters, not another replica's."""
+    backend = Backend("postgres", postgres_schema)
     done: list[str] = []
 
     async def handler(job: Job) -> None:
@@ -276,10 +276,9 @@ async def test_a_worker_waiting_for_a_serial_key_is_woken_when_another_replica_r
 
 
 async def test_a_dropped_listen_connection_falls_back_to_polling_then_reconnects(
-    backend: Backend, caplog: pytest.LogCaptureFixture
+    postgres_schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if backend.name == "sqlite":
-        pytest.skip("only PostgreSQL has a LISTEN connection to lose")
+    """PostgreSQL only: SQLite has no LISTEN connection to lose."""
     import psycopg
 
     from bot.store.postgres import PostgresStore
@@ -288,6 +287,8 @@ async def test_a_dropped_listen_connection_falls_back_to_polling_then_reconnects
 
     async def handler(job: Job) -> None:
         done.append(job.key)
+
+    backend = Backend("postgres", postgres_schema)
 
     def cut(pid: int) -> None:
         with psycopg.connect(backend.target, autocommit=True) as admin:
