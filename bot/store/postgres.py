@@ -153,13 +153,13 @@ _JOB_COLUMNS_OF_JOBS: LiteralString = (
 )
 # Every replica LISTENs here; the payload is the schema, so stores on other schemas of one
 # database (tests, or two deployments) ignore each other's wake-ups.
-CHANNEL = "model_guard_jobs"
-_NOTIFY: LiteralString = "pg_notify('model_guard_jobs', current_schema())"
+CHANNEL: LiteralString = "model_guard_jobs"
+_NOTIFY: LiteralString = f"pg_notify('{CHANNEL}', current_schema())"
 # Another job holding the serial key of job ``q`` under a live lease blocks ``q``'s claim.
-_KEY_HELD: LiteralString = """EXISTS (
+_KEY_HELD: LiteralString = f"""EXISTS (
     SELECT 1 FROM jobs AS holder
     WHERE holder.serial_key = q.serial_key AND holder.state = 'running'
-      AND holder.lease_until > COALESCE(%(now)s::timestamptz, now()))"""
+      AND holder.lease_until > {_NOW})"""
 # How many serial-keyed candidates one claim tries before reporting nothing due.
 _CLAIM_TRIES = 16
 _LEASE_JOB: LiteralString = f"""
@@ -495,7 +495,7 @@ class PostgresStore(Store):
         while True:
             try:
                 await self._listen_once(recovering=lost)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
+            except Exception as exc:  # whatever broke it, polling goes on and we reconnect
                 if not lost:
                     log.warning(
                         "LISTEN connection to %s lost, polling until it is back: %s",
