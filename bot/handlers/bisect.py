@@ -62,7 +62,7 @@ from bot.intake.commands import (
 )
 from bot.judging.bisect_run import RunStopped, TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
-from bot.store import JobSpec
+from bot.store import JobSpec, make_serial_key
 from bot.surfaces.blame import Blame
 from bot.surfaces.notices import post_notice_once
 from bot.surfaces.reactions import Reaction, react_to_comment
@@ -435,7 +435,15 @@ def plan_command(event: sansio.Event, jobs: list[JobSpec]) -> None:
     default = repository.get("default_branch") if isinstance(repository, dict) else None
     if isinstance(default, str) and default:
         payload["default_branch"] = default  # as of the comment: no request to learn it
-    jobs.append(JobSpec(kind=KIND, key=command_key(repo, number, comment_id), payload=payload))
+    jobs.append(
+        JobSpec(
+            kind=KIND,
+            key=command_key(repo, number, comment_id),
+            payload=payload,
+            # One /bisect of a pull request at a time across replicas: one sticky comment.
+            serial_key=make_serial_key(repo, BISECT_PURPOSE, number),
+        )
+    )
 
 
 def _request_fields(parsed: ParsedCommand) -> dict[str, Any]:

@@ -61,7 +61,7 @@ from bot.handlers.run import (
 )
 from bot.judging.bisect_run import TimelineJudge, TimelineRun
 from bot.repoconfig import ConfigError, RepoConfig, default_config
-from bot.store import JobSpec
+from bot.store import JobSpec, make_serial_key
 from bot.surfaces.blame import Blame
 from bot.surfaces.checks import CheckAction, post_completed_check_run
 from bot.surfaces.notices import post_notice_once
@@ -448,6 +448,14 @@ def nightly_runner(
     return Runner(Nightly(files=files, timeline=timeline), services)
 
 
+def nightly_serial_key(repo: str) -> str:
+    """The serial key of ``repo``'s nightly jobs (the scheduler's too): one at a time per repo.
+
+    They all write the repository's tracking comment, whose issue may not exist yet.
+    """
+    return make_serial_key(repo, KIND)
+
+
 def _commit_job(
     data: dict[str, Any],
     *,
@@ -474,6 +482,7 @@ def _commit_job(
             "reason": reason,
             **({"full": True} if full else {}),
         },
+        serial_key=nightly_serial_key(repo),
     )
 
 
@@ -565,6 +574,7 @@ def plan_first_runs(event: sansio.Event, jobs: list[JobSpec]) -> None:
                     "day": day,
                     "reason": "installed",
                 },
+                serial_key=nightly_serial_key(repo),
             )
         )
 

@@ -43,7 +43,7 @@ from bot.handlers.run import (
 )
 from bot.judging.registry_run import ChangeRun, RegistryChangeJudge
 from bot.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, default_config
-from bot.store import JobSpec
+from bot.store import JobSpec, make_serial_key
 from bot.surfaces.blame import Blame
 from bot.surfaces.checks import CheckAction, CheckStatus, Conclusion
 from bot.surfaces.sticky import IssueUnavailable
@@ -272,6 +272,8 @@ def _job(
             "reason": reason,
             **({"full": True} if full else {}),
         },
+        # One check of a pull request at a time across replicas: they share its sticky comment.
+        serial_key=make_serial_key(repo, PR_PURPOSE, number),
     )
 
 

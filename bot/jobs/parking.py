@@ -45,7 +45,12 @@ async def park(store: Store, job: Job, *, why: str) -> bool:
         log.error("run could not finish and is not resumed again", extra={"fields": fields})
         return False
     payload = {**job.payload, ORIGIN_FIELD: origin, RESUMES_FIELD: resumes + 1}
-    record = {"kind": job.kind, "payload": payload, "max_attempts": job.max_attempts}
+    record = {
+        "kind": job.kind,
+        "payload": payload,
+        "max_attempts": job.max_attempts,
+        "serial_key": job.serial_key,
+    }
     await store.set_value(NAMESPACE, origin, json.dumps(record, sort_keys=True))
     log.error("run could not finish: it runs again once GitHub answers", extra={"fields": fields})
     return True
@@ -61,9 +66,15 @@ def _spec(origin: str, text: str) -> JobSpec | None:
             key=f"{origin}~resume{int(payload[RESUMES_FIELD])}",
             payload=payload,
             max_attempts=int(record.get("max_attempts", 5)),
+            serial_key=_serial_key(record.get("serial_key")),
         )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _serial_key(value: object) -> str | None:
+    """A parked record's serial key (records parked before serial keys existed have none)."""
+    return value if isinstance(value, str) and value else None
 
 
 class Resumer:

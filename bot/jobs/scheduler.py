@@ -17,7 +17,7 @@ from croniter import croniter
 from bot.errors import BotError
 from bot.jobs.periodic import Periodic
 from bot.jobs.worker import describe_error, now_utc
-from bot.store import JobSpec, Store, StoreError
+from bot.store import JobSpec, Store, StoreError, make_serial_key
 
 log = logging.getLogger("model_guard.scheduler")
 
@@ -140,6 +140,10 @@ class Scheduler:
                 "scheduled_for": fire.isoformat(),
                 **({"default_branch": entry.default_branch} if entry.default_branch else {}),
             },
+            # One run of a kind per repository at a time, across replicas: the nightly's
+            # jobs all write the repository's one tracking comment (its issue number is
+            # not known here), whichever event or schedule made them.
+            serial_key=make_serial_key(entry.repo, self.kind),
         )
         try:
             claimed = await self._store.claim_schedule_run(entry.repo, day, kind=self.kind, job=job)

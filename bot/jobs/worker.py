@@ -176,6 +176,7 @@ class WorkerPool:
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._reaper: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._once = itertools.count(1)
 
     @property
@@ -214,6 +215,8 @@ class WorkerPool:
             for n in range(self._options.workers)
         ]
         self._reaper = asyncio.create_task(self._reap(), name="worker-reaper")
+        if self._loops:
+            self._listener = asyncio.create_task(self._listen(), name="worker-listener")
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Stop claiming; let running jobs finish within ``grace`` seconds, then cancel them.
@@ -224,10 +227,12 @@ class WorkerPool:
         self._stopping = True
         self._wakeup.set()
         reaper, self._reaper = self._reaper, None
+        listener, self._listener = self._listener, None
         loops, self._loops = self._loops, []
-        if reaper is not None:
-            reaper.cancel()
-            await asyncio.gather(reaper, return_exceptions=True)
+        for task in (reaper, listener):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if not loops:
             return
         _, pending = await asyncio.wait(loops, timeout=max(grace, 0.0))
@@ -279,6 +284,22 @@ class WorkerPool:
                     extra={"fields": {"worker": worker_id}},
                 )
             await self._idle()
+
+    async def _listen(self) -> None:
+        """Wake idle workers whenever the store says a job may be claimable (any replica's).
+
+        The store's wake-up (PostgreSQL: ``LISTEN``/``NOTIFY``) replaces waiting out the
+        poll interval; while it is unavailable the workers' own poll still finds every job.
+        """
+        while True:
+            try:
+                woken = await self._store.wait_for_work(self._options.poll_seconds)
+            except Exception as error:
+                log.warning("waiting for work failed: %s", describe_error(error))
+                await asyncio.sleep(self._options.poll_seconds)
+                continue
+            if woken:
+                self.wake()
 
     async def _idle(self) -> None:
         try:

@@ -12,6 +12,7 @@ from bot.store.base import (
     StoreBusyError,
     StoreError,
     StoreNotOpenError,
+    make_serial_key,
 )
 from bot.store.sqlite import SqliteStore
 
@@ -28,4 +29,5 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StoreNotOpenError",
+    "make_serial_key",
 ]

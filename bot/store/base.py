@@ -12,6 +12,13 @@ guarantees, whatever process or thread calls it:
 - **Atomic claim.** ``claim_job`` hands each due queued job to exactly one caller, even
   with many workers in many processes on one database (SQLite: ``BEGIN IMMEDIATE``;
   PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``).
+- **One running job per serial key.** A job with a ``serial_key`` (the sticky comment or
+  check it writes: repository, issue, purpose) is not claimed while another job with that
+  key is running under an unexpired lease, whichever process holds it. An expired lease
+  does not block: its holder is presumed dead and its job will be requeued.
+- **Wake-ups.** ``wait_for_work`` returns as soon as a job may have become claimable (a
+  job enqueued or requeued, a serial key released) in this process, and on PostgreSQL in
+  any replica (``LISTEN``/``NOTIFY``); else after its timeout, so polling is the fallback.
 - **Fenced finish.** Only the worker holding a job's lease may complete, fail or extend it;
   everyone else gets ``False`` and changes nothing. Delivery is at least once: a job whose
   lease expired may be requeued and run again, so a job must be safe to repeat.
@@ -22,6 +29,7 @@ guarantees, whatever process or thread calls it:
 - **Repository names** (``owner/name``) compare case-insensitively, as on GitHub.
 """
 
+import asyncio
 import json
 import re
 from abc import ABC, abstractmethod
@@ -110,20 +118,40 @@ class Delivery:
         object.__setattr__(self, "received_at", require_aware(self.received_at, name="received_at"))
 
 
+def make_serial_key(repo: str, purpose: str, number: int | None = None) -> str:
+    """The serial key of the jobs writing ``purpose``'s surface on issue ``number`` of ``repo``.
+
+    ``owner/name#number#purpose`` (``owner/name#purpose`` when the issue is not known when the
+    job is made, e.g. a nightly's tracking issue), the repository lower-cased as GitHub
+    compares it.
+    """
+    if not repo or not purpose:
+        raise InvalidValueError("a serial key needs a repository and a purpose")
+    where = repo.lower() if number is None else f"{repo.lower()}#{number}"
+    return f"{where}#{purpose}"
+
+
 @dataclass(frozen=True)
 class JobSpec:
-    """A job to enqueue; ``key`` is its idempotency key and is unique forever."""
+    """A job to enqueue; ``key`` is its idempotency key and is unique forever.
+
+    ``serial_key`` (optional) names what the job writes (see ``make_serial_key``): at most one
+    job per serial key runs at a time, across every process on the store.
+    """
 
     kind: str
     key: str
     payload: Mapping[str, Any] = field(hash=False)
     run_at: datetime | None = None
     max_attempts: int = 5
+    serial_key: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse empty names, a naive ``run_at`` and fewer than one attempt."""
         if not self.kind or not self.key:
             raise InvalidValueError("job kind and key must not be empty")
+        if self.serial_key is not None and not self.serial_key:
+            raise InvalidValueError("a job's serial_key must be None or not empty")
         if self.max_attempts < 1:
             raise InvalidValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.run_at is not None:
@@ -148,6 +176,7 @@ class Job:
     delivery_id: str | None
     created_at: datetime
     updated_at: datetime
+    serial_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +198,9 @@ class RunRecord:
 
 class Store(ABC):
     """The App's durable state: deliveries, jobs, sticky comments, schedules, runs and a KV."""
+
+    # Set when a job may have become claimable in this process; see ``wait_for_work``.
+    _work_signal: asyncio.Event | None = None
 
     async def __aenter__(self) -> Self:
         """Open the store for an ``async with`` block."""
@@ -205,6 +237,31 @@ class Store(ABC):
     async def enqueue(self, job: JobSpec) -> Job | None:
         """Enqueue a job outside any delivery (the scheduler); None if its key exists."""
 
+    def signal_work(self) -> None:
+        """Wake the callers of ``wait_for_work`` (or the next one, if none waits now)."""
+        if self._work_signal is None:
+            self._work_signal = asyncio.Event()
+        self._work_signal.set()
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait until a job may have become claimable, or ``timeout`` seconds; True if woken.
+
+        A wake-up that came while nobody waited is kept for the next caller, so a worker
+        that was busy when a job arrived does not sleep through it. Every caller waiting
+        when it comes is woken. A store that hears of other processes' jobs (PostgreSQL's
+        ``LISTEN``) overrides this to start listening; the timeout is the polling fallback.
+        """
+        if self._work_signal is None:
+            self._work_signal = asyncio.Event()
+        signal = self._work_signal
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await signal.wait()
+        except TimeoutError:
+            return False
+        signal.clear()
+        return True
+
     @abstractmethod
     async def get_job(self, job_id: int) -> Job | None:
         """Return the job with this id, or None."""
@@ -229,7 +286,9 @@ class Store(ABC):
         """Atomically lease the oldest due queued job (``run_at <= now``) to ``worker_id``.
 
         The job becomes running with ``lease_until = now + lease_seconds`` and one more
-        attempt; None when nothing is due. ``kinds`` limits the job kinds considered.
+        attempt; None when nothing is due. ``kinds`` limits the job kinds considered. A job
+        whose ``serial_key`` is held by another running job with an unexpired lease is
+        passed over (the next due job is taken instead) until that job finishes.
         ``worker_id`` must be unique among workers running at the same time.
         """
 

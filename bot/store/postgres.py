@@ -8,6 +8,11 @@ process, so any number of replicas may share one database:
 - ``claim_job`` picks the next due job with ``SELECT ... FOR UPDATE SKIP LOCKED``, so
   concurrent claimers never wait on nor take the same row
   (https://www.postgresql.org/docs/15/sql-select.html#SQL-FOR-UPDATE-SHARE);
+- a job with a serial key is claimed only after a transaction-level advisory lock on the
+  key is taken and a fresh statement finds no running job with a live lease holding it
+  (see ``_claim_serial``), so one key never runs twice at once across replicas;
+- a write that makes a job claimable sends ``NOTIFY`` in its own transaction and
+  ``wait_for_work`` ``LISTEN``\\ s on one dedicated connection, polling while it is down;
 - heartbeat, complete and fail are single ``UPDATE``\\ s fenced by job id, ``running`` state
   and the lease holder, so a worker whose lease was requeued and claimed again changes nothing;
 - leases, due times, requeues, claims and timestamps use the database clock (``now()``),
@@ -20,7 +25,10 @@ Repository names are compared case-insensitively (as GitHub does) by keying on `
 Job and KV keys use the ``"C"`` collation, so key order is code-point order as in SQLite.
 """
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -47,6 +55,8 @@ from bot.store.base import (
     require_aware,
     require_day,
 )
+
+log = logging.getLogger("model_guard.store")
 
 # Each entry is one schema version; never edit a released one, append a new one. Payloads
 # are canonical JSON text, as in SQLite: jsonb would refuse a U+0000 inside a string.
@@ -121,14 +131,69 @@ MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             expires_at TIMESTAMPTZ NOT NULL
         )""",
     ),
+    (
+        # At most one running job per serial key (the sticky comment or check it writes):
+        # the claim looks up running holders of a key through this small partial index.
+        'ALTER TABLE jobs ADD COLUMN serial_key TEXT COLLATE "C"',
+        """CREATE INDEX jobs_serial_running ON jobs (serial_key, lease_until)
+           WHERE state = 'running' AND serial_key IS NOT NULL""",
+    ),
 )
 
 _JOB_COLUMNS = (
     "id, kind, key, payload, state, attempts, max_attempts, run_at, claimed_by,"
-    " lease_until, last_error, delivery_id, created_at, updated_at"
+    " lease_until, last_error, delivery_id, created_at, updated_at, serial_key"
 )
 # The moment of a call: the caller's ``now`` (a test clock) or else the database's clock.
 _NOW = "COALESCE(%(now)s::timestamptz, now())"
+_JOB_COLUMNS_OF_JOBS: LiteralString = (
+    "jobs.id, jobs.kind, jobs.key, jobs.payload, jobs.state, jobs.attempts, jobs.max_attempts,"
+    " jobs.run_at, jobs.claimed_by, jobs.lease_until, jobs.last_error, jobs.delivery_id,"
+    " jobs.created_at, jobs.updated_at, jobs.serial_key"
+)
+# Every replica LISTENs here; the payload is the schema, so stores on other schemas of one
+# database (tests, or two deployments) ignore each other's wake-ups.
+CHANNEL: LiteralString = "model_guard_jobs"
+_NOTIFY: LiteralString = f"pg_notify('{CHANNEL}', current_schema())"
+# Another job holding the serial key of job ``q`` under a live lease blocks ``q``'s claim.
+_KEY_HELD: LiteralString = f"""EXISTS (
+    SELECT 1 FROM jobs AS holder
+    WHERE holder.serial_key = q.serial_key AND holder.state = 'running'
+      AND holder.lease_until > {_NOW})"""
+# How many serial-keyed candidates one claim tries before reporting nothing due.
+_CLAIM_TRIES = 16
+_LEASE_JOB: LiteralString = f"""
+    UPDATE jobs
+    SET state = 'running', attempts = attempts + 1, claimed_by = %(worker)s,
+        lease_until = {_NOW} + %(lease)s, updated_at = {_NOW}"""
+# The oldest due queued job whose serial key no live job holds (a snapshot's view: only a
+# hint for a keyed job). A job without a key is claimed by this one statement; a keyed one
+# is only picked (id and key returned, nothing changed) and claimed by ``_claim_serial``.
+_CLAIM_NEXT: LiteralString = f"""
+    WITH picked AS (
+        SELECT q.id, q.serial_key FROM jobs AS q
+        WHERE q.state = 'queued' AND q.run_at <= {_NOW}
+          AND (%(kinds)s::text[] IS NULL OR q.kind = ANY(%(kinds)s::text[]))
+          AND (q.serial_key IS NULL
+               OR (q.serial_key <> ALL(%(passed)s::text[]) AND NOT {_KEY_HELD}))
+        ORDER BY q.run_at, q.id
+        LIMIT 1
+        FOR UPDATE OF q SKIP LOCKED),
+    claimed AS (
+        {_LEASE_JOB}
+        FROM picked WHERE jobs.id = picked.id AND picked.serial_key IS NULL
+        RETURNING {_JOB_COLUMNS_OF_JOBS})
+    SELECT picked.id AS picked_id, picked.serial_key AS picked_serial_key, claimed.*
+    FROM picked LEFT JOIN claimed ON TRUE"""
+# Claim a picked keyed job, run after its key's advisory lock was taken (a fresh snapshot).
+_CLAIM_SERIAL: LiteralString = f"""
+    {_LEASE_JOB}
+    FROM (SELECT q.id FROM jobs AS q
+          WHERE q.id = %(id)s AND q.state = 'queued' AND q.run_at <= {_NOW}
+            AND NOT {_KEY_HELD}
+          FOR UPDATE OF q) AS picked
+    WHERE jobs.id = picked.id
+    RETURNING {_JOB_COLUMNS_OF_JOBS}"""
 
 
 def redact_conninfo(conninfo: str) -> str:
@@ -172,6 +237,7 @@ def _job_from_row(row: dict[str, Any]) -> Job:
         delivery_id=row["delivery_id"],
         created_at=row["created_at"].astimezone(UTC),
         updated_at=row["updated_at"].astimezone(UTC),
+        serial_key=row["serial_key"],
     )
 
 
@@ -186,13 +252,17 @@ def _require_lease(lease_seconds: float) -> timedelta:
     return timedelta(seconds=lease_seconds)
 
 
+# A new job wakes the listening workers of every replica (NOTIFY is sent at commit).
 _INSERT_JOB: LiteralString = f"""
-    INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at,
-                      delivery_id, created_at, updated_at)
-    VALUES (%(kind)s, %(key)s, %(payload)s, 'queued', 0, %(max_attempts)s,
-            COALESCE(%(run_at)s::timestamptz, {_NOW}), %(delivery_id)s, {_NOW}, {_NOW})
-    ON CONFLICT (key) DO NOTHING
-    RETURNING {_JOB_COLUMNS}"""
+    WITH inserted AS (
+        INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at,
+                          delivery_id, created_at, updated_at, serial_key)
+        VALUES (%(kind)s, %(key)s, %(payload)s, 'queued', 0, %(max_attempts)s,
+                COALESCE(%(run_at)s::timestamptz, {_NOW}), %(delivery_id)s, {_NOW}, {_NOW},
+                %(serial_key)s)
+        ON CONFLICT (key) DO NOTHING
+        RETURNING {_JOB_COLUMNS})
+    SELECT inserted.*, {_NOTIFY} IS NULL AS notified FROM inserted"""
 
 
 def _job_params(spec: JobSpec, *, delivery_id: str | None, now: datetime | None) -> dict[str, Any]:
@@ -204,6 +274,7 @@ def _job_params(spec: JobSpec, *, delivery_id: str | None, now: datetime | None)
         "max_attempts": spec.max_attempts,
         "run_at": spec.run_at,
         "delivery_id": delivery_id,
+        "serial_key": spec.serial_key,
         "now": now,
     }
 
@@ -219,12 +290,22 @@ class PostgresStore(Store):
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         clock: Callable[[], datetime] | None = None,
+        listen: bool = True,
+        listen_retry_seconds: float = 1.0,
+        listen_retry_max_seconds: float = 30.0,
+        listen_check_seconds: float = 30.0,
     ) -> None:
         """Configure the store; nothing connects until ``open()``.
 
         ``conninfo`` is a libpq connection string or ``postgresql://`` URL. Without a
         ``clock`` every time comes from the database's ``now()`` and the ``now`` arguments
         of the calls are ignored; with one (tests) they are honoured as in SQLite.
+
+        With ``listen=False`` ``wait_for_work`` hears only this process's own jobs and the
+        workers poll for the rest (for a pooler such as PgBouncer in transaction mode, which
+        cannot hold a ``LISTEN``). The ``listen_*`` settings time the ``LISTEN`` connection:
+        the first reconnect delay after it drops (doubled up to the max), and how long it may
+        sit silent before a round trip checks that it is still alive.
         """
         if not 1 <= min_connections <= max_connections:
             raise InvalidValueError(
@@ -238,6 +319,13 @@ class PostgresStore(Store):
         self.connect_timeout = connect_timeout
         self._clock = clock
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
+        self._conninfo = conninfo
+        self.listen = listen
+        self.listen_retry_seconds = listen_retry_seconds
+        self.listen_retry_max_seconds = max(listen_retry_max_seconds, listen_retry_seconds)
+        self.listen_check_seconds = listen_check_seconds
+        self._listener: asyncio.Task[None] | None = None
+        self._listen_pid: int | None = None
 
     def __repr__(self) -> str:
         """Name the database without its password."""
@@ -325,6 +413,7 @@ class PostgresStore(Store):
             name="model-guard-store",
             open=False,
         )
+        self._conninfo = conninfo
         try:
             await pool.open(wait=True, timeout=self.connect_timeout)
             self._pool = pool
@@ -367,10 +456,82 @@ class PostgresStore(Store):
                 )
 
     async def close(self) -> None:
-        """Close every pooled connection (idempotent)."""
+        """Stop listening and close every pooled connection (idempotent)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    # -- wake-ups ---------------------------------------------------------------------
+
+    @property
+    def listen_backend_pid(self) -> int | None:
+        """The server process id of the ``LISTEN`` connection, or None while it is down."""
+        return self._listen_pid
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait for a job enqueued or released by any replica (``LISTEN``), or ``timeout``.
+
+        The first call starts the listening connection; while it is down (and until it is
+        back) the timeout is the only wake-up, so workers poll as they would without it.
+        """
+        self._require_pool()
+        if self.listen and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.create_task(self._listen(), name="model-guard-listen")
+        return await super().wait_for_work(timeout)
+
+    async def _listen(self) -> None:
+        """Hold one ``LISTEN`` connection, waking ``wait_for_work`` on each notification.
+
+        When the connection cannot be made or drops, warn once, reconnect with a doubling
+        backoff and say when it is back; workers poll meanwhile, and one wake-up on
+        reconnect covers whatever was enqueued while nobody listened.
+        """
+        delay = self.listen_retry_seconds
+        lost = False
+        while True:
+            try:
+                await self._listen_once(recovering=lost)
+            except Exception as exc:  # whatever broke it, polling goes on and we reconnect
+                if not lost:
+                    log.warning(
+                        "LISTEN connection to %s lost, polling until it is back: %s",
+                        self.name,
+                        _describe(exc),
+                    )
+                lost = True
+            else:
+                lost, delay = False, self.listen_retry_seconds
+            await asyncio.sleep(delay)
+            if lost:
+                delay = min(delay * 2, self.listen_retry_max_seconds)
+
+    async def _listen_once(self, *, recovering: bool) -> None:
+        """Connect, ``LISTEN`` and relay notifications until the connection fails."""
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        try:
+            cursor = await conn.execute("SELECT current_schema()")
+            row = await cursor.fetchone()
+            schema = None if row is None else row[0]
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self._listen_pid = conn.info.backend_pid
+            if recovering:
+                log.info("LISTEN connection to %s is back", self.name)
+                self.signal_work()
+            while True:
+                async for note in conn.notifies(timeout=self.listen_check_seconds):
+                    if note.payload == schema:
+                        self.signal_work()
+                # Silent for a while: a round trip proves the connection still lives.
+                async with asyncio.timeout(self.connect_timeout):
+                    await conn.execute("SELECT 1")
+        finally:
+            self._listen_pid = None
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
 
     # -- deliveries and jobs --------------------------------------------------------
 
@@ -400,12 +561,17 @@ class PostgresStore(Store):
                 return False
             for params in inserts:
                 await conn.execute(_INSERT_JOB, params)
+        if inserts:
+            self.signal_work()
         return True
 
     async def enqueue(self, job: JobSpec) -> Job | None:
         """Enqueue a job outside any delivery (the scheduler); None if its key exists."""
         rows = await self._execute(_INSERT_JOB, _job_params(job, delivery_id=None, now=self._now()))
-        return _job_from_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        self.signal_work()  # this process's workers at once, even while LISTEN is down
+        return _job_from_row(rows[0])
 
     async def get_job(self, job_id: int) -> Job | None:
         """Return the job with this id, or None."""
@@ -446,27 +612,50 @@ class PostgresStore(Store):
             raise InvalidValueError(f"kinds must be a collection of kinds, not the str {kinds!r}")
         if kinds is not None and not kinds:
             return None
-        rows = await self._execute(
-            f"""WITH picked AS (
-                    SELECT id FROM jobs
-                    WHERE state = 'queued' AND run_at <= {_NOW}
-                      AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
-                    ORDER BY run_at, id
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED)
-                UPDATE jobs
-                SET state = 'running', attempts = attempts + 1, claimed_by = %(worker)s,
-                    lease_until = {_NOW} + %(lease)s, updated_at = {_NOW}
-                FROM picked WHERE jobs.id = picked.id
-                RETURNING {", ".join(f"jobs.{c.strip()}" for c in _JOB_COLUMNS.split(","))}""",
-            {
-                "now": moment,
-                "kinds": None if kinds is None else list(kinds),
-                "worker": worker_id,
-                "lease": lease,
-            },
-        )
-        return _job_from_row(rows[0]) if rows else None
+        params: dict[str, Any] = {
+            "now": moment,
+            "kinds": None if kinds is None else list(kinds),
+            "worker": worker_id,
+            "lease": lease,
+            "passed": [],
+        }
+        for _ in range(_CLAIM_TRIES):
+            rows = await self._execute(_CLAIM_NEXT, params)
+            if not rows:
+                return None
+            row = rows[0]
+            if row["id"] is not None:
+                return _job_from_row(row)
+            job = await self._claim_serial(row["picked_id"], row["picked_serial_key"], params)
+            if job is not None:
+                return job
+            params["passed"].append(row["picked_serial_key"])
+        return None
+
+    async def _claim_serial(self, job_id: int, key: str, params: dict[str, Any]) -> Job | None:
+        """Claim job ``job_id`` unless another running job holds its serial key ``key``.
+
+        Two claimers can each pick a queued job of one key (different rows: SKIP LOCKED does
+        not stop them), and a check inside their claiming statement would read a snapshot
+        taken before the other's claim committed. So the key is first locked with a
+        transaction-level advisory lock (held until commit, as the claim's row is) and only
+        then checked, by a new statement whose snapshot sees every claim committed before
+        the lock was granted. A claimer that cannot get the lock at once skips the key: the
+        holder of the lock is claiming a job of that key right now.
+        """
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                """SELECT pg_try_advisory_xact_lock(
+                       hashtextextended('model-guard:serial:' || current_schema() || ':'
+                                        || %(key)s, 0)) AS locked""",
+                {"key": key},
+            )
+            locked = await cursor.fetchone()
+            if locked is None or not locked["locked"]:
+                return None
+            cursor = await conn.execute(_CLAIM_SERIAL, {**params, "id": job_id})
+            row = await cursor.fetchone()
+        return None if row is None else _job_from_row(row)
 
     async def extend_lease(
         self,
@@ -487,12 +676,17 @@ class PostgresStore(Store):
 
     async def complete_job(self, job_id: int, *, worker_id: str) -> bool:
         """Mark a running job done; False unless ``worker_id`` holds its lease."""
-        changed = await self._rowcount(
-            f"""UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = {_NOW}
-                WHERE id = %(id)s AND state = 'running' AND claimed_by = %(worker)s""",
+        # A released serial key may let a job waiting for it be claimed: wake the workers.
+        rows = await self._execute(
+            f"""WITH done AS (
+                    UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = {_NOW}
+                    WHERE id = %(id)s AND state = 'running' AND claimed_by = %(worker)s
+                    RETURNING serial_key)
+                SELECT CASE WHEN serial_key IS NOT NULL THEN {_NOTIFY} IS NULL END AS woke
+                FROM done""",
             {"now": self._now(), "id": job_id, "worker": worker_id},
         )
-        return changed == 1
+        return len(rows) == 1
 
     async def fail_job(
         self,
@@ -506,9 +700,11 @@ class PostgresStore(Store):
         retry = None if retry_at is None else require_aware(retry_at, name="retry_at")
         # PostgreSQL text cannot hold NUL; an error message is for people, so show it escaped.
         error = error.replace("\x00", "\\x00")
-        # One statement: the retry decision reads the row it updates, under its row lock.
-        changed = await self._rowcount(
-            f"""UPDATE jobs SET
+        # One statement: the retry decision reads the row it updates, under its row lock. A
+        # requeued job or a released serial key wakes the workers.
+        rows = await self._execute(
+            f"""WITH failed AS (
+                UPDATE jobs SET
                     state = CASE WHEN %(retry)s::timestamptz IS NOT NULL
                                       AND attempts < max_attempts
                                  THEN 'queued' ELSE 'failed' END,
@@ -519,7 +715,11 @@ class PostgresStore(Store):
                                            AND attempts < max_attempts
                                       THEN NULL ELSE claimed_by END,
                     lease_until = NULL, last_error = %(error)s, updated_at = {_NOW}
-                WHERE id = %(id)s AND state = 'running' AND claimed_by = %(worker)s""",
+                WHERE id = %(id)s AND state = 'running' AND claimed_by = %(worker)s
+                RETURNING state, serial_key)
+                SELECT CASE WHEN state = 'queued' OR serial_key IS NOT NULL
+                            THEN {_NOTIFY} IS NULL END AS woke
+                FROM failed""",
             {
                 "retry": retry,
                 "error": error,
@@ -528,7 +728,7 @@ class PostgresStore(Store):
                 "worker": worker_id,
             },
         )
-        return changed == 1
+        return len(rows) == 1
 
     async def _requeue(self, *, now: datetime | None, expired_only: bool) -> int:
         expired: LiteralString = f" AND lease_until <= {_NOW}" if expired_only else ""
@@ -550,6 +750,8 @@ class PostgresStore(Store):
                     WHERE state = 'running'{expired}""",
                 {"now": now},
             )
+            if cursor.rowcount:
+                await conn.execute(f"SELECT {_NOTIFY}")
             return cursor.rowcount
 
     async def requeue_abandoned(self, *, now: datetime | None = None) -> int:
@@ -623,6 +825,8 @@ class PostgresStore(Store):
             claimed = cursor.rowcount == 1
             if claimed and insert is not None:
                 await conn.execute(_INSERT_JOB, insert)
+        if claimed and insert is not None:
+            self.signal_work()
         return claimed
 
     async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:

@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -119,11 +120,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at TEXT NOT NULL
         )""",
     ),
+    (
+        # At most one running job per serial key (the sticky comment or check it writes).
+        "ALTER TABLE jobs ADD COLUMN serial_key TEXT",
+        """CREATE INDEX jobs_serial ON jobs (serial_key, state, lease_until)
+           WHERE serial_key IS NOT NULL""",
+    ),
 )
 
 _JOB_COLUMNS = (
     "id, kind, key, payload, state, attempts, max_attempts, run_at, claimed_by,"
-    " lease_until, last_error, delivery_id, created_at, updated_at"
+    " lease_until, last_error, delivery_id, created_at, updated_at, serial_key"
 )
 _RUN_COLUMNS = "repo, day, commit_sha, outcome, summary, finished_at"
 
@@ -164,6 +171,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         delivery_id=row["delivery_id"],
         created_at=decode_time(row["created_at"]),
         updated_at=decode_time(row["updated_at"]),
+        serial_key=row["serial_key"],
     )
 
 
@@ -176,6 +184,14 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         summary=row["summary"],
         finished_at=decode_time(row["finished_at"]),
     )
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """What finishing a job did: whether it changed the row, and whether to wake workers."""
+
+    changed: bool
+    wake: bool
 
 
 def _require_worker(worker_id: str) -> None:
@@ -209,8 +225,8 @@ def _insert_job(
     run_at = encode_time(spec.run_at) if spec.run_at is not None else stamp
     rows = conn.execute(
         f"""INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at,
-                              delivery_id, created_at, updated_at)
-            VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)
+                              delivery_id, created_at, updated_at, serial_key)
+            VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (key) DO NOTHING
             RETURNING {_JOB_COLUMNS}""",
         (
@@ -222,6 +238,7 @@ def _insert_job(
             delivery_id,
             stamp,
             stamp,
+            spec.serial_key,
         ),
     ).fetchall()
     return _job_from_row(rows[0]) if rows else None
@@ -359,11 +376,17 @@ class SqliteStore(Store):
 
     async def record_delivery(self, delivery: Delivery, jobs: Sequence[JobSpec] = ()) -> bool:
         """Record a delivery and enqueue its jobs atomically; False (nothing written) if seen."""
-        return await self._call(_record_delivery, delivery, tuple(jobs), self._now())
+        recorded = await self._call(_record_delivery, delivery, tuple(jobs), self._now())
+        if recorded and jobs:
+            self.signal_work()
+        return recorded
 
     async def enqueue(self, job: JobSpec) -> Job | None:
         """Enqueue a job outside any delivery (the scheduler); None if its key exists."""
-        return await self._call(_enqueue, job, self._now())
+        queued = await self._call(_enqueue, job, self._now())
+        if queued is not None:
+            self.signal_work()
+        return queued
 
     async def get_job(self, job_id: int) -> Job | None:
         """Return the job with this id, or None."""
@@ -411,7 +434,13 @@ class SqliteStore(Store):
 
     async def complete_job(self, job_id: int, *, worker_id: str) -> bool:
         """Mark a running job done; False unless ``worker_id`` holds its lease."""
-        return await self._call(_complete_job, job_id, worker_id, self._now())
+        return self._finished(await self._call(_complete_job, job_id, worker_id, self._now()))
+
+    def _finished(self, finish: _Finish) -> bool:
+        """Wake workers if finishing requeued a job or released a serial key."""
+        if finish.wake:
+            self.signal_work()
+        return finish.changed
 
     async def fail_job(
         self,
@@ -423,15 +452,22 @@ class SqliteStore(Store):
     ) -> bool:
         """Record a failed attempt: requeue for ``retry_at`` if attempts remain, else FAILED."""
         retry = None if retry_at is None else encode_time(retry_at)
-        return await self._call(_fail_job, job_id, worker_id, error, retry, self._now())
+        finish = await self._call(_fail_job, job_id, worker_id, error, retry, self._now())
+        return self._finished(finish)
 
     async def requeue_abandoned(self, *, now: datetime | None = None) -> int:
         """Requeue running jobs whose lease expired by ``now``; exhausted ones become FAILED."""
-        return await self._call(_requeue, self._now(now), True)
+        requeued = await self._call(_requeue, self._now(now), True)
+        if requeued:
+            self.signal_work()
+        return requeued
 
     async def requeue_all_running(self) -> int:
         """Requeue every running job (single-process restart only); exhausted ones FAIL."""
-        return await self._call(_requeue, self._now(), False)
+        requeued = await self._call(_requeue, self._now(), False)
+        if requeued:
+            self.signal_work()
+        return requeued
 
     # -- sticky comments ------------------------------------------------------------
 
@@ -460,7 +496,10 @@ class SqliteStore(Store):
     ) -> bool:
         """Claim the ``(kind, repo, day)`` run, enqueueing ``job`` with it; True for one caller."""
         require_day(day)
-        return await self._call(_claim_schedule_run, kind, repo, day, job, self._now())
+        claimed = await self._call(_claim_schedule_run, kind, repo, day, job, self._now())
+        if claimed and job is not None:
+            self.signal_work()
+        return claimed
 
     async def last_schedule_run(self, repo: str, *, kind: str) -> str | None:
         """Return the latest claimed day (``YYYY-MM-DD``) for ``repo`` and ``kind``, or None."""
@@ -598,18 +637,24 @@ def _claim_job(
     lease_until: str,
     kinds: tuple[str, ...] | None,
 ) -> Job | None:
-    kind_filter = "" if kinds is None else f" AND kind IN ({', '.join('?' * len(kinds))})"
+    kind_filter = "" if kinds is None else f" AND q.kind IN ({', '.join('?' * len(kinds))})"
+    # BEGIN IMMEDIATE makes the check and the claim one step for every process on the
+    # file: no other claim can commit between them.
     stamp = encode_time(now)
     with _write(conn):
         rows = conn.execute(
             f"""UPDATE jobs
                 SET state = 'running', attempts = attempts + 1, claimed_by = ?,
                     lease_until = ?, updated_at = ?
-                WHERE id = (SELECT id FROM jobs
-                            WHERE state = 'queued' AND run_at <= ?{kind_filter}
-                            ORDER BY run_at, id LIMIT 1)
+                WHERE id = (SELECT q.id FROM jobs AS q
+                            WHERE q.state = 'queued' AND q.run_at <= ?{kind_filter}
+                              AND (q.serial_key IS NULL OR NOT EXISTS (
+                                    SELECT 1 FROM jobs AS r
+                                    WHERE r.serial_key = q.serial_key
+                                      AND r.state = 'running' AND r.lease_until > ?))
+                            ORDER BY q.run_at, q.id LIMIT 1)
                 RETURNING {_JOB_COLUMNS}""",
-            (worker_id, lease_until, stamp, stamp, *(kinds or ())),
+            (worker_id, lease_until, stamp, stamp, *(kinds or ()), stamp),
         ).fetchall()
     return _job_from_row(rows[0]) if rows else None
 
@@ -626,14 +671,16 @@ def _extend_lease(
     return changed == 1
 
 
-def _complete_job(conn: sqlite3.Connection, job_id: int, worker_id: str, now: datetime) -> bool:
+def _complete_job(conn: sqlite3.Connection, job_id: int, worker_id: str, now: datetime) -> _Finish:
     with _write(conn):
-        changed = conn.execute(
+        rows = conn.execute(
             """UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = ?
-               WHERE id = ? AND state = 'running' AND claimed_by = ?""",
+               WHERE id = ? AND state = 'running' AND claimed_by = ?
+               RETURNING serial_key""",
             (encode_time(now), job_id, worker_id),
-        ).rowcount
-    return changed == 1
+        ).fetchall()
+    # A released serial key may let a job that waited for it be claimed now.
+    return _Finish(changed=bool(rows), wake=bool(rows) and rows[0]["serial_key"] is not None)
 
 
 def _fail_job(
@@ -643,16 +690,17 @@ def _fail_job(
     error: str,
     retry_at: str | None,
     now: datetime,
-) -> bool:
+) -> _Finish:
     with _write(conn):
         row = conn.execute(
-            """SELECT attempts, max_attempts FROM jobs
+            """SELECT attempts, max_attempts, serial_key FROM jobs
                WHERE id = ? AND state = 'running' AND claimed_by = ?""",
             (job_id, worker_id),
         ).fetchone()
         if row is None:
-            return False
-        if retry_at is not None and row["attempts"] < row["max_attempts"]:
+            return _Finish(changed=False, wake=False)
+        requeued = retry_at is not None and row["attempts"] < row["max_attempts"]
+        if requeued:
             conn.execute(
                 """UPDATE jobs SET state = 'queued', run_at = ?, claimed_by = NULL,
                                    lease_until = NULL, last_error = ?, updated_at = ?
@@ -666,7 +714,7 @@ def _fail_job(
                    WHERE id = ?""",
                 (error, encode_time(now), job_id),
             )
-    return True
+    return _Finish(changed=True, wake=requeued or row["serial_key"] is not None)
 
 
 def _requeue(conn: sqlite3.Connection, now: datetime, expired_only: bool) -> int:

@@ -137,6 +137,8 @@ def test_a_command_on_a_pull_request_plans_one_job_keyed_by_its_comment() -> Non
     plan_command(created_event(body="/bisect --min-plcc 0.95 --full\n\nplease"), jobs)
     (job,) = jobs
     assert (job.kind, job.key) == (KIND, command_key("acme/models", 7, 1001))
+    # Two /bisect jobs of one pull request never write its sticky comment at once.
+    assert job.serial_key == "acme/models#7#bisect"
     assert job.payload["request"] == "run"
     assert (job.payload["min_plcc"], job.payload["full"], job.payload["statistical"]) == (
         0.95,

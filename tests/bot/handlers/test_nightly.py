@@ -720,6 +720,8 @@ def test_rerun_plan_judges_the_checked_commit_and_names_its_branch() -> None:
     plan_rerun(sansio.Event(payload, event="check_run", delivery_id="abc-1"), jobs)
     (job,) = jobs
     assert (job.kind, job.key) == ("nightly", "nightly-rerun:abc-1")
+    # Every nightly job of a repository shares one serial key, the scheduler's too.
+    assert job.serial_key == f"{payload['repository']['full_name'].lower()}#nightly"
     assert job.payload["ref"] == "d" * 40 and job.payload["branch"] == "release/2.1"
     assert job.payload["repo"] == payload["repository"]["full_name"]
     # Another App's check run (or a check of another name) plans nothing.
@@ -877,6 +879,7 @@ def test_first_run_plan_judges_each_installed_repository_once_now() -> None:
     assert [job.payload["repo"] for job in jobs] == names
     assert {job.kind for job in jobs} == {KIND}
     assert jobs[0].key == f"nightly-installed:d-1:{names[0]}"
+    assert jobs[0].serial_key == f"{names[0].lower()}#nightly"
     assert "ref" not in jobs[0].payload  # the default branch's head
     added = load_example("installation_repositories", "added")
     added["repositories_added"] += [{"full_name": "../escape"}, {"full_name": 7}, "junk"]

@@ -355,6 +355,8 @@ def test_pull_request_actions_plan_one_job_on_the_head_sha(action: str) -> None:
     assert job.payload["head_sha"] == pull["head"]["sha"]
     assert job.payload["number"] == pull["number"]
     assert job.key == f"registry:{event.data['repository']['full_name']}#{pull['number']}:d-1"
+    repo = event.data["repository"]["full_name"].lower()
+    assert job.serial_key == f"{repo}#{pull['number']}#pr"  # one check of a pull at a time
 
 
 @pytest.mark.parametrize("action", ["closed", "labeled", "edited", "assigned"])

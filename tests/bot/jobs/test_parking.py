@@ -18,7 +18,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 async def enqueued(store: SqliteStore, key: str, **payload: object) -> Job:
     job = await store.enqueue(
-        JobSpec(kind="nightly", key=key, payload={"repo": "acme/m", **payload})
+        JobSpec(
+            kind="nightly",
+            key=key,
+            payload={"repo": "acme/m", **payload},
+            serial_key="acme/m#nightly",
+        )
     )
     assert job is not None
     return job
@@ -54,6 +59,7 @@ async def test_a_parked_run_is_resumed_with_its_origin_key_once_github_answers(
     resumed = await store.claim_job("w", lease_seconds=60)
     assert resumed is not None and resumed.state is JobState.RUNNING
     assert origin_key(resumed) == job.key
+    assert resumed.serial_key == "acme/m#nightly"  # still one run of the repository at a time
     assert resumed.payload["day"] == "2026-12-01" and resumed.payload["resumes"] == 1
     assert await store.list_values(NAMESPACE) == {}
 

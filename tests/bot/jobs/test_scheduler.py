@@ -56,13 +56,18 @@ def nightly(repo: str = REPO, *, cron: str = DEFAULT_CRON, enabled: bool = True)
 
 
 async def jobs_in(db_path: Path) -> list[Job]:
-    """Every job in the store, claimed one by one (a worker's view), oldest first."""
+    """Every job in the store, claimed and finished one by one (a worker's view), oldest first.
+
+    Finished, since one repository's runs share a serial key: the next is claimable only
+    once the one before it is done.
+    """
     found: list[Job] = []
     async with SqliteStore(db_path) as reader:
         while (
             job := await reader.claim_job("reader", lease_seconds=60, now=FAR_FUTURE)
         ) is not None:
             found.append(job)
+            assert await reader.complete_job(job.id, worker_id="reader")
     return found
 
 
@@ -81,6 +86,7 @@ async def test_repo_fires_once_per_day_however_many_ticks(
     jobs = await jobs_in(db_path)
     assert [job.key for job in jobs] == [f"nightly:{REPO}:2026-11-22"]
     assert jobs[0].kind == "nightly"
+    assert jobs[0].serial_key == f"{REPO.lower()}#nightly"  # as the nightly's other jobs
     assert dict(jobs[0].payload) == {
         "installation_id": 42,
         "repo": REPO,

@@ -66,7 +66,7 @@ async def test_store_runs_sqlite_in_wal_mode_with_schema_version_recorded(db_pat
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
     finally:
         conn.close()
-    assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)] == [(1,), (2,), (3,)]
+    assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)] == [(1,), (2,), (3,), (4,)]
 
 
 def _versions(backend: Backend) -> list[int]:
