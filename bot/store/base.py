@@ -301,7 +301,12 @@ class Store(ABC):
         lease_seconds: float,
         now: datetime | None = None,
     ) -> bool:
-        """Push the lease to ``now + lease_seconds``; False unless ``worker_id`` holds it."""
+        """Push the lease to ``now + lease_seconds``; False unless ``worker_id`` holds it.
+
+        A lease that has already expired is lost, not renewed: once it expired another
+        worker may have claimed the next job of its serial key (or be about to requeue
+        it), so a worker that stalled past its lease must stop rather than run beside it.
+        """
 
     @abstractmethod
     async def complete_job(self, job_id: int, *, worker_id: str) -> bool:

@@ -669,7 +669,8 @@ class PostgresStore(Store):
         lease = _require_lease(lease_seconds)
         changed = await self._rowcount(
             f"""UPDATE jobs SET lease_until = {_NOW} + %(lease)s, updated_at = {_NOW}
-                WHERE id = %(id)s AND state = 'running' AND claimed_by = %(worker)s""",
+                WHERE id = %(id)s AND state = 'running' AND claimed_by = %(worker)s
+                  AND lease_until > {_NOW}""",
             {"now": self._now(now), "lease": lease, "id": job_id, "worker": worker_id},
         )
         return changed == 1

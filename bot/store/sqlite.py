@@ -665,8 +665,8 @@ def _extend_lease(
     with _write(conn):
         changed = conn.execute(
             """UPDATE jobs SET lease_until = ?, updated_at = ?
-               WHERE id = ? AND state = 'running' AND claimed_by = ?""",
-            (lease_until, encode_time(now), job_id, worker_id),
+               WHERE id = ? AND state = 'running' AND claimed_by = ? AND lease_until > ?""",
+            (lease_until, encode_time(now), job_id, worker_id, encode_time(now)),
         ).rowcount
     return changed == 1
 
