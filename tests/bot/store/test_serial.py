@@ -118,6 +118,31 @@ async def test_an_expired_lease_does_not_block_its_serial_key(
     assert held is not None and held.state is JobState.RUNNING
 
 
+async def test_a_stalled_worker_cannot_renew_its_expired_lease_beside_its_successor(
+    pair: tuple[Store, Store], clock: DateClock
+) -> None:
+    replica_a, replica_b = pair
+    first = await enqueue(replica_a, "bisect:1")
+    second = await enqueue(replica_a, "bisect:2")
+    assert await replica_a.claim_job("stalled", lease_seconds=10) is not None
+    assert await replica_a.extend_lease(first.id, worker_id="stalled", lease_seconds=10)
+    clock.advance(11)
+    successor = await replica_b.claim_job("b-1", lease_seconds=60)
+    assert successor is not None and successor.id == second.id
+    # The stalled worker wakes and heartbeats: its lease is lost, so it learns to stop and
+    # the key keeps one live holder.
+    assert not await replica_a.extend_lease(first.id, worker_id="stalled", lease_seconds=60)
+    live = [
+        job
+        for job in (await replica_b.get_job(first.id), await replica_b.get_job(second.id))
+        if job is not None
+        and job.state is JobState.RUNNING
+        and job.lease_until is not None
+        and job.lease_until > clock()
+    ]
+    assert [job.id for job in live] == [second.id]
+
+
 async def test_jobs_with_other_serial_keys_or_none_run_beside_a_held_key(
     pair: tuple[Store, Store],
 ) -> None:
