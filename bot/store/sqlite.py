@@ -151,6 +151,23 @@ def _bind(
     return lambda conn: fn(conn, *args, **kwargs)
 
 
+def _store_error(path: str, exc: sqlite3.Error) -> StoreError:
+    """The store's error for a sqlite3 one: busy/locked is StoreBusyError (try again)."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return StoreBusyError(f"{path}: {exc}")
+    return StoreError(f"{path}: {exc}")
+
+
+@dataclass(frozen=True)
+class _PendingDelivery:
+    """A delivery waiting for the next group commit, and the caller waiting for it."""
+
+    delivery: Delivery
+    jobs: tuple[JobSpec, ...]
+    now: datetime
+    waiter: "asyncio.Future[bool]"
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -299,6 +316,9 @@ class SqliteStore(Store):
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # Deliveries waiting for the next group commit, and the task committing them.
+        self._deliveries: list[_PendingDelivery] = []
+        self._committer: asyncio.Task[None] | None = None
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -322,12 +342,8 @@ class SqliteStore(Store):
             raise StoreNotOpenError(f"store {self.path} is not open")
         try:
             return fn(self._conn)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise StoreBusyError(f"{self.path}: {exc}") from exc
-            raise StoreError(f"{self.path}: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
 
     def _open_connection(self, now: datetime) -> None:
         try:
@@ -375,11 +391,53 @@ class SqliteStore(Store):
     # -- deliveries and jobs --------------------------------------------------------
 
     async def record_delivery(self, delivery: Delivery, jobs: Sequence[JobSpec] = ()) -> bool:
-        """Record a delivery and enqueue its jobs atomically; False (nothing written) if seen."""
-        recorded = await self._call(_record_delivery, delivery, tuple(jobs), self._now())
-        if recorded and jobs:
-            self.signal_work()
-        return recorded
+        """Record a delivery and enqueue its jobs atomically; False (nothing written) if seen.
+
+        Deliveries that arrive while a commit is in flight are written together in the next
+        transaction (group commit: one ``BEGIN IMMEDIATE ... COMMIT`` and one hop to the
+        store's thread for all of them); each caller returns only after its delivery is
+        committed, and each delivery stays atomic under its own savepoint.
+        """
+        if self._executor is None:
+            raise StoreNotOpenError(f"store {self.path} is not open")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._deliveries.append(_PendingDelivery(delivery, tuple(jobs), self._now(), waiter))
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_deliveries())
+        return await waiter
+
+    async def _commit_deliveries(self) -> None:
+        """Commit waiting deliveries, batch after batch, until none is left."""
+        try:
+            while self._deliveries:
+                batch, self._deliveries = self._deliveries, []
+                try:
+                    results = await self._call(_record_deliveries, batch, self.path)
+                except BaseException as exc:  # the transaction itself failed: nothing committed
+                    for pending in batch:
+                        if pending.waiter.done():
+                            continue
+                        if isinstance(exc, Exception):
+                            pending.waiter.set_exception(exc)
+                        else:  # cancelled with its loop: so are its callers
+                            pending.waiter.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                woke = False
+                for pending, result in zip(batch, results, strict=True):
+                    woke = woke or (result is True and bool(pending.jobs))
+                    if pending.waiter.done():  # its caller went away; the row is written
+                        continue
+                    if isinstance(result, StoreError):
+                        pending.waiter.set_exception(result)
+                    else:
+                        pending.waiter.set_result(result)
+                if woke:
+                    self.signal_work()
+        finally:
+            self._committer = None
 
     async def enqueue(self, job: JobSpec) -> Job | None:
         """Enqueue a job outside any delivery (the scheduler); None if its key exists."""
@@ -580,30 +638,57 @@ class SqliteStore(Store):
 # -- the SQL, each run on the store's thread with its connection ------------------------
 
 
-def _record_delivery(
+def _insert_delivery(
     conn: sqlite3.Connection, delivery: Delivery, jobs: tuple[JobSpec, ...], now: datetime
 ) -> bool:
-    with _write(conn):
-        inserted = conn.execute(
-            """INSERT INTO deliveries (delivery_id, event, action, installation_id, repository,
-                                       received_at, payload_sha256)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (delivery_id) DO NOTHING""",
-            (
-                delivery.delivery_id,
-                delivery.event,
-                delivery.action,
-                delivery.installation_id,
-                delivery.repository,
-                encode_time(delivery.received_at),
-                delivery.payload_sha256,
-            ),
-        ).rowcount
-        if inserted == 0:
-            return False
-        for spec in jobs:
-            _insert_job(conn, spec, delivery_id=delivery.delivery_id, now=now)
+    """Insert a delivery and its jobs inside the caller's transaction; False if seen."""
+    inserted = conn.execute(
+        """INSERT INTO deliveries (delivery_id, event, action, installation_id, repository,
+                                   received_at, payload_sha256)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (delivery_id) DO NOTHING""",
+        (
+            delivery.delivery_id,
+            delivery.event,
+            delivery.action,
+            delivery.installation_id,
+            delivery.repository,
+            encode_time(delivery.received_at),
+            delivery.payload_sha256,
+        ),
+    ).rowcount
+    if inserted == 0:
+        return False
+    for spec in jobs:
+        _insert_job(conn, spec, delivery_id=delivery.delivery_id, now=now)
     return True
+
+
+def _record_deliveries(
+    conn: sqlite3.Connection, batch: Sequence[_PendingDelivery], path: str
+) -> list[bool | StoreError]:
+    """Record a batch of deliveries in one transaction (group commit), each atomic on its own.
+
+    Each delivery is written under its own savepoint: one that fails (a database error on
+    its rows) is rolled back alone and gets its error, the others still commit together.
+    """
+    results: list[bool | StoreError] = []
+    with _write(conn):
+        for pending in batch:
+            conn.execute("SAVEPOINT delivery")
+            try:
+                results.append(_insert_delivery(conn, pending.delivery, pending.jobs, pending.now))
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK TO delivery")
+                results.append(_store_error(path, exc))
+            except StoreError as exc:  # e.g. a job payload JSON cannot hold
+                conn.execute("ROLLBACK TO delivery")
+                results.append(exc)
+            except (OverflowError, ValueError, TypeError) as exc:  # a value SQLite cannot hold
+                conn.execute("ROLLBACK TO delivery")
+                results.append(InvalidValueError(f"{path}: {exc}"))
+            conn.execute("RELEASE delivery")
+    return results
 
 
 def _enqueue(conn: sqlite3.Connection, spec: JobSpec, now: datetime) -> Job | None:

@@ -149,6 +149,30 @@ async def test_record_delivery_writes_nothing_when_a_job_fails_mid_transaction(
     assert await store.record_delivery(make_delivery(), [make_spec("good")])
 
 
+async def test_concurrent_deliveries_commit_together_yet_each_stands_or_falls_alone(
+    store: Store,
+) -> None:
+    """64 deliveries at once (SQLite writes them in group commits): each id is stored once
+    with its jobs, a copy of an id is refused, and one delivery whose job cannot be stored
+    fails alone without taking the deliveries committed beside it down."""
+    bad = JobSpec("bisect", "bad", {"not json": object()})
+
+    async def deliver(n: int) -> bool:
+        delivery_id = f"d-{n % 48}"  # ids 0-15 arrive twice
+        jobs = [bad] if n == 5 else [make_spec(f"job-{n}")]
+        return await store.record_delivery(make_delivery(delivery_id), jobs)
+
+    results = await asyncio.gather(*(deliver(n) for n in range(64)), return_exceptions=True)
+    failed = [n for n, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [5] and isinstance(results[5], InvalidValueError)
+    recorded = Counter(f"d-{n % 48}" for n, r in enumerate(results) if r is True)
+    # d-5's copy (n = 53) is stored in its place; every other id once.
+    assert sorted(recorded) == sorted(f"d-{i}" for i in range(48))
+    assert set(recorded.values()) == {1}
+    assert await store.delivery_count() == 48
+    assert (await store.job_counts())[JobState.QUEUED] == 48
+
+
 async def test_record_delivery_skips_a_job_whose_key_exists_but_records_the_delivery(
     store: Store,
 ) -> None:
