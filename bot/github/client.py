@@ -21,6 +21,7 @@ from bot.github.credentials import (
     parse_token,
 )
 from bot.github.errors import GitHubClientError
+from bot.github.etags import EtagBudget
 from bot.github.policy import ClientPolicy
 from bot.github.repos import is_full_name, repo_vars
 from bot.github.transport import ResilientAPI
@@ -81,6 +82,11 @@ class GitHubClient:
             load_private_key(private_key),
             clock=clock,
             margin=policy.token_refresh_margin,
+        )
+        # One byte budget for every installation's ETag cache: memory stays bounded however
+        # many installations the App serves.
+        self._etag_budget = EtagBudget(
+            policy.etag_cache_bytes, max_entry_bytes=policy.etag_entry_max_bytes
         )
         self._app = self._make_api("app", self._app_credentials)
         self._installations: dict[int, ResilientAPI] = {}
@@ -191,6 +197,7 @@ class GitHubClient:
             sleep=self._sleep,
             rng=self._rng,
             telemetry=self._telemetry,
+            etag_budget=self._etag_budget,
         )
 
 

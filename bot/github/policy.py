@@ -34,6 +34,10 @@ class ClientPolicy:
     request_timeout: float = 30.0
     token_refresh_margin: float = 60.0
     etag_cache_entries: int = 512
+    # The answers all installations' ETag caches hold together, in bytes as they arrived (the
+    # decoded objects take several times that), and the largest answer worth keeping.
+    etag_cache_bytes: int = 8 * 1024 * 1024
+    etag_entry_max_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         """Refuse values that would make the client spin, never send, or never wait."""
@@ -45,6 +49,12 @@ class ClientPolicy:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
+                raise GitHubClientError(
+                    f"ClientPolicy.{name} must be a positive integer, not {value!r}"
+                )
+        for name in ("etag_cache_bytes", "etag_entry_max_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GitHubClientError(
                     f"ClientPolicy.{name} must be a positive integer, not {value!r}"
                 )

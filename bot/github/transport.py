@@ -12,7 +12,7 @@ import gidgethub.aiohttp
 
 from bot.github.credentials import Credentials
 from bot.github.errors import GitHubClientError, GitHubRateLimited, GitHubUnavailable
-from bot.github.etags import EtagCache
+from bot.github.etags import EtagBudget, EtagCache
 from bot.github.pacing import HOUR, MINUTE, WritePacer
 from bot.github.policy import ClientPolicy, Retry, RetryReason, decide_retry
 from bot.telemetry import Telemetry
@@ -61,9 +61,17 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
         sleep: Callable[[float], Awaitable[None]],
         rng: random.Random,
         telemetry: Telemetry | None,
+        etag_budget: EtagBudget | None = None,
     ) -> None:
-        """Wrap ``session``; ``label`` names the API in logs ("app", "installation 42")."""
-        self.cache = EtagCache(policy.etag_cache_entries)
+        """Wrap ``session``; ``label`` names the API in logs ("app", "installation 42").
+
+        ``etag_budget`` bounds the bytes this API's ETag cache holds together with its
+        client's other APIs (one of its own, from ``policy``, when not given).
+        """
+        budget = etag_budget or EtagBudget(
+            policy.etag_cache_bytes, max_entry_bytes=policy.etag_entry_max_bytes
+        )
+        self.cache = EtagCache(policy.etag_cache_entries, budget)
         super().__init__(session, requester, cache=self.cache, base_url=base_url)
         self.label = label
         self._credentials = credentials
@@ -133,6 +141,8 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
             )
             answer = (exchange.status, exchange.headers, exchange.body)
             if retry is None:
+                if method == "GET" and exchange.status == 200:
+                    self.cache.note_size(url, len(exchange.body))
                 return answer
             if retry.reason is RetryReason.SERVER_ERROR and _creates(method, url):
                 return answer  # GitHub may have created it: gidgethub raises GitHubBroken

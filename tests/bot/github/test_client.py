@@ -28,7 +28,7 @@ from bot.github import (
     InstalledRepo,
 )
 from bot.github.credentials import parse_token
-from bot.github.etags import EtagCache
+from bot.github.etags import EtagBudget, EtagCache
 from bot.github.pacing import HOUR, MINUTE, WritePacer
 from bot.github.policy import Retry, RetryReason, decide_retry
 from bot.telemetry import Telemetry
@@ -653,6 +653,32 @@ async def test_etag_cache_is_bounded_least_recently_used_first(world: World) -> 
     assert [("if-none-match" in r.headers) for r in repo_gets] == [False, False]
 
 
+async def test_an_answer_over_the_entry_limit_is_not_kept_for_a_conditional_get(
+    world: World,
+) -> None:
+    small = world.client(ClientPolicy(etag_entry_max_bytes=64))
+    api = await small.installation_api(world.installation.id)
+    await api.getitem("/repos/acme/models")  # a repository answer is far over 64 bytes
+    await api.getitem("/repos/acme/models")
+    roomy = world.client()
+    api = await roomy.installation_api(world.installation.id)
+    await api.getitem("/repos/acme/models")
+    await api.getitem("/repos/acme/models")
+    repo_gets = world.sandbox.requests_to("GET", "/repos/acme/models")
+    assert [("if-none-match" in r.headers) for r in repo_gets] == [False, False, False, True]
+
+
+async def test_the_etag_caches_of_a_client_hold_at_most_its_byte_budget(world: World) -> None:
+    budget = 6_000
+    client = world.client(ClientPolicy(etag_cache_bytes=budget, etag_entry_max_bytes=budget))
+    api = await client.installation_api(world.installation.id)
+    urls = ["/repos/acme/models", "/installation/repositories", "/repos/acme/models/issues"]
+    for _ in range(3):
+        for url in urls:
+            await api.getitem(url)
+            assert 0 < api.cache.held_bytes <= budget  # type: ignore[attr-defined]
+
+
 # ---- the pure parts: retry decisions, the LRU mapping, token parsing -----------------------
 
 NOW = 1_000.0
@@ -724,6 +750,34 @@ def test_etag_cache_evicts_the_least_recently_used_url() -> None:
     assert cache["a"][0] == "1"  # a is now the most recent
     cache["c"] = ("3", None, {}, None)
     assert sorted(cache) == ["a", "c"]
+
+
+def test_an_etag_budget_drops_the_least_recently_used_answer_of_any_installation() -> None:
+    budget = EtagBudget(100, max_entry_bytes=60)
+    first, second = EtagCache(10, budget), EtagCache(10, budget)
+    first.note_size("a", 40)
+    first["a"] = ("1", None, {}, None)
+    second.note_size("b", 40)
+    second["b"] = ("2", None, {}, None)
+    assert first["a"][0] == "1"  # a is now the most recent: b goes first
+    first.note_size("c", 40)
+    first["c"] = ("3", None, {}, None)
+    assert (sorted(first), sorted(second), budget.total) == (["a", "c"], [], 80)
+    # A 304 stores the same answer again and keeps the size it arrived with.
+    first["a"] = ("1", None, {}, None)
+    assert (first.held_bytes, budget.total) == (80, 80)
+    # An answer over the entry limit is not kept, and drops what was kept for its URL.
+    first.note_size("c", 61)
+    first["c"] = ("4", None, {}, None)
+    assert (sorted(first), budget.total) == (["a"], 40)
+    del first["a"]
+    assert (len(first), budget.total) == (0, 0)
+
+
+def test_client_policy_refuses_a_non_positive_etag_budget() -> None:
+    for options in ({"etag_cache_bytes": 0}, {"etag_entry_max_bytes": -1}):
+        with pytest.raises(GitHubClientError, match="must be a positive integer"):
+            ClientPolicy(**options)
 
 
 @pytest.mark.parametrize(
