@@ -75,6 +75,8 @@ def test_compose_balancer_forwards_to_the_port_the_replicas_listen_on() -> None:
 
 def test_scaling_doc_shows_compose_yaml_as_it_is() -> None:
     doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
-    shown = re.search(r"<!-- compose.yaml -->\n```yaml\n(.*?)```\n<!-- /compose.yaml -->", doc, re.S)
+    shown = re.search(
+        r"<!-- compose.yaml -->\n```yaml\n(.*?)```\n<!-- /compose.yaml -->", doc, re.S
+    )
     assert shown is not None, "docs/scaling.md lacks the compose.yaml block"
     assert shown.group(1) == COMPOSE.read_text(encoding="utf-8")
