@@ -17,7 +17,7 @@ runs a job, half way. Then it stops sending, waits for the store to drain, and c
 state: every accepted delivery stored once with its jobs, every job done or failed with its
 reason, no check run left open, at most one check run per job key and one sticky comment
 per marker, one nightly per repository and day. The service processes' resident memory is
-sampled every second; the report gives the median of the first and of the last quarter.
+sampled every second; the report gives the median of each quarter of the run.
 
 The same machinery (``run_fleet``) backs the multi-replica SIGKILL test and the short soak
 tests (``tests/bot/test_replicas.py``). Linux only (reads /proc).
@@ -172,16 +172,14 @@ class FleetOutcome:
             found.append(f"{self.violations} OpenAPI violations in the sandbox traffic")
         return found
 
-    def memory(self) -> dict[int, tuple[float, float]]:
-        """Per replica: the median RSS (MiB) of the first and of the last quarter of samples."""
-        figures: dict[int, tuple[float, float]] = {}
+    def memory(self) -> dict[int, tuple[float, ...]]:
+        """Per replica: the median RSS (MiB) of each quarter of its samples, in time order."""
+        figures: dict[int, tuple[float, ...]] = {}
         for replica in sorted({s.replica for s in self.samples}):
             values = [s.rss_mib for s in self.samples if s.replica == replica]
-            quarter = max(1, len(values) // 4)
-            figures[replica] = (
-                statistics.median(values[:quarter]),
-                statistics.median(values[-quarter:]),
-            )
+            size = max(1, len(values) // 4)
+            quarters = [values[i * size : (i + 1) * size] for i in range(3)] + [values[3 * size :]]
+            figures[replica] = tuple(statistics.median(q) for q in quarters if q)
         return figures
 
 
@@ -647,10 +645,11 @@ def report(outcome: FleetOutcome) -> str:
             + (" (killed mid-job)" if outcome.killed.mid_job else " (had just finished)")
         ),
     ]
-    for replica, (first, last) in memory.items():
+    for replica, quarters in memory.items():
         lines.append(
-            f"- replica {replica} RSS median: first quarter {first:.0f} MiB, "
-            f"last quarter {last:.0f} MiB"
+            f"- replica {replica} RSS median by quarter: "
+            + " / ".join(f"{value:.0f}" for value in quarters)
+            + f" MiB (first to last quarter {quarters[-1] - quarters[0]:+.0f} MiB)"
         )
     failed = [j for j in outcome.jobs if j.state is JobState.FAILED]
     for reason, n in Counter((j.last_error or "")[:100] for j in failed).most_common(5):
