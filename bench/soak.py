@@ -414,6 +414,21 @@ async def running_job_of(store: Store, pid: int) -> Job | None:
     return None
 
 
+async def stuck_job_of(store: Store, pid: int) -> Job | None:
+    """A job of the service process ``pid`` that is still held by the same attempt 0.2 s after
+    it was first seen running (so it waits on a slowed request), or None."""
+    job = await running_job_of(store, pid)
+    if job is None:
+        return None
+    await asyncio.sleep(0.2)
+    again = await store.get_job(job.id)
+    if again is None or again.state is not JobState.RUNNING:
+        return None
+    if (again.attempts, again.claimed_by) != (job.attempts, job.claimed_by):
+        return None
+    return again
+
+
 async def all_jobs(store: Store) -> list[Job]:
     """Every job in the store, of every kind."""
     jobs: list[Job] = []
@@ -494,7 +509,7 @@ async def kill_while_running(fleet: Fleet, store: Store, sandbox: Sandbox) -> Ki
     stall = sandbox.faults.slow("*", CHECK_WRITE, seconds=1.0, times=None)
     deadline = time.monotonic() + 120
     try:
-        while (job := await running_job_of(store, process.pid)) is None:
+        while (job := await stuck_job_of(store, process.pid)) is None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"replica {victim} never ran a job:\n{process.logs()}")
             await asyncio.sleep(0.02)
