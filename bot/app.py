@@ -185,6 +185,7 @@ async def _services_context(
             store,
             listing,
             kind=SCHEDULED_KIND,
+            interval_seconds=settings.schedule_s,
             on_enqueued=workers.wake,
         )
         if schedule

@@ -43,6 +43,7 @@ class Settings:
     poll_s: float = 1.0
     resume_s: float = 60.0
     sweep_s: float = 900.0
+    schedule_s: float = 60.0
     requeue_on_start: RequeueMode = RequeueMode.EXPIRED
     engine_processes: int = 1
     data_dir: Path = Path("model-guard-data")
@@ -113,6 +114,8 @@ class Settings:
             resume_s=_number(env, "MODEL_GUARD_RESUME_S", 60.0, low=0.05, high=86_400.0),
             # How often one replica asks GitHub to redeliver deliveries that failed while down.
             sweep_s=_number(env, "MODEL_GUARD_SWEEP_S", 900.0, low=1.0, high=86_400.0),
+            # How often the scheduler looks for due nightly runs (each is claimed once a day).
+            schedule_s=_number(env, "MODEL_GUARD_SCHEDULE_S", 60.0, low=0.05, high=86_400.0),
             requeue_on_start=_requeue_mode(env),
             engine_processes=_integer(env, "MODEL_GUARD_ENGINE_PROCESSES", 1, low=1, high=64),
             # Blob cache, evaluation store and the jobs' working copies of repositories.

@@ -169,6 +169,11 @@ class Faults:
             Fault(FaultKind.LOST_ANSWER, method.upper(), _compile(path_regex), times, status)
         )
 
+    def remove(self, fault: Fault) -> None:
+        """Remove one rule (as ``_add`` returned it; a rule with ``times`` left counts down)."""
+        with self._lock:
+            self._rules = [rule for rule in self._rules if rule != fault]
+
     def clear(self) -> None:
         """Remove every pending fault."""
         with self._lock:

@@ -117,3 +117,15 @@ async def test_lost_answer_does_the_write_then_answers_an_error(
         bodies = [c["body"] for c in await listed.json()]
     assert bodies == ["made"]  # GitHub did it; only the answer was lost
     assert sandbox.faults.pending == []
+
+
+async def test_removed_fault_stops_firing_and_leaves_the_others(
+    sandbox: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    stall = sandbox.faults.slow("GET", r"^/repos/acme/models$", seconds=60, times=None)
+    kept = sandbox.faults.fail_next("GET", r"^/repos/acme/models/issues/1$")
+    sandbox.faults.remove(stall)
+    async with session.get(f"{sandbox.url}/repos/acme/models") as ok:
+        await ok.read()
+    assert ok.status == 200
+    assert sandbox.faults.pending == [kept]
