@@ -16,7 +16,6 @@ from aiohttp import web
 from gidgethub import routing
 
 from bot.github import GitHubClient, GitHubClientError
-from bot.github.client import DEFAULT_POLICY
 from bot.github.policy import ClientPolicy
 from bot.github.repofiles import RepoFiles
 from bot.handlers import (
@@ -80,13 +79,14 @@ def create_app(
     schedule_source: ScheduleSource | None = None,
     run_jobs: bool = True,
     schedule: bool = True,
-    github_policy: ClientPolicy = DEFAULT_POLICY,
+    github_policy: ClientPolicy | None = None,
 ) -> web.Application:
     """Assemble the service; no work happens until the app starts.
 
     ``run_jobs=False`` gives the ingress alone (deliveries are stored, nothing runs);
     ``schedule_source`` replaces the list of installed repositories the scheduler reads;
-    ``github_policy`` the GitHub client's retry and pacing limits (GitHub's by default).
+    ``github_policy`` the GitHub client's retry and pacing limits (GitHub's by default, its
+    writes shared among ``settings.replicas``).
     """
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -100,7 +100,7 @@ def create_app(
                 _services_context,
                 source=schedule_source,
                 schedule=schedule,
-                policy=github_policy,
+                policy=settings.github_policy(github_policy),
             )
         )
     app.router.add_post("/webhook", _webhook)

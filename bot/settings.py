@@ -2,10 +2,11 @@
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.errors import SettingsError
+from bot.github.policy import ClientPolicy
 from bot.jobs.worker import RequeueMode, WorkerOptions
 from bot.store.select import is_postgres_url, sqlite_path
 from engine.budget import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_S, ScoringLimits
@@ -49,6 +50,22 @@ class Settings:
     data_dir: Path = Path("model-guard-data")
     model_memory_mib: int = DEFAULT_MEMORY_MIB
     model_timeout_s: float = DEFAULT_TIMEOUT_S
+    # How many replicas share the App's GitHub limits (MODEL_GUARD_REPLICAS).
+    replicas: int = 1
+
+    def github_policy(self, base: ClientPolicy | None = None) -> ClientPolicy:
+        """The GitHub client's policy, each replica pacing its share of the App's writes.
+
+        GitHub counts an installation's content-creating requests together, whichever
+        replica sends them, while each replica's pacer sees only its own; so N replicas
+        each pace 1/N of the budget (rounded down) and together stay under it.
+        """
+        policy = base if base is not None else ClientPolicy()
+        return replace(
+            policy,
+            writes_per_minute=max(1, policy.writes_per_minute // self.replicas),
+            writes_per_hour=max(1, policy.writes_per_hour // self.replicas),
+        )
 
     def scoring_limits(self) -> ScoringLimits:
         """Return the engine's limits for one model: the memory and time budget set here."""
@@ -127,6 +144,7 @@ class Settings:
             model_timeout_s=_number(
                 env, "MODEL_GUARD_MODEL_TIMEOUT_S", DEFAULT_TIMEOUT_S, low=0.1, high=86_400.0
             ),
+            replicas=_integer(env, "MODEL_GUARD_REPLICAS", 1, low=1, high=64),
         )
 
 

@@ -31,6 +31,7 @@ from bot.github.credentials import parse_token
 from bot.github.etags import EtagBudget, EtagCache
 from bot.github.pacing import HOUR, MINUTE, WritePacer
 from bot.github.policy import Retry, RetryReason, decide_retry
+from bot.settings import Settings
 from bot.telemetry import Telemetry
 from sandbox import Sandbox, SandboxState
 from sandbox.records import Installation, Repo
@@ -511,6 +512,30 @@ async def test_200_posts_never_start_more_than_64_in_any_60_s_window(world: Worl
     assert all(starts[i + 64] - starts[i] >= 60 for i in range(len(starts) - 64))
     assert starts[-1] - starts[0] >= 180  # 200 writes need four windows
     assert len(world.sandbox.state.issue_comments(world.repo, issue.number)) == 200
+
+
+async def test_three_replicas_told_of_each_other_stay_under_64_writes_a_minute_together(
+    world: World,
+) -> None:
+    # Each replica has its own pacer; GitHub counts the installation's writes together.
+    issue = world.sandbox.state.add_issue(world.repo, "Many comments")
+    policy = Settings(webhook_secret="x", replicas=3).github_policy()
+    assert (policy.writes_per_minute, policy.writes_per_hour) == (21, 150)
+    url = REPO_PATH + "/issues/{number}/comments"
+    url_vars = {**repo_vars(world), "number": issue.number}
+    replicas = [await world.client(policy).installation_api(world.installation.id) for _ in "abc"]
+
+    await asyncio.gather(
+        *(
+            api.post(url, url_vars=url_vars, data={"body": f"note {n}"})
+            for api in replicas
+            for n in range(40)
+        )
+    )
+
+    starts = sorted(t for method, path, t in world.traffic.starts if path.endswith("/comments"))
+    assert len(starts) == 120
+    assert all(starts[i + 64] - starts[i] >= 60 for i in range(len(starts) - 64))
 
 
 async def test_the_pacer_keeps_under_the_hourly_limit_as_well() -> None:
