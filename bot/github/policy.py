@@ -36,8 +36,8 @@ class ClientPolicy:
     etag_cache_entries: int = 512
     # The answers all installations' ETag caches hold together, in bytes as they arrived (the
     # decoded objects take several times that), and the largest answer worth keeping.
-    etag_cache_bytes: int = 8 * 1024 * 1024
-    etag_entry_max_bytes: int = 1024 * 1024
+    etag_cache_bytes: int = 4 * 1024 * 1024
+    etag_entry_max_bytes: int = 512 * 1024
 
     def __post_init__(self) -> None:
         """Refuse values that would make the client spin, never send, or never wait."""
