@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import string
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+
+from bench.load import free_port, memory_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY_BYTES = 24 * 1024 * 1024
@@ -42,21 +43,6 @@ class Figures:
     answered: dict[str, int]
     metrics_before: int
     metrics_after: int
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start_service(source: Path, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -155,7 +141,7 @@ async def measure(
         process, port = start_service(source, Path(folder))
         try:
             await wait_healthy(port, process)
-            before = rss_mib(process.pid)
+            before = memory_mib(process.pid, "VmRSS")
             answers: list[str] = []
             tasks = [
                 asyncio.create_task(stalled_client(port, sent, index, answers))
@@ -164,13 +150,13 @@ async def measure(
             peak = before
             deadline = time.monotonic() + stall
             while time.monotonic() < deadline:
-                peak = max(peak, rss_mib(process.pid))
+                peak = max(peak, memory_mib(process.pid, "VmRSS"))
                 await asyncio.sleep(0.05)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.sleep(settle)
-            after = rss_mib(process.pid)
+            after = memory_mib(process.pid, "VmRSS")
             metrics_before = await metrics_size(port)
             await random_event_names(port, labels)
             metrics_after = await metrics_size(port)

@@ -132,7 +132,7 @@ async def bench(sizes: list[int], rows: int, repeats: int, hidden: int) -> list[
                 installation = state.add_installation("acme")
                 state.add_repo("acme", "models", files, installation=installation)
                 async with Sandbox(state, validate=False) as sandbox:
-                    token = await _token(sandbox, installation.id)
+                    token = await installation_token(sandbox, installation.id)
                     runs: dict[bool, list[Measure]] = {False: [], True: []}
                     # Warm up: the engine process imports onnxruntime and pandas once.
                     await measure(
@@ -165,7 +165,8 @@ async def bench(sizes: list[int], rows: int, repeats: int, hidden: int) -> list[
     return results
 
 
-async def _token(sandbox: Sandbox, installation_id: int) -> str:
+async def installation_token(sandbox: Sandbox, installation_id: int) -> str:
+    """An installation token minted from the sandbox as the App would (a JWT, then POST)."""
     import jwt
 
     now = int(time.time()) - 60

@@ -41,6 +41,7 @@ import aiohttp
 import gidgethub.aiohttp
 from aiohttp import web
 
+from bench.nightly import installation_token
 from bot.app import STORE, create_app
 from bot.demo import DEFAULT_FEATURES, DEFAULT_REGISTRY, demo_files, manifest_permissions
 from bot.demo_pulls import base_files, evidence_files, registry_text
@@ -163,20 +164,6 @@ class Naive:
         await self.gh.post(reactions, data={"content": "rocket"})
 
 
-async def _token(sandbox: Sandbox, installation_id: int) -> str:
-    import jwt
-
-    now = int(time.time()) - 60
-    claims = {"iat": now, "exp": now + 540, "iss": str(sandbox.state.app.id)}
-    app_jwt = jwt.encode(claims, sandbox.state.private_key_pem, algorithm="RS256")
-    async with aiohttp.ClientSession() as session:
-        gh = gidgethub.aiohttp.GitHubAPI(session, "bench", base_url=sandbox.url)
-        data = await gh.post(
-            f"/app/installations/{installation_id}/access_tokens", data={}, jwt=app_jwt
-        )
-    return str(data["token"])
-
-
 def _chatter(state: SandboxState, repo: Repo, number: int, comments: int) -> None:
     """``comments`` comments by people on an issue or pull request (a discussion)."""
     for n in range(comments):
@@ -230,7 +217,7 @@ async def bench(comments: int) -> list[Row]:
             app_url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
             store = runner.app[STORE]
             jobs = 0
-            token = await _token(sandbox, installation.id)
+            token = await installation_token(sandbox, installation.id)
             try:
                 async with aiohttp.ClientSession() as session:
                     gh = gidgethub.aiohttp.GitHubAPI(
