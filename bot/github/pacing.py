@@ -20,14 +20,20 @@ class WritePacer:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        on_wait: Callable[[float, int], None] | None = None,
     ) -> None:
-        """Start with empty windows; ``windows`` are ``(limit, seconds)`` pairs, limit >= 1."""
+        """Start with empty windows; ``windows`` are ``(limit, seconds)`` pairs, limit >= 1.
+
+        ``on_wait(seconds, recent)`` is told of every wait before it starts, with the starts
+        still inside the longest window, so a long hold can be logged rather than look hung.
+        """
         if not windows or any(limit < 1 or seconds <= 0 for limit, seconds in windows):
             raise ValueError(f"pacing windows need limits >= 1 and positive spans: {windows!r}")
         self.windows = tuple((int(limit), float(seconds)) for limit, seconds in windows)
         self._span = max(seconds for _, seconds in self.windows)
         self._clock = clock
         self._sleep = sleep
+        self._on_wait = on_wait
         self._starts: deque[float] = deque()
         # One waiter at a time, in arrival order (asyncio.Lock is FIFO), so writes keep their order.
         self._lock = asyncio.Lock()
@@ -43,6 +49,8 @@ class WritePacer:
                 if wait <= 0:
                     self._starts.append(now)
                     return now
+                if self._on_wait is not None:
+                    self._on_wait(wait, len(self._starts))
                 await self._sleep(wait)
 
     def _wait(self, limit: int, seconds: float, now: float) -> float:

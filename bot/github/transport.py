@@ -18,6 +18,9 @@ from bot.github.policy import ClientPolicy, Retry, RetryReason, decide_retry
 from bot.telemetry import Telemetry
 
 log = logging.getLogger("model_guard.github")
+# A pacing hold at least this long is logged: an hour's budget spent can hold writes for
+# many minutes, which would otherwise look like a hung job.
+PACING_LOG_SECONDS = 5.0
 
 # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
 # counts POST, PATCH, PUT and DELETE as content-generating.
@@ -86,10 +89,19 @@ class ResilientAPI(gidgethub.aiohttp.GitHubAPI):
             ((policy.writes_per_minute, MINUTE), (policy.writes_per_hour, HOUR)),
             clock=clock,
             sleep=sleep,
+            on_wait=self._paced,
         )
         # A rate limit answered to one request holds back every request of this API until then.
         self._resume_at = 0.0
         self._closed = False
+
+    def _paced(self, seconds: float, recent: int) -> None:
+        """Log a write held back for GitHub's content-creation limits for more than a moment."""
+        if seconds >= PACING_LOG_SECONDS:
+            log.warning(
+                "holding a write for GitHub's content-creation limits",
+                extra={"api": self.label, "wait_s": round(seconds, 1), "recent_writes": recent},
+            )
 
     async def sleep(self, seconds: float) -> None:
         """gidgethub's sleep hook, on the injected sleep."""

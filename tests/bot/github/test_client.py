@@ -538,6 +538,23 @@ async def test_three_replicas_told_of_each_other_stay_under_64_writes_a_minute_t
     assert all(starts[i + 64] - starts[i] >= 60 for i in range(len(starts) - 64))
 
 
+async def test_a_write_held_for_the_limits_is_logged_not_silent(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An hour's budget spent holds writes for many minutes: the log says why a job waits.
+    issue = world.sandbox.state.add_issue(world.repo, "Held")
+    client = world.client(ClientPolicy(writes_per_minute=2))
+    api = await client.installation_api(world.installation.id)
+    url = REPO_PATH + "/issues/{number}/comments"
+    url_vars = {**repo_vars(world), "number": issue.number}
+    with caplog.at_level(logging.WARNING, logger="model_guard.github"):
+        for n in range(3):
+            await api.post(url, url_vars=url_vars, data={"body": f"note {n}"})
+    held = [r for r in caplog.records if "content-creation limits" in r.getMessage()]
+    assert len(held) == 1
+    assert held[0].recent_writes == 2 and 55 <= held[0].wait_s <= 60  # type: ignore[attr-defined]
+
+
 async def test_the_pacer_keeps_under_the_hourly_limit_as_well() -> None:
     now = [0.0]
 
