@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.load import free_port, memory_mib
+from bench.load import free_port, memory_mib, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY_BYTES = 24 * 1024 * 1024
@@ -66,21 +66,6 @@ def start_service(source: Path, folder: Path) -> tuple[subprocess.Popen[bytes], 
         stderr=subprocess.DEVNULL,
     )
     return process, port
-
-
-async def wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise RuntimeError("the service exited at start")
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the service did not answer /healthz")
 
 
 async def stalled_client(port: int, sent: int, index: int, answers: list[str]) -> None:
@@ -140,7 +125,7 @@ async def measure(
     with tempfile.TemporaryDirectory() as folder:
         process, port = start_service(source, Path(folder))
         try:
-            await wait_healthy(port, process)
+            await wait_healthy([port], [process])
             before = memory_mib(process.pid, "VmRSS")
             answers: list[str] = []
             tasks = [

@@ -224,7 +224,7 @@ def _bare(port: int) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_healthy(ports: Sequence[int], processes: Sequence[subprocess.Popen[bytes]]) -> None:
+async def wait_healthy(ports: Sequence[int], processes: Sequence[subprocess.Popen[bytes]]) -> None:
     async with aiohttp.ClientSession() as session:
         for port, process in zip(ports, processes, strict=True):
             for _ in range(1200):
@@ -293,8 +293,8 @@ def run_once(target: Target, *, n: int, concurrency: int) -> Result:
                 )
                 if database is not None and len(processes) == 1 and target.replicas > 1:
                     # The first replica applies the migrations; the others start on them.
-                    asyncio.run(_wait_healthy(ports[:1], processes))
-            asyncio.run(_wait_healthy(ports, processes))
+                    asyncio.run(wait_healthy(ports[:1], processes))
+            asyncio.run(wait_healthy(ports, processes))
             time.sleep(1.0)  # let start-up settle before reading idle memory
             idle = tuple(memory_mib(p.pid, "VmRSS") for p in processes)
             outcome = run_generator(

@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.load import memory_mib
 from bot.demo import DEFAULT_FEATURES, DEFAULT_REGISTRY, demo_files, manifest_permissions
 from bot.handlers.bisect import KIND as BISECT
 from bot.handlers.bisect import command_key
@@ -60,19 +61,12 @@ from sandbox import Sandbox, SandboxState
 from sandbox.events import issue_comment_payload, pull_request_payload
 from sandbox.records import CheckStatus, Issue, Repo
 from sandbox.render import Renderer
-from tests.bot.servicehelpers import ServiceProcess, free_port, service_env
+from tests.bot.servicehelpers import CONFIG, ServiceProcess, free_port, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = "acme"
 MAINTAINER = "maintainer"
 KINDS = (BISECT, REGISTRY, NIGHTLY)
-CONFIG = b"""\
-version: 1
-registry: models/registry.json
-features: golden/features.parquet
-gate:
-  min_plcc: 0.9
-"""
 STICKY = re.compile(r"<!-- model-guard:([a-z0-9-]+) -->")
 # The failures GitHub answers with now and then (bursts, each limited, so GitHub recovers).
 COMMENT_POST = r"/repos/[^/]+/[^/]+/issues/\d+/comments$"
@@ -359,12 +353,9 @@ async def start_fleet(plan: FleetPlan, sandbox: Sandbox, database: str, folder: 
 def rss_mib(pid: int) -> float | None:
     """Resident memory of a live process in MiB (None once it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        return memory_mib(pid, "VmRSS")
+    except (OSError, RuntimeError):  # gone, or a zombie without memory
         return None
-    return None
 
 
 async def sample_memory(fleet: Fleet, samples: list[Sample], started: float) -> None:

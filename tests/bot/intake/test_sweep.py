@@ -1,6 +1,5 @@
 """The missed-delivery sweep over real HTTP: deliveries that failed while the App was down come back once."""
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -19,7 +18,7 @@ from bot.store import SqliteStore
 from sandbox import Sandbox
 from sandbox.webhooks import load_example
 from tests.bot.handlers.conftest import app_settings
-from tests.bot.servicehelpers import wait_until
+from tests.bot.servicehelpers import free_port, wait_until
 
 ATTEMPTS = r"^/app/hook/deliveries/\d+/attempts$"
 
@@ -27,13 +26,6 @@ ATTEMPTS = r"^/app/hook/deliveries/\d+/attempts$"
 async def no_schedules() -> list[ScheduledRepo]:
     """No nightly: only the sweep reaches out."""
     return []
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @asynccontextmanager
@@ -52,7 +44,7 @@ async def serving(settings: Settings, port: int) -> AsyncIterator[web.Applicatio
 async def test_deliveries_missed_while_down_are_redelivered_once(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/webhook"
     # While nothing listens: three handled events fail to connect, and a ping (not handled).
     missed = [
@@ -89,7 +81,7 @@ async def test_deliveries_missed_while_down_are_redelivered_once(
 async def test_a_delivery_asked_for_is_not_asked_for_again_and_replicas_take_turns(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/webhook"  # never served: every redelivery fails again
     for _ in range(2):
         await sandbox.deliver(url, "installation", load_example("installation", "created"))
@@ -118,7 +110,7 @@ async def test_a_delivery_asked_for_is_not_asked_for_again_and_replicas_take_tur
 
 
 async def test_old_deliveries_are_left_alone(sandbox: Sandbox, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/webhook"
+    url = f"http://127.0.0.1:{free_port()}/webhook"
     await sandbox.deliver(url, "installation", load_example("installation", "created"))
     state = sandbox.state
     async with aiohttp.ClientSession() as session, SqliteStore(tmp_path / "s.db") as store:
